@@ -1,0 +1,195 @@
+//! Records that cross the kernel/user boundary.
+//!
+//! Every type here is `#[repr(C)]`, plain old data, and has its size pinned at
+//! compile time: the eBPF programs write these bytes and user space reads them
+//! back, so a silent layout change would corrupt every event.
+#![no_std]
+
+/// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+/// Bytes of the executable path kept per exec event.
+pub const PATH_LEN: usize = 256;
+/// Bytes of the NUL-separated argument vector kept per exec event.
+pub const ARGV_LEN: usize = 256;
+
+/// `PF_KTHREAD` from include/linux/sched.h: a stable ABI flag, not an offset.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// Discriminant at the start of every ring-buffer record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    Connect = 4,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Exec),
+            2 => Some(Self::Fork),
+            3 => Some(Self::Exit),
+            4 => Some(Self::Connect),
+            _ => None,
+        }
+    }
+}
+
+/// Indexes of the per-CPU loss counters (`LOST` map): one per event kind.
+pub const LOST_SLOTS: u32 = 5;
+
+/// Which program produced a connect record.
+pub const HOOK_TRACEPOINT: u32 = 1;
+pub const HOOK_FENTRY: u32 = 2;
+
+/// `sched_process_exec`: a task replaced its program.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub kind: u32,
+    /// Thread-group id (the "PID" users see).
+    pub tgid: u32,
+    /// Thread id of the task that ran execve.
+    pub pid: u32,
+    /// Thread id before exec (differs when a non-leader thread called execve).
+    pub old_pid: u32,
+    /// tgid of the real parent.
+    pub ppid: u32,
+    pub uid: u32,
+    /// `task_struct.start_boottime` of the thread-group leader, in ns.
+    pub start_boottime_ns: u64,
+    /// `bpf_ktime_get_boot_ns()` when the event fired.
+    pub ktime_ns: u64,
+    pub comm: [u8; COMM_LEN],
+    /// Valid bytes in `filename` (without the NUL).
+    pub filename_len: u32,
+    /// Valid bytes in `argv` (NUL-separated arguments).
+    pub argv_len: u32,
+    /// Full length of the argument area; more than `argv_len` means truncated.
+    pub argv_total_len: u32,
+    pub _pad: u32,
+    pub filename: [u8; PATH_LEN],
+    pub argv: [u8; ARGV_LEN],
+}
+
+/// `sched_process_fork`: a new process (not a new thread) was created.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ForkEvent {
+    pub kind: u32,
+    pub parent_tgid: u32,
+    pub child_tgid: u32,
+    pub uid: u32,
+    pub child_start_boottime_ns: u64,
+    pub ktime_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `sched_process_exit` of a thread-group leader.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExitEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub start_boottime_ns: u64,
+    pub ktime_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// An outbound TCP connect, seen in the connecting task's context.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Host byte order; 0 when the kernel had not chosen it yet.
+    pub sport: u16,
+    /// Host byte order.
+    pub dport: u16,
+    pub _pad: u16,
+    /// IPv4 addresses use the first 4 bytes, network order.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// `HOOK_TRACEPOINT` or `HOOK_FENTRY`.
+    pub hook: u32,
+    pub _pad2: u32,
+    pub ktime_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// One task as the kernel's task iterator sees it (threads included).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TaskRecord {
+    pub tgid: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// `task_struct.flags` (`PF_KTHREAD` marks kernel threads).
+    pub flags: u32,
+    /// 1 when the task has an address space (`mm != NULL`).
+    pub has_mm: u32,
+    pub start_boottime_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Byte offsets of the kernel structure fields the programs read, resolved
+/// in user space from the running kernel's BTF and set as a read-only global
+/// before load. `ready` is 0 until user space filled it in.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct KernelOffsets {
+    pub ready: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_real_cred: u32,
+    pub task_comm: u32,
+    pub task_flags: u32,
+    pub task_mm: u32,
+    pub task_start_boottime: u32,
+    pub cred_uid: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub binprm_filename: u32,
+    pub sk_family: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_protocol: u32,
+    pub _pad: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + PATH_LEN + ARGV_LEN);
+    assert!(core::mem::size_of::<ForkEvent>() == 32 + COMM_LEN);
+    assert!(core::mem::size_of::<ExitEvent>() == 24 + COMM_LEN);
+    assert!(core::mem::size_of::<ConnectEvent>() == 72 + COMM_LEN);
+    assert!(core::mem::size_of::<TaskRecord>() == 32 + COMM_LEN);
+    assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and byte arrays, no padding holes
+    // that carry meaning, valid for any bit pattern.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+/// The bytes of a fixed-size, NUL-padded kernel string up to the first NUL.
+pub fn until_nul(bytes: &[u8]) -> &[u8] {
+    match bytes.iter().position(|&b| b == 0) {
+        Some(n) => &bytes[..n],
+        None => bytes,
+    }
+}

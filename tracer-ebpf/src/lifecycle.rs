@@ -1,0 +1,69 @@
+//! Fork and exit, so user space keeps its process table current without
+//! rescanning /proc.
+use aya_ebpf::{
+    helpers::bpf_ktime_get_boot_ns,
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use tracer_common::{EventKind, ExitEvent, ForkEvent};
+
+use crate::{maps, task};
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn fork_tp_btf(ctx: BtfTracePointContext) -> i32 {
+    unsafe {
+        let parent: *const u8 = ctx.arg(0);
+        let child: *const u8 = ctx.arg(1);
+        let off = maps::offsets();
+        if off.ready == 0 {
+            return 0;
+        }
+        let child_tgid = task::tgid(&off, child);
+        // New threads share the parent's tgid: they are not new processes.
+        if child_tgid != task::pid(&off, child) {
+            return 0;
+        }
+        let Some(mut entry) = maps::EVENTS.reserve::<ForkEvent>(0) else {
+            maps::count_lost(EventKind::Fork as u32);
+            return 0;
+        };
+        let ev = &mut *entry.as_mut_ptr();
+        ev.kind = EventKind::Fork as u32;
+        ev.parent_tgid = task::tgid(&off, parent);
+        ev.child_tgid = child_tgid;
+        ev.uid = task::uid(&off, child);
+        ev.child_start_boottime_ns = task::read_at(child, off.task_start_boottime);
+        ev.ktime_ns = bpf_ktime_get_boot_ns();
+        task::comm(&off, child, &mut ev.comm);
+        entry.submit(0);
+    }
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
+    unsafe {
+        let task: *const u8 = ctx.arg(0);
+        let off = maps::offsets();
+        if off.ready == 0 {
+            return 0;
+        }
+        let tgid = task::tgid(&off, task);
+        // Only the thread-group leader's exit ends the process as ps shows it.
+        if tgid != task::pid(&off, task) {
+            return 0;
+        }
+        let Some(mut entry) = maps::EVENTS.reserve::<ExitEvent>(0) else {
+            maps::count_lost(EventKind::Exit as u32);
+            return 0;
+        };
+        let ev = &mut *entry.as_mut_ptr();
+        ev.kind = EventKind::Exit as u32;
+        ev.tgid = tgid;
+        ev.start_boottime_ns = task::read_at(task, off.task_start_boottime);
+        ev.ktime_ns = bpf_ktime_get_boot_ns();
+        task::comm(&off, task, &mut ev.comm);
+        entry.submit(0);
+    }
+    0
+}

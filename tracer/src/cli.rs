@@ -1,0 +1,90 @@
+//! Command-line definitions only (clap). Behaviour lives in `commands`.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Live response for compromised Linux hosts: the kernel's view of processes and connections",
+    after_help = "Exit codes: 0 ok/clean, 1 findings, 2 error or bad input, 3 needs root, \
+                  4 kernel unsupported, 5 kill-tree refused its target."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Stream every exec and outbound TCP connect from the kernel, with ancestry.
+    Watch(WatchArgs),
+    /// Find processes hidden from /proc, libc or ps, and name-spoofed processes.
+    Hidden(HiddenArgs),
+    /// Plan (and with --kill, carry out) stopping a malicious process tree.
+    KillTree(KillTreeArgs),
+    /// Kernel version, BTF, and which hooks tracer would use.
+    Status(StatusArgs),
+    /// Internal: list /proc through libc's readdir, as ordinary programs see it.
+    #[command(name = "__libc-readdir", hide = true)]
+    LibcReaddir,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct WatchArgs {
+    /// JSON lines instead of human-readable lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Only events from these PIDs or their descendants (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only events whose process name (comm) is one of these (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Only exec events.
+    #[arg(long, conflicts_with = "connect_only")]
+    pub exec_only: bool,
+    /// Only connect events (and alerts).
+    #[arg(long)]
+    pub connect_only: bool,
+    /// Indicator file: one address, CIDR, ADDR:PORT, :PORT or domain a line (repeatable).
+    #[arg(long = "ioc", value_name = "FILE")]
+    pub ioc_files: Vec<PathBuf>,
+    /// Do not load the built-in mining-pool indicators.
+    #[arg(long)]
+    pub no_default_iocs: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct HiddenArgs {
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the kernel (eBPF) view even when running as root.
+    #[arg(long)]
+    pub no_kernel: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct KillTreeArgs {
+    /// The process to stop, with everything that keeps it alive.
+    #[arg(value_name = "PID")]
+    pub pid: String,
+    /// Carry out the plan (default is a dry run that only prints it).
+    #[arg(long)]
+    pub kill: bool,
+    /// Before killing, copy each member's executable here with a JSON record.
+    #[arg(long, value_name = "DIR")]
+    pub quarantine: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct StatusArgs {
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}

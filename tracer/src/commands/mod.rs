@@ -1,0 +1,20 @@
+//! One module per command; each wires the shared parts together.
+pub mod hidden;
+pub mod kill_tree;
+pub mod status;
+pub mod watch;
+
+use anyhow::Result;
+
+use crate::cli::Command;
+
+/// Runs a command and returns its exit code.
+pub fn run(command: Command) -> Result<i32> {
+    match command {
+        Command::Watch(args) => watch::run(args),
+        Command::Hidden(args) => hidden::run(args),
+        Command::KillTree(args) => kill_tree::run(args),
+        Command::Status(args) => status::run(args),
+        Command::LibcReaddir => crate::views::libc_readdir::print_listing(),
+    }
+}

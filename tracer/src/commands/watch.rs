@@ -1,0 +1,370 @@
+//! `tracer watch`: the kernel event stream, with ancestry and alerts.
+use std::{
+    collections::HashSet,
+    io::{self, BufWriter, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+use tracer_common::{ConnectEvent, ExecEvent, HOOK_FENTRY, PF_KTHREAD};
+
+use crate::{
+    cli::WatchArgs,
+    detect::indicators::{self, Indicators},
+    error::exit,
+    kernel::{
+        events::{decode, text, KernelEvent},
+        Kernel,
+    },
+    model::{boottime_ns_to_ticks, Process},
+    output::events::{
+        AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, ProcessOut, StartOut,
+        SummaryOut,
+    },
+    proc,
+    table::ProcessTable,
+    users::Users,
+};
+
+/// How often indicator domains are resolved again.
+const IOC_REFRESH: Duration = Duration::from_secs(300);
+
+pub fn run(args: WatchArgs) -> Result<i32> {
+    // Bad input fails before anything is loaded into the kernel.
+    let indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
+    let mut kernel = Kernel::load("watch")?;
+    kernel.attach_watch()?;
+    let ring = kernel.take_events()?;
+    // The table is seeded after the programs are attached, so nothing that
+    // starts in between is missed: it is either in the snapshot or an event.
+    let table = seed_table(&mut kernel);
+
+    let json = args.json;
+    let mut w = Watcher {
+        args,
+        table,
+        users: Users::load(),
+        indicators,
+        out: EventWriter::new(BufWriter::with_capacity(64 * 1024, io::stdout().lock()), json),
+        seen: Counts::default(),
+        alerts: 0,
+        shown: 0,
+    };
+    w.out.start(&StartOut {
+        kind: "start",
+        kernel: crate::kernel::kernel_release(),
+        hooks: &kernel.hooks,
+        processes: w.table.live_count(),
+    })?;
+    w.out.flush()?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stream_result = rt.block_on(w.stream(ring));
+
+    let lost = kernel.lost().unwrap_or_default();
+    let lost = Counts {
+        exec: lost[1],
+        fork: lost[2],
+        exit: lost[3],
+        connect: lost[4],
+    };
+    let summary = SummaryOut {
+        kind: "summary",
+        events_seen: w.seen.exec + w.seen.fork + w.seen.exit + w.seen.connect,
+        events_lost: lost.exec + lost.fork + lost.exit + lost.connect,
+        seen: w.seen,
+        lost,
+        alerts: w.alerts,
+        shown: w.shown,
+    };
+    // The summary goes to stdout with the events (JSON consumers read it
+    // there) and, in JSON mode, to stderr for the human at the terminal.
+    let _ = w.out.summary(&summary).and_then(|_| w.out.flush());
+    if json {
+        let _ = EventWriter::new(io::stderr(), false).summary(&summary);
+    }
+    drop(kernel); // detaches every program and link
+    stream_result?;
+    Ok(exit::OK)
+}
+
+/// The table from the kernel's task list, enriched with /proc's view of
+/// each process (exe, command line) where /proc agrees on its identity.
+/// Processes /proc shows but the iterator does not (the iterator walks only
+/// tracer's own PID namespace) are added from /proc.
+fn seed_table(kernel: &mut Kernel) -> ProcessTable {
+    let tasks = kernel.tasks().unwrap_or_default();
+    let mut processes: Vec<Process> = tasks
+        .iter()
+        .filter(|t| t.tgid == t.pid)
+        .map(|t| {
+            let start_ticks = boottime_ns_to_ticks(t.start_boottime_ns);
+            let from_proc = proc::read_process(t.tgid).filter(|p| p.start_ticks == start_ticks);
+            Process {
+                pid: t.tgid,
+                ppid: t.ppid,
+                uid: t.uid,
+                comm: text(&t.comm),
+                exe: from_proc.as_ref().and_then(|p| p.exe.clone()),
+                cmdline: from_proc.map(|p| p.cmdline).unwrap_or_default(),
+                start_ticks,
+                kernel_thread: t.flags & PF_KTHREAD != 0,
+                exited_at_ns: None,
+            }
+        })
+        .collect();
+    let known: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
+    let pids = proc::list_pids().unwrap_or_default();
+    processes.extend(
+        pids.into_iter()
+            .filter(|pid| !known.contains(pid))
+            .filter_map(proc::read_process),
+    );
+    let mut table = ProcessTable::new();
+    table.seed(processes);
+    table
+}
+
+struct Watcher<W: Write> {
+    args: WatchArgs,
+    table: ProcessTable,
+    users: Users,
+    indicators: Indicators,
+    out: EventWriter<W>,
+    seen: Counts,
+    alerts: u64,
+    shown: u64,
+}
+
+impl<W: Write> Watcher<W> {
+    /// Drains the ring buffer until SIGINT or SIGTERM, then once more.
+    async fn stream(&mut self, ring: RingBuf<MapData>) -> Result<()> {
+        #[allow(deprecated)]
+        let mut ring = AsyncFd::new(ring).context("polling the event ring buffer")?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut refresh = tokio::time::interval(IOC_REFRESH);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    let closed = self.drain(guard.get_inner_mut())?;
+                    guard.clear_ready();
+                    if closed {
+                        return Ok(());
+                    }
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = refresh.tick() => self.indicators.refresh(),
+            }
+        }
+        self.drain(ring.get_mut())?;
+        Ok(())
+    }
+
+    /// Handles every queued record; returns true when stdout is gone.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<bool> {
+        while let Some(item) = ring.next() {
+            let event = decode(&item);
+            drop(item);
+            let Some(event) = event else { continue };
+            if let Err(e) = self.handle(event) {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    return Ok(true);
+                }
+                return Err(e.into());
+            }
+        }
+        match self.out.flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(true),
+            r => r.map(|_| false).map_err(Into::into),
+        }
+    }
+
+    fn handle(&mut self, event: KernelEvent) -> io::Result<()> {
+        match event {
+            KernelEvent::Exec(e) => {
+                self.seen.exec += 1;
+                self.on_exec(&e)
+            }
+            KernelEvent::Fork(f) => {
+                self.seen.fork += 1;
+                self.table.on_fork(
+                    f.parent_tgid,
+                    f.child_tgid,
+                    boottime_ns_to_ticks(f.child_start_boottime_ns),
+                    f.uid,
+                );
+                Ok(())
+            }
+            KernelEvent::Exit(x) => {
+                self.seen.exit += 1;
+                self.table
+                    .on_exit(x.tgid, boottime_ns_to_ticks(x.start_boottime_ns), x.ktime_ns);
+                Ok(())
+            }
+            KernelEvent::Connect(c) => {
+                self.seen.connect += 1;
+                self.on_connect(&c)
+            }
+        }
+    }
+
+    /// Whether the filters let an event of this process through.
+    fn selected(&self, comm: &str, pid: u32, ancestry: &[&Process]) -> bool {
+        let comm_ok = self.args.comms.is_empty() || self.args.comms.iter().any(|c| c == comm);
+        let pid_ok = self.args.pids.is_empty()
+            || self.args.pids.contains(&pid)
+            || ancestry.iter().any(|a| self.args.pids.contains(&a.pid));
+        comm_ok && pid_ok
+    }
+
+    fn on_exec(&mut self, e: &ExecEvent) -> io::Result<()> {
+        let argv_bytes = &e.argv[..(e.argv_len as usize).min(e.argv.len())];
+        let argv = proc::split_nul_args(argv_bytes);
+        let comm = text(&e.comm);
+        let filename = text(&e.filename[..(e.filename_len as usize).min(e.filename.len())]);
+        let start_ticks = boottime_ns_to_ticks(e.start_boottime_ns);
+        let id = self.table.on_exec(
+            e.tgid,
+            e.ppid,
+            e.uid,
+            start_ticks,
+            comm.clone(),
+            filename.clone(),
+            argv.clone(),
+        );
+        if self.args.connect_only {
+            return Ok(());
+        }
+        let ancestry = self.table.ancestry(&id);
+        if !self.selected(&comm, e.tgid, &ancestry) {
+            return Ok(());
+        }
+        let signs = self
+            .table
+            .by_id(&id)
+            .map(indicators::exec_signs)
+            .unwrap_or_default();
+        let users = &self.users;
+        let out = ExecOut {
+            kind: "exec",
+            ktime_ns: e.ktime_ns,
+            pid: e.tgid,
+            tid: e.pid,
+            ppid: e.ppid,
+            uid: e.uid,
+            user: users.name(e.uid),
+            comm: &comm,
+            filename: &filename,
+            argv: &argv,
+            argv_truncated: e.argv_total_len > e.argv_len,
+            start_ticks,
+            signs: &signs,
+            ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
+        };
+        self.shown += 1;
+        self.out.exec(&out)
+    }
+
+    fn on_connect(&mut self, c: &ConnectEvent) -> io::Result<()> {
+        if self.args.exec_only {
+            return Ok(());
+        }
+        // A process we have not seen start is read from /proc once and kept.
+        if self.table.get(c.tgid).is_none() {
+            if let Some(p) = proc::read_process(c.tgid) {
+                self.table.upsert(p, None);
+            }
+        }
+        let (daddr, saddr, family) = addresses(c);
+        let comm = text(&c.comm);
+        let Some(process) = self.table.get(c.tgid) else {
+            return Ok(());
+        };
+        let id = process.id();
+        let ancestry = self.table.ancestry(&id);
+        let matched = self.indicators.match_connect(daddr, c.dport);
+        if matched.is_none() && !self.selected(&comm, c.tgid, &ancestry) {
+            return Ok(());
+        }
+        let users = &self.users;
+        let out = ConnectOut {
+            kind: "connect",
+            ktime_ns: c.ktime_ns,
+            pid: c.tgid,
+            tid: c.pid,
+            uid: c.uid,
+            user: users.name(c.uid),
+            comm: &comm,
+            exe: process.exe.as_deref(),
+            cmdline: process.cmdline_string(),
+            family,
+            saddr: saddr.to_string(),
+            sport: c.sport,
+            daddr: daddr.to_string(),
+            dport: c.dport,
+            hook: if c.hook == HOOK_FENTRY {
+                "fentry/tcp_connect"
+            } else {
+                "tracepoint/inet_sock_set_state"
+            },
+            ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
+        };
+        self.shown += 1;
+        self.out.connect(&out)?;
+        if let Some(m) = matched {
+            self.alerts += 1;
+            let severity = self.indicators.severity(&m, process);
+            let kill_tree = proposed_kill_tree(&self.table, c.tgid);
+            self.out.alert(&AlertOut {
+                kind: "alert",
+                severity,
+                indicator: &m.indicator,
+                indicator_source: &m.source,
+                reason: if m.port_only {
+                    "destination port commonly used by mining pools".into()
+                } else {
+                    "destination is a known pool or C2 address".into()
+                },
+                connect: &out,
+                kill_tree,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The kill-tree tracer would propose for `pid`, shown with an alert.
+fn proposed_kill_tree(_table: &ProcessTable, pid: u32) -> Option<KillPlanSummary> {
+    Some(KillPlanSummary {
+        command: format!("sudo tracer kill-tree {pid} --kill"),
+        pids: vec![pid],
+        persistence: Vec::new(),
+    })
+}
+
+/// Destination, source and family name of a connect record.
+fn addresses(c: &ConnectEvent) -> (IpAddr, IpAddr, &'static str) {
+    const AF_INET6: u16 = 10;
+    if c.family == AF_INET6 {
+        (
+            IpAddr::V6(Ipv6Addr::from(c.daddr)),
+            IpAddr::V6(Ipv6Addr::from(c.saddr)),
+            "ipv6",
+        )
+    } else {
+        let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+        (v4(&c.daddr), v4(&c.saddr), "ipv4")
+    }
+}

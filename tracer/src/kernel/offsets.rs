@@ -1,0 +1,115 @@
+//! Resolves the structure offsets the kernel programs need from the running
+//! kernel's BTF (`/sys/kernel/btf/vmlinux`), so no offset is compiled in.
+use anyhow::{anyhow, bail, Context, Result};
+use btf_rs::{Btf, Type};
+use tracer_common::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Finds `field` in struct `name`, looking through anonymous nested structs
+/// and unions (mm_struct keeps `arg_start` in one), and returns its byte
+/// offset and whether it is a bitfield.
+fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
+    let st = btf
+        .resolve_types_by_name(name)
+        .with_context(|| format!("struct {name} not in BTF"))?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("struct {name} not in BTF"))?;
+    find_in(btf, &st, field)?
+        .ok_or_else(|| anyhow!("field {name}.{field} not in this kernel's BTF"))
+}
+
+fn find_in(btf: &Btf, st: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
+    for m in &st.members {
+        let mname = btf.resolve_name(m).unwrap_or_default();
+        if mname == field {
+            if m.bitfield_size().is_some_and(|b| b != 0) || m.bit_offset() % 8 != 0 {
+                bail!("field {field} is a bitfield in this kernel");
+            }
+            return Ok(Some(m.bit_offset() / 8));
+        }
+        if mname.is_empty() {
+            let mut ty = btf.resolve_chained_type(m)?;
+            // Skip typedef/const/volatile wrappers around the anonymous type.
+            while let Some(inner) = match &ty {
+                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) => Some(&ty),
+                _ => None,
+            } {
+                ty = btf.resolve_chained_type(inner.as_btf_type().unwrap())?;
+            }
+            if let Type::Struct(inner) | Type::Union(inner) = ty {
+                if let Some(off) = find_in(btf, &inner, field)? {
+                    return Ok(Some(m.bit_offset() / 8 + off));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Every offset the programs read, from the given BTF.
+pub fn resolve(btf: &Btf) -> Result<KernelOffsets> {
+    let task = |f| field_offset(btf, "task_struct", f);
+    let sk = |f| -> Result<u32> {
+        // sock_common sits at the start of struct sock as `__sk_common`.
+        Ok(field_offset(btf, "sock", "__sk_common")? + field_offset(btf, "sock_common", f)?)
+    };
+    Ok(KernelOffsets {
+        ready: 1,
+        task_pid: task("pid")?,
+        task_tgid: task("tgid")?,
+        task_real_parent: task("real_parent")?,
+        task_group_leader: task("group_leader")?,
+        task_real_cred: task("real_cred")?,
+        task_comm: task("comm")?,
+        task_flags: task("flags")?,
+        task_mm: task("mm")?,
+        task_start_boottime: task("start_boottime")?,
+        cred_uid: field_offset(btf, "cred", "uid")?,
+        mm_arg_start: field_offset(btf, "mm_struct", "arg_start")?,
+        mm_arg_end: field_offset(btf, "mm_struct", "arg_end")?,
+        binprm_filename: field_offset(btf, "linux_binprm", "filename")?,
+        sk_family: sk("skc_family")?,
+        sk_daddr: sk("skc_daddr")?,
+        sk_rcv_saddr: sk("skc_rcv_saddr")?,
+        sk_dport: sk("skc_dport")?,
+        sk_num: sk("skc_num")?,
+        sk_v6_daddr: sk("skc_v6_daddr")?,
+        sk_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
+        sk_protocol: field_offset(btf, "sock", "sk_protocol")?,
+        _pad: 0,
+    })
+}
+
+/// Loads the running kernel's BTF.
+pub fn load_vmlinux_btf() -> Result<Btf> {
+    if !std::path::Path::new(VMLINUX_BTF).exists() {
+        bail!(crate::error::UserError::NoBtf);
+    }
+    Btf::from_file(VMLINUX_BTF).with_context(|| format!("cannot parse {VMLINUX_BTF}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Reads the real kernel's BTF: these offsets must come out non-zero and
+    // distinct where the kernel's layout makes them so.
+    #[test]
+    fn offsets_resolve_from_running_kernel() {
+        let Ok(btf) = load_vmlinux_btf() else {
+            eprintln!("no BTF on this kernel; skipping");
+            return;
+        };
+        let off = resolve(&btf).expect("all fields resolve");
+        assert_eq!(off.ready, 1);
+        assert_ne!(off.task_pid, off.task_tgid);
+        assert_eq!(off.task_tgid, off.task_pid + 4, "tgid follows pid in task_struct");
+        assert!(off.mm_arg_end > off.mm_arg_start);
+        assert!(off.sk_v6_daddr > off.sk_daddr);
+    }
+}

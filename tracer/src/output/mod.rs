@@ -1,0 +1,2 @@
+//! Renderers: the same events and findings as human lines or JSON.
+pub mod events;

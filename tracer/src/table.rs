@@ -1,0 +1,327 @@
+//! The process table: the one owner of process state.
+//!
+//! Seeded from the kernel's task list and /proc, kept current by fork, exec
+//! and exit events. Parents are linked by identity (pid + start time), not by
+//! pid, so a recycled PID never grafts a stranger into an ancestry; and
+//! exited processes stay while anything that descends from them lives, so a
+//! chain such as cron -> sh -> watchdog -> miner survives the watchdog's
+//! parent dying.
+use std::collections::{HashMap, VecDeque};
+
+use crate::model::{Process, ProcessId};
+
+/// How long an exited process with no living descendants is kept (ns).
+const EXITED_RETENTION_NS: u64 = 120 * 1_000_000_000;
+/// Hard cap on exited entries kept, whatever their descendants.
+const EXITED_CAP: usize = 65_536;
+/// Longest ancestry walked (guards against a cycle from bad data).
+const MAX_DEPTH: usize = 64;
+
+#[derive(Clone, Debug)]
+struct Entry {
+    process: Process,
+    parent: Option<ProcessId>,
+    /// Entries in the table whose parent is this one.
+    children: u32,
+}
+
+#[derive(Default)]
+pub struct ProcessTable {
+    entries: HashMap<ProcessId, Entry>,
+    /// The live process currently holding each PID.
+    live: HashMap<u32, ProcessId>,
+    /// Exited processes in the order they exited, for pruning.
+    exited: VecDeque<(u64, ProcessId)>,
+}
+
+impl ProcessTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of live processes.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The live process holding `pid`.
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.live.get(&pid).and_then(|id| self.by_id(id))
+    }
+
+    /// A process, live or exited, by identity.
+    pub fn by_id(&self, id: &ProcessId) -> Option<&Process> {
+        self.entries.get(id).map(|e| &e.process)
+    }
+
+    /// Every live process.
+    pub fn live(&self) -> impl Iterator<Item = &Process> {
+        self.live.values().filter_map(|id| self.by_id(id))
+    }
+
+    /// The parent's identity as recorded when the process was created.
+    pub fn parent_of(&self, id: &ProcessId) -> Option<ProcessId> {
+        self.entries.get(id).and_then(|e| e.parent)
+    }
+
+    /// Inserts or replaces a live process. Its parent is the live holder of
+    /// `ppid`, unless `parent` names one explicitly.
+    pub fn upsert(&mut self, process: Process, parent: Option<ProcessId>) {
+        let id = process.id();
+        let parent = parent.or_else(|| self.live.get(&process.ppid).copied().filter(|p| *p != id));
+        if let Some(old) = self.live.insert(process.pid, id) {
+            if old != id {
+                // The PID was recycled and we missed the exit: retire the old one.
+                self.mark_exited(old, 0);
+            }
+        }
+        match self.entries.get_mut(&id) {
+            Some(entry) => {
+                let keep_parent = entry.parent.or(parent);
+                entry.process = process;
+                let old_parent = std::mem::replace(&mut entry.parent, keep_parent);
+                if old_parent.is_none() {
+                    self.link_child(keep_parent);
+                }
+            }
+            None => {
+                self.entries.insert(
+                    id,
+                    Entry {
+                        process,
+                        parent,
+                        children: 0,
+                    },
+                );
+                self.link_child(parent);
+            }
+        }
+    }
+
+    fn link_child(&mut self, parent: Option<ProcessId>) {
+        if let Some(e) = parent.and_then(|p| self.entries.get_mut(&p)) {
+            e.children += 1;
+        }
+    }
+
+    /// A new process forked from `parent_pid`: it starts as a copy of its
+    /// parent (same program, same arguments) until it execs.
+    pub fn on_fork(&mut self, parent_pid: u32, child_pid: u32, start_ticks: u64, uid: u32) {
+        let parent = self.live.get(&parent_pid).copied();
+        let mut child = parent
+            .and_then(|p| self.by_id(&p).cloned())
+            .unwrap_or_default();
+        child.pid = child_pid;
+        child.ppid = parent_pid;
+        child.uid = uid;
+        child.start_ticks = start_ticks;
+        child.exited_at_ns = None;
+        child.kernel_thread = false;
+        self.upsert(child, parent);
+    }
+
+    /// The process holding `pid` ran a new program. Returns the updated entry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_exec(
+        &mut self,
+        pid: u32,
+        ppid: u32,
+        uid: u32,
+        start_ticks: u64,
+        comm: String,
+        exe: String,
+        argv: Vec<String>,
+    ) -> ProcessId {
+        let id = ProcessId { pid, start_ticks };
+        let process = Process {
+            pid,
+            ppid,
+            uid,
+            comm,
+            exe: Some(exe),
+            cmdline: argv,
+            start_ticks,
+            kernel_thread: false,
+            exited_at_ns: None,
+        };
+        self.upsert(process, None);
+        id
+    }
+
+    /// The process holding `pid` exited at `now_ns` (boot-time ns).
+    pub fn on_exit(&mut self, pid: u32, start_ticks: u64, now_ns: u64) {
+        let id = ProcessId { pid, start_ticks };
+        if self.live.get(&pid) == Some(&id) {
+            self.live.remove(&pid);
+        }
+        self.mark_exited(id, now_ns);
+        self.prune(now_ns);
+    }
+
+    fn mark_exited(&mut self, id: ProcessId, now_ns: u64) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            if e.process.exited_at_ns.is_none() {
+                e.process.exited_at_ns = Some(now_ns);
+                self.exited.push_back((now_ns, id));
+            }
+        }
+    }
+
+    /// Forgets exited processes that nothing living descends from, once they
+    /// are older than the retention, or when too many are kept.
+    pub fn prune(&mut self, now_ns: u64) {
+        let mut budget = self.exited.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some(&(when, id)) = self.exited.front() else { break };
+            let over_cap = self.exited.len() > EXITED_CAP;
+            if !over_cap && now_ns.saturating_sub(when) < EXITED_RETENTION_NS {
+                break;
+            }
+            self.exited.pop_front();
+            let has_children = self.entries.get(&id).is_some_and(|e| e.children > 0);
+            if has_children && !over_cap {
+                // Still an ancestor of something we keep: look again later.
+                self.exited.push_back((now_ns, id));
+                continue;
+            }
+            self.remove(id);
+        }
+    }
+
+    fn remove(&mut self, id: ProcessId) {
+        if let Some(e) = self.entries.remove(&id) {
+            if let Some(p) = e.parent.and_then(|p| self.entries.get_mut(&p)) {
+                p.children = p.children.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The chain of ancestors of `id`, nearest parent first, up to PID 1 or
+    /// as far as the table knows.
+    pub fn ancestry(&self, id: &ProcessId) -> Vec<&Process> {
+        let mut out = Vec::new();
+        let mut cur = self.parent_of(id);
+        while let Some(p) = cur {
+            let Some(e) = self.entries.get(&p) else { break };
+            out.push(&e.process);
+            if out.len() >= MAX_DEPTH || e.process.pid <= 1 {
+                break;
+            }
+            cur = e.parent;
+        }
+        out
+    }
+
+    /// Live children of a process, by identity.
+    pub fn children(&self, id: &ProcessId) -> Vec<&Process> {
+        self.live
+            .values()
+            .filter(|c| self.parent_of(c) == Some(*id))
+            .filter_map(|c| self.by_id(c))
+            .collect()
+    }
+
+    /// Seeds the table from a list of processes (kernel tasks, /proc).
+    /// Parents are linked after all are inserted, so order does not matter.
+    pub fn seed(&mut self, processes: impl IntoIterator<Item = Process>) {
+        let processes: Vec<Process> = processes.into_iter().collect();
+        for p in &processes {
+            self.live.insert(p.pid, p.id());
+            self.entries.entry(p.id()).or_insert(Entry {
+                process: p.clone(),
+                parent: None,
+                children: 0,
+            });
+        }
+        for p in processes {
+            let parent = self.live.get(&p.ppid).copied().filter(|pp| *pp != p.id());
+            self.upsert(p, parent);
+        }
+    }
+
+    /// Builds a table from /proc (read through raw system calls).
+    pub fn from_proc() -> Self {
+        let mut t = Self::new();
+        let pids = crate::proc::list_pids().unwrap_or_default();
+        t.seed(pids.into_iter().filter_map(crate::proc::read_process));
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, ppid: u32, comm: &str, start: u64) -> Process {
+        Process {
+            pid,
+            ppid,
+            comm: comm.into(),
+            start_ticks: start,
+            ..Default::default()
+        }
+    }
+
+    fn chain(t: &ProcessTable, pid: u32) -> Vec<String> {
+        let id = t.get(pid).unwrap().id();
+        t.ancestry(&id).iter().map(|p| p.comm.clone()).collect()
+    }
+
+    #[test]
+    fn ancestry_survives_a_dead_parent() {
+        let mut t = ProcessTable::new();
+        t.seed([proc(1, 0, "init", 1), proc(100, 1, "cron", 10)]);
+        t.on_fork(100, 200, 20, 0);
+        t.on_exec(200, 100, 0, 20, "sh".into(), "/bin/sh".into(), vec!["sh".into()]);
+        t.on_fork(200, 300, 30, 0);
+        t.on_exec(300, 200, 0, 30, "watchdog".into(), "/tmp/w".into(), vec![]);
+        t.on_fork(300, 400, 40, 0);
+        t.on_exec(400, 300, 0, 40, "miner".into(), "/tmp/m".into(), vec![]);
+        t.on_exit(300, 30, 1_000);
+        t.on_exit(200, 20, 2_000);
+        assert_eq!(chain(&t, 400), ["watchdog", "sh", "cron", "init"]);
+        // Long after, the chain is still kept: the miner lives.
+        t.prune(1_000 * EXITED_RETENTION_NS);
+        assert_eq!(chain(&t, 400), ["watchdog", "sh", "cron", "init"]);
+        assert!(t.by_id(&ProcessId { pid: 300, start_ticks: 30 }).unwrap().exited_at_ns.is_some());
+    }
+
+    #[test]
+    fn recycled_pid_does_not_join_an_old_chain() {
+        let mut t = ProcessTable::new();
+        t.seed([proc(1, 0, "init", 1)]);
+        t.on_fork(1, 50, 5, 0);
+        t.on_exec(50, 1, 0, 5, "parent".into(), "/p".into(), vec![]);
+        t.on_fork(50, 60, 6, 0);
+        t.on_exit(50, 5, 10);
+        // PID 50 comes back as an unrelated process.
+        t.on_fork(1, 50, 99, 0);
+        t.on_exec(50, 1, 0, 99, "stranger".into(), "/s".into(), vec![]);
+        assert_eq!(chain(&t, 60), ["parent", "init"]);
+        assert_eq!(chain(&t, 50), ["init"]);
+    }
+
+    #[test]
+    fn exited_leaves_are_pruned_after_retention() {
+        let mut t = ProcessTable::new();
+        t.seed([proc(1, 0, "init", 1)]);
+        t.on_fork(1, 70, 7, 0);
+        t.on_exit(70, 7, 5);
+        assert!(t.by_id(&ProcessId { pid: 70, start_ticks: 7 }).is_some());
+        t.prune(5 + EXITED_RETENTION_NS + 1);
+        assert!(t.by_id(&ProcessId { pid: 70, start_ticks: 7 }).is_none());
+        assert!(t.get(70).is_none());
+    }
+
+    #[test]
+    fn fork_copies_the_parent_program_until_exec() {
+        let mut t = ProcessTable::new();
+        t.seed([proc(1, 0, "init", 1)]);
+        t.on_exec(1, 0, 0, 1, "bash".into(), "/bin/bash".into(), vec!["bash".into()]);
+        t.on_fork(1, 80, 8, 1000);
+        let c = t.get(80).unwrap();
+        assert_eq!((c.comm.as_str(), c.uid, c.ppid), ("bash", 1000, 1));
+        assert_eq!(t.children(&t.get(1).unwrap().id()).len(), 1);
+    }
+}

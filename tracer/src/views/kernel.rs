@@ -1,0 +1,180 @@
+//! K: every process the kernel has, from the eBPF task iterator. The
+//! iterator reports threads too; they are grouped under their thread group,
+//! because /proc lists thread groups and a thread is not a process.
+use std::collections::BTreeMap;
+
+use tracer_common::{TaskRecord, PF_KTHREAD};
+
+use crate::{
+    kernel::{events::text, Kernel},
+    model::{boottime_ns_to_ticks, Process, ProcessId},
+};
+
+/// One thread group as the kernel sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelProcess {
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// Start time in /proc's clock ticks.
+    pub start_ticks: u64,
+    pub kernel_thread: bool,
+    /// Some thread of the group still has an address space. A user process
+    /// with none is exiting (or a zombie).
+    pub has_mm: bool,
+    pub threads: u32,
+}
+
+impl KernelProcess {
+    pub fn id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.tgid,
+            start_ticks: self.start_ticks,
+        }
+    }
+
+    /// A user process that is exiting or already a zombie.
+    pub fn is_exiting(&self) -> bool {
+        !self.kernel_thread && !self.has_mm
+    }
+
+    /// What the kernel alone says about the process (no exe, no arguments).
+    pub fn to_process(&self) -> Process {
+        Process {
+            pid: self.tgid,
+            ppid: self.ppid,
+            uid: self.uid,
+            comm: self.comm.clone(),
+            start_ticks: self.start_ticks,
+            kernel_thread: self.kernel_thread,
+            ..Default::default()
+        }
+    }
+}
+
+/// The kernel view, or why it was not taken.
+pub enum KernelView {
+    Used(BTreeMap<u32, KernelProcess>),
+    Skipped(String),
+}
+
+impl KernelView {
+    /// Runs the task iterator and checks that its PIDs are the ones this
+    /// /proc shows (they are not when tracer runs in a nested PID or time
+    /// namespace, where a diff would flag everything).
+    pub fn take(kernel: &mut Kernel) -> KernelView {
+        match list(kernel) {
+            Ok(processes) => match same_numbering(&processes) {
+                Ok(()) => KernelView::Used(processes),
+                Err(why) => KernelView::Skipped(why),
+            },
+            Err(why) => KernelView::Skipped(why),
+        }
+    }
+
+    pub fn processes(&self) -> Option<&BTreeMap<u32, KernelProcess>> {
+        match self {
+            KernelView::Used(p) => Some(p),
+            KernelView::Skipped(_) => None,
+        }
+    }
+
+    /// Why the view was skipped, if it was.
+    pub fn skipped(&self) -> Option<&str> {
+        match self {
+            KernelView::Used(_) => None,
+            KernelView::Skipped(why) => Some(why),
+        }
+    }
+}
+
+/// Every thread group the kernel has right now.
+pub fn list(kernel: &mut Kernel) -> Result<BTreeMap<u32, KernelProcess>, String> {
+    let tasks = kernel
+        .tasks()
+        .map_err(|e| format!("the kernel task iterator failed: {e:#}"))?;
+    Ok(group_by_tgid(&tasks))
+}
+
+/// Groups task records into processes, described by their leader.
+pub fn group_by_tgid(tasks: &[TaskRecord]) -> BTreeMap<u32, KernelProcess> {
+    let mut out: BTreeMap<u32, KernelProcess> = BTreeMap::new();
+    for t in tasks.iter().filter(|t| t.tgid != 0) {
+        let is_leader = t.pid == t.tgid;
+        let entry = out.entry(t.tgid).or_insert_with(|| describe(t));
+        entry.threads += 1;
+        entry.has_mm |= t.has_mm != 0;
+        if is_leader {
+            let (threads, has_mm) = (entry.threads, entry.has_mm);
+            *entry = KernelProcess {
+                threads,
+                has_mm,
+                ..describe(t)
+            };
+        }
+    }
+    out
+}
+
+fn describe(t: &TaskRecord) -> KernelProcess {
+    KernelProcess {
+        tgid: t.tgid,
+        ppid: t.ppid,
+        uid: t.uid,
+        comm: text(&t.comm),
+        start_ticks: boottime_ns_to_ticks(t.start_boottime_ns),
+        kernel_thread: t.flags & PF_KTHREAD != 0,
+        has_mm: t.has_mm != 0,
+        threads: 0,
+    }
+}
+
+/// tracer's own PID and start time must read the same in both views.
+fn same_numbering(processes: &BTreeMap<u32, KernelProcess>) -> Result<(), String> {
+    let me = std::process::id();
+    let in_proc = crate::proc::start_ticks(me);
+    match processes.get(&me) {
+        Some(k) if Some(k.start_ticks) == in_proc => Ok(()),
+        _ => Err("the kernel's PIDs or start times do not match this /proc \
+                  (tracer runs in a nested PID or time namespace): run it on the host"
+            .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(tgid: u32, pid: u32, comm: &str, flags: u32) -> TaskRecord {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        TaskRecord {
+            tgid,
+            pid,
+            ppid: 1,
+            uid: 0,
+            flags,
+            has_mm: (flags & PF_KTHREAD == 0) as u32,
+            start_boottime_ns: 5_000_000_000,
+            comm: c,
+        }
+    }
+
+    #[test]
+    fn threads_group_under_their_leader() {
+        let tasks = [
+            task(10, 11, "worker", 0),
+            task(10, 10, "server", 0),
+            task(10, 12, "worker", 0),
+            task(2, 2, "kthreadd", PF_KTHREAD),
+            task(0, 0, "swapper/0", PF_KTHREAD),
+        ];
+        let procs = group_by_tgid(&tasks);
+        assert_eq!(procs.keys().copied().collect::<Vec<_>>(), [2, 10]);
+        let server = &procs[&10];
+        assert_eq!((server.comm.as_str(), server.threads), ("server", 3));
+        assert_eq!(server.start_ticks, 500);
+        assert!(procs[&2].kernel_thread && !procs[&2].is_exiting());
+    }
+}

@@ -1,0 +1,241 @@
+//! Views of the process list, each from a different layer, to be diffed.
+//!
+//! | view | source                                   | module         |
+//! |------|------------------------------------------|----------------|
+//! | K    | the kernel's task list (eBPF `iter/task`) | `kernel`       |
+//! | P    | /proc through the getdents64 system call  | `crate::proc`  |
+//! | L    | /proc through libc's readdir (a child)    | `libc_readdir` |
+//! | S    | the output of `ps`                        | `ps`           |
+//! | D    | direct probes of each PID                 | `probes`, `mounts` |
+//!
+//! `host` holds what turns a process record into evidence (user names,
+//! wall-clock start times, parent chains).
+//!
+//! A [`Snapshot`] takes them all, in an order that lets the detector tell a
+//! lie from a race: the reference views (K, then P) first, the views that
+//! may lie (L, S) after them, so a PID in a reference view and missing from
+//! a later view either exited in between or is hidden — which the detector
+//! then settles by probing that PID again.
+pub mod host;
+pub mod kernel;
+pub mod libc_readdir;
+pub mod mounts;
+pub mod probes;
+pub mod ps;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::model::Process;
+
+pub use kernel::{KernelProcess, KernelView};
+pub use libc_readdir::LibcListing;
+pub use mounts::ProcMount;
+pub use probes::Probe;
+pub use ps::PsListing;
+
+/// How long a helper program (`ps`, the libc lister) may take before it is
+/// killed: a hostile `ps` must not hang the responder.
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Every view of the process list, taken once.
+pub struct Snapshot {
+    /// K: every process the kernel has, by tgid, or why it was skipped.
+    pub kernel: KernelView,
+    /// P: the PIDs /proc lists through getdents64.
+    pub proc_pids: BTreeSet<u32>,
+    /// L: the PIDs libc's readdir lists, or why that listing failed.
+    pub libc: Result<LibcListing, String>,
+    /// S: one listing per distinct `ps` program (PATH's, then /bin/ps).
+    pub ps: Vec<PsListing>,
+    /// D: direct probes of every PID of K and P.
+    pub probes: BTreeMap<u32, Probe>,
+    /// Mounts on or under /proc/PID (part of D).
+    pub proc_mounts: Result<Vec<ProcMount>, String>,
+    /// PIDs of tracer itself and the helpers it ran for this snapshot.
+    pub own_pids: BTreeSet<u32>,
+    /// How long each view took, by letter (L, S and D run side by side).
+    pub took: BTreeMap<&'static str, Duration>,
+}
+
+/// Runs `f` and measures it.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let out = f();
+    (out, started.elapsed())
+}
+
+impl Snapshot {
+    /// Takes every view. `kernel` is the already loaded kernel side, or the
+    /// reason the kernel view is skipped.
+    pub fn take(kernel: &mut Result<crate::kernel::Kernel, String>) -> Result<Snapshot> {
+        let mut took = BTreeMap::new();
+        let (kernel_view, k_time) = timed(|| match kernel {
+            Ok(k) => KernelView::take(k),
+            Err(why) => KernelView::Skipped(why.clone()),
+        });
+        took.insert("K", k_time);
+        let (proc_pids, p_time) = timed(crate::proc::list_pids);
+        let proc_pids: BTreeSet<u32> = proc_pids
+            .context("listing /proc with getdents64")?
+            .into_iter()
+            .collect();
+        took.insert("P", p_time);
+        let mut to_probe: BTreeSet<u32> = proc_pids.clone();
+        if let KernelView::Used(k) = &kernel_view {
+            to_probe.extend(k.keys().copied());
+        }
+        let to_probe: Vec<u32> = to_probe.into_iter().collect();
+
+        // L and S each wait on a child process; D is CPU-bound on /proc
+        // reads. Run them side by side.
+        let ((libc, l_time), (ps, s_time), (probes, d_time)) = std::thread::scope(|s| {
+            let libc = s.spawn(|| timed(LibcListing::take));
+            let ps = s.spawn(|| {
+                timed(|| {
+                    ps::programs()
+                        .into_iter()
+                        .map(|p| PsListing::take(&p))
+                        .collect::<Vec<_>>()
+                })
+            });
+            let probes = timed(|| probes::probe_all(&to_probe));
+            (
+                libc.join().unwrap_or_else(|_| {
+                    (
+                        Err("the libc listing thread panicked".into()),
+                        Duration::ZERO,
+                    )
+                }),
+                ps.join().unwrap_or_default(),
+                probes,
+            )
+        });
+        took.extend([("L", l_time), ("S", s_time), ("D", d_time)]);
+        let mut own_pids = BTreeSet::from([std::process::id()]);
+        own_pids.extend(libc.as_ref().ok().map(|l| l.helper_pid));
+        own_pids.extend(ps.iter().filter_map(|p| p.helper_pid));
+        Ok(Snapshot {
+            kernel: kernel_view,
+            proc_pids,
+            libc,
+            ps,
+            probes,
+            proc_mounts: mounts::proc_pid_mounts()
+                .map_err(|e| format!("reading /proc/self/mountinfo: {e}")),
+            own_pids,
+            took,
+        })
+    }
+
+    /// The best record of a process: /proc's (it has exe and arguments)
+    /// when /proc answered for this very PID, else the kernel's.
+    pub fn process(&self, pid: u32) -> Option<Process> {
+        let from_proc = self.probes.get(&pid).and_then(Probe::genuine_process);
+        let from_kernel = || {
+            self.kernel
+                .processes()?
+                .get(&pid)
+                .map(KernelProcess::to_process)
+        };
+        from_proc.cloned().or_else(from_kernel)
+    }
+
+    /// Every process any reference view saw, for the process table.
+    pub fn processes(&self) -> Vec<Process> {
+        let kernel_pids = self.kernel.processes().into_iter().flat_map(|k| k.keys());
+        let pids: BTreeSet<u32> = self.probes.keys().chain(kernel_pids).copied().collect();
+        pids.into_iter()
+            .filter_map(|pid| self.process(pid))
+            .collect()
+    }
+}
+
+/// What a helper program printed, and its PID (so its own entry in the
+/// process list is never taken for a finding).
+#[derive(Debug)]
+pub struct HelperOutput {
+    pub pid: u32,
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl HelperOutput {
+    /// The output, or an error naming the exit status and stderr.
+    pub fn success(self) -> Result<HelperOutput> {
+        if !self.status.success() {
+            bail!("{}: {}", self.status, self.stderr.trim());
+        }
+        Ok(self)
+    }
+}
+
+/// Runs a helper program with a time limit; fails when it cannot start or
+/// takes longer than `timeout` (it is killed then).
+pub fn run_helper(command: &mut Command, timeout: Duration) -> Result<HelperOutput> {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(timeout) {
+        Ok(result) => result?,
+        Err(_) => {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+            bail!("timed out after {} s and was killed", timeout.as_secs_f32());
+        }
+    };
+    Ok(HelperOutput {
+        pid,
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// The numbers a helper printed, one per line (blank and other lines skipped).
+pub fn parse_pid_lines(text: &str) -> BTreeSet<u32> {
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_lines_skip_headers_and_padding() {
+        let pids = parse_pid_lines("  PID\n    1\n  42\n\n.\n..\n1000\n");
+        assert_eq!(pids, BTreeSet::from([1, 42, 1000]));
+    }
+
+    #[test]
+    fn a_helper_that_fails_or_hangs_is_an_error() {
+        assert!(run_helper(Command::new("false").arg("x"), HELPER_TIMEOUT)
+            .unwrap()
+            .success()
+            .is_err());
+        let started = std::time::Instant::now();
+        let hang = run_helper(Command::new("sleep").arg("30"), Duration::from_millis(200));
+        assert!(hang.unwrap_err().to_string().contains("timed out"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let ok = run_helper(Command::new("echo").arg("7"), HELPER_TIMEOUT)
+            .unwrap()
+            .success()
+            .unwrap();
+        assert_eq!(parse_pid_lines(&ok.stdout), BTreeSet::from([7]));
+    }
+}

@@ -1,0 +1,208 @@
+//! D: direct probes of one PID, through raw system calls: does /proc/PID
+//! exist, can its files be read, does kill(pid, 0) find the process. The
+//! same reads give the process record every other check works from, so each
+//! PID costs a handful of small reads and nothing more.
+use std::{collections::BTreeMap, fmt, io};
+
+use rustix::{io::Errno, process::Pid};
+
+use crate::{model::Process, proc};
+
+/// `PF_EXITING` from include/linux/sched.h (stable ABI, like `PF_KTHREAD`).
+const PF_EXITING: u32 = 0x0000_0004;
+
+/// Why one probe failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeError {
+    /// What was tried, e.g. `read /proc/42/stat`.
+    pub what: String,
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+impl ProbeError {
+    fn new(what: String, err: &io::Error) -> Self {
+        ProbeError {
+            what,
+            errno: err.raw_os_error(),
+            message: err.to_string(),
+        }
+    }
+
+    /// Refused for lack of privilege (hidepid, another user's process):
+    /// says nothing about hiding.
+    pub fn is_permission(&self) -> bool {
+        matches!(self.errno, Some(libc::EACCES) | Some(libc::EPERM))
+    }
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.message)
+    }
+}
+
+/// What `kill(pid, 0)` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalProbe {
+    /// The process exists (EPERM counts: it exists, we may not signal it).
+    Exists,
+    NoSuchProcess,
+}
+
+/// Everything D learned about one PID.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub pid: u32,
+    /// `stat("/proc/PID")` failed (only tried when its stat file could not
+    /// be read).
+    pub dir_error: Option<ProbeError>,
+    /// Reading `/proc/PID/stat` or `/proc/PID/status` failed.
+    pub read_error: Option<ProbeError>,
+    pub signal: SignalProbe,
+    /// The PID written inside `/proc/PID/stat`; another one means another
+    /// process's entry is mounted over this one.
+    pub stat_pid: Option<u32>,
+    /// Process state letter from stat (`Z` zombie, `X` dead...).
+    pub state: Option<char>,
+    /// The kernel flags the process as exiting (`PF_EXITING`): it has begun
+    /// to die, its memory and program may already be gone.
+    pub exiting: bool,
+    /// The process as /proc shows it, when stat and status were readable.
+    pub process: Option<Process>,
+}
+
+impl Probe {
+    /// An exiting, zombie or dead process: it is leaving during the scan,
+    /// and nothing it shows or lacks means anything.
+    pub fn is_defunct(&self) -> bool {
+        self.exiting || matches!(self.state, Some('Z') | Some('X'))
+    }
+
+    /// The process record, if /proc answered for this PID and not for some
+    /// other PID mounted over it.
+    pub fn genuine_process(&self) -> Option<&Process> {
+        self.process
+            .as_ref()
+            .filter(|_| self.stat_pid == Some(self.pid))
+    }
+}
+
+/// Probes one PID.
+pub fn probe(pid: u32) -> Probe {
+    let dir = format!("/proc/{pid}");
+    let mut probe = Probe {
+        pid,
+        dir_error: None,
+        read_error: None,
+        signal: signal(pid),
+        stat_pid: None,
+        state: None,
+        exiting: false,
+        process: None,
+    };
+    let stat = match proc::read_stat(pid) {
+        Ok(s) => s,
+        Err(e) => {
+            probe.read_error = Some(ProbeError::new(format!("read {dir}/stat"), &e));
+            // Only now is the directory itself worth a look: present but
+            // unreadable is not the same as gone.
+            probe.dir_error = rustix::fs::stat(dir.as_str())
+                .err()
+                .map(|e| ProbeError::new(format!("stat {dir}"), &e.into()));
+            return probe;
+        }
+    };
+    probe.stat_pid = u32::try_from(stat.pid).ok();
+    probe.state = Some(stat.state);
+    probe.exiting = stat.flags & PF_EXITING != 0;
+    let uid = match proc::read_uid(pid) {
+        Ok(uid) => uid,
+        Err(e) => {
+            probe.read_error = Some(ProbeError::new(format!("read {dir}/status"), &e));
+            return probe;
+        }
+    };
+    let cmdline = proc::read_file(&format!("{dir}/cmdline"))
+        .map(|b| proc::split_nul_args(&b))
+        .unwrap_or_default();
+    probe.process = Some(Process {
+        pid,
+        ppid: stat.ppid.max(0) as u32,
+        uid,
+        comm: stat.comm,
+        exe: proc::read_link(&format!("{dir}/exe")).ok(),
+        cmdline,
+        start_ticks: stat.starttime,
+        kernel_thread: stat.flags & tracer_common::PF_KTHREAD != 0,
+        exited_at_ns: None,
+    });
+    probe
+}
+
+/// `kill(pid, 0)`.
+pub fn signal(pid: u32) -> SignalProbe {
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return SignalProbe::NoSuchProcess;
+    };
+    match rustix::process::test_kill_process(p) {
+        Err(Errno::SRCH) => SignalProbe::NoSuchProcess,
+        _ => SignalProbe::Exists,
+    }
+}
+
+/// Probes every PID, spread over the CPUs: with thousands of processes the
+/// /proc reads are most of a scan's time.
+pub fn probe_all(pids: &[u32]) -> BTreeMap<u32, Probe> {
+    const PER_THREAD_MIN: usize = 512;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(pids.len().div_ceil(PER_THREAD_MIN).max(1));
+    let chunk = pids.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = pids
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|&p| (p, probe(p))).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("probe thread panicked"))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_probes_clean() {
+        let me = std::process::id();
+        let p = probe(me);
+        assert!(p.dir_error.is_none() && p.read_error.is_none());
+        assert_eq!(p.signal, SignalProbe::Exists);
+        assert_eq!(p.stat_pid, Some(me));
+        assert!(!p.is_defunct());
+        let process = p.genuine_process().expect("own process");
+        assert_eq!(process.ppid, std::os::unix::process::parent_id());
+        assert_eq!(Some(process.start_ticks), proc::start_ticks(me));
+    }
+
+    #[test]
+    fn a_free_pid_probes_as_gone() {
+        // PIDs never exceed pid_max (at most 2^22).
+        let p = probe(4_194_305);
+        assert!(p.dir_error.is_some() && p.read_error.is_some());
+        assert_eq!(p.signal, SignalProbe::NoSuchProcess);
+        assert!(p.process.is_none());
+    }
+
+    #[test]
+    fn probing_many_pids_keeps_every_one() {
+        let pids: Vec<u32> = proc::list_pids().unwrap();
+        let probes = probe_all(&pids);
+        assert_eq!(probes.len(), pids.len());
+        assert!(probes.contains_key(&std::process::id()));
+    }
+}

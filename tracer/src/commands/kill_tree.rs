@@ -1,0 +1,158 @@
+//! `tracer kill-tree PID`: plan (and with --kill, carry out) stopping a
+//! malicious process tree, with what would start it again.
+//!
+//! Dry run by default: prints the plan and the command that carries it out.
+//! With --kill: every member is pinned by pidfd and identity-checked,
+//! stopped, optionally quarantined, killed; then tracer watches for a
+//! respawn for `TRACER_RESPAWN_CHECK_MS` (default 2000 ms), printing the
+//! kill time on its own line first.
+//!
+//! Exit codes: 0 done (or dry run); 1 something survived, came back, or
+//! could not be signalled; 3 --kill without root; 5 target refused (not a
+//! PID, no such process, PID 1, kernel thread, tracer or its ancestors).
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::{
+    cli::KillTreeArgs,
+    error::{exit, UserError},
+    output::plan as render,
+    respond::{self, respawn, KillPlan},
+    table::ProcessTable,
+    users::Users,
+};
+
+pub fn run(args: KillTreeArgs) -> Result<i32> {
+    let requested = respond::parse_target(&args.pid)?;
+    let table = ProcessTable::from_proc();
+    let target = thread_group_of(&table, requested);
+    let mut plan = respond::plan(&table, target, std::process::id())?;
+    respond::attach_threads(&mut plan);
+    plan.command = command_line(target, args.quarantine.as_deref());
+
+    if !args.kill {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!(
+                "{}",
+                render::plan_text(&plan, &Users::load(), args.quarantine.is_some())
+            );
+        }
+        return Ok(exit::OK);
+    }
+    if !rustix::process::geteuid().is_root() {
+        return Err(UserError::NotPrivileged {
+            command: format!("kill-tree {target} --kill"),
+        }
+        .into());
+    }
+    execute(&plan, &args)
+}
+
+/// Prints the plan, carries it out, and watches for a respawn.
+fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
+    let users = Users::load();
+    if args.json {
+        println!("{}", serde_json::json!({ "plan": plan }));
+    } else {
+        print!(
+            "{}",
+            render::plan_text(plan, &users, args.quarantine.is_some())
+        );
+        println!("\nCarrying it out:");
+    }
+    let mut announce = |m: &respond::PlanMember| {
+        if args.json {
+            println!("{}", serde_json::json!({ "joined": m }));
+        } else {
+            println!("{}", render::joined_text(m));
+        }
+    };
+    let ex = respond::execute(plan, args.quarantine.as_deref(), &users, &mut announce)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "execution": &ex }));
+    } else {
+        print!("{}", render::execution_text(&ex));
+        println!(
+            "watching for a respawn ({} ms; set {} to change)...",
+            respawn::check_duration().as_millis(),
+            respawn::CHECK_ENV
+        );
+    }
+    let report = respawn::watch(
+        plan,
+        &ex.joined,
+        ex.started_ticks,
+        respawn::check_duration(),
+    );
+    if args.json {
+        println!("{}", serde_json::json!({ "respawn": &report }));
+    } else {
+        print!("{}", render::respawn_text(&report));
+    }
+    let complete = report.clean() && ex.survivors.is_empty() && ex.refused.is_empty();
+    Ok(if complete { exit::OK } else { exit::FINDINGS })
+}
+
+/// A thread id names its process: plan for the thread group it belongs to.
+fn thread_group_of(table: &ProcessTable, pid: u32) -> u32 {
+    if table.get(pid).is_some() {
+        return pid;
+    }
+    let tgid = crate::proc::read_file(&format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            String::from_utf8_lossy(&s).lines().find_map(|l| {
+                l.strip_prefix("Tgid:")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            })
+        });
+    match tgid {
+        Some(tgid) if tgid != pid && table.get(tgid).is_some() => {
+            eprintln!("tracer: {pid} is a thread of process {tgid}: planning for {tgid}");
+            tgid
+        }
+        _ => pid,
+    }
+}
+
+/// The exact command that carries out the plan.
+fn command_line(target: u32, quarantine: Option<&Path>) -> String {
+    let mut cmd = format!("sudo tracer kill-tree {target} --kill");
+    if let Some(dir) = quarantine {
+        cmd.push_str(" --quarantine ");
+        cmd.push_str(&shell_quote(&dir.display().to_string()));
+    }
+    cmd
+}
+
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_quotes_the_quarantine_dir() {
+        assert_eq!(command_line(7, None), "sudo tracer kill-tree 7 --kill");
+        assert_eq!(
+            command_line(7, Some(Path::new("/root/q"))),
+            "sudo tracer kill-tree 7 --kill --quarantine /root/q"
+        );
+        assert_eq!(
+            command_line(7, Some(Path::new("/root/it's here"))),
+            r"sudo tracer kill-tree 7 --kill --quarantine '/root/it'\''s here'"
+        );
+    }
+}

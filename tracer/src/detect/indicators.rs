@@ -1,0 +1,954 @@
+//! Pool and C2 indicators: which outbound connections point at a mining pool
+//! or a known command-and-control address, and how much that says.
+//!
+//! Indicators come from `--ioc FILE`s and from a built-in list of mining-pool
+//! ports and domains (`default_iocs.txt`, sources named in the file). One
+//! indicator a line: an IPv4 or IPv6 address, a CIDR, `ADDR:PORT`
+//! (`[v6]:PORT` for IPv6), `:PORT`, or a domain name (optionally
+//! `DOMAIN:PORT`); `#` starts a comment. A malformed line is an error naming
+//! the file and line, raised before anything is resolved.
+//!
+//! Domains are resolved in background threads: at load, tracer waits at most
+//! [`LOAD_RESOLVE_WAIT`] for those of --ioc files (not for the built-in
+//! ones), then goes on; `refresh()` never blocks: it takes in answers that
+//! arrived since, and starts a new round every [`RESOLVE_INTERVAL`]. Call it
+//! every few seconds so that late answers apply soon. A domain that does not
+//! resolve is a one-line warning on stderr, never a failure (hosts without
+//! DNS are common during an incident).
+//!
+//! A port alone is a weak sign (8080 and 25 are everywhere), so a port-only
+//! match is low severity unless the process also shows a sign of its own
+//! ([`exec_signs`]: a stratum URL or wallet in its arguments, a program in
+//! /tmp or deleted, ...), which watch can also flag when the process execs.
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, ToSocketAddrs},
+    path::PathBuf,
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    error::UserError,
+    model::{Process, Severity},
+    respond::program,
+};
+
+/// The built-in list: mining-pool ports and domains from public rule sets.
+const DEFAULT_IOCS: &str = include_str!("default_iocs.txt");
+/// Directive in the built-in list naming where the next entries come from.
+const SOURCE_DIRECTIVE: &str = "# source:";
+/// Longest wait for the first resolution of domains at load.
+pub const LOAD_RESOLVE_WAIT: Duration = Duration::from_millis(1500);
+/// How often domains are resolved again (pools rotate their addresses).
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// A connection that matched an indicator.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct IndicatorMatch {
+    /// The indicator as written in its file.
+    pub indicator: String,
+    /// `FILE:LINE` for an --ioc file, `built-in: <source>` for the defaults.
+    pub source: String,
+    /// Only the port matched: a weak sign on its own.
+    pub port_only: bool,
+}
+
+/// What one indicator line designates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Addr { addr: IpAddr, port: Option<u16> },
+    Network(Network),
+    Port(u16),
+    Domain { name: String, port: Option<u16> },
+}
+
+/// An address block (CIDR), stored with its host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Network {
+    base: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= bits).then(|| Network {
+            base: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    fn contains(&self, addr: IpAddr) -> bool {
+        addr.is_ipv4() == self.base.is_ipv4() && mask(addr, self.prefix) == self.base
+    }
+}
+
+/// `addr` with all but its first `prefix` bits cleared.
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - prefix as u32).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Indicator {
+    text: String,
+    source: String,
+    /// Came from the built-in list (its resolution failures are summarised).
+    built_in: bool,
+    target: Target,
+}
+
+impl Indicator {
+    fn to_match(&self) -> IndicatorMatch {
+        IndicatorMatch {
+            indicator: self.text.clone(),
+            source: self.source.clone(),
+            port_only: matches!(self.target, Target::Port(_)),
+        }
+    }
+
+    /// The indicator's port, if it names one, accepts `port`.
+    fn port_accepts(&self, port: u16) -> bool {
+        match self.target {
+            Target::Addr { port: p, .. } | Target::Domain { port: p, .. } => {
+                p.is_none_or(|p| p == port)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The loaded indicators, indexed for a lookup per connect event.
+#[derive(Debug)]
+pub struct Indicators {
+    entries: Vec<Indicator>,
+    /// Literal addresses (with or without a port).
+    by_addr: HashMap<IpAddr, Vec<usize>>,
+    /// CIDR entries.
+    networks: Vec<usize>,
+    /// Port-only entries; the first listed wins.
+    by_port: HashMap<u16, usize>,
+    /// Addresses the domains resolved to, last time they did.
+    resolved: HashMap<IpAddr, Vec<usize>>,
+    resolver: Resolver,
+}
+
+impl Default for Indicators {
+    fn default() -> Self {
+        Self::from_entries(Vec::new())
+    }
+}
+
+impl Indicators {
+    /// Parses every file (and the built-in list when `with_defaults`), then
+    /// starts resolving domains and waits at most [`LOAD_RESOLVE_WAIT`] for
+    /// those of the files. Fails on the first malformed line, before any
+    /// lookup.
+    pub fn load(files: &[PathBuf], with_defaults: bool) -> Result<Self> {
+        let mut entries = Vec::new();
+        if with_defaults {
+            entries.extend(parse_built_in(DEFAULT_IOCS).context("the built-in indicator list")?);
+        }
+        for file in files {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                UserError::BadInput(format!(
+                    "cannot read indicator file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            entries.extend(parse_file(&file.display().to_string(), &text)?);
+        }
+        let mut indicators = Self::from_entries(entries);
+        indicators.resolver.start_round(&indicators.entries);
+        // Wait for the domains the user listed; the built-in ones come in
+        // through refresh(), so that a host without DNS starts at once.
+        let from_files: HashSet<usize> = (indicators.entries.iter().enumerate())
+            .filter(|(_, e)| !e.built_in && matches!(e.target, Target::Domain { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        indicators.resolver.wait_for(&from_files, LOAD_RESOLVE_WAIT);
+        indicators.apply_resolutions();
+        // A resolver that hangs gives no answer at all: say so now, not never.
+        let mut unanswered: Vec<usize> = from_files
+            .intersection(&indicators.resolver.pending)
+            .copied()
+            .collect();
+        unanswered.sort_unstable();
+        let what = format!(
+            "did not resolve within {} ms",
+            LOAD_RESOLVE_WAIT.as_millis()
+        );
+        indicators.warn_unresolved(unanswered, &what);
+        Ok(indicators)
+    }
+
+    fn from_entries(entries: Vec<Indicator>) -> Self {
+        let mut by_addr: HashMap<IpAddr, Vec<usize>> = HashMap::new();
+        let mut networks = Vec::new();
+        let mut by_port = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            match &e.target {
+                Target::Addr { addr, .. } => by_addr.entry(*addr).or_default().push(i),
+                Target::Network(_) => networks.push(i),
+                Target::Port(p) => {
+                    by_port.entry(*p).or_insert(i);
+                }
+                Target::Domain { .. } => {}
+            }
+        }
+        Indicators {
+            entries,
+            by_addr,
+            networks,
+            by_port,
+            resolved: HashMap::new(),
+            resolver: Resolver::default(),
+        }
+    }
+
+    /// Number of indicators loaded.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Takes in domain answers that arrived since the last call, and starts
+    /// a new resolution round when [`RESOLVE_INTERVAL`] has passed. Never
+    /// blocks: lookups run in background threads.
+    pub fn refresh(&mut self) {
+        self.apply_resolutions();
+        if self.resolver.round_due() {
+            self.resolver.start_round(&self.entries);
+        }
+    }
+
+    /// The indicator an outbound connection to `daddr:dport` matches, if
+    /// any. Address matches (literal, CIDR, resolved domain) win over
+    /// port-only ones.
+    pub fn match_connect(&self, daddr: IpAddr, dport: u16) -> Option<IndicatorMatch> {
+        let daddr = daddr.to_canonical(); // ::ffff:a.b.c.d is the IPv4 peer
+        let first_accepting = |ids: Option<&Vec<usize>>| {
+            ids?.iter()
+                .map(|&i| &self.entries[i])
+                .find(|e| e.port_accepts(dport))
+        };
+        first_accepting(self.by_addr.get(&daddr))
+            .or_else(|| {
+                self.networks
+                    .iter()
+                    .map(|&i| &self.entries[i])
+                    .find(|e| match e.target {
+                        Target::Network(n) => n.contains(daddr),
+                        _ => false,
+                    })
+            })
+            .or_else(|| first_accepting(self.resolved.get(&daddr)))
+            .or_else(|| self.by_port.get(&dport).map(|&i| &self.entries[i]))
+            .map(Indicator::to_match)
+    }
+
+    /// How bad a match is for this process: see [`severity_of`].
+    pub fn severity(&self, m: &IndicatorMatch, process: &Process) -> Severity {
+        severity_of(m, &exec_signs(process))
+    }
+
+    /// Rebuilds the resolved-address index from the resolver's answers, and
+    /// warns about domains that did not resolve.
+    fn apply_resolutions(&mut self) {
+        let answers = self.resolver.take_answers();
+        if answers.is_empty() {
+            return;
+        }
+        let mut failed = Vec::new();
+        for (i, outcome) in answers {
+            match outcome {
+                Ok(addrs) if !addrs.is_empty() => {
+                    self.resolver.warned.remove(&i);
+                    self.resolver.addrs.insert(i, addrs);
+                }
+                // Keep the last good addresses: a failed re-resolution is
+                // more likely our DNS than the pool moving.
+                Ok(_) | Err(_) => failed.push(i),
+            }
+        }
+        self.warn_unresolved(failed, "did not resolve");
+        self.resolved.clear();
+        for (&i, addrs) in &self.resolver.addrs {
+            for a in addrs {
+                self.resolved.entry(a.to_canonical()).or_default().push(i);
+            }
+        }
+        for ids in self.resolved.values_mut() {
+            ids.sort_unstable(); // file order, whatever order answers came in
+        }
+    }
+
+    /// One warning line per domain from an --ioc file, one line for all
+    /// built-in ones; each domain once until it resolves again.
+    fn warn_unresolved(&mut self, ids: Vec<usize>, what: &str) {
+        let every = RESOLVE_INTERVAL.as_secs();
+        let mut built_in = 0;
+        for i in ids {
+            if !self.resolver.warned.insert(i) {
+                continue;
+            }
+            let e = &self.entries[i];
+            if e.built_in {
+                built_in += 1;
+            } else {
+                eprintln!(
+                    "tracer: warning: indicator {} ({}) {what}; retrying every {every} s",
+                    e.text, e.source
+                );
+            }
+        }
+        if built_in > 0 {
+            eprintln!(
+                "tracer: warning: {built_in} built-in pool domains {what} (no DNS?); \
+                 ports and addresses still match, domains are retried every {every} s"
+            );
+        }
+    }
+}
+
+/// How bad a match is, given the signs the process shows (from
+/// [`exec_signs`], plus any other detector's, e.g. masquerade):
+/// - port only, no sign: low (8080 and 25 are everywhere);
+/// - port only, with a sign: high;
+/// - address or domain: high; with a sign: critical.
+pub fn severity_of(m: &IndicatorMatch, signs: &[String]) -> Severity {
+    match (m.port_only, signs.is_empty()) {
+        (true, true) => Severity::Low,
+        (true, false) | (false, true) => Severity::High,
+        (false, false) => Severity::Critical,
+    }
+}
+
+/// Signs of a miner in a process's command line and executable, visible at
+/// exec time: stratum URLs, miner options (`--donate-level`, ...), pool
+/// login options (`-o HOST:PORT -u USER`), Monero wallet addresses, and a
+/// program deleted or run from /tmp, /var/tmp or /dev/shm. Each sign is one
+/// short sentence.
+pub fn exec_signs(p: &Process) -> Vec<String> {
+    let mut signs = Vec::new();
+    if let Some(where_) = program::dropped_location(p) {
+        signs.push(where_);
+    }
+    let joined = p.cmdline.join(" ");
+    let lower = joined.to_ascii_lowercase();
+    if let Some(url) = p.cmdline.iter().find(|a| {
+        let a = a.to_ascii_lowercase();
+        STRATUM_SCHEMES.iter().any(|s| a.contains(s))
+    }) {
+        signs.push(format!("stratum URL in arguments: {}", shorten(url)));
+    }
+    for opt in MINER_OPTIONS {
+        if p.cmdline
+            .iter()
+            .any(|a| a == opt || a.starts_with(&format!("{opt}=")))
+        {
+            signs.push(format!("miner option {opt} in arguments"));
+        }
+    }
+    if let Some(enc) = BASE64_MINER_STRINGS.iter().find(|s| joined.contains(*s)) {
+        signs.push(format!("base64-encoded miner option in arguments ({enc})"));
+    }
+    if lower.contains("modprobe msr allow_writes=on") {
+        signs.push("enables MSR writes (XMRig's RandomX tweak)".to_string());
+    }
+    if let Some((pool, user)) = pool_login(&p.cmdline) {
+        signs.push(format!(
+            "pool login options: -o {} -u {}",
+            shorten(pool),
+            shorten(user)
+        ));
+    }
+    if let Some(wallet) = p
+        .cmdline
+        .iter()
+        .flat_map(|a| a.split(WALLET_SEPARATORS))
+        .find(|t| is_monero_address(t))
+    {
+        signs.push(format!(
+            "Monero wallet address in arguments: {}",
+            shorten(wallet)
+        ));
+    }
+    signs
+}
+
+/// Pool URL schemes understood by stratum miners (XMRig, cpuminer, ...).
+const STRATUM_SCHEMES: [&str; 4] = [
+    "stratum+tcp://",
+    "stratum+ssl://",
+    "stratum+tls://",
+    "stratum+udp://",
+];
+/// Options only miners take (XMRig's; Sigma "Linux Crypto Mining Indicators").
+const MINER_OPTIONS: [&str; 4] = [
+    "--donate-level",
+    "--cpu-priority",
+    "--nicehash",
+    "--randomx-1gb-pages",
+];
+/// Base64 forms of `--donate-level=` and `stratum+tcp://`/`stratum+udp://`
+/// at each alignment (Sigma "Linux Crypto Mining Indicators").
+const BASE64_MINER_STRINGS: [&str; 9] = [
+    "LS1kb25hdGUtbGV2ZWw9",
+    "0tZG9uYXRlLWxldmVsP",
+    "tLWRvbmF0ZS1sZXZlbD",
+    "c3RyYXR1bSt0Y3A6Ly",
+    "N0cmF0dW0rdGNwOi8v",
+    "zdHJhdHVtK3RjcDovL",
+    "c3RyYXR1bSt1ZHA6Ly",
+    "N0cmF0dW0rdWRwOi8v",
+    "zdHJhdHVtK3VkcDovL",
+];
+/// Miners take `WALLET.WORKER`, `WALLET+DIFF`, `user=WALLET` and the like.
+const WALLET_SEPARATORS: &[char] = &['.', '+', ':', '=', '/', ',', '@', ' '];
+const BASE58: &str = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/// A Monero address: base58, 95 characters starting with 4 (standard) or 8
+/// (subaddress), or 106 starting with 4 (integrated).
+fn is_monero_address(t: &str) -> bool {
+    let ok_len = match t.as_bytes().first() {
+        Some(b'4') => t.len() == 95 || t.len() == 106,
+        Some(b'8') => t.len() == 95,
+        _ => false,
+    };
+    ok_len && t.chars().all(|c| BASE58.contains(c))
+}
+
+/// XMRig/cpuminer-style pool login: `-o|--url HOST:PORT` together with
+/// `-u|--user USER`. Returns (pool, user).
+fn pool_login(args: &[String]) -> Option<(&str, &str)> {
+    let value_of = |short: &str, long: &str| -> Option<&str> {
+        args.iter().enumerate().find_map(|(i, a)| {
+            if a == short || a == long {
+                args.get(i + 1).map(String::as_str)
+            } else {
+                a.strip_prefix(&format!("{long}=")).or_else(|| {
+                    a.strip_prefix(short)
+                        .filter(|v| !v.is_empty() && !v.starts_with('-'))
+                })
+            }
+        })
+    };
+    let pool = value_of("-o", "--url")?;
+    let has_port = pool
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.trim_end_matches('/').parse::<u16>().is_ok());
+    let user = value_of("-u", "--user")?;
+    has_port.then_some((pool, user))
+}
+
+/// Long arguments cut for a one-line sign.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(MAX - 8).collect();
+        let tail: String = s
+            .chars()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("{head}…{tail}")
+    }
+}
+
+/// Parses an --ioc file; `name` is how errors and matches cite it.
+fn parse_file(name: &str, text: &str) -> Result<Vec<Indicator>> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line_no = n + 1;
+        let Some(item) = indicator_text(raw) else {
+            continue;
+        };
+        let target = parse_target(item).map_err(|why| {
+            UserError::BadInput(format!(
+                "{name}:{line_no}: `{item}` is not an indicator ({why}); expected one a line: \
+                 an IPv4 or IPv6 address, a CIDR (10.0.0.0/8), ADDR:PORT ([v6]:PORT for IPv6), \
+                 :PORT, or a domain name"
+            ))
+        })?;
+        out.push(Indicator {
+            text: item.to_string(),
+            source: format!("{name}:{line_no}"),
+            built_in: false,
+            target,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses the built-in list, whose `# source:` lines name each group.
+fn parse_built_in(text: &str) -> Result<Vec<Indicator>> {
+    let mut source = "tracer".to_string();
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        if let Some(s) = raw.trim().strip_prefix(SOURCE_DIRECTIVE) {
+            source = s.trim().to_string();
+            continue;
+        }
+        let Some(item) = indicator_text(raw) else {
+            continue;
+        };
+        let target =
+            parse_target(item).map_err(|why| anyhow::anyhow!("line {}: {item}: {why}", n + 1))?;
+        out.push(Indicator {
+            text: item.to_string(),
+            source: format!("built-in: {source}"),
+            built_in: true,
+            target,
+        });
+    }
+    Ok(out)
+}
+
+/// The indicator on a line, without its comment and blanks.
+fn indicator_text(line: &str) -> Option<&str> {
+    let item = line.split('#').next().unwrap_or("").trim();
+    (!item.is_empty()).then_some(item)
+}
+
+/// One indicator, or why it is not one.
+fn parse_target(item: &str) -> Result<Target, String> {
+    if item.chars().any(char::is_whitespace) {
+        return Err("one indicator a line, without spaces".into());
+    }
+    if let Some(port) = item.strip_prefix(':') {
+        return Ok(Target::Port(parse_port(port)?));
+    }
+    if let Some(rest) = item.strip_prefix('[') {
+        let (addr, port) = rest
+            .split_once("]:")
+            .ok_or("a bracketed IPv6 address needs a port: [v6]:PORT")?;
+        let addr: std::net::Ipv6Addr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IPv6 address"))?;
+        return Ok(Target::Addr {
+            addr: IpAddr::V6(addr).to_canonical(),
+            port: Some(parse_port(port)?),
+        });
+    }
+    if let Some((addr, prefix)) = item.split_once('/') {
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` before the / is not an address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("`{prefix}` is not a prefix length"))?;
+        return Network::new(addr, prefix)
+            .map(Target::Network)
+            .ok_or_else(|| format!("prefix /{prefix} is too long for this address family"));
+    }
+    if let Ok(addr) = item.parse::<IpAddr>() {
+        return Ok(Target::Addr {
+            addr: addr.to_canonical(),
+            port: None,
+        });
+    }
+    let (host, port) = match item.split_once(':') {
+        Some((host, port)) if !port.contains(':') => (host, Some(parse_port(port)?)),
+        Some(_) => {
+            return Err("not an IPv6 address (write [v6]:PORT for an address with a port)".into())
+        }
+        None => (item, None),
+    };
+    if let Ok(addr) = host.parse::<std::net::Ipv4Addr>() {
+        return Ok(Target::Addr {
+            addr: IpAddr::V4(addr),
+            port,
+        });
+    }
+    check_domain(host)?;
+    Ok(Target::Domain {
+        name: host.trim_end_matches('.').to_ascii_lowercase(),
+        port,
+    })
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("`{s}` is not a port (1-65535)")),
+    }
+}
+
+/// A host name as DNS allows it (RFC 1123), not all-numeric.
+fn check_domain(host: &str) -> Result<(), String> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.contains('*') {
+        return Err("wildcards are not supported; list each domain".into());
+    }
+    if host.is_empty() || host.len() > 253 {
+        return Err("not an address, and not a domain name".into());
+    }
+    for label in host.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err("not an address, and not a domain name".into());
+        }
+    }
+    if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err("not a valid IPv4 address".into());
+    }
+    Ok(())
+}
+
+/// Resolution outcome for one domain indicator (by index).
+type Answer = (usize, Result<Vec<IpAddr>, String>);
+
+/// Resolves domain indicators in background threads, one per domain, so a
+/// hanging resolver never holds up tracer.
+#[derive(Debug, Default)]
+struct Resolver {
+    inbox: Arc<(Mutex<Vec<Answer>>, Condvar)>,
+    /// Domains whose lookup has not answered yet.
+    pending: HashSet<usize>,
+    last_round: Option<Instant>,
+    /// Last good addresses of each domain.
+    addrs: HashMap<usize, Vec<IpAddr>>,
+    /// Domains already warned about (until they resolve again).
+    warned: HashSet<usize>,
+}
+
+impl Resolver {
+    fn round_due(&self) -> bool {
+        self.last_round
+            .is_none_or(|t| t.elapsed() >= RESOLVE_INTERVAL)
+    }
+
+    /// Starts a lookup for every domain that is not still being looked up.
+    fn start_round(&mut self, entries: &[Indicator]) {
+        self.last_round = Some(Instant::now());
+        for (i, e) in entries.iter().enumerate() {
+            let Target::Domain { name, .. } = &e.target else {
+                continue;
+            };
+            if !self.pending.insert(i) {
+                continue;
+            }
+            let name = name.clone();
+            let inbox = Arc::clone(&self.inbox);
+            let spawned = std::thread::Builder::new()
+                .name("tracer-resolve".into())
+                .spawn(move || {
+                    let outcome = (name.as_str(), 0)
+                        .to_socket_addrs()
+                        .map(|it| it.map(|sa| sa.ip()).collect::<Vec<_>>())
+                        .map_err(|e| e.to_string());
+                    let (lock, ready) = &*inbox;
+                    lock.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((i, outcome));
+                    ready.notify_all();
+                });
+            if spawned.is_err() {
+                self.pending.remove(&i); // out of threads: try next round
+            }
+        }
+    }
+
+    /// Waits until each of `wanted` answered, or `limit` passed.
+    fn wait_for(&self, wanted: &HashSet<usize>, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let (lock, ready) = &*self.inbox;
+        let mut inbox = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while inbox.iter().filter(|(i, _)| wanted.contains(i)).count() < wanted.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            inbox = ready
+                .wait_timeout(inbox, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Answers received since the last call.
+    fn take_answers(&mut self) -> Vec<Answer> {
+        let answers = std::mem::take(&mut *self.inbox.0.lock().unwrap_or_else(|p| p.into_inner()));
+        for (i, _) in &answers {
+            self.pending.remove(i);
+        }
+        answers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::exit;
+
+    fn parse(text: &str) -> Indicators {
+        Indicators::from_entries(parse_file("iocs.txt", text).unwrap())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn err(text: &str) -> String {
+        let e = parse_file("bad.txt", text).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), exit::ERROR);
+        e.to_string()
+    }
+
+    #[test]
+    fn every_form_parses() {
+        let text = "# pools\n\n203.0.113.7\n198.51.100.0/24   # a block\n2001:db8::/32\n\
+                    192.0.2.1:4444\n[2001:db8::1]:3333\n:14444\npool.example.org\n\
+                    pool.example.net:5555\n2001:db8::99\n";
+        let e = parse_file("iocs.txt", text).unwrap();
+        let targets: Vec<_> = e.iter().map(|i| i.target.clone()).collect();
+        assert_eq!(
+            targets,
+            vec![
+                Target::Addr {
+                    addr: ip("203.0.113.7"),
+                    port: None
+                },
+                Target::Network(Network::new(ip("198.51.100.0"), 24).unwrap()),
+                Target::Network(Network::new(ip("2001:db8::"), 32).unwrap()),
+                Target::Addr {
+                    addr: ip("192.0.2.1"),
+                    port: Some(4444)
+                },
+                Target::Addr {
+                    addr: ip("2001:db8::1"),
+                    port: Some(3333)
+                },
+                Target::Port(14444),
+                Target::Domain {
+                    name: "pool.example.org".into(),
+                    port: None
+                },
+                Target::Domain {
+                    name: "pool.example.net".into(),
+                    port: Some(5555)
+                },
+                Target::Addr {
+                    addr: ip("2001:db8::99"),
+                    port: None
+                },
+            ]
+        );
+        // Text as written (without the comment), and FILE:LINE as source.
+        assert_eq!(e[1].text, "198.51.100.0/24");
+        assert_eq!(e[1].source, "iocs.txt:4");
+    }
+
+    #[test]
+    fn malformed_lines_name_file_and_line() {
+        assert!(err("# ok\n10.0.0.1\n10.0.0.300\n").starts_with("bad.txt:3: `10.0.0.300`"));
+        assert!(err(":70000\n").starts_with("bad.txt:1: "));
+        assert!(err(":0\n").contains("not a port"));
+        assert!(err("\n\n10.0.0.0/33\n").starts_with("bad.txt:3: "));
+        assert!(err("10.0.0.0/x\n").contains("prefix length"));
+        assert!(err("[2001:db8::1]\n").contains("[v6]:PORT"));
+        assert!(err("2001:db8::1:3333:x\n").contains("[v6]:PORT"));
+        assert!(err("two words\n").contains("one indicator a line"));
+        assert!(err("*.nicehash.com\n").contains("wildcards"));
+        assert!(err("bad_-.\n.x\n").starts_with("bad.txt:1: "));
+        assert!(err("pool.example.org:http\n").contains("not a port"));
+        assert!(err("10.0.0.1\n\n\n-bad-.example\n").starts_with("bad.txt:4: "));
+        assert!(err("x\nhttp://pool.example.org/\n").contains("expected one a line"));
+    }
+
+    #[test]
+    fn built_in_list_parses_with_sources() {
+        let e = parse_built_in(DEFAULT_IOCS).unwrap();
+        assert!(e
+            .iter()
+            .all(|i| i.built_in && i.source.starts_with("built-in: ")));
+        let i = Indicators::from_entries(e);
+        let m = i.match_connect(ip("127.0.0.2"), 3333).unwrap();
+        assert!(m.port_only);
+        assert_eq!(
+            m.source,
+            "built-in: Falco rules, list miner_ports (falcosecurity/rules)"
+        );
+        assert!(i.entries.iter().any(
+            |e| matches!(&e.target, Target::Domain { name, .. } if name == "pool.supportxmr.com")
+        ));
+        assert!(i.match_connect(ip("127.0.0.2"), 443).is_none());
+    }
+
+    #[test]
+    fn addresses_networks_and_ports_match() {
+        let i = parse("198.51.100.0/24\n2001:db8:1::/48\n192.0.2.1:4444\n[2001:db8::1]:3333\n203.0.113.7\n:14444\n");
+        let hit = |a: &str, p| i.match_connect(ip(a), p).map(|m| m.indicator);
+        assert_eq!(hit("198.51.100.77", 1), Some("198.51.100.0/24".into()));
+        assert_eq!(hit("198.51.101.1", 1), None);
+        assert_eq!(
+            hit("2001:db8:1:ffff::5", 80),
+            Some("2001:db8:1::/48".into())
+        );
+        assert_eq!(hit("2001:db8:2::5", 80), None);
+        assert_eq!(hit("192.0.2.1", 4444), Some("192.0.2.1:4444".into()));
+        assert_eq!(hit("192.0.2.1", 4445), None);
+        assert_eq!(hit("2001:db8::1", 3333), Some("[2001:db8::1]:3333".into()));
+        assert_eq!(hit("2001:db8::1", 3334), None);
+        assert_eq!(hit("203.0.113.7", 9), Some("203.0.113.7".into()));
+        // An IPv4 peer reached through an IPv6 socket.
+        assert_eq!(hit("::ffff:203.0.113.7", 9), Some("203.0.113.7".into()));
+        let port = i.match_connect(ip("127.0.0.1"), 14444).unwrap();
+        assert!(port.port_only);
+        assert_eq!(port.source, "iocs.txt:6");
+        // An address match wins over a port-only one.
+        assert!(!i.match_connect(ip("203.0.113.7"), 14444).unwrap().port_only);
+    }
+
+    #[test]
+    fn domains_resolve_at_load_and_failures_only_warn() {
+        let dir = std::env::temp_dir().join(format!("tracer-ioc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("iocs.txt");
+        // `.invalid` never resolves (RFC 6761), without asking any server.
+        std::fs::write(&file, "localhost:3333\nno-such-pool.invalid\n").unwrap();
+        let started = Instant::now();
+        let mut i = Indicators::load(std::slice::from_ref(&file), false).unwrap();
+        assert!(started.elapsed() < LOAD_RESOLVE_WAIT + Duration::from_millis(500));
+        let m = i.match_connect(ip("127.0.0.1"), 3333).unwrap();
+        assert_eq!(
+            (m.indicator.as_str(), m.port_only),
+            ("localhost:3333", false)
+        );
+        assert!(i.match_connect(ip("127.0.0.1"), 3334).is_none());
+        i.refresh(); // nothing new, and not due: must not block or change anything
+        assert!(i.match_connect(ip("127.0.0.1"), 3333).is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn missing_file_is_bad_input() {
+        let e = Indicators::load(&[PathBuf::from("/nonexistent/iocs.txt")], false).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), exit::ERROR);
+        assert!(e.to_string().contains("/nonexistent/iocs.txt"));
+    }
+
+    fn process(exe: &str, args: &[&str]) -> Process {
+        Process {
+            exe: Some(exe.into()),
+            cmdline: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    const WALLET: &str = "44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A";
+
+    #[test]
+    fn exec_signs_find_miner_arguments_and_dropped_programs() {
+        assert_eq!(WALLET.len(), 95);
+        let quiet = process(
+            "/usr/bin/curl",
+            &["curl", "-o", "out.html", "https://example.org/"],
+        );
+        assert!(exec_signs(&quiet).is_empty());
+
+        let xmrig = process(
+            "/tmp/.x/kworker (deleted)",
+            &[
+                "kworker",
+                "-o",
+                "stratum+tcp://pool.example.org:3333",
+                "-u",
+                &format!("{WALLET}.w1"),
+                "--donate-level=1",
+            ],
+        );
+        let signs = exec_signs(&xmrig);
+        assert!(signs[0].contains("deleted"), "{signs:?}");
+        assert!(
+            signs.iter().any(|s| s.starts_with("stratum URL")),
+            "{signs:?}"
+        );
+        assert!(
+            signs
+                .iter()
+                .any(|s| s == "miner option --donate-level in arguments"),
+            "{signs:?}"
+        );
+        assert!(
+            signs
+                .iter()
+                .any(|s| s.starts_with("pool login options: -o stratum")),
+            "{signs:?}"
+        );
+        assert!(
+            signs.iter().any(|s| s.starts_with("Monero wallet address")),
+            "{signs:?}"
+        );
+
+        let login = process("/opt/m/m", &["m", "--url=10.1.2.3:5555", "--user", "bob"]);
+        assert_eq!(
+            exec_signs(&login),
+            ["pool login options: -o 10.1.2.3:5555 -u bob"]
+        );
+        let in_tmp = process("/dev/shm/a", &["a"]);
+        assert_eq!(exec_signs(&in_tmp), ["executable runs from /dev/shm"]);
+        let encoded = process(
+            "/usr/bin/sh",
+            &["sh", "-c", "echo LS1kb25hdGUtbGV2ZWw9MQ== | base64 -d"],
+        );
+        assert!(exec_signs(&encoded)[0].starts_with("base64-encoded"));
+        // Not a wallet: wrong length, or not base58 (0, O, I, l).
+        assert!(!is_monero_address(&WALLET[..94]));
+        assert!(!is_monero_address(&WALLET.replace('A', "0")));
+    }
+
+    #[test]
+    fn severity_needs_a_second_sign_for_ports() {
+        let port = IndicatorMatch {
+            indicator: ":3333".into(),
+            source: "x".into(),
+            port_only: true,
+        };
+        let addr = IndicatorMatch {
+            port_only: false,
+            ..port.clone()
+        };
+        let plain = process("/usr/bin/curl", &["curl", "http://127.0.0.1:3333/"]);
+        let dropped = process("/tmp/miner", &["./miner"]);
+        let i = Indicators::default();
+        assert_eq!(i.severity(&port, &plain), Severity::Low);
+        assert_eq!(i.severity(&port, &dropped), Severity::High);
+        assert_eq!(i.severity(&addr, &plain), Severity::High);
+        assert_eq!(i.severity(&addr, &dropped), Severity::Critical);
+        assert_eq!(
+            severity_of(&port, &["masquerades as kworker".into()]),
+            Severity::High
+        );
+    }
+}

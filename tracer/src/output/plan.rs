@@ -1,0 +1,257 @@
+//! Renders a kill-tree plan and what carrying it out did: human text, or
+//! JSON (the plan as one object; with --kill, one JSON object a line, so
+//! each step is out before the next one acts).
+use std::{collections::HashMap, fmt::Write as _};
+
+use crate::{
+    model::Process,
+    respond::{quarantine::Quarantined, respawn::RespawnReport, Execution, KillPlan, PlanMember},
+    users::Users,
+};
+
+/// The plan as a human reads it: the tree (like `pstree -asp`), the set
+/// and why, the persistence, and the command that carries it out.
+pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> String {
+    let mut out = String::new();
+    let threads: usize = plan.members.iter().map(|m| m.threads.len().max(1)).sum();
+    let target = plan.members.iter().find(|m| m.process.pid == plan.target);
+    let _ = writeln!(
+        out,
+        "kill-tree plan for PID {} ({}): {} processes, {} threads",
+        plan.target,
+        target.map(|m| m.process.comm.as_str()).unwrap_or("?"),
+        plan.members.len(),
+        threads
+    );
+    out.push('\n');
+    out.push_str(&tree_text(plan, users));
+    if let (Some(b), Some(why)) = (&plan.boundary, &plan.boundary_reason) {
+        let _ = writeln!(
+            out,
+            "\nStops at {} ({}): {why}; left running.",
+            b.pid, b.comm
+        );
+    }
+
+    let _ = writeln!(out, "\nSet to stop (* above), and why:");
+    let comm_width = plan
+        .members
+        .iter()
+        .map(|m| m.process.comm.len())
+        .max()
+        .unwrap_or(0);
+    for m in &plan.members {
+        let threads = match m.threads.len() {
+            0 | 1 => String::new(),
+            n => format!(" [{n} threads]"),
+        };
+        let _ = writeln!(
+            out,
+            "  {:>7}  {:<comm_width$}  {}{threads}",
+            m.process.pid, m.process.comm, m.reason
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\nPersistence that would start it again (reported only; tracer never edits these):"
+    );
+    if plan.persistence.is_empty() {
+        let _ = writeln!(
+            out,
+            "  none found (crontabs, at jobs, systemd units, rc.local, init.d, ld.so.preload, shell profiles, authorized_keys)"
+        );
+    }
+    for h in &plan.persistence {
+        let _ = writeln!(out, "  {}:{}  [{}] {}", h.file, h.line_no, h.kind, h.line);
+        let _ = writeln!(
+            out,
+            "  {:>w$}  matched: {}",
+            "",
+            h.matched,
+            w = h.file.len() + 1 + digits(h.line_no)
+        );
+    }
+    if quarantine_note {
+        let _ = writeln!(
+            out,
+            "\nQuarantine copies each member's program before the kill; system binaries \
+             (under /usr, /bin, /sbin, /lib, e.g. a watchdog's shell) are not copied."
+        );
+    }
+    let _ = writeln!(out, "\nTo carry out this plan:\n  {}", plan.command);
+    out
+}
+
+fn digits(n: usize) -> usize {
+    n.to_string().len()
+}
+
+/// The ancestry from PID 1 down to the boundary, then the set, indented by
+/// depth; set members are marked `*`.
+fn tree_text(plan: &KillPlan, users: &Users) -> String {
+    let mut out = String::new();
+    let mut depth_of: HashMap<u32, usize> = HashMap::new();
+    let mut depth = 0;
+    for p in plan.ancestry.iter().rev() {
+        line(&mut out, users, depth, false, p);
+        depth_of.insert(p.pid, depth);
+        depth += 1;
+    }
+    for m in &plan.members {
+        let d = depth_of
+            .get(&m.process.ppid)
+            .map(|d| d + 1)
+            .unwrap_or(depth);
+        depth_of.insert(m.process.pid, d);
+        line(&mut out, users, d, true, &m.process);
+    }
+    out
+}
+
+fn line(out: &mut String, users: &Users, depth: usize, member: bool, p: &Process) {
+    let branch = if depth == 0 { "" } else { "`- " };
+    let mark = if member { "* " } else { "" };
+    let _ = writeln!(
+        out,
+        "  {:indent$}{branch}{mark}{} {} {}",
+        "",
+        p.pid,
+        users.name(p.uid),
+        p.cmdline_string(),
+        indent = depth.saturating_sub(1) * 3
+    );
+}
+
+/// One line announcing a child that joined the set after planning.
+pub fn joined_text(m: &PlanMember) -> String {
+    format!(
+        "joining the set: {} {} ({})",
+        m.process.pid,
+        m.process.cmdline_string(),
+        m.reason
+    )
+}
+
+/// What the kill did, the kill time on its own line.
+pub fn execution_text(ex: &Execution) -> String {
+    let mut out = String::new();
+    let stopped = ex.killed.len() + ex.survivors.len();
+    let _ = writeln!(
+        out,
+        "stopped {stopped} processes (SIGSTOP), then killed them (SIGKILL): {} exited",
+        ex.killed.len()
+    );
+    if ex.quarantine.is_empty() {
+        let _ = writeln!(out, "kill time: {:.1} ms", ex.kill_ms);
+    } else {
+        let _ = writeln!(
+            out,
+            "kill time: {:.1} ms (of which {:.1} ms copying to quarantine)",
+            ex.kill_ms, ex.quarantine_ms
+        );
+    }
+    for (pid, why) in &ex.not_signalled {
+        let _ = writeln!(out, "  {pid}: not signalled: {why}");
+    }
+    for (pid, why) in &ex.refused {
+        let _ = writeln!(out, "  {pid}: refused by the kernel: {why}");
+    }
+    for pid in &ex.survivors {
+        let _ = writeln!(out, "  {pid}: STILL RUNNING after SIGKILL");
+    }
+    for q in &ex.quarantine {
+        let what = match &q.result {
+            Quarantined::Copied { file, .. } => format!("quarantined as {file}"),
+            Quarantined::SameAs { sha256, pid } => format!("same program as {pid} ({sha256})"),
+            Quarantined::SystemBinary => "system binary, not copied".to_string(),
+            Quarantined::Failed { error } => format!("NOT quarantined: {error}"),
+        };
+        let _ = writeln!(out, "  {} {}: {what}", q.pid, q.original_path);
+    }
+    out
+}
+
+/// The respawn check's verdict.
+pub fn respawn_text(r: &RespawnReport) -> String {
+    let secs = r.watched_ms as f64 / 1e3;
+    if r.clean() {
+        return format!(
+            "watched {secs:.1} s: nothing from the set is running and nothing came back\n"
+        );
+    }
+    let mut out = String::new();
+    for p in &r.survivors {
+        let _ = writeln!(
+            out,
+            "still running after {secs:.1} s: {} {}",
+            p.pid,
+            p.cmdline_string()
+        );
+    }
+    for (p, like) in &r.respawned {
+        let _ = writeln!(
+            out,
+            "CAME BACK within {secs:.1} s: {} {} (parent {}; {like}): check the persistence above",
+            p.pid,
+            p.cmdline_string(),
+            p.ppid
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::respond::{plan::tests::cron_chain, plan_tree, PersistenceHit};
+
+    #[test]
+    fn text_shows_tree_set_persistence_and_command() {
+        let mut plan = plan_tree(&cron_chain(), 500, 630).unwrap();
+        plan.persistence.push(PersistenceHit {
+            kind: "crontab".into(),
+            file: "/etc/crontab".into(),
+            line_no: 3,
+            line: "* * * * * root /var/tmp/.x/kswapd0".into(),
+            matched: "/var/tmp/.x/kswapd0".into(),
+        });
+        let users = Users::parse("root:x:0:0:root:/root:/bin/bash\n");
+        let text = plan_text(&plan, &users, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("kill-tree plan for PID 500 (kswapd0): 4 processes"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n  1 root /sbin/init\n  `- 100 root /usr/sbin/cron -f\n     `- 200 root"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n        `- * 300 root /bin/sh -c /var/tmp/.x/run.sh\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n                 `- * 510 root /var/tmp/.x/kswapd0 --worker\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Stops at 200 (cron): the cron daemon"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/etc/crontab:3  [crontab] * * * * * root /var/tmp/.x/kswapd0"),
+            "{text}"
+        );
+        assert!(
+            text.trim_end()
+                .ends_with("sudo tracer kill-tree 500 --kill"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["members"][2]["process"]["pid"], 500);
+        assert_eq!(json["persistence"][0]["line_no"], 3);
+    }
+}

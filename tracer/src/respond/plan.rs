@@ -1,0 +1,613 @@
+//! The kill-tree planner: which processes to stop so that a malicious
+//! process stays stopped, computed from a process table alone.
+//!
+//! The set is the target, the ancestors that belong to the same malicious
+//! chain (a shell loop that relaunches it, a launcher run from the same
+//! dropped directory or from /tmp), and every descendant of the topmost of
+//! them (with all their threads: a signal to a process reaches every
+//! thread). The climb stops at the first ancestor that is not part of the
+//! chain, and always at a legitimate boundary: PID 1, a service manager,
+//! cron or at, the sshd listener, a container runtime, or an ancestor of
+//! tracer itself.
+//!
+//! Refused targets (all with `UserError::Refused`, exit code 5, so a script
+//! can tell "tracer would not" from "tracer failed"): a value that is not a
+//! PID, a PID with no process, PID 1, kernel threads, tracer itself and its
+//! ancestors.
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{persistence::PersistenceHit, program};
+use crate::{
+    error::UserError,
+    model::{Process, ProcessId},
+    table::ProcessTable,
+};
+
+/// The plan `kill-tree` prints, and with `--kill` carries out.
+#[derive(Clone, Debug, Serialize)]
+pub struct KillPlan {
+    pub target: u32,
+    /// Members top-down: each process comes before its descendants.
+    pub members: Vec<PlanMember>,
+    /// The first ancestor left alone, which the set hangs from.
+    pub boundary: Option<Process>,
+    /// Why the climb stopped there.
+    pub boundary_reason: Option<String>,
+    /// The boundary's ancestors, nearest first, up to PID 1 (for display).
+    pub ancestry: Vec<Process>,
+    /// Files that would start a member again (reported, never edited).
+    pub persistence: Vec<PersistenceHit>,
+    /// The exact command that carries out this plan.
+    pub command: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanMember {
+    pub process: Process,
+    /// Why it is in the set, in a few words.
+    pub reason: String,
+    /// Thread ids at planning time, when read (see `super::attach_threads`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<u32>,
+}
+
+/// Plans stopping `target`: the tree (see [`plan_tree`]) plus the
+/// persistence that would start it again, read from the files under
+/// `TRACER_PERSISTENCE_ROOT` (default `/`). Fast enough to run per alert.
+pub fn plan(table: &ProcessTable, target: u32, self_pid: u32) -> Result<KillPlan> {
+    let mut plan = plan_tree(table, target, self_pid)?;
+    let members: Vec<&Process> = plan.members.iter().map(|m| &m.process).collect();
+    plan.persistence = super::persistence::scan(&super::persistence::Roots::from_env(), &members);
+    Ok(plan)
+}
+
+/// The set to stop and why, from the table alone (no I/O).
+pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<KillPlan> {
+    let self_chain = own_lineage(table, self_pid);
+    let target_proc = check_target(table, target, self_pid, &self_chain)?;
+
+    // Climb while ancestors belong to the chain.
+    let mut clues = ChainClues::default();
+    clues.add(target_proc);
+    let mut reasons: HashMap<ProcessId, String> = HashMap::new();
+    reasons.insert(target_proc.id(), "the target".to_string());
+    let mut top = target_proc;
+    let mut boundary = None;
+    for ancestor in table.ancestry(&target_proc.id()) {
+        if ancestor.exited_at_ns.is_some() {
+            continue; // gone already: nothing to stop, look further up
+        }
+        if let Some(why) = legitimate_boundary(ancestor, &self_chain) {
+            boundary = Some((ancestor, why));
+            break;
+        }
+        match chain_reason(ancestor, &clues) {
+            Some(why) => {
+                reasons.insert(ancestor.id(), why);
+                clues.add(ancestor);
+                top = ancestor;
+            }
+            None => {
+                boundary = Some((
+                    ancestor,
+                    "not part of the chain: no loop, launcher or dropped file".to_string(),
+                ));
+                break;
+            }
+        }
+    }
+
+    let members = subtree_top_down(table, top, &self_chain)
+        .into_iter()
+        .map(|p| {
+            let reason = reasons.get(&p.id()).cloned().unwrap_or_else(|| {
+                let parent = table.get(p.ppid).map(|pp| pp.comm.as_str()).unwrap_or("?");
+                format!("descendant of {} ({parent})", p.ppid)
+            });
+            PlanMember {
+                process: p.clone(),
+                reason,
+                threads: Vec::new(),
+            }
+        })
+        .collect();
+
+    let ancestry = boundary
+        .as_ref()
+        .map(|(b, _)| {
+            std::iter::once(*b)
+                .chain(table.ancestry(&b.id()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(KillPlan {
+        target,
+        members,
+        boundary: boundary.as_ref().map(|(b, _)| (*b).clone()),
+        boundary_reason: boundary.map(|(_, why)| why),
+        ancestry,
+        persistence: Vec::new(),
+        command: format!("sudo tracer kill-tree {target} --kill"),
+    })
+}
+
+/// Parses the PID argument; anything else is refused, like a bad target.
+pub fn parse_target(arg: &str) -> Result<u32> {
+    match arg.trim().parse::<u32>() {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(
+            UserError::Refused(format!("`{arg}` is not a PID (expected a positive number)")).into(),
+        ),
+    }
+}
+
+/// tracer itself and its ancestors: never stopped, never a target.
+fn own_lineage(table: &ProcessTable, self_pid: u32) -> HashSet<ProcessId> {
+    let Some(me) = table.get(self_pid) else {
+        return HashSet::new();
+    };
+    std::iter::once(me.id())
+        .chain(table.ancestry(&me.id()).into_iter().map(Process::id))
+        .collect()
+}
+
+fn check_target<'t>(
+    table: &'t ProcessTable,
+    target: u32,
+    self_pid: u32,
+    self_chain: &HashSet<ProcessId>,
+) -> Result<&'t Process> {
+    let refuse = |why: String| Err(UserError::Refused(why).into());
+    if target == 1 {
+        return refuse("PID 1 is init; stopping it brings the system down".into());
+    }
+    let Some(p) = table.get(target) else {
+        return refuse(format!("no process with PID {target}"));
+    };
+    if is_kernel_thread(p) {
+        return refuse(format!(
+            "PID {target} ({}) is a kernel thread; it has no program to stop",
+            p.comm
+        ));
+    }
+    if target == self_pid {
+        return refuse(format!("PID {target} is tracer itself"));
+    }
+    if self_chain.contains(&p.id()) {
+        return refuse(format!(
+            "PID {target} ({}) is an ancestor of tracer itself; stopping it would stop tracer",
+            p.comm
+        ));
+    }
+    Ok(p)
+}
+
+/// Kernel threads: flagged by the kernel, or children of kthreadd (PID 2).
+fn is_kernel_thread(p: &Process) -> bool {
+    p.kernel_thread || p.pid == 2 || p.ppid == 2
+}
+
+/// Program names that mark a legitimate boundary, with what they are.
+const BOUNDARY_PROGRAMS: &[(&str, &str)] = &[
+    ("systemd", "the service manager"),
+    ("init", "the service manager"),
+    ("upstart", "the service manager"),
+    ("runit", "the service manager"),
+    ("s6-svscan", "the service manager"),
+    ("cron", "the cron daemon"),
+    ("crond", "the cron daemon"),
+    ("anacron", "the cron daemon"),
+    ("atd", "the at daemon"),
+    ("runc", "a container runtime"),
+    ("crun", "a container runtime"),
+    ("dockerd", "a container runtime"),
+    ("containerd", "a container runtime"),
+    ("conmon", "a container runtime"),
+];
+
+/// Why an ancestor is a place the climb must stop, whatever it runs.
+fn legitimate_boundary(p: &Process, self_chain: &HashSet<ProcessId>) -> Option<String> {
+    if p.pid <= 1 {
+        return Some("PID 1 (init)".into());
+    }
+    if is_kernel_thread(p) {
+        return Some("a kernel thread".into());
+    }
+    if self_chain.contains(&p.id()) {
+        return Some("an ancestor of tracer itself".into());
+    }
+    // A name alone is cheap to fake: a "cron" running from /tmp is no boundary.
+    if program::dropped_location(p).is_some() {
+        return None;
+    }
+    let names = [program::program_name(p), p.comm.as_str()];
+    if let Some((_, what)) = BOUNDARY_PROGRAMS.iter().find(|(n, _)| names.contains(n)) {
+        return Some(format!("{what} (legitimate boundary)"));
+    }
+    if names.iter().any(|n| n.starts_with("containerd-shim")) {
+        return Some("a container runtime (legitimate boundary)".into());
+    }
+    let is_sshd = names.contains(&"sshd");
+    if is_sshd && (p.ppid == 1 || p.cmdline_string().contains("[listener]")) {
+        return Some("the sshd listener (legitimate boundary)".into());
+    }
+    None
+}
+
+/// What the chain found so far runs: program paths, names and directories,
+/// of members whose program is not a system binary.
+#[derive(Default)]
+pub(crate) struct ChainClues {
+    pub paths: Vec<String>,
+    pub names: Vec<String>,
+    /// Directories holding dropped programs (system directories excluded).
+    pub dirs: Vec<String>,
+}
+
+impl ChainClues {
+    /// Notes what `p` runs: its executable, and the files in /tmp-like
+    /// directories that its arguments name (a shell's script, a loop's payload).
+    pub fn add(&mut self, p: &Process) {
+        if let Some(exe) = program::exe_path(p).filter(|_| !program::runs_system_binary(p)) {
+            self.add_file(exe);
+        }
+        let tokens = p
+            .cmdline
+            .iter()
+            .skip(1)
+            .flat_map(|a| a.split(|c: char| c.is_whitespace() || ";&|()<>'\"`=".contains(c)));
+        for token in tokens {
+            if program::in_drop_dir(token) {
+                self.add_file(token);
+            }
+        }
+    }
+
+    fn add_file(&mut self, path: &str) {
+        push_new(&mut self.paths, path);
+        let name = program::file_name(path);
+        // Very short names ("a", "x") would match everything.
+        if name.len() >= 3 {
+            push_new(&mut self.names, name);
+        }
+        let dir = program::parent_dir(path);
+        // /tmp itself is shared by everything; only its subdirectories say "dropped here".
+        if !dir.is_empty()
+            && dir != "/"
+            && !program::DROP_DIRS.contains(&dir)
+            && !program::is_system_path(&format!("{dir}/"))
+        {
+            push_new(&mut self.dirs, dir);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+}
+
+fn push_new(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|i| i == item) {
+        list.push(item.to_string());
+    }
+}
+
+/// Why an ancestor belongs to the chain above what `clues` describes.
+fn chain_reason(p: &Process, clues: &ChainClues) -> Option<String> {
+    let cmdline = p.cmdline_string();
+    if program::is_shell(p) {
+        if let Some(name) = clues
+            .names
+            .iter()
+            .chain(&clues.paths)
+            .find(|n| program::mentions(&cmdline, n))
+        {
+            return Some(format!(
+                "shell that launches {name} (its command line names it)"
+            ));
+        }
+        let words: Vec<&str> = cmdline
+            .split(|c: char| {
+                c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')' | '\'' | '"')
+            })
+            .collect();
+        if words.iter().any(|w| matches!(*w, "while" | "until")) {
+            return Some("shell loop (while/until) that relaunches its children".into());
+        }
+        if words.contains(&"nohup") {
+            return Some("shell that detaches its children with nohup".into());
+        }
+    }
+    if let Some(exe) = program::exe_path(p) {
+        let dir = program::parent_dir(exe);
+        if clues.dirs.iter().any(|d| d == dir) {
+            return Some(format!("runs from the same dropped directory {dir}"));
+        }
+    }
+    if let Some(where_) = program::dropped_location(p) {
+        return Some(format!("launcher whose {where_}"));
+    }
+    if let Some(path) = p.cmdline.iter().find(|a| {
+        clues.paths.contains(a) || clues.dirs.iter().any(|d| a.starts_with(&format!("{d}/")))
+    }) {
+        return Some(format!("launcher whose command line names {path}"));
+    }
+    None
+}
+
+/// `top` and all its live descendants, each before its own children
+/// (children in PID order), leaving out tracer's own lineage.
+fn subtree_top_down<'t>(
+    table: &'t ProcessTable,
+    top: &'t Process,
+    self_chain: &HashSet<ProcessId>,
+) -> Vec<&'t Process> {
+    let children = children_index(table);
+    let mut out = Vec::new();
+    let mut stack = vec![top];
+    let mut seen = HashSet::new();
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p.id()) || self_chain.contains(&p.id()) || is_kernel_thread(p) {
+            continue;
+        }
+        out.push(p);
+        if let Some(kids) = children.get(&p.id()) {
+            stack.extend(kids.iter().rev());
+        }
+    }
+    out
+}
+
+/// Live children of every process, in PID order, in one pass over the
+/// table (`ProcessTable::children` scans the whole table per call).
+fn children_index(table: &ProcessTable) -> HashMap<ProcessId, Vec<&Process>> {
+    let mut children: HashMap<ProcessId, Vec<&Process>> = HashMap::new();
+    for p in table.live() {
+        if let Some(parent) = table.parent_of(&p.id()) {
+            children.entry(parent).or_default().push(p);
+        }
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|p| p.pid);
+    }
+    children
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::error::exit;
+
+    pub(crate) fn proc(pid: u32, ppid: u32, exe: &str, cmdline: &str) -> Process {
+        Process {
+            pid,
+            ppid,
+            uid: 0,
+            comm: program::file_name(exe.trim_end_matches(program::DELETED_SUFFIX))
+                .chars()
+                .take(15)
+                .collect(),
+            exe: Some(exe.to_string()),
+            cmdline: cmdline
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            start_ticks: pid as u64 * 10,
+            kernel_thread: false,
+            exited_at_ns: None,
+        }
+    }
+
+    /// init -> cron -> cron (job) -> sh -c run.sh -> sh watchdog loop -> miner (+ a thread-rich sibling)
+    /// and, elsewhere, sshd -> bash -> tracer.
+    pub(crate) fn cron_chain() -> ProcessTable {
+        let mut kthreadd = proc(2, 0, "", "");
+        kthreadd.comm = "kthreadd".into();
+        kthreadd.exe = None;
+        kthreadd.kernel_thread = true;
+        let mut kworker = proc(3, 2, "", "");
+        kworker.comm = "kworker/0:0".into();
+        kworker.exe = None;
+        kworker.kernel_thread = true;
+        let mut t = ProcessTable::new();
+        t.seed([
+            proc(1, 0, "/usr/lib/systemd/systemd", "/sbin/init"),
+            kthreadd,
+            kworker,
+            proc(100, 1, "/usr/sbin/cron", "/usr/sbin/cron -f"),
+            proc(200, 100, "/usr/sbin/cron", "/usr/sbin/CRON -f"),
+            proc(300, 200, "/usr/bin/dash", "/bin/sh -c /var/tmp/.x/run.sh"),
+            proc(
+                400,
+                300,
+                "/usr/bin/dash",
+                "sh -c while true; do /var/tmp/.x/kswapd0 -o pool:3333; sleep 1; done",
+            ),
+            proc(
+                500,
+                400,
+                "/var/tmp/.x/kswapd0 (deleted)",
+                "/var/tmp/.x/kswapd0 -o pool:3333",
+            ),
+            proc(
+                510,
+                500,
+                "/var/tmp/.x/kswapd0 (deleted)",
+                "/var/tmp/.x/kswapd0 --worker",
+            ),
+            proc(
+                600,
+                1,
+                "/usr/sbin/sshd",
+                "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",
+            ),
+            proc(610, 600, "/usr/sbin/sshd", "sshd: root@pts/0"),
+            proc(620, 610, "/usr/bin/bash", "-bash"),
+            proc(630, 620, "/usr/local/bin/tracer", "tracer kill-tree 500"),
+        ]);
+        t
+    }
+
+    fn pids(plan: &KillPlan) -> Vec<u32> {
+        plan.members.iter().map(|m| m.process.pid).collect()
+    }
+
+    fn refusal(t: &ProcessTable, target: u32) -> String {
+        let e = plan_tree(t, target, 630).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), exit::REFUSED, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn cron_chain_stops_at_cron_and_takes_the_loop() {
+        let t = cron_chain();
+        let plan = plan_tree(&t, 500, 630).unwrap();
+        assert_eq!(pids(&plan), [300, 400, 500, 510]);
+        assert_eq!(plan.boundary.as_ref().unwrap().pid, 200);
+        assert!(plan
+            .boundary_reason
+            .as_ref()
+            .unwrap()
+            .contains("cron daemon"));
+        assert_eq!(
+            plan.ancestry.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            [200, 100, 1]
+        );
+        let reason = |pid| {
+            plan.members
+                .iter()
+                .find(|m| m.process.pid == pid)
+                .unwrap()
+                .reason
+                .clone()
+        };
+        assert_eq!(reason(500), "the target");
+        assert!(reason(400).contains("launches kswapd0"), "{}", reason(400));
+        assert!(reason(300).contains("run.sh"), "{}", reason(300));
+        assert_eq!(reason(510), "descendant of 500 (kswapd0)");
+        assert_eq!(plan.command, "sudo tracer kill-tree 500 --kill");
+    }
+
+    #[test]
+    fn a_child_target_takes_its_parent_chain_too() {
+        // Targeting the worker child still climbs to the loop.
+        let plan = plan_tree(&cron_chain(), 510, 630).unwrap();
+        assert_eq!(pids(&plan), [300, 400, 500, 510]);
+    }
+
+    #[test]
+    fn loops_are_recognised_without_naming_the_target() {
+        let mut t = ProcessTable::new();
+        t.seed([
+            proc(1, 0, "/usr/lib/systemd/systemd", "/sbin/init"),
+            proc(40, 1, "/usr/bin/bash", "bash"),
+            proc(50, 40, "/usr/bin/bash", "bash -c until false; do ./m; done"),
+            proc(60, 50, "/opt/app/m", "./m"),
+        ]);
+        let plan = plan_tree(&t, 60, 999).unwrap();
+        assert_eq!(pids(&plan), [50, 60]);
+        assert!(
+            plan.members[0].reason.contains("launches m")
+                || plan.members[0].reason.contains("loop")
+        );
+        // The interactive bash above is not part of the chain.
+        assert_eq!(plan.boundary.as_ref().unwrap().pid, 40);
+        assert!(plan
+            .boundary_reason
+            .as_ref()
+            .unwrap()
+            .starts_with("not part of the chain"));
+    }
+
+    #[test]
+    fn same_directory_and_dropped_launchers_join() {
+        let mut t = ProcessTable::new();
+        t.seed([
+            proc(1, 0, "/usr/lib/systemd/systemd", "/sbin/init"),
+            proc(
+                10,
+                1,
+                "/usr/bin/containerd-shim-runc-v2",
+                "containerd-shim-runc-v2 -id x",
+            ),
+            proc(20, 10, "/opt/.cache/helper", "/opt/.cache/helper"),
+            proc(30, 20, "/dev/shm/launch", "/dev/shm/launch"),
+            proc(40, 30, "/opt/.cache/payload", "/opt/.cache/payload"),
+        ]);
+        let plan = plan_tree(&t, 40, 999).unwrap();
+        assert_eq!(pids(&plan), [20, 30, 40]);
+        assert!(
+            plan.members[1].reason.contains("/dev/shm"),
+            "{}",
+            plan.members[1].reason
+        );
+        assert!(plan.members[0]
+            .reason
+            .contains("same dropped directory /opt/.cache"));
+        assert!(plan.boundary_reason.unwrap().contains("container runtime"));
+    }
+
+    #[test]
+    fn sshd_listener_is_a_boundary_and_a_fake_cron_is_not() {
+        let mut t = ProcessTable::new();
+        t.seed([
+            proc(1, 0, "/usr/lib/systemd/systemd", "/sbin/init"),
+            proc(600, 1, "/usr/sbin/sshd", "/usr/sbin/sshd -D"),
+            proc(700, 600, "/tmp/cron", "cron"),
+            proc(800, 700, "/tmp/miner", "/tmp/miner"),
+        ]);
+        let plan = plan_tree(&t, 800, 999).unwrap();
+        assert_eq!(pids(&plan), [700, 800]);
+        assert!(plan.boundary_reason.unwrap().contains("sshd listener"));
+    }
+
+    #[test]
+    fn tracer_lineage_is_never_in_the_set() {
+        // tracer started from inside the malicious tree: its ancestors stop the climb.
+        let mut t = ProcessTable::new();
+        t.seed([
+            proc(1, 0, "/usr/lib/systemd/systemd", "/sbin/init"),
+            proc(10, 1, "/usr/bin/bash", "bash -c while :; do /tmp/m; done"),
+            proc(20, 10, "/tmp/m", "/tmp/m"),
+            proc(30, 10, "/usr/local/bin/tracer", "tracer kill-tree 20"),
+        ]);
+        let plan = plan_tree(&t, 20, 30).unwrap();
+        assert_eq!(pids(&plan), [20]);
+        assert_eq!(
+            plan.boundary_reason.unwrap(),
+            "an ancestor of tracer itself"
+        );
+    }
+
+    #[test]
+    fn refuses_init_kernel_threads_tracer_and_its_ancestors() {
+        let t = cron_chain();
+        assert!(refusal(&t, 1).contains("PID 1"));
+        assert!(refusal(&t, 2).contains("kernel thread"));
+        assert!(refusal(&t, 3).contains("kernel thread"));
+        assert!(refusal(&t, 630).contains("tracer itself"));
+        assert!(refusal(&t, 620).contains("ancestor of tracer"));
+        assert!(refusal(&t, 610).contains("ancestor of tracer"));
+        assert!(refusal(&t, 4242).contains("no process with PID 4242"));
+        for bad in ["abc", "-5", "0", "", "12x"] {
+            let e = parse_target(bad).unwrap_err();
+            assert_eq!(crate::error::exit_code_of(&e), exit::REFUSED);
+        }
+        assert_eq!(parse_target(" 42 ").unwrap(), 42);
+    }
+
+    #[test]
+    fn clues_skip_system_programs_and_shared_dirs() {
+        let mut c = ChainClues::default();
+        c.add(&proc(1, 0, "/usr/bin/dash", "sh -c /tmp/x.sh"));
+        c.add(&proc(2, 0, "/tmp/ab", "/tmp/ab"));
+        assert_eq!(c.paths, ["/tmp/x.sh", "/tmp/ab"]);
+        assert_eq!(c.names, ["x.sh"]); // "ab" is too short to search for
+        assert!(c.dirs.is_empty()); // /tmp itself says nothing
+    }
+}

@@ -1,0 +1,276 @@
+//! Quarantine: a copy of each member's program, taken while the set is
+//! stopped and before it is killed, for analysis later.
+//!
+//! The copy is read through `/proc/PID/exe`, which still opens the file
+//! after it was deleted. Each distinct program is copied once into the
+//! quarantine directory (mode 0700), named by its SHA-256, mode 0400 (never
+//! executable), with `<sha256>.json` next to it: the original path, and the
+//! PID, command line, user and start time of the process that ran it.
+//! System binaries (under /usr, /bin, /sbin, /lib, e.g. a watchdog's
+//! /bin/sh) are not copied: they are the distribution's, not the intruder's.
+use std::{
+    collections::HashMap,
+    fs::{self, DirBuilder, File, OpenOptions, Permissions},
+    io::{Read, Write},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::program;
+use crate::{
+    model::{Process, USER_HZ},
+    users::Users,
+};
+
+/// What happened to one member's program.
+#[derive(Clone, Debug, Serialize)]
+pub struct QuarantineOutcome {
+    pub pid: u32,
+    pub original_path: String,
+    #[serde(flatten)]
+    pub result: Quarantined,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Quarantined {
+    /// Copied to `file`.
+    Copied {
+        sha256: String,
+        file: String,
+    },
+    /// Same program as another member's, already copied.
+    SameAs {
+        sha256: String,
+        pid: u32,
+    },
+    /// A system binary: left alone.
+    SystemBinary,
+    Failed {
+        error: String,
+    },
+}
+
+/// The JSON record written next to each copy.
+#[derive(Serialize)]
+struct Record<'a> {
+    sha256: &'a str,
+    original_path: &'a str,
+    size: u64,
+    pid: u32,
+    cmdline: &'a [String],
+    uid: u32,
+    user: String,
+    /// Start time in clock ticks since boot (the process identity).
+    start_ticks: u64,
+    /// Start time as seconds since the Unix epoch.
+    started_unix: u64,
+}
+
+/// Creates the quarantine directory (mode 0700) if needed; checked before
+/// anything is stopped.
+pub fn prepare_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create quarantine directory {}", dir.display()))
+}
+
+/// Copies the programs of `members` (stopped, identity checked) into `dir`,
+/// made by [`prepare_dir`]. A copy that fails is an outcome, not an error:
+/// the kill goes on.
+pub fn quarantine(dir: &Path, members: &[&Process], users: &Users) -> Vec<QuarantineOutcome> {
+    // The same program (dev, inode) is hashed and copied once.
+    let mut done: HashMap<(u64, u64), (String, u32)> = HashMap::new();
+    let mut out = Vec::new();
+    for p in members {
+        let original_path = program::exe_path(p).unwrap_or("?").to_string();
+        let result = if program::runs_system_binary(p) {
+            Quarantined::SystemBinary
+        } else {
+            copy_one(dir, p, &original_path, users, &mut done).unwrap_or_else(|e| {
+                Quarantined::Failed {
+                    error: format!("{e:#}"),
+                }
+            })
+        };
+        out.push(QuarantineOutcome {
+            pid: p.pid,
+            original_path,
+            result,
+        });
+    }
+    out
+}
+
+fn copy_one(
+    dir: &Path,
+    p: &Process,
+    original_path: &str,
+    users: &Users,
+    done: &mut HashMap<(u64, u64), (String, u32)>,
+) -> Result<Quarantined> {
+    let exe = format!("/proc/{}/exe", p.pid);
+    let mut src = File::open(&exe).with_context(|| format!("cannot open {exe}"))?;
+    let meta = src.metadata()?;
+    if let Some((sha256, pid)) = done.get(&(meta.dev(), meta.ino())) {
+        return Ok(Quarantined::SameAs {
+            sha256: sha256.clone(),
+            pid: *pid,
+        });
+    }
+    // Copy under a temporary name while hashing, then name it by its hash.
+    let partial = dir.join(format!(".partial-{}", p.pid));
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    dst.sync_all()?;
+    drop(dst);
+    let sha256 = hex(&hasher.finalize());
+    let file = dir.join(&sha256);
+    fs::rename(&partial, &file)?;
+    fs::set_permissions(&file, Permissions::from_mode(0o400))?;
+    write_record(&file, &sha256, original_path, size, p, users.name(p.uid))?;
+    done.insert((meta.dev(), meta.ino()), (sha256.clone(), p.pid));
+    Ok(Quarantined::Copied {
+        sha256,
+        file: file.display().to_string(),
+    })
+}
+
+fn write_record(
+    file: &Path,
+    sha256: &str,
+    original_path: &str,
+    size: u64,
+    p: &Process,
+    user: String,
+) -> Result<()> {
+    let record = Record {
+        sha256,
+        original_path,
+        size,
+        pid: p.pid,
+        cmdline: &p.cmdline,
+        uid: p.uid,
+        user,
+        start_ticks: p.start_ticks,
+        started_unix: started_unix(p.start_ticks),
+    };
+    let path: PathBuf = file.with_extension("json");
+    let _ = fs::remove_file(&path); // an earlier run's read-only record
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o400)
+        .open(&path)?;
+    serde_json::to_writer_pretty(&mut f, &record)?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Boot-relative start ticks as Unix time: now minus the time since start.
+fn started_unix(start_ticks: u64) -> u64 {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let uptime_s = crate::proc::boottime_ns() / 1_000_000_000;
+    now_unix.saturating_sub(uptime_s.saturating_sub(start_ticks / USER_HZ))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_program_is_copied_once_by_hash_and_read_only() {
+        let dir = std::env::temp_dir().join(format!("tracer-quarantine-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let dropped = dir.join("m");
+        fs::copy("/bin/sleep", &dropped).unwrap();
+        let mut child = std::process::Command::new(&dropped)
+            .arg("30")
+            .spawn()
+            .unwrap();
+        // Until it has exec'd, the child is still a copy of this test.
+        let p = (0..500)
+            .find_map(|_| {
+                let p = crate::proc::read_process(child.id())
+                    .filter(|p| p.exe.as_deref() == dropped.to_str());
+                if p.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                p
+            })
+            .expect("the child never exec'd");
+        fs::remove_file(&dropped).unwrap(); // read through /proc/PID/exe all the same
+                                            // Two members running the same program: one copy.
+        prepare_dir(&dir.join("q")).unwrap();
+        let outcomes = quarantine(&dir.join("q"), &[&p, &p], &Users::load());
+        let _ = child.kill();
+        let _ = child.wait();
+        let Quarantined::Copied { sha256, file } = &outcomes[0].result else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(outcomes[0].original_path, dropped.to_str().unwrap());
+        assert!(matches!(&outcomes[1].result, Quarantined::SameAs { pid, .. } if *pid == p.pid));
+        let original = fs::read("/bin/sleep").unwrap();
+        assert_eq!(*sha256, hex(&Sha256::digest(&original)));
+        let meta = fs::metadata(file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o400);
+        assert_eq!(
+            fs::metadata(dir.join("q")).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let record: serde_json::Value =
+            serde_json::from_slice(&fs::read(format!("{file}.json")).unwrap()).unwrap();
+        assert_eq!(record["pid"], p.pid);
+        assert_eq!(record["sha256"], sha256.as_str());
+        assert_eq!(record["size"], original.len() as u64);
+        assert_eq!(record["cmdline"][1], "30");
+        assert!(record["started_unix"].as_u64().unwrap() > 1_600_000_000);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn system_binaries_are_left_alone() {
+        let dir =
+            std::env::temp_dir().join(format!("tracer-quarantine-sys-{}", std::process::id()));
+        let sh = Process {
+            pid: 1,
+            exe: Some("/usr/bin/dash".into()),
+            ..Default::default()
+        };
+        let outcomes = quarantine(&dir, &[&sh], &Users::default());
+        assert!(matches!(outcomes[0].result, Quarantined::SystemBinary));
+        assert!(!dir.exists());
+    }
+}

@@ -41,6 +41,10 @@ impl UserError {
 impl fmt::Display for UserError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            UserError::NotPrivileged { command } if command.starts_with("kill-tree") => write!(
+                f,
+                "`tracer {command}` signals other users' processes and needs root: run `sudo tracer {command}`"
+            ),
             UserError::NotPrivileged { command } => write!(
                 f,
                 "`tracer {command}` loads eBPF programs and needs root (or CAP_BPF and CAP_PERFMON): run `sudo tracer {command}`"

@@ -1,6 +1,6 @@
 //! `tracer watch`: the kernel event stream, with ancestry and alerts.
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     io::{self, BufWriter, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
@@ -27,13 +27,15 @@ use crate::{
         AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, ProcessOut, StartOut,
         SummaryOut,
     },
-    proc,
+    proc, respond,
     table::ProcessTable,
     users::Users,
 };
 
-/// How often indicator domains are resolved again.
-const IOC_REFRESH: Duration = Duration::from_secs(300);
+/// How often resolved indicator domains are taken in. `refresh` never
+/// blocks: lookups run in the background and are started anew every few
+/// minutes by the indicators themselves.
+const IOC_REFRESH: Duration = Duration::from_secs(5);
 
 pub fn run(args: WatchArgs) -> Result<i32> {
     // Bad input fails before anything is loaded into the kernel.
@@ -53,21 +55,28 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         indicators,
         out: EventWriter::new(BufWriter::with_capacity(64 * 1024, io::stdout().lock()), json),
         seen: Counts::default(),
+        malformed: 0,
         alerts: 0,
         shown: 0,
+        persistence_cache: HashMap::new(),
     };
-    w.out.start(&StartOut {
-        kind: "start",
-        kernel: crate::kernel::kernel_release(),
-        hooks: &kernel.hooks,
-        processes: w.table.live_count(),
-    })?;
-    w.out.flush()?;
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let stream_result = rt.block_on(w.stream(ring));
+    let hooks = kernel.hooks.clone();
+    let stream_result = rt.block_on(async {
+        // Signal handlers go in before the start line: whoever waits for it
+        // may stop us at once, and must get a clean detach and a summary.
+        let stop = Stop::install()?;
+        w.out.start(&StartOut {
+            kind: "start",
+            kernel: crate::kernel::kernel_release(),
+            hooks: &hooks,
+            processes: w.table.live_count(),
+        })?;
+        w.out.flush()?;
+        w.stream(ring, stop).await
+    });
 
     let lost = kernel.lost().unwrap_or_default();
     let lost = Counts {
@@ -82,6 +91,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         events_lost: lost.exec + lost.fork + lost.exit + lost.connect,
         seen: w.seen,
         lost,
+        malformed: w.malformed,
         alerts: w.alerts,
         shown: w.shown,
     };
@@ -133,6 +143,21 @@ fn seed_table(kernel: &mut Kernel) -> ProcessTable {
     table
 }
 
+/// SIGINT and SIGTERM, caught so that watch always detaches and reports.
+struct Stop {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn install() -> Result<Self> {
+        Ok(Stop {
+            sigint: signal(SignalKind::interrupt())?,
+            sigterm: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
 struct Watcher<W: Write> {
     args: WatchArgs,
     table: ProcessTable,
@@ -140,17 +165,20 @@ struct Watcher<W: Write> {
     indicators: Indicators,
     out: EventWriter<W>,
     seen: Counts,
+    /// Records too short or of an unknown kind (never expected; counted so
+    /// that nothing disappears unnoticed).
+    malformed: u64,
     alerts: u64,
     shown: u64,
+    /// Persistence found per set of executables, for alerts.
+    persistence_cache: HashMap<String, Vec<String>>,
 }
 
 impl<W: Write> Watcher<W> {
     /// Drains the ring buffer until SIGINT or SIGTERM, then once more.
-    async fn stream(&mut self, ring: RingBuf<MapData>) -> Result<()> {
+    async fn stream(&mut self, ring: RingBuf<MapData>, mut stop: Stop) -> Result<()> {
         #[allow(deprecated)]
         let mut ring = AsyncFd::new(ring).context("polling the event ring buffer")?;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
         let mut refresh = tokio::time::interval(IOC_REFRESH);
         refresh.tick().await;
         loop {
@@ -163,8 +191,8 @@ impl<W: Write> Watcher<W> {
                         return Ok(());
                     }
                 }
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
+                _ = stop.sigint.recv() => break,
+                _ = stop.sigterm.recv() => break,
                 _ = refresh.tick() => self.indicators.refresh(),
             }
         }
@@ -177,7 +205,10 @@ impl<W: Write> Watcher<W> {
         while let Some(item) = ring.next() {
             let event = decode(&item);
             drop(item);
-            let Some(event) = event else { continue };
+            let Some(event) = event else {
+                self.malformed += 1;
+                continue;
+            };
             if let Err(e) = self.handle(event) {
                 if e.kind() == io::ErrorKind::BrokenPipe {
                     return Ok(true);
@@ -326,7 +357,7 @@ impl<W: Write> Watcher<W> {
         if let Some(m) = matched {
             self.alerts += 1;
             let severity = self.indicators.severity(&m, process);
-            let kill_tree = proposed_kill_tree(&self.table, c.tgid);
+            let kill_tree = proposed_kill_tree(&self.table, c.tgid, &mut self.persistence_cache);
             self.out.alert(&AlertOut {
                 kind: "alert",
                 severity,
@@ -345,12 +376,35 @@ impl<W: Write> Watcher<W> {
     }
 }
 
-/// The kill-tree tracer would propose for `pid`, shown with an alert.
-fn proposed_kill_tree(_table: &ProcessTable, pid: u32) -> Option<KillPlanSummary> {
+/// The kill-tree tracer would propose for `pid`, shown with an alert: the
+/// set comes from the table (no I/O); the persistence scan reads files, so
+/// its result is kept per executable and reused by later alerts.
+fn proposed_kill_tree(
+    table: &ProcessTable,
+    pid: u32,
+    persistence_cache: &mut HashMap<String, Vec<String>>,
+) -> Option<KillPlanSummary> {
+    let plan = respond::plan::plan_tree(table, pid, std::process::id()).ok()?;
+    let key = plan
+        .members
+        .iter()
+        .filter_map(|m| m.process.exe.as_deref())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let persistence = persistence_cache
+        .entry(key)
+        .or_insert_with(|| {
+            let members: Vec<&Process> = plan.members.iter().map(|m| &m.process).collect();
+            respond::persistence::scan(&respond::persistence::Roots::from_env(), &members)
+                .into_iter()
+                .map(|h| format!("{}:{} ({})", h.file, h.line_no, h.kind))
+                .collect()
+        })
+        .clone();
     Some(KillPlanSummary {
-        command: format!("sudo tracer kill-tree {pid} --kill"),
-        pids: vec![pid],
-        persistence: Vec::new(),
+        command: plan.command.clone(),
+        pids: plan.members.iter().map(|m| m.process.pid).collect(),
+        persistence,
     })
 }
 

@@ -132,6 +132,7 @@ pub struct SummaryOut {
     pub events_lost: u64,
     pub seen: Counts,
     pub lost: Counts,
+    pub malformed: u64,
     pub alerts: u64,
     pub shown: u64,
 }
@@ -253,8 +254,15 @@ impl<W: Write> EventWriter<W> {
         }
         writeln!(
             self.out,
-            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}), {} lost in the kernel, {} alerts",
-            s.events_seen, s.seen.exec, s.seen.fork, s.seen.exit, s.seen.connect, s.events_lost, s.alerts
+            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}), {} lost in the kernel, {} malformed, {} alerts",
+            s.events_seen,
+            s.seen.exec,
+            s.seen.fork,
+            s.seen.exit,
+            s.seen.connect,
+            s.events_lost,
+            s.malformed,
+            s.alerts
         )
     }
 
@@ -270,5 +278,17 @@ pub fn endpoint(addr: &str, port: u16) -> String {
         format!("[{addr}]:{port}")
     } else {
         format!("{addr}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_bracket_ipv6_and_mark_unknown_ports() {
+        assert_eq!(endpoint("127.0.0.1", 3333), "127.0.0.1:3333");
+        assert_eq!(endpoint("::1", 443), "[::1]:443");
+        assert_eq!(endpoint("10.0.0.1", 0), "10.0.0.1:?");
     }
 }

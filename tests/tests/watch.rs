@@ -1,0 +1,270 @@
+//! `tracer watch` against the real kernel: exec and connect events with
+//! their ancestry, clean detach, and the not-root error.
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tracer_tests::tracer_bin;
+
+/// A running `tracer watch --json`, its events arriving on a channel.
+struct Watch {
+    child: std::process::Child,
+    events: mpsc::Receiver<Value>,
+}
+
+impl Watch {
+    /// Starts watch and returns once its programs are attached.
+    fn start(extra: &[&str]) -> Watch {
+        let mut child = Command::new(tracer_bin())
+            .args(["watch", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tracer watch");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    panic!("watch printed a line that is not JSON: {line}");
+                };
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let watch = Watch { child, events };
+        wait_for(&watch.events, "the start line", |v| v["type"] == "start");
+        watch
+    }
+
+    /// Stops watch with SIGINT; returns its status and summary line.
+    fn stop(self) -> (std::process::ExitStatus, Value) {
+        self.stop_with(libc::SIGINT)
+    }
+
+    fn stop_with(mut self, signal: i32) -> (std::process::ExitStatus, Value) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let summary = wait_for(&self.events, "the summary line", |v| v["type"] == "summary");
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        (status, summary)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for the first event that satisfies `pred`.
+fn wait_for(rx: &mpsc::Receiver<Value>, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(v) if pred(&v) => return v,
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    panic!("watch never showed {what}");
+}
+
+fn pids_of(ancestry: &Value) -> Vec<u64> {
+    ancestry
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["pid"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn exec_shows_exact_argv_pid_and_parent() {
+    let watch = Watch::start(&["--exec-only"]);
+    let marker = format!("tracer-exec-{}", std::process::id());
+    let mut child = Command::new("/bin/echo")
+        .args([marker.as_str(), "a", "b c"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child_pid = child.id() as u64;
+    child.wait().unwrap();
+
+    let ev = wait_for(&watch.events, "the echo exec", |v| {
+        v["type"] == "exec" && v["argv"].get(1).and_then(Value::as_str) == Some(&marker)
+    });
+    assert_eq!(ev["argv"], serde_json::json!(["/bin/echo", marker, "a", "b c"]));
+    assert_eq!(ev["filename"], "/bin/echo");
+    assert_eq!(ev["pid"].as_u64(), Some(child_pid));
+    assert_eq!(ev["ppid"].as_u64(), Some(std::process::id() as u64));
+    assert_eq!(ev["uid"].as_u64(), Some(0));
+    let chain = pids_of(&ev["ancestry"]);
+    assert_eq!(chain.first(), Some(&(std::process::id() as u64)));
+    assert_eq!(chain.last(), Some(&1), "ancestry reaches PID 1: {chain:?}");
+}
+
+#[test]
+fn connect_is_attributed_through_a_parent_that_already_exited() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let watch = Watch::start(&["--connect-only"]);
+
+    // The outer shell starts a background shell and exits at once; the
+    // background one connects half a second later, orphaned.
+    let script = format!(
+        "sh -c 'sleep 0.5; exec bash -c \"exec 3<>/dev/tcp/127.0.0.1/{port}\"' & exit 0"
+    );
+    let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+    assert!(status.success());
+    let (_conn, _) = listener.accept().unwrap();
+
+    let ev = wait_for(&watch.events, "the loopback connect", |v| {
+        v["type"] == "connect" && v["dport"].as_u64() == Some(port as u64)
+    });
+    assert_eq!(ev["daddr"], "127.0.0.1");
+    assert_eq!(ev["saddr"], "127.0.0.1");
+    assert_eq!(ev["family"], "ipv4");
+    assert_eq!(ev["comm"], "bash");
+    let ancestry = ev["ancestry"].as_array().unwrap();
+    let me = std::process::id() as u64;
+    // bash (the connector) < sh -c '...' (exited) < this test process < ... < 1
+    let outer = &ancestry[0];
+    assert_eq!(outer["comm"], "sh", "nearest ancestor is the outer shell: {ancestry:?}");
+    assert_eq!(outer["exited"], true, "the outer shell exited before the connect");
+    assert_eq!(outer["ppid"].as_u64(), Some(me));
+    assert_eq!(ancestry[1]["pid"].as_u64(), Some(me));
+    assert_eq!(ancestry.last().unwrap()["pid"].as_u64(), Some(1));
+}
+
+#[test]
+fn ipv6_connect_reports_v6_addresses() {
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let watch = Watch::start(&["--connect-only"]);
+    let status = Command::new("bash")
+        .args(["-c", &format!("exec 3<>/dev/tcp/::1/{port}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ev = wait_for(&watch.events, "the ::1 connect", |v| {
+        v["type"] == "connect" && v["dport"].as_u64() == Some(port as u64)
+    });
+    assert_eq!((ev["family"].as_str(), ev["daddr"].as_str()), (Some("ipv6"), Some("::1")));
+}
+
+/// Names under which the kernel lists tracer's programs (up to 15 bytes, more with BTF).
+const PROGRAM_NAMES: [&str; 4] = ["exec_tp_btf", "fork_tp_btf", "exit_tp_btf", "connect_state_raw_tp"];
+
+fn loaded_tracer_programs() -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool (installed by `cargo xtask setup`)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| PROGRAM_NAMES.iter().any(|n| l.contains(&format!("name {n} "))))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn stopping_watch_detaches_everything_and_reports_losses() {
+    let watch = Watch::start(&[]);
+    assert!(
+        loaded_tracer_programs().len() >= 3,
+        "while watching, the programs are loaded"
+    );
+    let (status, summary) = watch.stop();
+    assert!(status.success(), "watch exits 0 on SIGINT");
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["events_lost"].as_u64(), Some(0));
+    assert!(summary["events_seen"].as_u64().unwrap() > 0);
+    assert_programs_unloaded();
+}
+
+/// The kernel frees a program after its last reference closes, through RCU,
+/// so give it a moment before calling a program left behind.
+fn assert_programs_unloaded() {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = loaded_tracer_programs();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "programs still loaded after exit: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_also_detaches_cleanly() {
+    let watch = Watch::start(&[]);
+    let (status, summary) = watch.stop_with(libc::SIGTERM);
+    assert!(status.success());
+    assert_eq!(summary["type"], "summary");
+    assert_programs_unloaded();
+}
+
+#[test]
+fn not_root_gets_one_line_and_exit_code_3() {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(tracer_bin())
+        .arg("watch")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("sudo tracer watch"), "{err}");
+}
+
+#[test]
+fn unknown_flag_prints_usage() {
+    let out = Command::new(tracer_bin())
+        .args(["watch", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage:"));
+}
+
+#[test]
+fn human_output_names_the_hooks_and_the_chain() {
+    let mut child = Command::new(tracer_bin())
+        .args(["watch", "--exec-only"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("tracer: watching"), "{first}");
+    let hooks: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(hooks.iter().any(|h| h.contains("connect") && h.contains("inet_sock_set_state") || h.contains("fentry/tcp_connect")));
+    let marker = format!("tracer-human-{}", std::process::id());
+    Command::new("/bin/echo").arg(&marker).stdout(Stdio::null()).status().unwrap();
+    let exec_line = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.contains(&marker))
+        .expect("the echo exec line");
+    assert!(exec_line.starts_with("EXEC"), "{exec_line}");
+    let chain = lines.next().unwrap().unwrap();
+    assert!(chain.contains(&format!("({})", std::process::id())), "{chain}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+}

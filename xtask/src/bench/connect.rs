@@ -1,0 +1,339 @@
+//! `bench connect`: alerts on connects to an indicator, from a process four
+//! levels deep (latency, loss, attribution), then kill-tree on 1,000 processes.
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::Value;
+
+use super::{event_type, line_reader, median, percentile, tail, timed, verdict, Proc};
+
+const CONNECTS: u32 = 10_000;
+const LEVELS: u32 = 4;
+/// Children per process at each depth: 1 + 9 + 90 + 900 = 1,000 processes.
+const TREE: [usize; 3] = [9, 10, 10];
+const TREE_SIZE: usize = 1_000;
+const MAX_KILL_SECS: f64 = 1.0;
+
+pub fn run(tracer: &Path) -> Result<bool> {
+    let dir = crate::scratch("bench/connect")?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    // Accept and close; the thread ends with the process.
+    std::thread::spawn(move || listener.incoming().for_each(drop));
+    let ioc = dir.join("ioc.txt");
+    std::fs::write(&ioc, format!("127.0.0.1:{port}\n"))?;
+
+    let err = dir.join("tracer-watch.err");
+    let mut watch = Proc::spawn(
+        "tracer watch",
+        Command::new(tracer)
+            .args(["watch", "--json", "--connect-only", "--ioc"])
+            .arg(&ioc)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&err)?),
+    )?;
+    let lines = line_reader(watch.child.stdout.take().unwrap());
+    wait_start(&lines, &err)?;
+    println!("bench connect: tracer watching; {LEVELS}-level chain connects {CONNECTS} times to 127.0.0.1:{port}");
+
+    // The chain prints one pid per level, top first, then `done OK FAILED`.
+    let mut chain = Proc::spawn(
+        "connect chain",
+        Command::new(crate::self_exe())
+            .args([
+                "__chain",
+                &LEVELS.to_string(),
+                &port.to_string(),
+                &CONNECTS.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )?;
+    let chain_out = line_reader(chain.child.stdout.take().unwrap());
+    let mut stats = Stats {
+        port,
+        ..Stats::default()
+    };
+    let (mut made, mut failed) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        // Keep draining tracer's lines while the chain runs.
+        while let Ok((at, line)) = lines.try_recv() {
+            stats.line(at, &line);
+        }
+        match chain_out.recv_timeout(Duration::from_millis(20)) {
+            Ok((_, line)) => match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["done", ok, bad] => (made, failed) = (ok.parse()?, bad.parse()?),
+                [pid] => stats.chain.push(pid.parse()?),
+                _ => bail!("unexpected line from the chain: {line}"),
+            },
+            Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            Err(RecvTimeoutError::Timeout) => bail!("the connect chain took over 300 s"),
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = chain.wait_timeout(Duration::from_secs(10))?;
+    ensure!(
+        status.is_some_and(|s| s.success()) && stats.chain.len() == LEVELS as usize,
+        "the connect chain failed: {status:?}"
+    );
+    drop(chain);
+
+    // Wait for the alerts still in flight (5 s of silence ends it), then stop.
+    loop {
+        match lines.recv_timeout(Duration::from_secs(5)) {
+            Ok((at, line)) => stats.line(at, &line),
+            Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Disconnected) => bail!("tracer watch died: {}", tail(&err)),
+        }
+        if stats.alerts >= made {
+            break;
+        }
+    }
+    watch.signal(libc::SIGINT);
+    let stop_deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok((at, line)) =
+        lines.recv_timeout(stop_deadline.saturating_duration_since(Instant::now()))
+    {
+        stats.line(at, &line);
+    }
+    let status = watch.stop(libc::SIGINT, Duration::from_secs(5))?;
+    ensure!(
+        status.success(),
+        "tracer watch exited with {status}: {}",
+        tail(&err)
+    );
+    drop(watch);
+
+    let attributed = stats.attributed();
+    let missing = made.saturating_sub(stats.alerts);
+    let (med, p99) = (
+        median(&stats.latency_ms),
+        percentile(&stats.latency_ms, 99.0),
+    );
+    println!();
+    println!("{:<28} {made} ({failed} failed)", "connects made");
+    println!("{:<28} {}", "alerts received", stats.alerts);
+    println!("{:<28} {attributed}", "attributed with full chain");
+    println!("{:<28} {missing}", "lost (connects - alerts)");
+    println!(
+        "{:<28} {}",
+        "lost (tracer's summary)",
+        stats.lost.map_or("no summary".into(), |n| n.to_string())
+    );
+    println!("{:<28} {med:.3} ms", "latency median");
+    println!("{:<28} {p99:.3} ms", "latency p99");
+    let mut failures = Vec::new();
+    if made != u64::from(CONNECTS) {
+        failures.push(format!("only {made} of {CONNECTS} connects succeeded"));
+    }
+    if missing > 0 || stats.lost != Some(0) {
+        failures.push(format!(
+            "{missing} alerts missing, summary events_lost {:?}",
+            stats.lost
+        ));
+    }
+    if attributed != stats.alerts || stats.alerts == 0 {
+        failures.push(format!(
+            "{} alerts without the full chain",
+            stats.alerts - attributed
+        ));
+    }
+
+    let (secs, left) = kill_tree(tracer, &dir)?;
+    println!(
+        "{:<28} {secs:.3} s, {left} of {TREE_SIZE} processes left",
+        "kill-tree"
+    );
+    if secs >= MAX_KILL_SECS {
+        failures.push(format!("kill-tree took {secs:.3} s"));
+    }
+    if left > 0 {
+        failures.push(format!("kill-tree left {left} processes"));
+    }
+    Ok(verdict(
+        "bench connect",
+        &format!("0 lost, all attributed, kill-tree < {MAX_KILL_SECS} s with nothing left"),
+        &failures,
+    ))
+}
+
+fn wait_start(lines: &Receiver<(u64, String)>, err: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((_, line))
+                if serde_json::from_str(&line).is_ok_and(|v| event_type(&v) == "start") =>
+            {
+                return Ok(())
+            }
+            Ok(_) => {}
+            Err(_) => bail!("tracer watch printed no start line: {}", tail(err)),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    port: u16,
+    /// Chain pids, top first; the last one connects.
+    chain: Vec<i64>,
+    alerts: u64,
+    /// Per alert: the connecting pid and every pid it names.
+    alert_pids: Vec<(Option<i64>, Vec<i64>)>,
+    latency_ms: Vec<f64>,
+    lost: Option<u64>,
+}
+
+impl Stats {
+    fn line(&mut self, arrival_ns: u64, line: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
+        match event_type(&v) {
+            "summary" => self.lost = v["events_lost"].as_u64(),
+            "alert" if v["connect"]["dport"] == self.port => {
+                self.alerts += 1;
+                let conn = &v["connect"];
+                if let Some(k) = conn["ktime_ns"].as_u64().or(v["ktime_ns"].as_u64()) {
+                    self.latency_ms.push((arrival_ns as f64 - k as f64) / 1e6);
+                }
+                let ancestry = v["ancestry"].as_array().or(conn["ancestry"].as_array());
+                let mut pids: Vec<i64> = ancestry
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["pid"].as_i64())
+                    .collect();
+                pids.extend(conn["pid"].as_i64());
+                self.alert_pids.push((conn["pid"].as_i64(), pids));
+            }
+            _ => {}
+        }
+    }
+
+    /// Alerts from the leaf that name all four levels of the chain.
+    fn attributed(&self) -> u64 {
+        let full = |(pid, pids): &&(Option<i64>, Vec<i64>)| {
+            self.chain.len() == LEVELS as usize
+                && *pid == self.chain.last().copied()
+                && self.chain.iter().all(|p| pids.contains(p))
+        };
+        self.alert_pids.iter().filter(full).count() as u64
+    }
+}
+
+/// Helper process: one level of the chain; the last level connects.
+pub fn chain(levels: u32, port: u16, count: u32) -> Result<u8> {
+    println!("{}", std::process::id());
+    if levels > 1 {
+        let status = Command::new(crate::self_exe())
+            .args([
+                "__chain",
+                &(levels - 1).to_string(),
+                &port.to_string(),
+                &count.to_string(),
+            ])
+            .status()?;
+        return Ok(crate::exit_code(status));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..count {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    println!("done {ok} {failed}");
+    Ok(0)
+}
+
+/// Starts the tree, runs `tracer kill-tree ROOT --kill`, and returns its
+/// time and how many of the tree's processes are left after it.
+fn kill_tree(tracer: &Path, dir: &Path) -> Result<(f64, usize)> {
+    super::hidden::make_room(TREE_SIZE)?;
+    let mut root = Proc::spawn(
+        "process tree",
+        Command::new(crate::self_exe())
+            .arg("__tree")
+            .args(TREE.map(|n| n.to_string()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )?;
+    let out = line_reader(root.child.stdout.take().unwrap());
+    let mut pids = Vec::with_capacity(TREE_SIZE);
+    while pids.len() < TREE_SIZE {
+        let (_, line) = out
+            .recv_timeout(Duration::from_secs(30))
+            .context("the process tree did not start")?;
+        pids.push(line.trim().parse::<libc::pid_t>()?);
+    }
+    let out_file = dir.join("kill-tree.out");
+    let t = timed(
+        "tracer kill-tree",
+        Command::new(tracer).args(["kill-tree", &root.pid().to_string(), "--kill"]),
+        &out_file,
+        Duration::from_secs(30),
+    )?;
+    if t.status.is_none_or(|s| !s.success()) {
+        println!(
+            "  tracer kill-tree: {:?}: {}",
+            t.status,
+            tail(&out_file.with_extension("err"))
+        );
+    }
+    // Killed processes are zombies until reaped: by us, their subreaper.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut left = pids.clone();
+    loop {
+        let _ = root.child.try_wait();
+        // SAFETY: waitpid/kill on pids of the tree, reaped only by us.
+        left.retain(|&p| unsafe {
+            libc::waitpid(p, std::ptr::null_mut(), libc::WNOHANG) != p && libc::kill(p, 0) == 0
+        });
+        if left.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let n = left.len();
+    for &p in &left {
+        // SAFETY: as above; the rest goes with the group when `root` drops.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    drop(root);
+    for &p in &left {
+        unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
+    }
+    Ok((t.secs, n))
+}
+
+/// Helper process: grows a tree with `fanouts[d]` children per process at
+/// depth d; every process prints its pid, then sleeps.
+pub fn tree(fanouts: &[usize]) -> Result<u8> {
+    grow(fanouts)
+}
+
+fn grow(fanouts: &[usize]) -> ! {
+    if let Some((&n, rest)) = fanouts.split_first() {
+        for _ in 0..n {
+            // SAFETY: single-threaded; the child carries on growing its subtree.
+            if unsafe { libc::fork() } == 0 {
+                grow(rest);
+            }
+        }
+    }
+    let line = format!("{}\n", std::process::id());
+    // SAFETY: one write(2) under PIPE_BUF: atomic, nothing buffered to duplicate.
+    unsafe {
+        libc::write(1, line.as_ptr().cast(), line.len());
+        loop {
+            libc::pause();
+        }
+    }
+}

@@ -224,7 +224,18 @@ impl Drop for Churn {
 pub fn is_environment_finding(finding: &Value) -> bool {
     const LOCATION_KINDS: &[&str] = &["exe-memfd", "exe-deleted", "exe-in-temp", "exe-hidden-dir"];
     let kind = finding["kind"].as_str().unwrap_or_default();
-    LOCATION_KINDS.contains(&kind) && !started_by_this_test(finding)
+    LOCATION_KINDS.contains(&kind)
+        && (!started_by_this_test(finding) || runs_from_this_checkout(finding))
+}
+
+/// The process runs a program built in this checkout (the test binary
+/// itself, when the checkout lives under /tmp as CI clones may).
+fn runs_from_this_checkout(finding: &Value) -> bool {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.canonicalize().unwrap_or(root);
+    finding["process"]["exe"]
+        .as_str()
+        .is_some_and(|exe| exe.starts_with(&*root.to_string_lossy()))
 }
 
 /// The finding is about this test process or one of its descendants.

@@ -23,8 +23,9 @@ const PACKAGES: &[&str] = &[
 pub fn run() -> Result<()> {
     let sysroot = PathBuf::from(output(Command::new("rustc").args(["--print", "sysroot"]))?);
     rust_src(&sysroot)?;
-    bpf_linker(&sysroot)?;
+    // Before bpf-linker: its build wants a C toolchain.
     apt_packages()?;
+    bpf_linker(&sysroot)?;
     musl_target(&sysroot)
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
-use super::{event_type, line_reader, median, percentile, tail, timed, verdict, Proc};
+use super::{event_type, line_reader, median, percentile, tail, verdict, Proc};
 
 const CONNECTS: u32 = 10_000;
 const LEVELS: u32 = 4;
@@ -146,13 +146,20 @@ pub fn run(tracer: &Path) -> Result<bool> {
         ));
     }
 
-    let (secs, left) = kill_tree(tracer, &dir)?;
+    let KillTree {
+        secs,
+        gone_after,
+        left,
+    } = kill_tree(tracer, &dir)?;
+    let gone = gone_after.map_or("not all gone".into(), |g| {
+        format!("tree gone after {g:.3} s")
+    });
     println!(
-        "{:<28} {secs:.3} s, {left} of {TREE_SIZE} processes left",
+        "{:<28} {secs:.3} s ({gone}), {left} of {TREE_SIZE} processes left",
         "kill-tree"
     );
     if secs >= MAX_KILL_SECS {
-        failures.push(format!("kill-tree took {secs:.3} s"));
+        failures.push(format!("kill-tree took {secs:.3} s ({gone})"));
     }
     if left > 0 {
         failures.push(format!("kill-tree left {left} processes"));
@@ -253,9 +260,8 @@ pub fn chain(levels: u32, port: u16, count: u32) -> Result<u8> {
     Ok(0)
 }
 
-/// Starts the tree, runs `tracer kill-tree ROOT --kill`, and returns its
-/// time and how many of the tree's processes are left after it.
-fn kill_tree(tracer: &Path, dir: &Path) -> Result<(f64, usize)> {
+/// Starts the tree, runs `tracer kill-tree ROOT --kill`, and times it.
+fn kill_tree(tracer: &Path, dir: &Path) -> Result<KillTree> {
     super::hidden::make_room(TREE_SIZE)?;
     let mut root = Proc::spawn(
         "process tree",
@@ -273,17 +279,36 @@ fn kill_tree(tracer: &Path, dir: &Path) -> Result<(f64, usize)> {
             .context("the process tree did not start")?;
         pids.push(line.trim().parse::<libc::pid_t>()?);
     }
+    // Until kill-tree exits, note when the tree's group is empty, reaping its
+    // members as they die (we are their subreaper).
+    let pgid = root.pid();
     let out_file = dir.join("kill-tree.out");
-    let t = timed(
+    let start = Instant::now();
+    let mut kill = Proc::spawn(
         "tracer kill-tree",
-        Command::new(tracer).args(["kill-tree", &root.pid().to_string(), "--kill"]),
-        &out_file,
-        Duration::from_secs(30),
+        Command::new(tracer)
+            .args(["kill-tree", &pgid.to_string(), "--kill"])
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_file)?)
+            .stderr(File::create(out_file.with_extension("err"))?),
     )?;
-    if t.status.is_none_or(|s| !s.success()) {
+    let (mut status, mut gone_after) = (None, None);
+    while status.is_none() && start.elapsed() < Duration::from_secs(30) {
+        // SAFETY: waitpid/kill on the tree's own process group.
+        unsafe {
+            while libc::waitpid(-pgid, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+            if gone_after.is_none() && libc::kill(-pgid, 0) != 0 {
+                gone_after = Some(start.elapsed().as_secs_f64());
+            }
+        }
+        status = kill.child.try_wait()?;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(kill);
+    if status.is_none_or(|s| !s.success()) {
         println!(
-            "  tracer kill-tree: {:?}: {}",
-            t.status,
+            "  tracer kill-tree: {status:?}: {}",
             tail(&out_file.with_extension("err"))
         );
     }
@@ -310,7 +335,19 @@ fn kill_tree(tracer: &Path, dir: &Path) -> Result<(f64, usize)> {
     for &p in &left {
         unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
     }
-    Ok((t.secs, n))
+    Ok(KillTree {
+        secs,
+        gone_after,
+        left: n,
+    })
+}
+
+struct KillTree {
+    /// Until `tracer kill-tree` exited.
+    secs: f64,
+    /// Until no process of the tree was left.
+    gone_after: Option<f64>,
+    left: usize,
 }
 
 /// Helper process: grows a tree with `fanouts[d]` children per process at

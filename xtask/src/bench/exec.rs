@@ -10,8 +10,6 @@ use anyhow::{bail, ensure, Result};
 use super::{event_type, median, tail, verdict, vm_hwm_kib, Proc, STOPPING};
 
 const EXECS: usize = 20_000;
-const WORKERS: usize = 2;
-const _: () = assert!(EXECS.is_multiple_of(WORKERS));
 const MAX_OVERHEAD_PCT: f64 = 5.0;
 const MAX_RSS_MIB: f64 = 50.0;
 const BPFTRACE: &str =
@@ -51,10 +49,10 @@ struct Sample {
     hwm_kib: Option<u64>,
 }
 
-pub fn run(tracer: &Path, rounds: usize) -> Result<bool> {
+pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
     ensure_tracefs()?;
     let dir = crate::scratch("bench/exec")?;
-    println!("bench exec: {EXECS} fork+exec of /bin/true by {WORKERS} workers; {rounds} interleaved rounds");
+    println!("bench exec: {EXECS} fork+exec of /bin/true by {workers} workers; {rounds} interleaved rounds");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load1: f64 = load
         .split_whitespace()
@@ -70,7 +68,7 @@ pub fn run(tracer: &Path, rounds: usize) -> Result<bool> {
     for round in 1..=rounds {
         for (i, &config) in CONFIGS.iter().enumerate() {
             let out = dir.join(format!("{}-{round}.out", config.name()));
-            let s = measure(config, tracer, &out)?;
+            let s = measure(config, tracer, &out, workers)?;
             let captured = if config == Config::Baseline {
                 String::new()
             } else {
@@ -165,11 +163,11 @@ fn ensure_tracefs() -> Result<()> {
     Ok(())
 }
 
-fn measure(config: Config, tracer: &Path, out: &Path) -> Result<Sample> {
+fn measure(config: Config, tracer: &Path, out: &Path, workers: usize) -> Result<Sample> {
     let mut cmd = match config {
         Config::Baseline => {
             return Ok(Sample {
-                secs: storm()?,
+                secs: storm(workers)?,
                 ..Sample::default()
             })
         }
@@ -188,7 +186,7 @@ fn measure(config: Config, tracer: &Path, out: &Path) -> Result<Sample> {
         .stderr(File::create(&err)?);
     let mut tool = Proc::spawn(config.name(), &mut cmd)?;
     wait_ready(config, &mut tool, out, &err)?;
-    let secs = storm()?;
+    let secs = storm(workers)?;
     let hwm_kib = vm_hwm_kib(tool.pid());
     let status = tool.stop(libc::SIGINT, Duration::from_secs(60))?;
     ensure!(
@@ -271,14 +269,14 @@ fn count(config: Config, text: &str) -> (u64, Option<u64>) {
     (captured, lost)
 }
 
-/// The exec storm: EXECS fork+exec of /bin/true, each waited, by WORKERS threads.
-fn storm() -> Result<f64> {
+/// The exec storm: EXECS fork+exec of /bin/true, each waited, shared by `workers` threads.
+fn storm(workers: usize) -> Result<f64> {
     let start = Instant::now();
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|_| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
                 scope.spawn(move || -> Result<()> {
-                    for _ in 0..EXECS / WORKERS {
+                    for _ in 0..(EXECS + w) / workers {
                         ensure!(!STOPPING.load(Ordering::Relaxed), "interrupted");
                         let status = Command::new("/bin/true").status()?;
                         ensure!(status.success(), "/bin/true failed: {status}");
@@ -287,7 +285,7 @@ fn storm() -> Result<f64> {
                 })
             })
             .collect();
-        workers
+        handles
             .into_iter()
             .try_for_each(|w| w.join().expect("storm worker panicked"))
     })?;

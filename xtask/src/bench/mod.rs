@@ -24,8 +24,11 @@ pub struct Args {
     #[arg(value_enum)]
     which: Which,
     /// Interleaved rounds of each configuration in `exec` (the median is kept).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
+    /// Threads running the exec storm in `exec` (2 keeps both cores busy).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
     /// Benchmark this tracer binary instead of building target/release/tracer.
     #[arg(long)]
     tracer: Option<PathBuf>,
@@ -57,7 +60,9 @@ pub fn run(args: &Args) -> Result<u8> {
             verdicts.push((name.to_string(), result));
         }
     };
-    bench(Which::Exec, "exec", &|| exec::run(&tracer, args.rounds));
+    bench(Which::Exec, "exec", &|| {
+        exec::run(&tracer, args.rounds.into(), args.workers.into())
+    });
     bench(Which::Hidden, "hidden", &|| hidden::run(&tracer));
     bench(Which::Connect, "connect", &|| connect::run(&tracer));
     let mut all_pass = true;

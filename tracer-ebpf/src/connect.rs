@@ -78,6 +78,8 @@ unsafe fn on_connect(sk: *const u8, hook: u32) -> i32 {
     ev._pad2 = 0;
     ev.ktime_ns = bpf_ktime_get_boot_ns();
     ev.comm = bpf_get_current_comm().unwrap_or_default();
-    entry.submit(0);
+    // Alerts must not wait for the drain timer: always wake the reader
+    // (the adaptive default would not while batched records are queued).
+    entry.submit(aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64);
     0
 }

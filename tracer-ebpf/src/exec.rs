@@ -66,6 +66,6 @@ unsafe fn on_exec(task: *const u8, old_pid: u32, bprm: *const u8) -> i32 {
     if len > 0 && bpf_probe_read_user_buf(arg_start as *const u8, &mut ev.argv[..len]).is_ok() {
         ev.argv_len = len as u32;
     }
-    entry.submit(0);
+    entry.submit(maps::batched_submit_flags());
     0
 }

@@ -35,7 +35,7 @@ pub fn fork_tp_btf(ctx: BtfTracePointContext) -> i32 {
         ev.child_start_boottime_ns = task::read_at(child, off.task_start_boottime);
         ev.ktime_ns = bpf_ktime_get_boot_ns();
         task::comm(&off, child, &mut ev.comm);
-        entry.submit(0);
+        entry.submit(maps::batched_submit_flags());
     }
     0
 }
@@ -63,7 +63,7 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
         ev.start_boottime_ns = task::read_at(task, off.task_start_boottime);
         ev.ktime_ns = bpf_ktime_get_boot_ns();
         task::comm(&off, task, &mut ev.comm);
-        entry.submit(0);
+        entry.submit(maps::batched_submit_flags());
     }
     0
 }

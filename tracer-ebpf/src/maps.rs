@@ -48,6 +48,22 @@ pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
 }
 
+/// Queued bytes past which a batched record wakes the reader at once.
+const WAKEUP_BACKLOG: u64 = 1024 * 1024;
+
+/// Submit flags for high-rate records (exec, fork, exit): no wakeup per
+/// record; user space drains on a short timer, and is woken early only when
+/// a backlog builds. Saves a context switch per event under exec storms.
+#[inline(always)]
+pub fn batched_submit_flags() -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_BACKLOG {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// Counts a record that did not fit in the ring buffer.
 #[inline(always)]
 pub fn count_lost(kind: u32) {

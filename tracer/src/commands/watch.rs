@@ -37,11 +37,17 @@ use crate::{
 /// minutes by the indicators themselves.
 const IOC_REFRESH: Duration = Duration::from_secs(5);
 
+/// Longest time a batched event waits in the ring buffer before it is shown.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
+
 pub fn run(args: WatchArgs) -> Result<i32> {
-    // Bad input fails before anything is loaded into the kernel.
+    // Cheap checks first: privileges, then bad input, before anything is
+    // loaded into the kernel.
+    crate::kernel::check_privileges("watch")?;
     let indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
     let mut kernel = Kernel::load("watch")?;
     kernel.attach_watch()?;
+    kernel.release_btf();
     let ring = kernel.take_events()?;
     // The table is seeded after the programs are attached, so nothing that
     // starts in between is missed: it is either in the snapshot or an event.
@@ -181,6 +187,10 @@ impl<W: Write> Watcher<W> {
         let mut ring = AsyncFd::new(ring).context("polling the event ring buffer")?;
         let mut refresh = tokio::time::interval(IOC_REFRESH);
         refresh.tick().await;
+        // exec, fork and exit records do not wake us one by one (see
+        // tracer-ebpf maps::batched_submit_flags): drain them on a timer.
+        let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -193,6 +203,11 @@ impl<W: Write> Watcher<W> {
                 }
                 _ = stop.sigint.recv() => break,
                 _ = stop.sigterm.recv() => break,
+                _ = drain_tick.tick() => {
+                    if self.drain(ring.get_mut())? {
+                        return Ok(());
+                    }
+                }
                 _ = refresh.tick() => self.indicators.refresh(),
             }
         }

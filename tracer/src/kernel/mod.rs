@@ -20,6 +20,8 @@ use crate::error::UserError;
 /// The eBPF object built from `tracer-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
+const BTF_RELEASED: &str = "kernel BTF already released: load programs before release_btf";
+
 /// Which kernel hook feeds one kind of event, and why it was chosen.
 #[derive(Clone, Debug, Serialize)]
 pub struct HookChoice {
@@ -30,7 +32,9 @@ pub struct HookChoice {
 
 pub struct Kernel {
     ebpf: Ebpf,
-    btf: Btf,
+    /// aya's parse of vmlinux BTF, needed only to load BTF-typed programs;
+    /// released once they are loaded (see `release_btf`), as it is large.
+    btf: Option<Btf>,
     pub hooks: Vec<HookChoice>,
 }
 
@@ -71,6 +75,10 @@ impl Kernel {
         let btf_rs = offsets::load_vmlinux_btf()?;
         let offsets = offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
         drop(btf_rs);
+        // EbpfLoader::new() parses the kernel BTF on its own; drop that copy
+        // before parsing the one we keep, so only one (~20 MB) is ever held.
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
         let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
         // eBPF memory is charged to the memory cgroup since Linux 5.11; on
         // older kernels a low RLIMIT_MEMLOCK fails the load, so try to raise
@@ -80,25 +88,52 @@ impl Kernel {
             rustix::process::Rlimit { current: None, maximum: None },
         );
         #[allow(deprecated)]
-        let ebpf = EbpfLoader::new()
+        let ebpf = loader
             .btf(Some(&btf))
             .set_global("OFFSETS", &offsets, true)
             .load(EBPF_OBJECT)
             .context("loading tracer's eBPF object")?;
-        Ok(Kernel {
+        drop(loader);
+        let mut kernel = Kernel {
             ebpf,
-            btf,
+            btf: Some(btf),
             hooks: Vec::new(),
-        })
+        };
+        kernel.load_task_iterator()?;
+        Ok(kernel)
+    }
+
+    /// Frees the parsed kernel BTF (tens of MB) once every program this
+    /// command needs is loaded.
+    pub fn release_btf(&mut self) {
+        self.btf = None;
+        // Hand the freed pages back to the system: glibc keeps them in the
+        // heap otherwise, and they would count against watch's footprint.
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
+    fn load_task_iterator(&mut self) -> Result<()> {
+        let Kernel { ebpf, btf, .. } = self;
+        let btf = btf.as_ref().context(BTF_RELEASED)?;
+        let iter: &mut Iter = ebpf
+            .program_mut("task_iter")
+            .context("task iterator missing from object")?
+            .try_into()?;
+        iter.load("task", btf).context("loading the task iterator")
     }
 
     fn tp_btf(&mut self, prog: &str, tracepoint: &str) -> Result<()> {
-        let p: &mut BtfTracePoint = self
-            .ebpf
+        // Borrow the two fields apart: the BTF is too large to clone.
+        let Kernel { ebpf, btf, .. } = self;
+        let btf = btf.as_ref().context(BTF_RELEASED)?;
+        let p: &mut BtfTracePoint = ebpf
             .program_mut(prog)
             .context("program missing from object")?
             .try_into()?;
-        p.load(tracepoint, &self.btf)?;
+        p.load(tracepoint, btf)?;
         p.attach()?;
         Ok(())
     }
@@ -115,12 +150,14 @@ impl Kernel {
     }
 
     fn fentry(&mut self, prog: &str, function: &str) -> Result<()> {
-        let p: &mut FEntry = self
-            .ebpf
+        // Borrow the two fields apart: the BTF is too large to clone.
+        let Kernel { ebpf, btf, .. } = self;
+        let btf = btf.as_ref().context(BTF_RELEASED)?;
+        let p: &mut FEntry = ebpf
             .program_mut(prog)
             .context("program missing from object")?
             .try_into()?;
-        p.load(function, &self.btf)?;
+        p.load(function, btf)?;
         p.attach()?;
         Ok(())
     }
@@ -195,9 +232,6 @@ impl Kernel {
             .program_mut("task_iter")
             .context("task iterator missing from object")?
             .try_into()?;
-        if iter.fd().is_err() {
-            iter.load("task", &self.btf).context("loading the task iterator")?;
-        }
         let link_id = iter.attach().context("attaching the task iterator")?;
         let link = iter.take_link(link_id)?;
         let mut file = link.into_file().context("creating the task iterator")?;

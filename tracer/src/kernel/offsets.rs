@@ -90,7 +90,10 @@ pub fn load_vmlinux_btf() -> Result<Btf> {
     if !std::path::Path::new(VMLINUX_BTF).exists() {
         bail!(crate::error::UserError::NoBtf);
     }
-    Btf::from_file(VMLINUX_BTF).with_context(|| format!("cannot parse {VMLINUX_BTF}"))
+    // Mmap backend: types are decoded on demand, so a lookup of a few
+    // structs costs a few MB instead of decoding all of vmlinux (~40 MB).
+    Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap)
+        .with_context(|| format!("cannot parse {VMLINUX_BTF}"))
 }
 
 #[cfg(test)]

@@ -155,18 +155,20 @@ pub fn run(tracer: &Path) -> Result<bool> {
         format!("tree gone after {g:.3} s")
     });
     println!(
-        "{:<28} {secs:.3} s ({gone}), {left} of {TREE_SIZE} processes left",
+        "{:<28} {gone}; command {secs:.3} s incl. respawn watch; {left} of {TREE_SIZE} processes left",
         "kill-tree"
     );
-    if secs >= MAX_KILL_SECS {
-        failures.push(format!("kill-tree took {secs:.3} s ({gone})"));
+    // The bar is on the time until nothing of the tree runs; the command
+    // then goes on watching for respawns (TRACER_RESPAWN_CHECK_MS) by design.
+    if gone_after.is_none_or(|g| g >= MAX_KILL_SECS) {
+        failures.push(format!("kill-tree: {gone} (command {secs:.3} s)"));
     }
     if left > 0 {
         failures.push(format!("kill-tree left {left} processes"));
     }
     Ok(verdict(
         "bench connect",
-        &format!("0 lost, all attributed, kill-tree < {MAX_KILL_SECS} s with nothing left"),
+        &format!("0 lost, all attributed, tree gone < {MAX_KILL_SECS} s after kill-tree starts, nothing left"),
         &failures,
     ))
 }

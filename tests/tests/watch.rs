@@ -3,6 +3,7 @@
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
+    os::unix::process::CommandExt,
     process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -267,4 +268,62 @@ fn human_output_names_the_hooks_and_the_chain() {
     assert!(chain.contains(&format!("({})", std::process::id())), "{chain}");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn pool_connect_from_a_watchdog_loop_raises_an_alert_with_chain_and_plan() {
+    let pool = TcpListener::bind("127.0.0.2:3333").expect("fake pool on 127.0.0.2:3333");
+    let dir = std::env::temp_dir().join(format!("tracer-alert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ioc = dir.join("pool.txt");
+    std::fs::write(&ioc, "# fake pool\n127.0.0.2:3333\n").unwrap();
+    // The "miner": connects to the pool, then lingers like a miner would.
+    let miner = dir.join("miner");
+    std::fs::write(
+        &miner,
+        "#!/bin/bash\nexec 3<>/dev/tcp/127.0.0.2/3333\nsleep 30\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&miner, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let watch = Watch::start(&["--connect-only", "--ioc", ioc.to_str().unwrap()]);
+    let loop_script = format!("while true; do {}; sleep 0.2; done", miner.display());
+    let mut watchdog = Command::new("sh")
+        .args(["-c", &loop_script])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let watchdog_pid = watchdog.id() as u64;
+    let (_conn, _) = pool.accept().unwrap();
+
+    let alert = wait_for(&watch.events, "the pool alert", |v| v["type"] == "alert");
+    unsafe { libc::kill(-(watchdog_pid as i32), libc::SIGKILL) };
+    let _ = watchdog.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(alert["indicator"], "127.0.0.2:3333");
+    // An address match (not a bare port), from a program in /tmp: serious.
+    assert!(["high", "critical"].contains(&alert["severity"].as_str().unwrap()), "{alert}");
+    assert!(
+        alert["indicator_source"].as_str().unwrap().contains("pool.txt:2"),
+        "{alert}"
+    );
+    let connect = &alert["connect"];
+    assert_eq!((connect["daddr"].as_str(), connect["dport"].as_u64()), (Some("127.0.0.2"), Some(3333)));
+    let chain = pids_of(&connect["ancestry"]);
+    assert_eq!(chain.first(), Some(&watchdog_pid), "the loop is the parent: {chain:?}");
+    assert_eq!(chain.get(1), Some(&(std::process::id() as u64)));
+    assert_eq!(chain.last(), Some(&1), "full chain to PID 1: {chain:?}");
+    for ancestor in connect["ancestry"].as_array().unwrap() {
+        for field in ["user", "comm", "cmdline", "start_ticks"] {
+            assert!(!ancestor[field].is_null(), "{field} missing in {ancestor}");
+        }
+    }
+    // The proposed plan stops the miner and the loop that relaunches it.
+    let plan = &alert["kill_tree"];
+    let pids: Vec<u64> = plan["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert!(pids.contains(&connect["pid"].as_u64().unwrap()), "{plan}");
+    assert!(pids.contains(&watchdog_pid), "{plan}");
+    assert!(!pids.contains(&(std::process::id() as u64)), "{plan}");
+    assert!(plan["command"].as_str().unwrap().contains("kill-tree"));
 }

@@ -13,7 +13,7 @@ const PROCS: usize = 10_000;
 const TRACER_RUNS: usize = 3;
 const TRACER_CAP: Duration = Duration::from_secs(60);
 const UNHIDE_TESTS: [&str; 4] = ["procall", "procfs", "sys", "brute"];
-const UNHIDE_CAP: Duration = Duration::from_secs(300);
+const UNHIDE_CAP: Duration = Duration::from_secs(120);
 const MAX_SCAN_SECS: f64 = 1.0;
 
 pub fn run(tracer: &Path) -> Result<bool> {

@@ -17,5 +17,8 @@ fn main() {
 
 /// The error and its causes on one line.
 fn one_line(err: &anyhow::Error) -> String {
-    err.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    err.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }

@@ -128,7 +128,10 @@ mod tests {
 
     #[test]
     fn args_split_on_nul_and_drop_the_trailing_one() {
-        assert_eq!(split_nul_args(b"sh\0-c\0echo hi\0"), ["sh", "-c", "echo hi"]);
+        assert_eq!(
+            split_nul_args(b"sh\0-c\0echo hi\0"),
+            ["sh", "-c", "echo hi"]
+        );
         assert!(split_nul_args(b"").is_empty());
         assert_eq!(split_nul_args(b"a\0\0b\0"), ["a", "", "b"]);
     }

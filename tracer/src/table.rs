@@ -173,7 +173,9 @@ impl ProcessTable {
         let mut budget = self.exited.len();
         while budget > 0 {
             budget -= 1;
-            let Some(&(when, id)) = self.exited.front() else { break };
+            let Some(&(when, id)) = self.exited.front() else {
+                break;
+            };
             let over_cap = self.exited.len() > EXITED_CAP;
             if !over_cap && now_ns.saturating_sub(when) < EXITED_RETENTION_NS {
                 break;
@@ -273,7 +275,15 @@ mod tests {
         let mut t = ProcessTable::new();
         t.seed([proc(1, 0, "init", 1), proc(100, 1, "cron", 10)]);
         t.on_fork(100, 200, 20, 0);
-        t.on_exec(200, 100, 0, 20, "sh".into(), "/bin/sh".into(), vec!["sh".into()]);
+        t.on_exec(
+            200,
+            100,
+            0,
+            20,
+            "sh".into(),
+            "/bin/sh".into(),
+            vec!["sh".into()],
+        );
         t.on_fork(200, 300, 30, 0);
         t.on_exec(300, 200, 0, 30, "watchdog".into(), "/tmp/w".into(), vec![]);
         t.on_fork(300, 400, 40, 0);
@@ -284,7 +294,14 @@ mod tests {
         // Long after, the chain is still kept: the miner lives.
         t.prune(1_000 * EXITED_RETENTION_NS);
         assert_eq!(chain(&t, 400), ["watchdog", "sh", "cron", "init"]);
-        assert!(t.by_id(&ProcessId { pid: 300, start_ticks: 30 }).unwrap().exited_at_ns.is_some());
+        assert!(t
+            .by_id(&ProcessId {
+                pid: 300,
+                start_ticks: 30
+            })
+            .unwrap()
+            .exited_at_ns
+            .is_some());
     }
 
     #[test]
@@ -308,9 +325,19 @@ mod tests {
         t.seed([proc(1, 0, "init", 1)]);
         t.on_fork(1, 70, 7, 0);
         t.on_exit(70, 7, 5);
-        assert!(t.by_id(&ProcessId { pid: 70, start_ticks: 7 }).is_some());
+        assert!(t
+            .by_id(&ProcessId {
+                pid: 70,
+                start_ticks: 7
+            })
+            .is_some());
         t.prune(5 + EXITED_RETENTION_NS + 1);
-        assert!(t.by_id(&ProcessId { pid: 70, start_ticks: 7 }).is_none());
+        assert!(t
+            .by_id(&ProcessId {
+                pid: 70,
+                start_ticks: 7
+            })
+            .is_none());
         assert!(t.get(70).is_none());
     }
 
@@ -318,7 +345,15 @@ mod tests {
     fn fork_copies_the_parent_program_until_exec() {
         let mut t = ProcessTable::new();
         t.seed([proc(1, 0, "init", 1)]);
-        t.on_exec(1, 0, 0, 1, "bash".into(), "/bin/bash".into(), vec!["bash".into()]);
+        t.on_exec(
+            1,
+            0,
+            0,
+            1,
+            "bash".into(),
+            "/bin/bash".into(),
+            vec!["bash".into()],
+        );
         t.on_fork(1, 80, 8, 1000);
         let c = t.get(80).unwrap();
         assert_eq!((c.comm.as_str(), c.uid, c.ppid), ("bash", 1000, 1));

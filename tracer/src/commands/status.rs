@@ -49,9 +49,19 @@ pub fn run(args: StatusArgs) -> Result<i32> {
     } else {
         println!("tracer {}", status.tracer);
         println!("kernel      {}", status.kernel);
-        println!("btf         {}", if status.btf { VMLINUX_BTF } else { "missing" });
+        println!(
+            "btf         {}",
+            if status.btf { VMLINUX_BTF } else { "missing" }
+        );
         println!("privileged  {}", status.privileged);
-        println!("build       {}", if status.static_build { "static (musl)" } else { "dynamic (glibc)" });
+        println!(
+            "build       {}",
+            if status.static_build {
+                "static (musl)"
+            } else {
+                "dynamic (glibc)"
+            }
+        );
         if let Some(n) = status.kernel_tasks {
             println!("kernel view {n} tasks from iter/task");
         }
@@ -62,5 +72,9 @@ pub fn run(args: StatusArgs) -> Result<i32> {
             println!("error       {e}");
         }
     }
-    Ok(if status.error.is_some() { exit::ERROR } else { exit::OK })
+    Ok(if status.error.is_some() {
+        exit::ERROR
+    } else {
+        exit::OK
+    })
 }

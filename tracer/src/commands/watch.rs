@@ -59,7 +59,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         table,
         users: Users::load(),
         indicators,
-        out: EventWriter::new(BufWriter::with_capacity(64 * 1024, io::stdout().lock()), json),
+        out: EventWriter::new(
+            BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+            json,
+        ),
         seen: Counts::default(),
         malformed: 0,
         alerts: 0,
@@ -255,8 +258,11 @@ impl<W: Write> Watcher<W> {
             }
             KernelEvent::Exit(x) => {
                 self.seen.exit += 1;
-                self.table
-                    .on_exit(x.tgid, boottime_ns_to_ticks(x.start_boottime_ns), x.ktime_ns);
+                self.table.on_exit(
+                    x.tgid,
+                    boottime_ns_to_ticks(x.start_boottime_ns),
+                    x.ktime_ns,
+                );
                 Ok(())
             }
             KernelEvent::Connect(c) => {

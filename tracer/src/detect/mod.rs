@@ -1,4 +1,4 @@
 //! Detectors: each turns views or events into findings.
-pub mod indicators;
 pub mod hidden;
+pub mod indicators;
 pub mod masquerade;

@@ -73,7 +73,8 @@ impl Kernel {
     pub fn load(command: &str) -> Result<Self> {
         check_privileges(command)?;
         let btf_rs = offsets::load_vmlinux_btf()?;
-        let offsets = offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
+        let offsets =
+            offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
         drop(btf_rs);
         // EbpfLoader::new() parses the kernel BTF on its own; drop that copy
         // before parsing the one we keep, so only one (~20 MB) is ever held.
@@ -85,7 +86,10 @@ impl Kernel {
         // it, but do not insist (raising needs CAP_SYS_RESOURCE).
         let _ = rustix::process::setrlimit(
             rustix::process::Resource::Memlock,
-            rustix::process::Rlimit { current: None, maximum: None },
+            rustix::process::Rlimit {
+                current: None,
+                maximum: None,
+            },
         );
         #[allow(deprecated)]
         let ebpf = loader
@@ -209,7 +213,9 @@ impl Kernel {
             },
             Err(e) => {
                 self.raw_tp("connect_state_raw_tp", "inet_sock_set_state")
-                    .context("attaching the connect hook (fentry and raw_tracepoint both failed)")?;
+                    .context(
+                        "attaching the connect hook (fentry and raw_tracepoint both failed)",
+                    )?;
                 HookChoice {
                     event: "connect",
                     hook: "raw_tracepoint/inet_sock_set_state (TCP_SYN_SENT)".into(),
@@ -274,5 +280,8 @@ fn root_cause(e: &anyhow::Error) -> String {
 
 /// Describes the kernel: version and BTF, for `tracer status`.
 pub fn kernel_release() -> String {
-    rustix::system::uname().release().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
 }

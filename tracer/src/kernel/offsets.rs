@@ -111,7 +111,11 @@ mod tests {
         let off = resolve(&btf).expect("all fields resolve");
         assert_eq!(off.ready, 1);
         assert_ne!(off.task_pid, off.task_tgid);
-        assert_eq!(off.task_tgid, off.task_pid + 4, "tgid follows pid in task_struct");
+        assert_eq!(
+            off.task_tgid,
+            off.task_pid + 4,
+            "tgid follows pid in task_struct"
+        );
         assert!(off.mm_arg_end > off.mm_arg_start);
         assert!(off.sk_v6_daddr > off.sk_daddr);
     }

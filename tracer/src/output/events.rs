@@ -146,7 +146,14 @@ pub struct EventWriter<W: Write> {
 fn chain_text(ancestry: &[ProcessOut]) -> String {
     ancestry
         .iter()
-        .map(|a| format!("{}({}{})", a.comm, a.pid, if a.exited { ",exited" } else { "" }))
+        .map(|a| {
+            format!(
+                "{}({}{})",
+                a.comm,
+                a.pid,
+                if a.exited { ",exited" } else { "" }
+            )
+        })
         .collect::<Vec<_>>()
         .join(" < ")
 }
@@ -243,7 +250,11 @@ impl<W: Write> EventWriter<W> {
             )?;
         }
         if let Some(k) = &a.kill_tree {
-            writeln!(self.out, "        stop it: {}  (members: {:?})", k.command, k.pids)?;
+            writeln!(
+                self.out,
+                "        stop it: {}  (members: {:?})",
+                k.command, k.pids
+            )?;
         }
         Ok(())
     }
@@ -273,7 +284,11 @@ impl<W: Write> EventWriter<W> {
 
 /// `addr:port`, with brackets for IPv6 and `?` for an unknown port.
 pub fn endpoint(addr: &str, port: u16) -> String {
-    let port = if port == 0 { "?".to_string() } else { port.to_string() };
+    let port = if port == 0 {
+        "?".to_string()
+    } else {
+        port.to_string()
+    };
     if addr.contains(':') {
         format!("[{addr}]:{port}")
     } else {

@@ -1,4 +1,4 @@
 //! Renderers: the same events and findings as human lines or JSON.
 pub mod events;
-pub mod plan;
 pub mod findings;
+pub mod plan;

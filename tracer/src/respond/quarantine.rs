@@ -220,11 +220,14 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        // Until it has exec'd, the child is still a copy of this test.
+        // Until it has exec'd, the child is still a copy of this test; and
+        // mid-exec its exe may be new while its arguments are not yet.
         let p = (0..500)
             .find_map(|_| {
-                let p = crate::proc::read_process(child.id())
-                    .filter(|p| p.exe.as_deref() == dropped.to_str());
+                let p = crate::proc::read_process(child.id()).filter(|p| {
+                    p.exe.as_deref() == dropped.to_str()
+                        && p.cmdline.get(1).map(String::as_str) == Some("30")
+                });
                 if p.is_none() {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }

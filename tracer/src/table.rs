@@ -215,13 +215,20 @@ impl ProcessTable {
         out
     }
 
-    /// Live children of a process, by identity.
-    pub fn children(&self, id: &ProcessId) -> Vec<&Process> {
-        self.live
-            .values()
-            .filter(|c| self.parent_of(c) == Some(*id))
-            .filter_map(|c| self.by_id(c))
-            .collect()
+    /// The children of every process, live and exited, by parent identity,
+    /// in PID order: one pass over the table. Exited entries are included so
+    /// that a walk down a tree passes through a parent that already died.
+    pub fn children_index(&self) -> HashMap<ProcessId, Vec<&Process>> {
+        let mut children: HashMap<ProcessId, Vec<&Process>> = HashMap::new();
+        for (id, e) in &self.entries {
+            if let Some(parent) = e.parent.filter(|p| p != id) {
+                children.entry(parent).or_default().push(&e.process);
+            }
+        }
+        for list in children.values_mut() {
+            list.sort_by_key(|p| p.pid);
+        }
+        children
     }
 
     /// Seeds the table from a list of processes (kernel tasks, /proc).
@@ -357,6 +364,6 @@ mod tests {
         t.on_fork(1, 80, 8, 1000);
         let c = t.get(80).unwrap();
         assert_eq!((c.comm.as_str(), c.uid, c.ppid), ("bash", 1000, 1));
-        assert_eq!(t.children(&t.get(1).unwrap().id()).len(), 1);
+        assert_eq!(t.children_index()[&t.get(1).unwrap().id()].len(), 1);
     }
 }

@@ -346,7 +346,7 @@ fn subtree_top_down<'t>(
     top: &'t Process,
     self_chain: &HashSet<ProcessId>,
 ) -> Vec<&'t Process> {
-    let children = children_index(table);
+    let children = table.children_index();
     let mut out = Vec::new();
     let mut stack = vec![top];
     let mut seen = HashSet::new();
@@ -354,27 +354,16 @@ fn subtree_top_down<'t>(
         if !seen.insert(p.id()) || self_chain.contains(&p.id()) || is_kernel_thread(p) {
             continue;
         }
-        out.push(p);
+        // An exited process has nothing to stop, but its children still
+        // belong to the tree (watch's table keeps such parents).
+        if p.exited_at_ns.is_none() {
+            out.push(p);
+        }
         if let Some(kids) = children.get(&p.id()) {
             stack.extend(kids.iter().rev());
         }
     }
     out
-}
-
-/// Live children of every process, in PID order, in one pass over the
-/// table (`ProcessTable::children` scans the whole table per call).
-fn children_index(table: &ProcessTable) -> HashMap<ProcessId, Vec<&Process>> {
-    let mut children: HashMap<ProcessId, Vec<&Process>> = HashMap::new();
-    for p in table.live() {
-        if let Some(parent) = table.parent_of(&p.id()) {
-            children.entry(parent).or_default().push(p);
-        }
-    }
-    for list in children.values_mut() {
-        list.sort_by_key(|p| p.pid);
-    }
-    children
 }
 
 #[cfg(test)]
@@ -550,6 +539,46 @@ pub(crate) mod tests {
             .reason
             .contains("same dropped directory /opt/.cache"));
         assert!(plan.boundary_reason.unwrap().contains("container runtime"));
+    }
+
+    #[test]
+    fn a_dead_middle_parent_does_not_cut_the_target_out_of_the_set() {
+        // As in watch's table: the shell between the loop and the miner has
+        // exited but is kept, so the miner's ancestry stays whole.
+        let mut t = ProcessTable::new();
+        t.seed([
+            proc(1, 0, "/usr/lib/systemd/systemd", "/sbin/init"),
+            proc(100, 1, "/usr/sbin/cron", "/usr/sbin/cron -f"),
+            proc(
+                400,
+                100,
+                "/usr/bin/dash",
+                "sh -c while true; do sh -c /var/tmp/.x/miner; done",
+            ),
+        ]);
+        t.on_fork(400, 450, 45, 0);
+        t.on_exec(
+            450,
+            400,
+            0,
+            45,
+            "sh".into(),
+            "/usr/bin/dash".into(),
+            vec!["sh".into(), "-c".into(), "/var/tmp/.x/miner".into()],
+        );
+        t.on_fork(450, 500, 50, 0);
+        t.on_exec(
+            500,
+            450,
+            0,
+            50,
+            "miner".into(),
+            "/var/tmp/.x/miner".into(),
+            vec!["/var/tmp/.x/miner".into()],
+        );
+        t.on_exit(450, 45, 1_000);
+        let plan = plan_tree(&t, 500, 999).unwrap();
+        assert_eq!(pids(&plan), [400, 500]);
     }
 
     #[test]

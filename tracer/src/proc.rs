@@ -93,21 +93,40 @@ pub fn split_nul_args(bytes: &[u8]) -> Vec<String> {
 /// kernel thread) are left empty.
 pub fn read_process(pid: u32) -> Option<Process> {
     let stat = read_stat(pid).ok()?;
-    let cmdline = read_file(&format!("/proc/{pid}/cmdline"))
-        .map(|b| split_nul_args(&b))
-        .unwrap_or_default();
-    let exe = read_link(&format!("/proc/{pid}/exe")).ok();
-    Some(Process {
+    Some(process_from_stat(
+        pid,
+        stat,
+        read_uid(pid).unwrap_or(u32::MAX),
+    ))
+}
+
+/// A process record from its already-read stat and uid, with its command
+/// line and executable read now.
+pub fn process_from_stat(pid: u32, stat: Stat, uid: u32) -> Process {
+    Process {
         pid,
         ppid: stat.ppid.max(0) as u32,
-        uid: read_uid(pid).unwrap_or(u32::MAX),
-        comm: stat.comm.clone(),
-        exe,
-        cmdline,
+        uid,
+        exe: read_exe(pid),
+        cmdline: read_cmdline(pid),
         start_ticks: stat.starttime,
         kernel_thread: stat.flags & tracer_common::PF_KTHREAD != 0,
+        comm: stat.comm,
         exited_at_ns: None,
-    })
+    }
+}
+
+/// `/proc/PID/cmdline` as arguments; empty when unreadable (kernel threads,
+/// zombies).
+pub fn read_cmdline(pid: u32) -> Vec<String> {
+    read_file(&format!("/proc/{pid}/cmdline"))
+        .map(|b| split_nul_args(&b))
+        .unwrap_or_default()
+}
+
+/// The target of `/proc/PID/exe`, if readable.
+pub fn read_exe(pid: u32) -> Option<String> {
+    read_link(&format!("/proc/{pid}/exe")).ok()
 }
 
 /// Reads `/proc/PID/stat` start time only: the cheap re-check of identity.

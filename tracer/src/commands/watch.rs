@@ -12,7 +12,7 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
-use tracer_common::{ConnectEvent, ExecEvent, HOOK_FENTRY, PF_KTHREAD};
+use tracer_common::{ConnectEvent, ExecEvent, HOOK_FENTRY};
 
 use crate::{
     cli::WatchArgs,
@@ -30,6 +30,7 @@ use crate::{
     proc, respond,
     table::ProcessTable,
     users::Users,
+    views,
 };
 
 /// How often resolved indicator domains are taken in. `refresh` never
@@ -121,23 +122,15 @@ pub fn run(args: WatchArgs) -> Result<i32> {
 /// tracer's own PID namespace) are added from /proc.
 fn seed_table(kernel: &mut Kernel) -> ProcessTable {
     let tasks = kernel.tasks().unwrap_or_default();
-    let mut processes: Vec<Process> = tasks
-        .iter()
-        .filter(|t| t.tgid == t.pid)
-        .map(|t| {
-            let start_ticks = boottime_ns_to_ticks(t.start_boottime_ns);
-            let from_proc = proc::read_process(t.tgid).filter(|p| p.start_ticks == start_ticks);
-            Process {
-                pid: t.tgid,
-                ppid: t.ppid,
-                uid: t.uid,
-                comm: text(&t.comm),
-                exe: from_proc.as_ref().and_then(|p| p.exe.clone()),
-                cmdline: from_proc.map(|p| p.cmdline).unwrap_or_default(),
-                start_ticks,
-                kernel_thread: t.flags & PF_KTHREAD != 0,
-                exited_at_ns: None,
+    let mut processes: Vec<Process> = views::kernel::group_by_tgid(&tasks)
+        .values()
+        .map(|k| {
+            let mut p = k.to_process();
+            if proc::start_ticks(k.tgid) == Some(k.start_ticks) {
+                p.exe = proc::read_exe(k.tgid);
+                p.cmdline = proc::read_cmdline(k.tgid);
             }
+            p
         })
         .collect();
     let known: HashSet<u32> = processes.iter().map(|p| p.pid).collect();

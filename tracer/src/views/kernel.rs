@@ -7,7 +7,7 @@ use tracer_common::{TaskRecord, PF_KTHREAD};
 
 use crate::{
     kernel::{events::text, Kernel},
-    model::{boottime_ns_to_ticks, Process, ProcessId},
+    model::{boottime_ns_to_ticks, Process},
 };
 
 /// One thread group as the kernel sees it.
@@ -27,13 +27,6 @@ pub struct KernelProcess {
 }
 
 impl KernelProcess {
-    pub fn id(&self) -> ProcessId {
-        ProcessId {
-            pid: self.tgid,
-            start_ticks: self.start_ticks,
-        }
-    }
-
     /// A user process that is exiting or already a zombie.
     pub fn is_exiting(&self) -> bool {
         !self.kernel_thread && !self.has_mm

@@ -123,20 +123,7 @@ pub fn probe(pid: u32) -> Probe {
             return probe;
         }
     };
-    let cmdline = proc::read_file(&format!("{dir}/cmdline"))
-        .map(|b| proc::split_nul_args(&b))
-        .unwrap_or_default();
-    probe.process = Some(Process {
-        pid,
-        ppid: stat.ppid.max(0) as u32,
-        uid,
-        comm: stat.comm,
-        exe: proc::read_link(&format!("{dir}/exe")).ok(),
-        cmdline,
-        start_ticks: stat.starttime,
-        kernel_thread: stat.flags & tracer_common::PF_KTHREAD != 0,
-        exited_at_ns: None,
-    });
+    probe.process = Some(proc::process_from_stat(pid, stat, uid));
     probe
 }
 

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 #[derive(Default, Clone)]
 pub struct Users {
     names: HashMap<u32, String>,
+    /// Every home directory given for a uid: a second account on uid 0
+    /// (a classic backdoor) has a home of its own worth searching.
+    homes: HashMap<u32, Vec<String>>,
 }
 
 impl Users {
@@ -14,16 +17,27 @@ impl Users {
     }
 
     pub fn parse(passwd: &str) -> Self {
-        let names = passwd
-            .lines()
-            .filter_map(|line| {
-                let mut f = line.split(':');
-                let name = f.next()?;
-                let uid = f.nth(1)?.parse().ok()?;
-                Some((uid, name.to_string()))
-            })
-            .collect();
-        Users { names }
+        let mut users = Users::default();
+        for line in passwd.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            let Some(uid) = f.get(2).and_then(|u| u.parse::<u32>().ok()) else {
+                continue;
+            };
+            // The first account for a uid names it, as getpwuid does.
+            users.names.entry(uid).or_insert_with(|| f[0].to_string());
+            if let Some(home) = f.get(5) {
+                let homes = users.homes.entry(uid).or_default();
+                if !homes.iter().any(|h| h == home) {
+                    homes.push(home.to_string());
+                }
+            }
+        }
+        users
+    }
+
+    /// The home directories passwd gives for `uid`, in file order.
+    pub fn homes(&self, uid: u32) -> &[String] {
+        self.homes.get(&uid).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// The user's name, or the numeric uid when it has none.
@@ -46,5 +60,13 @@ mod tests {
         assert_eq!(u.name(0), "root");
         assert_eq!(u.name(65534), "nobody");
         assert_eq!(u.name(1234), "1234");
+    }
+
+    #[test]
+    fn a_second_uid_0_account_keeps_roots_name_but_adds_its_home() {
+        let u = Users::parse("root:x:0:0:root:/root:/bin/bash\ntoor:x:0:0::/var/.toor:/bin/sh\n");
+        assert_eq!(u.name(0), "root");
+        assert_eq!(u.homes(0), ["/root", "/var/.toor"]);
+        assert!(u.homes(5).is_empty());
     }
 }

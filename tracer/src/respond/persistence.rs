@@ -341,24 +341,18 @@ fn home_dirs(roots: &Roots, uids: impl Iterator<Item = u32>) -> Vec<String> {
     wanted.sort_unstable();
     wanted.dedup();
     let passwd = std::fs::read_to_string(roots.at("/etc/passwd")).unwrap_or_default();
+    let users = crate::users::Users::parse(&passwd);
     let mut homes: Vec<String> = Vec::new();
     for uid in wanted {
-        let home = passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
-        });
-        let home = home.or_else(|| (uid == 0).then(|| "/root".to_string()));
-        if let Some(h) = home.filter(|h| h.starts_with('/') && h != "/") {
-            push_unique(&mut homes, h);
+        let listed = users.homes(uid);
+        let fallback = (uid == 0 && listed.is_empty()).then(|| "/root".to_string());
+        for h in listed.iter().cloned().chain(fallback) {
+            if h.starts_with('/') && h != "/" && !homes.contains(&h) {
+                homes.push(h);
+            }
         }
     }
     homes
-}
-
-fn push_unique(list: &mut Vec<String>, item: String) {
-    if !list.contains(&item) {
-        list.push(item);
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::{
     model::{Finding, Process, Severity},
+    respond::program::{file_name, strip_deleted},
     table::ProcessTable,
     views::{host::Host, probes, Snapshot},
 };
@@ -476,13 +477,9 @@ pub fn claimed_name(raw: &str) -> &str {
     s.split_whitespace().next().unwrap_or_default()
 }
 
-fn basename(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
-/// The executable's path without the kernel's " (deleted)" mark.
-fn exe_path(exe: &str) -> &str {
-    exe.strip_suffix(" (deleted)").unwrap_or(exe)
+/// Under a directory where installed software lives.
+fn is_installed(path: &str) -> bool {
+    SYSTEM_PREFIXES.iter().any(|d| path.starts_with(d))
 }
 
 /// The name and the executable's file name agree by text alone: equal,
@@ -615,8 +612,8 @@ impl<F: Files> Rules<'_, F> {
     /// Whether `raw` (a comm or argv[0]) names the program the process runs.
     fn names_exe(&self, p: &Process, exe: &str, raw: &str) -> bool {
         let name = claimed_name(raw);
-        let base = basename(name);
-        if base.is_empty() || names_agree(base, basename(exe_path(exe))) {
+        let base = file_name(name);
+        if base.is_empty() || names_agree(base, file_name(strip_deleted(exe))) {
             return true;
         }
         if self.files.resolves_to_exe(p, name) {
@@ -637,7 +634,7 @@ impl<F: Files> Rules<'_, F> {
         // Only a name that claims to be something the system has is a lie
         // worth a finding; invented titles ("worker 3") claim nothing.
         let (source, raw, claimed, what) = lies.into_iter().find_map(|(source, raw)| {
-            let base = basename(claimed_name(raw));
+            let base = file_name(claimed_name(raw));
             let what = match daemon_named(base) {
                 Some(_) => Some(format!("the system daemon {base}")),
                 None => self
@@ -666,9 +663,9 @@ impl<F: Files> Rules<'_, F> {
     }
 
     fn near_miss_name(&self, p: &Process, exe: &str, argv0: &str) -> Option<Hit> {
-        let exe_base = basename(exe_path(exe));
-        let exe_installed = SYSTEM_PREFIXES.iter().any(|d| exe.starts_with(d));
-        let names: BTreeSet<&str> = [p.comm.as_str(), basename(claimed_name(argv0)), exe_base]
+        let exe_base = file_name(strip_deleted(exe));
+        let exe_installed = is_installed(exe);
+        let names: BTreeSet<&str> = [p.comm.as_str(), file_name(claimed_name(argv0)), exe_base]
             .into_iter()
             .filter(|n| !n.is_empty())
             .collect();
@@ -696,8 +693,8 @@ impl<F: Files> Rules<'_, F> {
     fn daemon(&self, p: &Process, parent: Option<&Process>, exe: &str, argv0: &str) -> Vec<Hit> {
         let names = [
             p.comm.as_str(),
-            basename(claimed_name(argv0)),
-            basename(exe_path(exe)),
+            file_name(claimed_name(argv0)),
+            file_name(strip_deleted(exe)),
         ];
         let Some((name, d)) = names.iter().find_map(|n| daemon_named(n).map(|d| (*n, d))) else {
             return Vec::new();
@@ -718,8 +715,8 @@ impl<F: Files> Rules<'_, F> {
             next_step: next_step.clone(),
         };
         let mut hits = Vec::new();
-        let path = exe_path(exe);
-        if !SYSTEM_PREFIXES.iter().any(|d| path.starts_with(d)) {
+        let path = strip_deleted(exe);
+        if !is_installed(path) {
             hits.push(hit(
                 Rule::DaemonPath,
                 Severity::High,
@@ -758,7 +755,7 @@ impl<F: Files> Rules<'_, F> {
 
 /// Rules on where the executable lives.
 fn exe_location(pid: u32, exe: &str, files: &impl Files) -> Vec<Hit> {
-    let path = exe_path(exe);
+    let path = strip_deleted(exe);
     let deleted = path.len() != exe.len();
     let keep =
         format!("copy the running image first (`cp /proc/{pid}/exe ./{pid}.exe`, it may exist nowhere else)");
@@ -777,7 +774,7 @@ fn exe_location(pid: u32, exe: &str, files: &impl Files) -> Vec<Hit> {
     // upgrade leaves behind until the service restarts: not worth a finding.
     // Replaced elsewhere (a rebuilt tool) is worth a low one; gone, a high one.
     let replaced = deleted && files.exists(path);
-    let upgraded = replaced && SYSTEM_PREFIXES.iter().any(|d| path.starts_with(d));
+    let upgraded = replaced && is_installed(path);
     if deleted && !upgraded {
         hits.push(Hit {
             rule: Rule::ExeDeleted,
@@ -1109,7 +1106,7 @@ mod tests {
         let at = |exe: &str| {
             kinds(
                 &files,
-                &process(40, 0, basename(exe_path(exe)), exe, &[]),
+                &process(40, 0, file_name(strip_deleted(exe)), exe, &[]),
                 Some(&init()),
             )
         };

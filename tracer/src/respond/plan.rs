@@ -376,7 +376,7 @@ pub(crate) mod tests {
             pid,
             ppid,
             uid: 0,
-            comm: program::file_name(exe.trim_end_matches(program::DELETED_SUFFIX))
+            comm: program::file_name(program::strip_deleted(exe))
                 .chars()
                 .take(15)
                 .collect(),

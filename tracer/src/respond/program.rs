@@ -23,8 +23,13 @@ const SHELLS: [&str; 11] = [
 pub fn exe_path(p: &Process) -> Option<&str> {
     p.exe
         .as_deref()
-        .map(|e| e.strip_suffix(DELETED_SUFFIX).unwrap_or(e))
+        .map(strip_deleted)
         .filter(|e| !e.is_empty())
+}
+
+/// An exe link's text without the kernel's " (deleted)" mark.
+pub fn strip_deleted(exe: &str) -> &str {
+    exe.strip_suffix(DELETED_SUFFIX).unwrap_or(exe)
 }
 
 /// The executable was unlinked after the process started.

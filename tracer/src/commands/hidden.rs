@@ -64,7 +64,13 @@ fn load_kernel(args: &HiddenArgs) -> Result<Kernel, String> {
     if args.no_kernel {
         return Err("--no-kernel was given".into());
     }
-    Kernel::load("hidden").map_err(|e| match e.downcast_ref::<UserError>() {
+    // The task iterator is loaded with the kernel; its BTF is not needed
+    // again, and is large.
+    let loaded = Kernel::load("hidden").map(|mut k| {
+        k.release_btf();
+        k
+    });
+    loaded.map_err(|e| match e.downcast_ref::<UserError>() {
         Some(UserError::NotPrivileged { .. }) => {
             "not root (the eBPF task iterator needs root, or CAP_BPF and CAP_PERFMON); \
              comparing /proc, libc, ps and direct probes only"

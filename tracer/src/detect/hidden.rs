@@ -153,7 +153,7 @@ fn liars_of(pid: u32, snap: &Snapshot) -> Vec<Liar> {
     let mounted = snap
         .proc_mounts
         .as_ref()
-        .is_ok_and(|m| m.iter().any(|m| m.pid == pid));
+        .is_ok_and(|m| mounts::on_pid(m, pid).next().is_some());
     if mounted {
         liars.push(Liar::ProcMount);
     } else if probe.is_some_and(entry_unreadable) {
@@ -178,8 +178,7 @@ fn liars_of(pid: u32, snap: &Snapshot) -> Vec<Liar> {
 /// kill(2) finds the process but its /proc entry cannot be read, for a
 /// reason other than lack of privilege.
 fn entry_unreadable(p: &probes::Probe) -> bool {
-    let failed = p.dir_error.as_ref().or(p.read_error.as_ref());
-    p.signal == SignalProbe::Exists && failed.is_some_and(|e| !e.is_permission())
+    p.signal == SignalProbe::Exists && p.error().is_some_and(|e| !e.is_permission())
 }
 
 /// Asks the layers again about one suspect.
@@ -206,6 +205,7 @@ pub struct LiveRecheck<'k> {
     kernel: Option<&'k mut Kernel>,
     kernel_now: Option<Option<BTreeMap<u32, KernelProcess>>>,
     proc_now: Option<BTreeSet<u32>>,
+    mounts_now: Option<Vec<views::ProcMount>>,
     libc_now: Option<Option<BTreeSet<u32>>>,
     ps_now: HashMap<PathBuf, Option<BTreeSet<u32>>>,
 }
@@ -216,6 +216,7 @@ impl<'k> LiveRecheck<'k> {
             kernel,
             kernel_now: None,
             proc_now: None,
+            mounts_now: None,
             libc_now: None,
             ps_now: HashMap::new(),
         }
@@ -259,7 +260,10 @@ impl Recheck for LiveRecheck<'_> {
                 .get_or_insert_with(|| proc::list_pids().unwrap_or_default().into_iter().collect())
                 .contains(&s.pid),
             Liar::ProcMount => {
-                mounts::proc_pid_mounts().is_ok_and(|m| m.iter().any(|m| m.pid == s.pid))
+                let now = self
+                    .mounts_now
+                    .get_or_insert_with(|| mounts::proc_pid_mounts().unwrap_or_default());
+                mounts::on_pid(now, s.pid).next().is_some()
             }
             Liar::ProcEntry => entry_unreadable(&probes::probe(s.pid)),
             Liar::Kill => probes::signal(s.pid) == SignalProbe::NoSuchProcess,
@@ -341,7 +345,7 @@ fn explain(
     let probe = snap.probes.get(&pid);
     match &s.liar {
         Liar::Kernel => {
-            let direct = match probe.and_then(|p| p.dir_error.as_ref().or(p.read_error.as_ref())) {
+            let direct = match probe.and_then(|p| p.error()) {
                 None => "opens and reads: only the directory listing hides it (a getdents hook)".to_string(),
                 Some(e) => format!("does not open ({e}): lookups are hooked too"),
             };
@@ -362,7 +366,7 @@ fn explain(
             let mounts: Vec<&views::ProcMount> = snap
                 .proc_mounts
                 .as_ref()
-                .map(|m| m.iter().filter(|m| m.pid == pid).collect())
+                .map(|m| mounts::on_pid(m, pid).collect())
                 .unwrap_or_default();
             let shows = match probe.and_then(|p| p.stat_pid) {
                 Some(other) if other != pid => format!("process {other}'s entry"),
@@ -386,7 +390,7 @@ fn explain(
         }
         Liar::ProcEntry => {
             let error = probe
-                .and_then(|p| p.dir_error.as_ref().or(p.read_error.as_ref()))
+                .and_then(|p| p.error())
                 .map(ToString::to_string)
                 .unwrap_or_default();
             (

@@ -835,7 +835,7 @@ pub fn detect(snap: &Snapshot, table: &ProcessTable, host: &Host) -> Vec<Finding
         kernel_threads: &kernel_threads,
         files: &files,
     };
-    let parent = |p: &Process| table.ancestry(&p.id()).first().map(|pp| (*pp).clone());
+    let parent = |p: &Process| table.parent_of(&p.id()).and_then(|id| table.by_id(&id));
     let mut findings = Vec::new();
     for probe in snap.probes.values() {
         if probe.is_defunct() || snap.own_pids.contains(&probe.pid) {
@@ -844,7 +844,7 @@ pub fn detect(snap: &Snapshot, table: &ProcessTable, host: &Host) -> Vec<Finding
         let Some(p) = probe.genuine_process() else {
             continue;
         };
-        let hits = rules.check(p, parent(p).as_ref());
+        let hits = rules.check(p, parent(p));
         if hits.is_empty() {
             continue;
         }
@@ -858,13 +858,14 @@ pub fn detect(snap: &Snapshot, table: &ProcessTable, host: &Host) -> Vec<Finding
             continue;
         };
         let confirmed: BTreeSet<Rule> = rules
-            .check(now, parent(now).as_ref())
+            .check(now, parent(now))
             .iter()
             .map(|h| h.rule)
             .collect();
         let ancestry: Vec<Process> = table.ancestry(&now.id()).into_iter().cloned().collect();
+        let process_evidence = host.process_evidence(now, &ancestry);
         for hit in hits.into_iter().filter(|h| confirmed.contains(&h.rule)) {
-            let mut evidence = host.process_evidence(now, &ancestry);
+            let mut evidence = process_evidence.clone();
             evidence.extend(hit.evidence);
             findings.push(Finding {
                 kind: hit.rule.kind().into(),

@@ -14,6 +14,11 @@ pub struct ProcMount {
     pub line: String,
 }
 
+/// The mounts among `mounts` that cover `/proc/PID` of this `pid`.
+pub fn on_pid(mounts: &[ProcMount], pid: u32) -> impl Iterator<Item = &ProcMount> {
+    mounts.iter().filter(move |m| m.pid == pid)
+}
+
 /// The mounts on or under `/proc/PID` in tracer's mount namespace.
 pub fn proc_pid_mounts() -> io::Result<Vec<ProcMount>> {
     let bytes = crate::proc::read_file("/proc/self/mountinfo")?;

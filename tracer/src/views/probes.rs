@@ -73,6 +73,11 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// The first thing that failed on the way into /proc/PID, if anything.
+    pub fn error(&self) -> Option<&ProbeError> {
+        self.dir_error.as_ref().or(self.read_error.as_ref())
+    }
+
     /// An exiting, zombie or dead process: it is leaving during the scan,
     /// and nothing it shows or lacks means anything.
     pub fn is_defunct(&self) -> bool {

@@ -231,7 +231,7 @@ pub fn is_environment_finding(finding: &Value) -> bool {
 /// The process runs a program built in this checkout (the test binary
 /// itself, when the checkout lives under /tmp as CI clones may).
 fn runs_from_this_checkout(finding: &Value) -> bool {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = crate::workspace_root();
     let root = root.canonicalize().unwrap_or(root);
     finding["process"]["exe"]
         .as_str()

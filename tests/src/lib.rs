@@ -139,6 +139,8 @@ pub fn set_mode(path: &Path, mode: u32) {
 pub struct Planted {
     pid: u32,
     child: Option<Child>,
+    /// It leads its own process group, killed whole on drop.
+    group: bool,
 }
 
 impl Planted {
@@ -153,6 +155,7 @@ impl Planted {
         let planted = Planted {
             pid: child.id(),
             child: Some(child),
+            group: false,
         };
         let me = fs::read_link("/proc/self/exe").ok();
         let pid = planted.pid;
@@ -167,9 +170,22 @@ impl Planted {
         planted
     }
 
+    /// Like `spawn`, in a process group of its own that is killed whole on
+    /// drop: for shell loops that keep starting children.
+    pub fn spawn_group(command: &mut Command) -> Planted {
+        use std::os::unix::process::CommandExt;
+        let mut planted = Planted::spawn(command.process_group(0));
+        planted.group = true;
+        planted
+    }
+
     /// Takes charge of a process that is not our child (double-forked).
     pub fn adopt(pid: u32) -> Planted {
-        Planted { pid, child: None }
+        Planted {
+            pid,
+            child: None,
+            group: false,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -179,6 +195,10 @@ impl Planted {
 
 impl Drop for Planted {
     fn drop(&mut self) {
+        if self.group {
+            // SAFETY: kill(2) of the process group this test created.
+            unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+        }
         match self.child.as_mut() {
             Some(child) => {
                 let _ = child.kill();

@@ -386,8 +386,7 @@ fn a_non_root_sshd_from_a_working_directory_is_flagged() {
     let user = result.finding("daemon-user", planted.pid());
     assert!(user["summary"].as_str().unwrap().contains("not root"));
     assert_eq!(evidence(&user, "user"), Some("nobody (65534)"));
-    assert!(evidence(&user, "parents")
-        .is_some_and(|p| p.ends_with(&format!("({ppid})")) || p.contains(&format!("({ppid})"))));
+    assert!(evidence(&user, "parents").is_some_and(|p| p.contains(&format!("({ppid})"))));
     let path = result.finding("daemon-path", planted.pid());
     assert!(path["summary"]
         .as_str()
@@ -431,7 +430,7 @@ fn a_clean_machine_gives_no_finding() {
         "findings on a clean machine:\n{}",
         result.describe()
     );
-    if own.is_empty() && result.findings().is_empty() {
+    if result.findings().is_empty() {
         assert_eq!(result.code, CLEAN);
     }
 

@@ -12,34 +12,13 @@ use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
+use tracer_tests::tracer_bin;
+
 const REFUSED: i32 = 5;
 const BAD_INPUT: i32 = 2;
-
-/// The tracer binary, built once for this test run.
-fn tracer() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tracer"])
-            .current_dir(&workspace)
-            .status()
-            .expect("run cargo build -p tracer");
-        assert!(status.success(), "cargo build -p tracer failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace.join("target"));
-        target.join("debug/tracer")
-    })
-}
 
 fn require_root() {
     assert_eq!(
@@ -51,7 +30,7 @@ fn require_root() {
 
 /// Runs tracer with `args`; kills it if it runs longer than `limit`.
 fn run_tracer(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
-    let mut cmd = Command::new(tracer());
+    let mut cmd = Command::new(tracer_bin());
     cmd.args(args).env_remove("TRACER_PERSISTENCE_ROOT");
     for (k, v) in env {
         cmd.env(k, v);
@@ -364,7 +343,7 @@ fn crontab_and_rc_local_lines_are_reported_inside_a_private_namespace() {
          mount --bind {s}/crontab /etc/crontab
          mount --bind {s}/rc.local /etc/rc.local
          exec {tracer} kill-tree {miner}",
-        tracer = tracer().display()
+        tracer = tracer_bin().display()
     );
     let mut cmd = Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
@@ -529,7 +508,7 @@ fn bad_targets_are_refused_with_one_line() {
     let mut own = Command::new("sh");
     own.args([
         "-c",
-        &format!("exec {} kill-tree $$ --kill", tracer().display()),
+        &format!("exec {} kill-tree $$ --kill", tracer_bin().display()),
     ]);
     let out = run_limited(own, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(REFUSED), "{}", text(&out.stderr));

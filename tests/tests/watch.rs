@@ -3,47 +3,64 @@
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
-    os::unix::process::CommandExt,
     process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use tracer_tests::tracer_bin;
+use tracer_tests::{tracer_bin, wait_until, Planted, Scratch};
 
-/// A running `tracer watch --json`, its events arriving on a channel.
+/// A running `tracer watch`, its stdout lines arriving on a channel.
+/// Dropping it stops watch (SIGINT) unless it already exited.
 struct Watch {
     child: std::process::Child,
-    events: mpsc::Receiver<Value>,
+    lines: mpsc::Receiver<String>,
 }
 
+/// How long a test waits for any one line from watch.
+const LINE_WAIT: Duration = Duration::from_secs(20);
+
 impl Watch {
-    /// Starts watch and returns once its programs are attached.
+    /// Starts `tracer watch --json` and returns once its programs are attached.
     fn start(extra: &[&str]) -> Watch {
+        let watch = Watch::spawn(&[&["--json"], extra].concat());
+        wait_for(&watch, "the start line", |v| v["type"] == "start");
+        watch
+    }
+
+    /// Starts `tracer watch` with these arguments.
+    fn spawn(args: &[&str]) -> Watch {
         let mut child = Command::new(tracer_bin())
-            .args(["watch", "--json"])
-            .args(extra)
+            .arg("watch")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start tracer watch");
         let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::channel();
+        let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    panic!("watch printed a line that is not JSON: {line}");
-                };
-                if tx.send(v).is_err() {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
                     break;
                 }
             }
         });
-        let watch = Watch { child, events };
-        wait_for(&watch.events, "the start line", |v| v["type"] == "start");
-        watch
+        Watch { child, lines }
+    }
+
+    /// The next line, failing the test if none comes in time.
+    fn next_line(&self, what: &str) -> String {
+        self.lines
+            .recv_timeout(LINE_WAIT)
+            .unwrap_or_else(|_| panic!("watch never showed {what}"))
+    }
+
+    /// Stops watch with SIGINT and returns its exit status.
+    fn interrupt(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().unwrap()
     }
 
     /// Stops watch with SIGINT; returns its status and summary line.
@@ -53,28 +70,33 @@ impl Watch {
 
     fn stop_with(mut self, signal: i32) -> (std::process::ExitStatus, Value) {
         unsafe { libc::kill(self.child.id() as i32, signal) };
-        let summary = wait_for(&self.events, "the summary line", |v| v["type"] == "summary");
+        let summary = wait_for(&self, "the summary line", |v| v["type"] == "summary");
         let status = self.child.wait().unwrap();
-        std::mem::forget(self);
         (status, summary)
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
+        // Only a child not yet reaped: its PID cannot have been recycled.
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
     }
 }
 
-/// Waits for the first event that satisfies `pred`.
-fn wait_for(rx: &mpsc::Receiver<Value>, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Waits for the first JSON event that satisfies `pred`.
+fn wait_for(watch: &Watch, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + LINE_WAIT;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(v) if pred(&v) => return v,
-            Ok(_) => continue,
-            Err(_) => break,
+        let Ok(line) = watch.lines.recv_timeout(left) else {
+            break;
+        };
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("watch printed a line that is not JSON: {line}"));
+        if pred(&v) {
+            return v;
         }
     }
     panic!("watch never showed {what}");
@@ -101,10 +123,13 @@ fn exec_shows_exact_argv_pid_and_parent() {
     let child_pid = child.id() as u64;
     child.wait().unwrap();
 
-    let ev = wait_for(&watch.events, "the echo exec", |v| {
+    let ev = wait_for(&watch, "the echo exec", |v| {
         v["type"] == "exec" && v["argv"].get(1).and_then(Value::as_str) == Some(&marker)
     });
-    assert_eq!(ev["argv"], serde_json::json!(["/bin/echo", marker, "a", "b c"]));
+    assert_eq!(
+        ev["argv"],
+        serde_json::json!(["/bin/echo", marker, "a", "b c"])
+    );
     assert_eq!(ev["filename"], "/bin/echo");
     assert_eq!(ev["pid"].as_u64(), Some(child_pid));
     assert_eq!(ev["ppid"].as_u64(), Some(std::process::id() as u64));
@@ -122,14 +147,12 @@ fn connect_is_attributed_through_a_parent_that_already_exited() {
 
     // The outer shell starts a background shell and exits at once; the
     // background one connects half a second later, orphaned.
-    let script = format!(
-        "sh -c 'sleep 0.5; exec bash -c \"exec 3<>/dev/tcp/127.0.0.1/{port}\"' & exit 0"
-    );
+    let script =
+        format!("sh -c 'sleep 0.5; exec bash -c \"exec 3<>/dev/tcp/127.0.0.1/{port}\"' & exit 0");
     let status = Command::new("sh").args(["-c", &script]).status().unwrap();
     assert!(status.success());
-    let (_conn, _) = listener.accept().unwrap();
 
-    let ev = wait_for(&watch.events, "the loopback connect", |v| {
+    let ev = wait_for(&watch, "the loopback connect", |v| {
         v["type"] == "connect" && v["dport"].as_u64() == Some(port as u64)
     });
     assert_eq!(ev["daddr"], "127.0.0.1");
@@ -140,8 +163,14 @@ fn connect_is_attributed_through_a_parent_that_already_exited() {
     let me = std::process::id() as u64;
     // bash (the connector) < sh -c '...' (exited) < this test process < ... < 1
     let outer = &ancestry[0];
-    assert_eq!(outer["comm"], "sh", "nearest ancestor is the outer shell: {ancestry:?}");
-    assert_eq!(outer["exited"], true, "the outer shell exited before the connect");
+    assert_eq!(
+        outer["comm"], "sh",
+        "nearest ancestor is the outer shell: {ancestry:?}"
+    );
+    assert_eq!(
+        outer["exited"], true,
+        "the outer shell exited before the connect"
+    );
     assert_eq!(outer["ppid"].as_u64(), Some(me));
     assert_eq!(ancestry[1]["pid"].as_u64(), Some(me));
     assert_eq!(ancestry.last().unwrap()["pid"].as_u64(), Some(1));
@@ -160,14 +189,24 @@ fn ipv6_connect_reports_v6_addresses() {
         .status()
         .unwrap();
     assert!(status.success());
-    let ev = wait_for(&watch.events, "the ::1 connect", |v| {
+    let ev = wait_for(&watch, "the ::1 connect", |v| {
         v["type"] == "connect" && v["dport"].as_u64() == Some(port as u64)
     });
-    assert_eq!((ev["family"].as_str(), ev["daddr"].as_str()), (Some("ipv6"), Some("::1")));
+    assert_eq!(
+        (ev["family"].as_str(), ev["daddr"].as_str()),
+        (Some("ipv6"), Some("::1"))
+    );
 }
 
 /// Names under which the kernel lists tracer's programs (up to 15 bytes, more with BTF).
-const PROGRAM_NAMES: [&str; 4] = ["exec_tp_btf", "fork_tp_btf", "exit_tp_btf", "connect_state_raw_tp"];
+const PROGRAM_NAMES: [&str; 6] = [
+    "exec_tp_btf",
+    "exec_raw_tp",
+    "fork_tp_btf",
+    "exit_tp_btf",
+    "connect_state_raw_tp",
+    "connect_fentry",
+];
 
 fn loaded_tracer_programs() -> Vec<String> {
     let out = Command::new("bpftool")
@@ -176,7 +215,11 @@ fn loaded_tracer_programs() -> Vec<String> {
         .expect("bpftool (installed by `cargo xtask setup`)");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| PROGRAM_NAMES.iter().any(|n| l.contains(&format!("name {n} "))))
+        .filter(|l| {
+            PROGRAM_NAMES
+                .iter()
+                .any(|n| l.contains(&format!("name {n} ")))
+        })
         .map(str::to_string)
         .collect()
 }
@@ -199,15 +242,14 @@ fn stopping_watch_detaches_everything_and_reports_losses() {
 /// The kernel frees a program after its last reference closes, through RCU,
 /// so give it a moment before calling a program left behind.
 fn assert_programs_unloaded() {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let left = loaded_tracer_programs();
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "programs still loaded after exit: {left:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gone = wait_until(Duration::from_secs(3), || {
+        loaded_tracer_programs().is_empty()
+    });
+    assert!(
+        gone,
+        "programs still loaded after exit: {:?}",
+        loaded_tracer_programs()
+    );
 }
 
 #[test]
@@ -222,7 +264,12 @@ fn sigterm_also_detaches_cleanly() {
 #[test]
 fn not_root_gets_one_line_and_exit_code_3() {
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(tracer_bin())
         .arg("watch")
         .output()
@@ -245,73 +292,81 @@ fn unknown_flag_prints_usage() {
 
 #[test]
 fn human_output_names_the_hooks_and_the_chain() {
-    let mut child = Command::new(tracer_bin())
-        .args(["watch", "--exec-only"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let watch = Watch::spawn(&["--exec-only"]);
+    let first = watch.next_line("the start line");
     assert!(first.starts_with("tracer: watching"), "{first}");
-    let hooks: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
-    assert!(hooks.iter().any(|h| h.contains("connect") && h.contains("inet_sock_set_state") || h.contains("fentry/tcp_connect")));
+    let hooks: Vec<String> = (0..4).map(|_| watch.next_line("a hook line")).collect();
+    assert!(hooks.iter().any(
+        |h| h.contains("connect") && h.contains("inet_sock_set_state")
+            || h.contains("fentry/tcp_connect")
+    ));
     let marker = format!("tracer-human-{}", std::process::id());
-    Command::new("/bin/echo").arg(&marker).stdout(Stdio::null()).status().unwrap();
-    let exec_line = lines
-        .by_ref()
-        .map(|l| l.unwrap())
-        .find(|l| l.contains(&marker))
-        .expect("the echo exec line");
+    Command::new("/bin/echo")
+        .arg(&marker)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let exec_line = loop {
+        let line = watch.next_line("the echo exec line");
+        if line.contains(&marker) {
+            break line;
+        }
+    };
     assert!(exec_line.starts_with("EXEC"), "{exec_line}");
-    let chain = lines.next().unwrap().unwrap();
-    assert!(chain.contains(&format!("({})", std::process::id())), "{chain}");
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert!(child.wait().unwrap().success());
+    let chain = watch.next_line("the chain line");
+    assert!(
+        chain.contains(&format!("({})", std::process::id())),
+        "{chain}"
+    );
+    assert!(watch.interrupt().success());
 }
 
 #[test]
 fn pool_connect_from_a_watchdog_loop_raises_an_alert_with_chain_and_plan() {
-    let pool = TcpListener::bind("127.0.0.2:3333").expect("fake pool on 127.0.0.2:3333");
-    let dir = std::env::temp_dir().join(format!("tracer-alert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ioc = dir.join("pool.txt");
-    std::fs::write(&ioc, "# fake pool\n127.0.0.2:3333\n").unwrap();
+    // Bound so that the miner's connect succeeds (the kernel completes the
+    // handshake from the backlog; nothing needs to accept it).
+    let _pool = TcpListener::bind("127.0.0.2:3333").expect("fake pool on 127.0.0.2:3333");
+    let dir = Scratch::under(&std::env::temp_dir(), "tracer-alert");
+    let ioc = dir.write("pool.txt", "# fake pool\n127.0.0.2:3333\n", 0o644);
     // The "miner": connects to the pool, then lingers like a miner would.
-    let miner = dir.join("miner");
-    std::fs::write(
-        &miner,
+    let miner = dir.write(
+        "miner",
         "#!/bin/bash\nexec 3<>/dev/tcp/127.0.0.2/3333\nsleep 30\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&miner, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        0o755,
+    );
 
     let watch = Watch::start(&["--connect-only", "--ioc", ioc.to_str().unwrap()]);
     let loop_script = format!("while true; do {}; sleep 0.2; done", miner.display());
-    let mut watchdog = Command::new("sh")
-        .args(["-c", &loop_script])
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let watchdog_pid = watchdog.id() as u64;
-    let (_conn, _) = pool.accept().unwrap();
+    // Killed with its whole process group when the test ends, pass or fail.
+    let watchdog = Planted::spawn_group(Command::new("sh").args(["-c", &loop_script]));
+    let watchdog_pid = u64::from(watchdog.pid());
 
-    let alert = wait_for(&watch.events, "the pool alert", |v| v["type"] == "alert");
-    unsafe { libc::kill(-(watchdog_pid as i32), libc::SIGKILL) };
-    let _ = watchdog.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    let alert = wait_for(&watch, "the pool alert", |v| v["type"] == "alert");
 
     assert_eq!(alert["indicator"], "127.0.0.2:3333");
     // An address match (not a bare port), from a program in /tmp: serious.
-    assert!(["high", "critical"].contains(&alert["severity"].as_str().unwrap()), "{alert}");
     assert!(
-        alert["indicator_source"].as_str().unwrap().contains("pool.txt:2"),
+        ["high", "critical"].contains(&alert["severity"].as_str().unwrap()),
+        "{alert}"
+    );
+    assert!(
+        alert["indicator_source"]
+            .as_str()
+            .unwrap()
+            .contains("pool.txt:2"),
         "{alert}"
     );
     let connect = &alert["connect"];
-    assert_eq!((connect["daddr"].as_str(), connect["dport"].as_u64()), (Some("127.0.0.2"), Some(3333)));
+    assert_eq!(
+        (connect["daddr"].as_str(), connect["dport"].as_u64()),
+        (Some("127.0.0.2"), Some(3333))
+    );
     let chain = pids_of(&connect["ancestry"]);
-    assert_eq!(chain.first(), Some(&watchdog_pid), "the loop is the parent: {chain:?}");
+    assert_eq!(
+        chain.first(),
+        Some(&watchdog_pid),
+        "the loop is the parent: {chain:?}"
+    );
     assert_eq!(chain.get(1), Some(&(std::process::id() as u64)));
     assert_eq!(chain.last(), Some(&1), "full chain to PID 1: {chain:?}");
     for ancestor in connect["ancestry"].as_array().unwrap() {
@@ -321,7 +376,12 @@ fn pool_connect_from_a_watchdog_loop_raises_an_alert_with_chain_and_plan() {
     }
     // The proposed plan stops the miner and the loop that relaunches it.
     let plan = &alert["kill_tree"];
-    let pids: Vec<u64> = plan["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    let pids: Vec<u64> = plan["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
     assert!(pids.contains(&connect["pid"].as_u64().unwrap()), "{plan}");
     assert!(pids.contains(&watchdog_pid), "{plan}");
     assert!(!pids.contains(&(std::process::id() as u64)), "{plan}");

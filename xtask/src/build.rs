@@ -4,9 +4,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{cargo, exit_code, run, setup, target_dir};
-
-const MUSL: &str = "x86_64-unknown-linux-musl";
+use crate::{cargo, exit_code, run, setup, setup::MUSL, target_dir};
 
 fn cargo_build(release: bool, target: Option<&str>) -> Result<()> {
     let mut cmd = cargo();

@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{cargo, output, run as run_cmd};
 
-const MUSL: &str = "x86_64-unknown-linux-musl";
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
 const PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
@@ -17,6 +17,9 @@ const PACKAGES: &[&str] = &[
     "psmisc",
     "iproute2",
     "gcc",
+    // Headers for the test that compiles an ld.so.preload hider; only a
+    // Recommends of gcc, which is installed without recommends.
+    "libc6-dev",
     "musl-tools",
 ];
 

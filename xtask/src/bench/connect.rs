@@ -210,10 +210,10 @@ impl Stats {
             "alert" if v["connect"]["dport"] == self.port => {
                 self.alerts += 1;
                 let conn = &v["connect"];
-                if let Some(k) = conn["ktime_ns"].as_u64().or(v["ktime_ns"].as_u64()) {
+                if let Some(k) = conn["ktime_ns"].as_u64() {
                     self.latency_ms.push((arrival_ns as f64 - k as f64) / 1e6);
                 }
-                let ancestry = v["ancestry"].as_array().or(conn["ancestry"].as_array());
+                let ancestry = conn["ancestry"].as_array();
                 let mut pids: Vec<i64> = ancestry
                     .into_iter()
                     .flatten()

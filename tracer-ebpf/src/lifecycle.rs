@@ -1,9 +1,7 @@
 //! Fork and exit, so user space keeps its process table current without
 //! rescanning /proc.
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    helpers::bpf_ktime_get_boot_ns, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 use tracer_common::{EventKind, ExitEvent, ForkEvent};
 

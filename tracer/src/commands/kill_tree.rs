@@ -71,22 +71,18 @@ fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
         }
     };
     let ex = respond::execute(plan, args.quarantine.as_deref(), &users, &mut announce)?;
+    let check = respawn::check_duration();
     if args.json {
         println!("{}", serde_json::json!({ "execution": &ex }));
     } else {
         print!("{}", render::execution_text(&ex));
         println!(
             "watching for a respawn ({} ms; set {} to change)...",
-            respawn::check_duration().as_millis(),
+            check.as_millis(),
             respawn::CHECK_ENV
         );
     }
-    let report = respawn::watch(
-        plan,
-        &ex.joined,
-        ex.started_ticks,
-        respawn::check_duration(),
-    );
+    let report = respawn::watch(plan, &ex.joined, ex.started_ticks, check);
     if args.json {
         println!("{}", serde_json::json!({ "respawn": &report }));
     } else {

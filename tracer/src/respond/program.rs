@@ -9,7 +9,7 @@ use crate::model::Process;
 pub const DELETED_SUFFIX: &str = " (deleted)";
 
 /// World-writable places where droppers put their payloads.
-pub const DROP_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+pub const DROP_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/shm"];
 
 /// Directories that hold the distribution's own programs and libraries.
 const SYSTEM_DIRS: [&str; 6] = ["/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/lib32/"];
@@ -144,6 +144,10 @@ mod tests {
     #[test]
     fn drop_dirs_and_system_dirs() {
         assert!(in_drop_dir("/dev/shm/.x/y"));
+        assert!(
+            in_drop_dir("/run/shm/m"),
+            "the same tmpfs, seen where /dev/shm links to it"
+        );
         assert!(!in_drop_dir("/tmpfoo/y"));
         assert!(!in_drop_dir("/tmp"));
         assert!(is_system_path("/usr/bin/dash"));

@@ -126,13 +126,36 @@ fn copy_one(
     }
     // Copy under a temporary name while hashing, then name it by its hash.
     let partial = dir.join(format!(".partial-{}", p.pid));
-    let mut dst = OpenOptions::new()
+    let dst = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
+    let copied = copy_hashing(&mut src, dst);
+    let (hasher, size) = match copied {
+        Ok(done) => done,
+        Err(e) => {
+            // Leave no half copy behind in the evidence directory.
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let sha256 = hex(&hasher.finalize());
+    let file = dir.join(&sha256);
+    fs::rename(&partial, &file)?;
+    fs::set_permissions(&file, Permissions::from_mode(0o400))?;
+    write_record(&file, &sha256, original_path, size, p, users.name(p.uid))?;
+    done.insert((meta.dev(), meta.ino()), (sha256.clone(), p.pid));
+    Ok(Quarantined::Copied {
+        sha256,
+        file: file.display().to_string(),
+    })
+}
+
+/// Copies `src` into `dst` while hashing it; returns the hash state and size.
+fn copy_hashing(src: &mut File, mut dst: File) -> Result<(Sha256, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
@@ -146,17 +169,7 @@ fn copy_one(
         size += n as u64;
     }
     dst.sync_all()?;
-    drop(dst);
-    let sha256 = hex(&hasher.finalize());
-    let file = dir.join(&sha256);
-    fs::rename(&partial, &file)?;
-    fs::set_permissions(&file, Permissions::from_mode(0o400))?;
-    write_record(&file, &sha256, original_path, size, p, users.name(p.uid))?;
-    done.insert((meta.dev(), meta.ino()), (sha256.clone(), p.pid));
-    Ok(Quarantined::Copied {
-        sha256,
-        file: file.display().to_string(),
-    })
+    Ok((hasher, size))
 }
 
 fn write_record(

@@ -1,5 +1,7 @@
 //! Types every part of tracer speaks: process identity, process records,
 //! findings and their severity.
+pub mod socket;
+
 use serde::Serialize;
 
 /// Clock ticks per second used by /proc for start times (USER_HZ). Linux

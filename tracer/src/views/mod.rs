@@ -20,6 +20,7 @@ pub mod host;
 pub mod kernel;
 pub mod libc_readdir;
 pub mod mounts;
+pub mod net;
 pub mod probes;
 pub mod ps;
 

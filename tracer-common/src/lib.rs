@@ -170,6 +170,78 @@ pub struct KernelOffsets {
     pub _pad: u32,
 }
 
+/// Which kernel iterator produced a `SocketRecord`.
+pub const SOCK_FROM_TASK_FILE: u16 = 1;
+pub const SOCK_FROM_TCP: u16 = 2;
+pub const SOCK_FROM_UDP: u16 = 3;
+
+/// One IPv4, IPv6 or packet socket, as the socket iterators see it: from
+/// `iter/task_file` with the process and descriptor that hold it, or from
+/// `iter/tcp` / `iter/udp` (`tgid` 0) for every socket of one network
+/// namespace, held or not (TIME_WAIT and orphans have `inode` 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketRecord {
+    /// Owning process (0 from `iter/tcp` and `iter/udp`).
+    pub tgid: u32,
+    pub fd: u32,
+    /// Socket inode (`socket:[N]`); 0 when no file holds it.
+    pub inode: u64,
+    /// `sk_net->ns.inum`: the network namespace's inode.
+    pub netns: u32,
+    /// `sk_uid` (from the iterator's context for `iter/tcp`, `iter/udp`).
+    pub uid: u32,
+    /// `AF_INET`, `AF_INET6` or `AF_PACKET`.
+    pub family: u16,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_RAW`...; 0 when unknown.
+    pub sock_type: u16,
+    /// `sk_protocol` (`IPPROTO_*`; the ethertype, network order, for packet).
+    pub protocol: u16,
+    /// `skc_state` (TCP state numbers).
+    pub state: u16,
+    /// Host byte order (`skc_num`).
+    pub lport: u16,
+    /// Host byte order.
+    pub rport: u16,
+    /// Packet sockets: the bound ethertype, host byte order.
+    pub packet_proto: u16,
+    /// `SOCK_FROM_*`.
+    pub source: u16,
+    /// Packet sockets: the bound interface index (0: every interface).
+    pub packet_ifindex: u32,
+    /// 1 when `packet_proto` and `packet_ifindex` were read (the kernel's
+    /// BTF has `packet_sock`).
+    pub packet_known: u32,
+    /// IPv4 addresses use the first 4 bytes, network order.
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+/// Offsets the socket iterators need beyond `KernelOffsets`, resolved from
+/// BTF separately: a kernel that lacks one of them loses the socket view
+/// only, not every program. `ready` is 0 until user space filled them in;
+/// `packet_ready` is 0 when the BTF has no `packet_sock`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct SocketOffsets {
+    pub ready: u32,
+    pub packet_ready: u32,
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub socket_file: u32,
+    pub sk_state: u32,
+    pub sk_net: u32,
+    pub net_ns_inum: u32,
+    pub sk_uid: u32,
+    pub sk_socket: u32,
+    pub packet_ifindex: u32,
+    pub packet_num: u32,
+}
+
 const _: () = {
     assert!(core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + PATH_LEN + ARGV_LEN);
     assert!(core::mem::size_of::<ForkEvent>() == 32 + COMM_LEN);
@@ -177,6 +249,8 @@ const _: () = {
     assert!(core::mem::size_of::<ConnectEvent>() == 72 + COMM_LEN);
     assert!(core::mem::size_of::<TaskRecord>() == 32 + COMM_LEN);
     assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
+    assert!(core::mem::size_of::<SocketRecord>() == 48 + 32);
+    assert!(core::mem::size_of::<SocketOffsets>() == 16 * 4);
 };
 
 #[cfg(feature = "user")]
@@ -184,6 +258,7 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays, no padding holes
     // that carry meaning, valid for any bit pattern.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::SocketOffsets {}
 }
 
 /// The bytes of a fixed-size, NUL-padded kernel string up to the first NUL.

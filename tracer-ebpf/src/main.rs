@@ -17,6 +17,8 @@ mod lifecycle;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod sockets;
+#[cfg(target_arch = "bpf")]
 mod task;
 
 #[cfg(all(target_arch = "bpf", not(test)))]

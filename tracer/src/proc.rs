@@ -48,6 +48,24 @@ pub fn list_numeric_dir(path: &str) -> io::Result<Vec<u32>> {
     Ok(out)
 }
 
+/// The names in a directory, as bytes (they are the host's), without `.`
+/// and `..`.
+pub fn list_dir_names(path: &str) -> io::Result<Vec<Vec<u8>>> {
+    let fd = rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    for entry in rfs::Dir::new(fd)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 /// The PIDs (thread-group ids) /proc lists.
 pub fn list_pids() -> io::Result<Vec<u32>> {
     list_numeric_dir("/proc")

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::{
     cli::StatusArgs,
     error::exit,
-    kernel::{self, offsets::VMLINUX_BTF, HookChoice, Kernel},
+    kernel::{self, offsets::VMLINUX_BTF, sockets::IteratorStatus, HookChoice, Kernel},
 };
 
 #[derive(Serialize)]
@@ -17,6 +17,8 @@ struct Status {
     static_build: bool,
     hooks: Vec<HookChoice>,
     kernel_tasks: Option<usize>,
+    /// Whether each socket iterator loaded, and the fallback when not.
+    socket_iterators: Vec<IteratorStatus>,
     error: Option<String>,
 }
 
@@ -29,18 +31,20 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         static_build: cfg!(target_env = "musl"),
         hooks: Vec::new(),
         kernel_tasks: None,
+        socket_iterators: Vec::new(),
         error: None,
     };
     // Load and attach for real: the only honest answer to "which hooks work".
     let probe = Kernel::load("status").and_then(|mut k| {
         k.attach_watch()?;
         let tasks = k.tasks()?;
-        Ok((k.hooks.clone(), tasks.len()))
+        Ok((k.hooks.clone(), tasks.len(), k.socket_iterators.clone()))
     });
     match probe {
-        Ok((hooks, n)) => {
+        Ok((hooks, n, iterators)) => {
             status.hooks = hooks;
             status.kernel_tasks = Some(n);
+            status.socket_iterators = iterators;
         }
         Err(e) => status.error = Some(format!("{e:#}")),
     }
@@ -67,6 +71,13 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         }
         for h in &status.hooks {
             println!("hook        {:<8} {}  ({})", h.event, h.hook, h.reason);
+        }
+        for it in &status.socket_iterators {
+            if it.loaded {
+                println!("sockets     {:<16} loaded", it.iterator);
+            } else {
+                println!("sockets     {:<16} {}", it.iterator, it.fallback);
+            }
         }
         if let Some(e) = &status.error {
             println!("error       {e}");

@@ -32,8 +32,14 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
 
 /// Splits the task iterator's output into records.
 pub fn decode_task_records(bytes: &[u8]) -> Vec<TaskRecord> {
+    read_records(bytes)
+}
+
+/// Splits an iterator's output into fixed-size records (a trailing partial
+/// record is dropped).
+pub fn read_records<T: Copy>(bytes: &[u8]) -> Vec<T> {
     bytes
-        .chunks_exact(std::mem::size_of::<TaskRecord>())
+        .chunks_exact(std::mem::size_of::<T>())
         .filter_map(read_record)
         .collect()
 }

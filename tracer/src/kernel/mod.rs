@@ -3,8 +3,9 @@
 //! and hands out the event ring buffer and the loss counters.
 pub mod events;
 pub mod offsets;
+pub mod sockets;
 
-use std::io::Read;
+use std::{io::Read, os::fd::BorrowedFd};
 
 use anyhow::{Context, Result};
 use aya::{
@@ -36,6 +37,8 @@ pub struct Kernel {
     /// released once they are loaded (see `release_btf`), as it is large.
     btf: Option<Btf>,
     pub hooks: Vec<HookChoice>,
+    /// Whether each socket iterator loaded, and why not (`tracer status`).
+    pub socket_iterators: Vec<sockets::IteratorStatus>,
 }
 
 /// CAP_PERFMON (38) and CAP_BPF (39), or CAP_SYS_ADMIN (21) which implies both.
@@ -75,7 +78,12 @@ impl Kernel {
         let btf_rs = offsets::load_vmlinux_btf()?;
         let offsets =
             offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
+        // The socket iterators are optional: without their offsets they
+        // stay unloaded and say why, and everything else still runs.
+        let socket_offsets = offsets::resolve_sockets(&btf_rs)
+            .map_err(|e| format!("socket fields not in this kernel's BTF: {e:#}"));
         drop(btf_rs);
+        let socket_globals = socket_offsets.as_ref().copied().unwrap_or_default();
         // EbpfLoader::new() parses the kernel BTF on its own; drop that copy
         // before parsing the one we keep, so only one (~20 MB) is ever held.
         let mut loader = EbpfLoader::new();
@@ -95,6 +103,7 @@ impl Kernel {
         let ebpf = loader
             .btf(Some(&btf))
             .set_global("OFFSETS", &offsets, true)
+            .set_global("SOCKET_OFFSETS", &socket_globals, true)
             .load(EBPF_OBJECT)
             .context("loading tracer's eBPF object")?;
         drop(loader);
@@ -102,8 +111,10 @@ impl Kernel {
             ebpf,
             btf: Some(btf),
             hooks: Vec::new(),
+            socket_iterators: Vec::new(),
         };
         kernel.load_task_iterator()?;
+        kernel.load_socket_iterators(socket_offsets.map(|_| ()));
         Ok(kernel)
     }
 
@@ -233,26 +244,51 @@ impl Kernel {
     /// Every task the kernel has right now, threads included, from the
     /// `iter/task` program. Does not look at /proc at all.
     pub fn tasks(&mut self) -> Result<Vec<TaskRecord>> {
+        let bytes = self.run_iterator("task_iter", None)?;
+        Ok(events::decode_task_records(&bytes))
+    }
+
+    /// Attaches a loaded iterator program, creates one iterator from it and
+    /// reads it to the end. With `netns`, the iterator is created from a
+    /// thread that first joins that network namespace: `iter/tcp` and
+    /// `iter/udp` walk the namespace of the task that creates them.
+    fn run_iterator(&mut self, prog: &str, netns: Option<BorrowedFd<'_>>) -> Result<Vec<u8>> {
         let iter: &mut Iter = self
             .ebpf
-            .program_mut("task_iter")
-            .context("task iterator missing from object")?
+            .program_mut(prog)
+            .with_context(|| format!("{prog} missing from object"))?
             .try_into()?;
-        let link_id = iter.attach().context("attaching the task iterator")?;
+        let link_id = iter.attach().with_context(|| format!("attaching {prog}"))?;
         let link = iter.take_link(link_id)?;
-        let mut file = link.into_file().context("creating the task iterator")?;
+        let mut file = match netns {
+            None => link.into_file()?,
+            Some(ns) => std::thread::scope(|s| {
+                s.spawn(move || -> Result<std::fs::File> {
+                    rustix::thread::move_into_link_name_space(
+                        ns,
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .context("joining the network namespace")?;
+                    Ok(link.into_file()?)
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+            })?,
+        };
         // Read in large chunks: a read smaller than one record makes the
         // kernel's seq_file drop the rest of that record.
         let mut bytes = Vec::with_capacity(256 * 1024);
-        let mut chunk = vec![0u8; 64 * 1024];
+        let mut chunk = vec![0u8; 256 * 1024];
         loop {
-            let n = file.read(&mut chunk).context("reading the task iterator")?;
+            let n = file
+                .read(&mut chunk)
+                .with_context(|| format!("reading {prog}"))?;
             if n == 0 {
                 break;
             }
             bytes.extend_from_slice(&chunk[..n]);
         }
-        Ok(events::decode_task_records(&bytes))
+        Ok(bytes)
     }
 
     /// The ring buffer every event arrives through.

@@ -2,7 +2,7 @@
 //! kernel's BTF (`/sys/kernel/btf/vmlinux`), so no offset is compiled in.
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Type};
-use tracer_common::KernelOffsets;
+use tracer_common::{KernelOffsets, SocketOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -85,6 +85,38 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets> {
     })
 }
 
+/// Offsets for the socket iterators. Resolved apart from [`resolve`], so
+/// that a kernel missing one of these fields loses the socket view (and
+/// says so) rather than every program. `packet_sock` is optional: without
+/// it packet sockets are listed without their ethertype and interface.
+pub fn resolve_sockets(btf: &Btf) -> Result<SocketOffsets> {
+    let sock_common = field_offset(btf, "sock", "__sk_common")?;
+    let packet = field_offset(btf, "packet_sock", "ifindex")
+        .and_then(|ifindex| Ok((ifindex, field_offset(btf, "packet_sock", "num")?)));
+    let (packet_ready, packet_ifindex, packet_num) = match packet {
+        Ok((ifindex, num)) => (1, ifindex, num),
+        Err(_) => (0, 0, 0),
+    };
+    Ok(SocketOffsets {
+        ready: 1,
+        packet_ready,
+        file_inode: field_offset(btf, "file", "f_inode")?,
+        file_private_data: field_offset(btf, "file", "private_data")?,
+        inode_mode: field_offset(btf, "inode", "i_mode")?,
+        inode_ino: field_offset(btf, "inode", "i_ino")?,
+        socket_type: field_offset(btf, "socket", "type")?,
+        socket_sk: field_offset(btf, "socket", "sk")?,
+        socket_file: field_offset(btf, "socket", "file")?,
+        sk_state: sock_common + field_offset(btf, "sock_common", "skc_state")?,
+        sk_net: sock_common + field_offset(btf, "sock_common", "skc_net")?,
+        net_ns_inum: field_offset(btf, "net", "ns")? + field_offset(btf, "ns_common", "inum")?,
+        sk_uid: field_offset(btf, "sock", "sk_uid")?,
+        sk_socket: field_offset(btf, "sock", "sk_socket")?,
+        packet_ifindex,
+        packet_num,
+    })
+}
+
 /// Loads the running kernel's BTF.
 pub fn load_vmlinux_btf() -> Result<Btf> {
     if !std::path::Path::new(VMLINUX_BTF).exists() {
@@ -118,5 +150,9 @@ mod tests {
         );
         assert!(off.mm_arg_end > off.mm_arg_start);
         assert!(off.sk_v6_daddr > off.sk_daddr);
+        let so = resolve_sockets(&btf).expect("socket fields resolve");
+        assert_eq!(so.ready, 1);
+        assert_ne!(so.file_inode, so.file_private_data);
+        assert!(so.sk_uid > so.sk_net, "sk_uid lies past sock_common");
     }
 }

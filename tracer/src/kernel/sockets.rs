@@ -1,0 +1,102 @@
+//! The socket iterators: loading them (each optional, with the reason when
+//! one is refused) and running them, per network namespace for `iter/tcp`
+//! and `iter/udp`.
+use std::os::fd::BorrowedFd;
+
+use anyhow::{bail, Context, Result};
+use aya::programs::Iter;
+use serde::Serialize;
+use tracer_common::SocketRecord;
+
+use super::{events::read_records, root_cause, Kernel, BTF_RELEASED};
+
+/// One socket iterator: the kernel's iterator name and tracer's program.
+pub struct SocketIterator {
+    pub iterator: &'static str,
+    pub program: &'static str,
+    /// What is lost without it, and what tracer does instead.
+    pub fallback: &'static str,
+}
+
+pub const TASK_FILE: SocketIterator = SocketIterator {
+    iterator: "task_file",
+    program: "socket_file_iter",
+    fallback: "no kernel socket view: sockets come only from /proc/net and /proc/PID/fd, \
+               which a rootkit can filter",
+};
+pub const TCP: SocketIterator = SocketIterator {
+    iterator: "tcp",
+    program: "socket_tcp_iter",
+    fallback: "TCP sockets no process holds (TIME_WAIT, orphans) are not listed",
+};
+pub const UDP: SocketIterator = SocketIterator {
+    iterator: "udp",
+    program: "socket_udp_iter",
+    fallback: "UDP sockets no process holds are not listed",
+};
+pub const ALL: [&SocketIterator; 3] = [&TASK_FILE, &TCP, &UDP];
+
+/// Whether one socket iterator loaded on this kernel (`tracer status`).
+#[derive(Clone, Debug, Serialize)]
+pub struct IteratorStatus {
+    /// `iter/task_file`, `iter/tcp`, `iter/udp`.
+    pub iterator: String,
+    pub loaded: bool,
+    /// Why it did not load, and what tracer falls back to; empty if loaded.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub fallback: String,
+}
+
+impl Kernel {
+    /// Loads each socket iterator it can. `offsets` is why the socket
+    /// offsets could not be resolved, if they could not.
+    pub(super) fn load_socket_iterators(&mut self, offsets: Result<(), String>) {
+        for it in ALL {
+            let result = match &offsets {
+                Err(why) => Err(why.clone()),
+                Ok(()) => self.load_iter(it).map_err(|e| root_cause(&e)),
+            };
+            self.socket_iterators.push(IteratorStatus {
+                iterator: format!("iter/{}", it.iterator),
+                loaded: result.is_ok(),
+                fallback: match result {
+                    Ok(()) => String::new(),
+                    Err(why) => format!("not loaded ({why}): {}", it.fallback),
+                },
+            });
+        }
+    }
+
+    fn load_iter(&mut self, it: &SocketIterator) -> Result<()> {
+        let Kernel { ebpf, btf, .. } = self;
+        let btf = btf.as_ref().context(BTF_RELEASED)?;
+        let iter: &mut Iter = ebpf
+            .program_mut(it.program)
+            .with_context(|| format!("{} missing from object", it.program))?
+            .try_into()?;
+        iter.load(it.iterator, btf)?;
+        Ok(())
+    }
+
+    /// Whether a socket iterator loaded.
+    pub fn has_socket_iterator(&self, it: &SocketIterator) -> bool {
+        self.socket_iterators
+            .iter()
+            .any(|s| s.loaded && s.iterator.strip_prefix("iter/") == Some(it.iterator))
+    }
+
+    /// Runs one socket iterator: `iter/task_file` over every process, or
+    /// `iter/tcp` / `iter/udp` in the network namespace `netns` (tracer's
+    /// own when `None`).
+    pub fn socket_records(
+        &mut self,
+        it: &SocketIterator,
+        netns: Option<BorrowedFd<'_>>,
+    ) -> Result<Vec<SocketRecord>> {
+        if !self.has_socket_iterator(it) {
+            bail!("iter/{} is not loaded on this kernel", it.iterator);
+        }
+        let bytes = self.run_iterator(it.program, netns)?;
+        Ok(read_records(&bytes))
+    }
+}

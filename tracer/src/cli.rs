@@ -24,6 +24,8 @@ pub enum Command {
     Hidden(HiddenArgs),
     /// Plan (and with --kill, carry out) stopping a malicious process tree.
     KillTree(KillTreeArgs),
+    /// Every connection as the kernel sees it, with its process and ancestry (like `ss -tuanp`).
+    Net(NetArgs),
     /// Kernel version, BTF, and which hooks tracer would use.
     Status(StatusArgs),
     /// Internal: list /proc through libc's readdir, as ordinary programs see it.
@@ -80,6 +82,25 @@ pub struct KillTreeArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct NetArgs {
+    /// One JSON object instead of human-readable lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Only connections held by these PIDs or their descendants (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Indicator file: one address, CIDR, ADDR:PORT, :PORT or domain a line (repeatable).
+    #[arg(long = "ioc", value_name = "FILE")]
+    pub ioc_files: Vec<PathBuf>,
+    /// Do not load the built-in mining-pool indicators.
+    #[arg(long)]
+    pub no_default_iocs: bool,
+    /// Only listening TCP sockets and bound, unconnected datagram sockets.
+    #[arg(long)]
+    pub listening: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

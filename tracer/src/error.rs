@@ -21,8 +21,12 @@ pub mod exit {
 
 #[derive(Debug)]
 pub enum UserError {
-    NotPrivileged { command: String },
+    NotPrivileged {
+        command: String,
+    },
     NoBtf,
+    /// The kernel lacks something a command cannot do without.
+    KernelUnsupported(String),
     Refused(String),
     BadInput(String),
 }
@@ -31,7 +35,7 @@ impl UserError {
     pub fn exit_code(&self) -> i32 {
         match self {
             UserError::NotPrivileged { .. } => exit::NOT_PRIVILEGED,
-            UserError::NoBtf => exit::KERNEL_UNSUPPORTED,
+            UserError::NoBtf | UserError::KernelUnsupported(_) => exit::KERNEL_UNSUPPORTED,
             UserError::Refused(_) => exit::REFUSED,
             UserError::BadInput(_) => exit::ERROR,
         }
@@ -54,6 +58,7 @@ impl fmt::Display for UserError {
                 "this kernel has no BTF ({}): tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
                 crate::kernel::offsets::VMLINUX_BTF
             ),
+            UserError::KernelUnsupported(why) => f.write_str(why),
             UserError::Refused(why) => write!(f, "refused: {why}"),
             UserError::BadInput(why) => f.write_str(why),
         }

@@ -1,6 +1,7 @@
 //! One module per command; each wires the shared parts together.
 pub mod hidden;
 pub mod kill_tree;
+pub mod net;
 pub mod status;
 pub mod watch;
 
@@ -14,6 +15,7 @@ pub fn run(command: Command) -> Result<i32> {
         Command::Watch(args) => watch::run(args),
         Command::Hidden(args) => hidden::run(args),
         Command::KillTree(args) => kill_tree::run(args),
+        Command::Net(args) => net::run(args),
         Command::Status(args) => status::run(args),
         Command::LibcReaddir => crate::views::libc_readdir::print_listing(),
     }

@@ -1,6 +1,6 @@
 //! `tracer watch`: the kernel event stream, with ancestry and alerts.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     io::{self, BufWriter, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
@@ -52,7 +52,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let ring = kernel.take_events()?;
     // The table is seeded after the programs are attached, so nothing that
     // starts in between is missed: it is either in the snapshot or an event.
-    let table = seed_table(&mut kernel);
+    let table = views::kernel::process_table(&mut kernel);
 
     let json = args.json;
     let mut w = Watcher {
@@ -114,35 +114,6 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     drop(kernel); // detaches every program and link
     stream_result?;
     Ok(exit::OK)
-}
-
-/// The table from the kernel's task list, enriched with /proc's view of
-/// each process (exe, command line) where /proc agrees on its identity.
-/// Processes /proc shows but the iterator does not (the iterator walks only
-/// tracer's own PID namespace) are added from /proc.
-fn seed_table(kernel: &mut Kernel) -> ProcessTable {
-    let tasks = kernel.tasks().unwrap_or_default();
-    let mut processes: Vec<Process> = views::kernel::group_by_tgid(&tasks)
-        .values()
-        .map(|k| {
-            let mut p = k.to_process();
-            if proc::start_ticks(k.tgid) == Some(k.start_ticks) {
-                p.exe = proc::read_exe(k.tgid);
-                p.cmdline = proc::read_cmdline(k.tgid);
-            }
-            p
-        })
-        .collect();
-    let known: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
-    let pids = proc::list_pids().unwrap_or_default();
-    processes.extend(
-        pids.into_iter()
-            .filter(|pid| !known.contains(pid))
-            .filter_map(proc::read_process),
-    );
-    let mut table = ProcessTable::new();
-    table.seed(processes);
-    table
 }
 
 /// SIGINT and SIGTERM, caught so that watch always detaches and reports.

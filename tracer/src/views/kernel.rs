@@ -1,13 +1,14 @@
 //! K: every process the kernel has, from the eBPF task iterator. The
 //! iterator reports threads too; they are grouped under their thread group,
 //! because /proc lists thread groups and a thread is not a process.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use tracer_common::{TaskRecord, PF_KTHREAD};
 
 use crate::{
     kernel::{events::text, Kernel},
     model::{boottime_ns_to_ticks, Process},
+    table::ProcessTable,
 };
 
 /// One thread group as the kernel sees it.
@@ -80,6 +81,35 @@ impl KernelView {
             KernelView::Skipped(why) => Some(why),
         }
     }
+}
+
+/// The table from the kernel's task list, enriched with /proc's view of
+/// each process (exe, command line) where /proc agrees on its identity.
+/// Processes /proc shows but the iterator does not (the iterator walks only
+/// tracer's own PID namespace) are added from /proc.
+pub fn process_table(kernel: &mut Kernel) -> ProcessTable {
+    let tasks = kernel.tasks().unwrap_or_default();
+    let mut processes: Vec<Process> = group_by_tgid(&tasks)
+        .values()
+        .map(|k| {
+            let mut p = k.to_process();
+            if crate::proc::start_ticks(k.tgid) == Some(k.start_ticks) {
+                p.exe = crate::proc::read_exe(k.tgid);
+                p.cmdline = crate::proc::read_cmdline(k.tgid);
+            }
+            p
+        })
+        .collect();
+    let known: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
+    let pids = crate::proc::list_pids().unwrap_or_default();
+    processes.extend(
+        pids.into_iter()
+            .filter(|pid| !known.contains(pid))
+            .filter_map(crate::proc::read_process),
+    );
+    let mut table = ProcessTable::new();
+    table.seed(processes);
+    table
 }
 
 /// Every thread group the kernel has right now.

@@ -1,0 +1,105 @@
+//! `tracer net`: every connection as the kernel sees it, with the process
+//! that holds it and that process's ancestry; connections whose peer
+//! matches an indicator first. Exit 0, 2 on bad input, 3 without root, 4
+//! when the kernel has no socket iterator.
+use std::{collections::HashSet, io, time::Instant};
+
+use anyhow::Result;
+
+use crate::{
+    cli::NetArgs,
+    detect::{
+        connections::match_socket,
+        indicators::{severity_of, Indicators},
+    },
+    error::{exit, UserError},
+    kernel::{self, Kernel},
+    model::socket::Socket,
+    output::net::{self as render, ConnectionOut, NetReport, NetSummary},
+    table::ProcessTable,
+    users::Users,
+    views,
+};
+
+pub fn run(args: NetArgs) -> Result<i32> {
+    let started = Instant::now();
+    kernel::check_privileges("net")?;
+    let mut indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
+    let mut kernel = Kernel::load("net")?;
+    kernel.release_btf();
+    let view = views::net::kernel::take(&mut kernel)
+        .map_err(|e| UserError::KernelUnsupported(format!("{e:#}")))?;
+    let table = views::kernel::process_table(&mut kernel);
+    // Built-in domains resolve in the background: take what has arrived.
+    indicators.refresh();
+    let selected = selected_pids(&table, &args.pids)?;
+    let users = Users::load();
+
+    let mut connections: Vec<ConnectionOut> = view
+        .sockets
+        .iter()
+        .filter(|s| !args.listening || s.is_listening())
+        .filter(|s| selected.as_ref().is_none_or(|pids| held_by_any(s, pids)))
+        .map(|s| {
+            let matched = match_socket(s, &indicators).map(|m| {
+                let severity = s
+                    .owners
+                    .iter()
+                    .filter_map(|o| table.get(o.pid))
+                    .map(|p| indicators.severity(&m, p))
+                    .max()
+                    .unwrap_or_else(|| severity_of(&m, &[]));
+                (m, severity)
+            });
+            ConnectionOut::new(s, &table, &users, matched)
+        })
+        .collect();
+    // Matches first, most severe first; otherwise the view's order.
+    connections.sort_by_key(|c| std::cmp::Reverse(c.severity));
+    let report = NetReport {
+        iterators: &kernel.socket_iterators,
+        namespaces: &view.namespaces,
+        gaps: &view.gaps,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        summary: NetSummary::of(&connections),
+        connections,
+    };
+    let mut out = io::stdout().lock();
+    if args.json {
+        render::write_json(&mut out, &report)?;
+    } else {
+        render::write_human(&mut out, &report)?;
+    }
+    Ok(exit::OK)
+}
+
+fn held_by_any(s: &Socket, pids: &HashSet<u32>) -> bool {
+    s.owners.iter().any(|o| pids.contains(&o.pid))
+}
+
+/// The given PIDs and every live descendant, or `None` for no filter.
+fn selected_pids(table: &ProcessTable, pids: &[u32]) -> Result<Option<HashSet<u32>>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    if let Some(missing) = pids.iter().find(|p| table.get(**p).is_none()) {
+        return Err(UserError::BadInput(format!(
+            "--pid {missing}: no such process (see `tracer net` without --pid)"
+        ))
+        .into());
+    }
+    let roots: HashSet<u32> = pids.iter().copied().collect();
+    Ok(Some(
+        table
+            .live()
+            .filter(|p| {
+                roots.contains(&p.pid)
+                    || table
+                        .ancestry(&p.id())
+                        .iter()
+                        .any(|a| roots.contains(&a.pid))
+            })
+            .map(|p| p.pid)
+            .collect(),
+    ))
+}

@@ -1,0 +1,383 @@
+//! Rendering of connections as the kernel sees them (`tracer net`, and the
+//! connections in a kill-tree plan): one JSON object, or `ss`-like lines
+//! with each owner's process and chain.
+//!
+//! JSON field names are part of tracer's interface (README, "net").
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    io::{self, Write},
+};
+
+use serde::Serialize;
+
+use super::events::ProcessOut;
+use crate::{
+    detect::indicators::IndicatorMatch,
+    kernel::sockets::IteratorStatus,
+    model::{
+        socket::{Family, PacketBinding, Protocol, Socket},
+        Severity,
+    },
+    table::ProcessTable,
+    users::Users,
+};
+
+/// A process holding a socket, through descriptor `fd`.
+#[derive(Serialize)]
+pub struct OwnerOut<'a> {
+    pub pid: u32,
+    pub fd: u32,
+    /// The process, when the table knows it (absent if it exited mid-scan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessOut<'a>>,
+    /// Its parents, nearest first, up to PID 1.
+    pub ancestry: Vec<ProcessOut<'a>>,
+}
+
+/// One socket with its holders, and the indicator its peer matches.
+#[derive(Serialize)]
+pub struct ConnectionOut<'a> {
+    pub netns: u64,
+    pub protocol: Protocol,
+    pub family: Family,
+    /// As `ss` names it (`ESTAB`, `LISTEN`, `TIME-WAIT`, `UNCONN`...).
+    pub state: &'static str,
+    /// `addr:port` (`[v6]:port`); absent for packet sockets.
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    /// Socket inode; 0 when no file holds it (TIME_WAIT, orphans).
+    pub inode: u64,
+    pub uid: u32,
+    pub user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet: Option<PacketBinding>,
+    /// The indicator the peer matches, with its source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indicator: Option<IndicatorMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    pub owners: Vec<OwnerOut<'a>>,
+}
+
+impl<'a> ConnectionOut<'a> {
+    pub fn new(
+        s: &Socket,
+        table: &'a ProcessTable,
+        users: &Users,
+        matched: Option<(IndicatorMatch, Severity)>,
+    ) -> Self {
+        let (indicator, severity) = matched.map_or((None, None), |(m, sev)| (Some(m), Some(sev)));
+        ConnectionOut {
+            netns: s.netns,
+            protocol: s.protocol,
+            family: s.family,
+            state: s.state_name(),
+            local: s.local.map(|a| a.to_string()),
+            remote: s.remote.map(|a| a.to_string()),
+            inode: s.inode,
+            uid: s.uid,
+            user: users.name(s.uid),
+            packet: s.packet,
+            indicator,
+            severity,
+            owners: s
+                .owners
+                .iter()
+                .map(|o| {
+                    let process = table.get(o.pid);
+                    OwnerOut {
+                        pid: o.pid,
+                        fd: o.fd,
+                        process: process.map(|p| ProcessOut::new(p, users)),
+                        ancestry: process
+                            .map(|p| {
+                                table
+                                    .ancestry(&p.id())
+                                    .into_iter()
+                                    .map(|a| ProcessOut::new(a, users))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Counts for the summary line.
+#[derive(Serialize, Default, Debug, PartialEq)]
+pub struct NetSummary {
+    pub sockets: usize,
+    /// By protocol, then state (`tcp` -> `ESTAB` -> 3).
+    pub states: BTreeMap<String, BTreeMap<String, usize>>,
+    pub families: BTreeMap<String, usize>,
+    /// Sockets whose peer matches an indicator.
+    pub matched: usize,
+    /// Sockets no process holds (TIME_WAIT, orphans).
+    pub unowned: usize,
+}
+
+impl NetSummary {
+    pub fn of(connections: &[ConnectionOut]) -> Self {
+        let mut s = NetSummary {
+            sockets: connections.len(),
+            ..Default::default()
+        };
+        for c in connections {
+            *s.states
+                .entry(name(&c.protocol))
+                .or_default()
+                .entry(c.state.to_string())
+                .or_default() += 1;
+            *s.families.entry(name(&c.family)).or_default() += 1;
+            s.matched += c.indicator.is_some() as usize;
+            s.unowned += c.owners.is_empty() as usize;
+        }
+        s
+    }
+
+    /// `12 sockets: tcp 8 (ESTAB 4, LISTEN 4), udp 4 (UNCONN 4); ipv4 9, ipv6 3; ...`
+    pub fn line(&self) -> String {
+        let mut out = format!("{} sockets", self.sockets);
+        let protocols: Vec<String> = self
+            .states
+            .iter()
+            .map(|(proto, states)| {
+                let n: usize = states.values().sum();
+                let states: Vec<String> =
+                    states.iter().map(|(st, n)| format!("{st} {n}")).collect();
+                format!("{proto} {n} ({})", states.join(", "))
+            })
+            .collect();
+        if !protocols.is_empty() {
+            let _ = write!(out, ": {}", protocols.join(", "));
+        }
+        let families: Vec<String> = self
+            .families
+            .iter()
+            .map(|(f, n)| format!("{f} {n}"))
+            .collect();
+        if !families.is_empty() {
+            let _ = write!(out, "; {}", families.join(", "));
+        }
+        let _ = write!(
+            out,
+            "; {} held by no process; {} matching an indicator",
+            self.unowned, self.matched
+        );
+        out
+    }
+}
+
+/// The serde name of a unit enum value (`tcp`, `ipv4`).
+fn name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// What `tracer net --json` prints: one object.
+#[derive(Serialize)]
+pub struct NetReport<'a> {
+    /// Which socket iterators ran.
+    pub iterators: &'a [IteratorStatus],
+    /// Network namespaces whose unheld sockets were listed.
+    pub namespaces: &'a [u64],
+    /// What the kernel view could not cover, one line each.
+    pub gaps: &'a [String],
+    pub elapsed_ms: u64,
+    pub summary: NetSummary,
+    /// Matching connections first, then in the kernel view's order.
+    pub connections: Vec<ConnectionOut<'a>>,
+}
+
+pub fn write_json(out: &mut impl Write, r: &NetReport) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, r)?;
+    writeln!(out)
+}
+
+pub fn write_human(out: &mut impl Write, r: &NetReport) -> io::Result<()> {
+    for gap in r.gaps {
+        writeln!(out, "note: {gap}")?;
+    }
+    writeln!(
+        out,
+        "{:<6} {:<11} {:<41} {:<41} process",
+        "netid", "state", "local", "peer"
+    )?;
+    for c in &r.connections {
+        out.write_all(connection_text(c).as_bytes())?;
+    }
+    writeln!(out, "{} (in {} ms)", r.summary.line(), r.elapsed_ms)
+}
+
+/// One connection, its holders and their chains, as human lines.
+pub fn connection_text(c: &ConnectionOut) -> String {
+    let mut out = String::new();
+    if let (Some(m), Some(sev)) = (&c.indicator, c.severity) {
+        let _ = writeln!(
+            out,
+            "!! [{sev}] peer {} matches {} ({})",
+            c.remote.as_deref().unwrap_or("?"),
+            clean(&m.indicator),
+            clean(&m.source)
+        );
+    }
+    let local = match (&c.local, c.packet) {
+        (Some(l), _) => l.clone(),
+        (None, Some(p)) => format!("proto 0x{:04x} if {}", p.ethertype, p.ifindex),
+        (None, None) => "*".into(),
+    };
+    let _ = write!(
+        out,
+        "{:<6} {:<11} {:<41} {:<41}",
+        name(&c.protocol),
+        c.state,
+        local,
+        c.remote.as_deref().unwrap_or("*")
+    );
+    if c.owners.is_empty() {
+        let why = if c.inode == 0 {
+            "no file holds it"
+        } else {
+            "held, but by no process the kernel lists"
+        };
+        let _ = writeln!(out, " ({why}; netns {})", c.netns);
+    }
+    for (i, o) in c.owners.iter().enumerate() {
+        if i > 0 {
+            let _ = write!(out, "{:>102}", "");
+        }
+        match &o.process {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    " pid={} fd={} user={} comm={} exe={} `{}`",
+                    o.pid,
+                    o.fd,
+                    clean(&p.user),
+                    clean(p.comm),
+                    clean(p.exe.unwrap_or("?")),
+                    clean(&p.cmdline)
+                );
+            }
+            None => {
+                let _ = writeln!(out, " pid={} fd={} (exited)", o.pid, o.fd);
+            }
+        }
+        if !o.ancestry.is_empty() {
+            let chain: Vec<String> = o
+                .ancestry
+                .iter()
+                .map(|a| format!("{}({})", clean(a.comm), a.pid))
+                .collect();
+            let _ = writeln!(out, "        chain: {}", chain.join(" < "));
+        }
+    }
+    out
+}
+
+/// Host strings with control characters escaped, so nothing a process
+/// names itself can drive the terminal.
+pub fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{socket::SocketOwner, Process};
+
+    fn table() -> ProcessTable {
+        let mut t = ProcessTable::new();
+        let p = |pid, ppid, comm: &str| Process {
+            pid,
+            ppid,
+            comm: comm.into(),
+            cmdline: vec![comm.into(), "-o".into()],
+            start_ticks: pid as u64,
+            ..Default::default()
+        };
+        t.seed([p(1, 0, "init"), p(50, 1, "bash"), p(60, 50, "xmrig\x1b[2J")]);
+        t
+    }
+
+    fn socket(state: u8, remote: &str, owners: Vec<SocketOwner>) -> Socket {
+        Socket {
+            netns: 4026531840,
+            family: Family::Ipv4,
+            protocol: Protocol::Tcp,
+            state,
+            inode: 77,
+            local: Some("127.0.0.1:40000".parse().unwrap()),
+            remote: Some(remote.parse().unwrap()),
+            uid: 0,
+            packet: None,
+            owners,
+        }
+    }
+
+    #[test]
+    fn owner_has_process_and_chain_and_terminal_bytes_are_escaped() {
+        let t = table();
+        let users = Users::parse("root:x:0:0:root:/root:/bin/bash\n");
+        let m = IndicatorMatch {
+            indicator: "127.0.0.1:3333".into(),
+            source: "iocs.txt:1".into(),
+            port_only: false,
+        };
+        let s = socket(1, "127.0.0.1:3333", vec![SocketOwner { pid: 60, fd: 5 }]);
+        let c = ConnectionOut::new(&s, &t, &users, Some((m, Severity::High)));
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["owners"][0]["process"]["pid"], 60);
+        assert_eq!(json["owners"][0]["ancestry"][0]["comm"], "bash");
+        assert_eq!(json["owners"][0]["ancestry"][1]["pid"], 1);
+        assert_eq!(json["indicator"]["source"], "iocs.txt:1");
+        assert_eq!(json["state"], "ESTAB");
+        let text = connection_text(&c);
+        assert!(
+            text.starts_with("!! [high] peer 127.0.0.1:3333 matches"),
+            "{text}"
+        );
+        assert!(text.contains("chain: bash(50) < init(1)"), "{text}");
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("xmrig\\u{1b}[2J"), "{text}");
+    }
+
+    #[test]
+    fn summary_counts_by_protocol_state_and_family() {
+        let t = table();
+        let users = Users::parse("");
+        let sockets = [
+            socket(1, "127.0.0.1:3333", vec![SocketOwner { pid: 60, fd: 5 }]),
+            socket(1, "127.0.0.1:3334", vec![SocketOwner { pid: 60, fd: 6 }]),
+            socket(10, "0.0.0.0:0", vec![SocketOwner { pid: 50, fd: 3 }]),
+            socket(6, "127.0.0.1:3335", vec![]),
+        ];
+        let conns: Vec<_> = sockets
+            .iter()
+            .map(|s| ConnectionOut::new(s, &t, &users, None))
+            .collect();
+        let sum = NetSummary::of(&conns);
+        assert_eq!(sum.sockets, 4);
+        assert_eq!(sum.states["tcp"]["ESTAB"], 2);
+        assert_eq!(sum.families["ipv4"], 4);
+        assert_eq!(sum.unowned, 1);
+        assert_eq!(
+            sum.line(),
+            "4 sockets: tcp 4 (ESTAB 2, LISTEN 1, TIME-WAIT 1); ipv4 4; \
+             1 held by no process; 0 matching an indicator"
+        );
+    }
+}

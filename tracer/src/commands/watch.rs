@@ -16,13 +16,20 @@ use tracer_common::{ConnectEvent, ExecEvent, HOOK_FENTRY};
 
 use crate::{
     cli::WatchArgs,
-    detect::indicators::{self, Indicators},
+    detect::{
+        connections,
+        indicators::{self, Indicators},
+    },
     error::exit,
     kernel::{
         events::{decode, text, KernelEvent},
         Kernel,
     },
-    model::{boottime_ns_to_ticks, Process},
+    model::{
+        boottime_ns_to_ticks,
+        socket::{Family, Socket},
+        Process,
+    },
     output::events::{
         AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, ProcessOut, StartOut,
         SummaryOut,
@@ -53,6 +60,9 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     // The table is seeded after the programs are attached, so nothing that
     // starts in between is missed: it is either in the snapshot or an event.
     let table = views::kernel::process_table(&mut kernel);
+    // Connections already open: counted in the start record, and those
+    // that match an indicator alerted at once.
+    let open = views::net::kernel::take(&mut kernel);
 
     let json = args.json;
     let mut w = Watcher {
@@ -83,7 +93,22 @@ pub fn run(args: WatchArgs) -> Result<i32> {
             kernel: crate::kernel::kernel_release(),
             hooks: &hooks,
             processes: w.table.live_count(),
+            connections: open.as_ref().ok().map(|v| {
+                v.sockets
+                    .iter()
+                    .filter(|s| s.peer().is_some() && !s.is_listening())
+                    .count()
+            }),
+            connections_gaps: match &open {
+                Ok(v) => v.gaps.clone(),
+                Err(e) => vec![format!(
+                    "{e:#}; connections open before watch started are not checked"
+                )],
+            },
         })?;
+        if let Ok(v) = &open {
+            w.report_open(&v.sockets)?;
+        }
         w.out.flush()?;
         w.stream(ring, stop).await
     });
@@ -294,47 +319,103 @@ impl<W: Write> Watcher<W> {
     }
 
     fn on_connect(&mut self, c: &ConnectEvent) -> io::Result<()> {
-        if self.args.exec_only {
-            return Ok(());
-        }
-        // A process we have not seen start is read from /proc once and kept.
-        if self.table.get(c.tgid).is_none() {
-            if let Some(p) = proc::read_process(c.tgid) {
-                self.table.upsert(p, None);
-            }
-        }
         let (daddr, saddr, family) = addresses(c);
-        let comm = text(&c.comm);
-        let Some(process) = self.table.get(c.tgid) else {
-            return Ok(());
-        };
-        let id = process.id();
-        let ancestry = self.table.ancestry(&id);
-        let matched = self.indicators.match_connect(daddr, c.dport);
-        if matched.is_none() && !self.selected(&comm, c.tgid, &ancestry) {
-            return Ok(());
-        }
-        let users = &self.users;
-        let out = ConnectOut {
-            kind: "connect",
+        self.report_connect(SeenConnect {
             ktime_ns: c.ktime_ns,
             pid: c.tgid,
             tid: c.pid,
             uid: c.uid,
-            user: users.name(c.uid),
-            comm: &comm,
-            exe: process.exe.as_deref(),
-            cmdline: process.cmdline_string(),
+            comm: text(&c.comm),
             family,
-            saddr: saddr.to_string(),
+            saddr,
             sport: c.sport,
-            daddr: daddr.to_string(),
+            daddr,
             dport: c.dport,
             hook: if c.hook == HOOK_FENTRY {
                 "fentry/tcp_connect"
             } else {
                 "tracepoint/inet_sock_set_state"
             },
+            established_before_start: false,
+        })
+    }
+
+    /// Connections already open at start that match an indicator: each
+    /// holder raises its alert now, through the same path as a connect.
+    fn report_open(&mut self, sockets: &[Socket]) -> io::Result<()> {
+        let now = proc::boottime_ns();
+        for m in connections::match_open(sockets, &self.indicators) {
+            let (Some(local), family) = (m.socket.local, m.socket.family) else {
+                continue;
+            };
+            for owner in &m.socket.owners {
+                let comm = self
+                    .table
+                    .get(owner.pid)
+                    .map(|p| p.comm.clone())
+                    .unwrap_or_default();
+                self.report_connect(SeenConnect {
+                    ktime_ns: now,
+                    pid: owner.pid,
+                    tid: owner.pid,
+                    uid: m.socket.uid,
+                    comm,
+                    family: if family == Family::Ipv6 {
+                        "ipv6"
+                    } else {
+                        "ipv4"
+                    },
+                    saddr: local.ip(),
+                    sport: local.port(),
+                    daddr: m.peer.ip(),
+                    dport: m.peer.port(),
+                    hook: "iter/task_file",
+                    established_before_start: true,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints a connection (new or already open) and, when it matches an
+    /// indicator, its alert with the chain and the proposed kill tree.
+    fn report_connect(&mut self, c: SeenConnect) -> io::Result<()> {
+        if self.args.exec_only {
+            return Ok(());
+        }
+        // A process we have not seen start is read from /proc once and kept.
+        if self.table.get(c.pid).is_none() {
+            if let Some(p) = proc::read_process(c.pid) {
+                self.table.upsert(p, None);
+            }
+        }
+        let Some(process) = self.table.get(c.pid) else {
+            return Ok(());
+        };
+        let id = process.id();
+        let ancestry = self.table.ancestry(&id);
+        let matched = self.indicators.match_connect(c.daddr, c.dport);
+        if matched.is_none() && !self.selected(&c.comm, c.pid, &ancestry) {
+            return Ok(());
+        }
+        let users = &self.users;
+        let out = ConnectOut {
+            kind: "connect",
+            ktime_ns: c.ktime_ns,
+            pid: c.pid,
+            tid: c.tid,
+            uid: c.uid,
+            user: users.name(c.uid),
+            comm: &c.comm,
+            exe: process.exe.as_deref(),
+            cmdline: process.cmdline_string(),
+            family: c.family,
+            saddr: c.saddr.to_string(),
+            sport: c.sport,
+            daddr: c.daddr.to_string(),
+            dport: c.dport,
+            hook: c.hook,
+            established_before_start: c.established_before_start,
             ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
         };
         self.shown += 1;
@@ -342,7 +423,7 @@ impl<W: Write> Watcher<W> {
         if let Some(m) = matched {
             self.alerts += 1;
             let severity = self.indicators.severity(&m, process);
-            let kill_tree = proposed_kill_tree(&self.table, c.tgid, &mut self.persistence_cache);
+            let kill_tree = proposed_kill_tree(&self.table, c.pid, &mut self.persistence_cache);
             self.out.alert(&AlertOut {
                 kind: "alert",
                 severity,
@@ -359,6 +440,22 @@ impl<W: Write> Watcher<W> {
         }
         Ok(())
     }
+}
+
+/// A connection to report: from a connect event, or open at start.
+struct SeenConnect {
+    ktime_ns: u64,
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    comm: String,
+    family: &'static str,
+    saddr: IpAddr,
+    sport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    hook: &'static str,
+    established_before_start: bool,
 }
 
 /// The kill-tree tracer would propose for `pid`, shown with an alert: the

@@ -81,6 +81,9 @@ pub struct ConnectOut<'a> {
     pub daddr: String,
     pub dport: u16,
     pub hook: &'static str,
+    /// The connection was already open when watch started (found by the
+    /// start-up snapshot, not by a connect event).
+    pub established_before_start: bool,
     pub ancestry: Vec<ProcessOut<'a>>,
 }
 
@@ -114,6 +117,12 @@ pub struct StartOut<'a> {
     pub kernel: String,
     pub hooks: &'a [HookChoice],
     pub processes: usize,
+    /// Connections open at start (sockets with a peer, from the kernel's
+    /// socket iterators); absent when they could not be listed.
+    pub connections: Option<usize>,
+    /// Why the open connections were not (all) listed, if so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connections_gaps: Vec<String>,
 }
 
 #[derive(Serialize, Default, Clone, Copy)]
@@ -172,11 +181,17 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(s);
         }
+        let connections = s.connections.map_or("connections unknown".into(), |n| {
+            format!("{n} open connections")
+        });
         writeln!(
             self.out,
-            "tracer: watching (kernel {}, {} processes known); Ctrl-C to stop",
+            "tracer: watching (kernel {}, {} processes known, {connections}); Ctrl-C to stop",
             s.kernel, s.processes
         )?;
+        for gap in &s.connections_gaps {
+            writeln!(self.out, "  note: {gap}")?;
+        }
         for h in s.hooks {
             writeln!(self.out, "  {:<8} {}  ({})", h.event, h.hook, h.reason)?;
         }
@@ -210,12 +225,17 @@ impl<W: Write> EventWriter<W> {
         }
         writeln!(
             self.out,
-            "CONNECT pid={} user={} {} {} -> {}\n        chain: {}",
+            "CONNECT pid={} user={} {} {} -> {}{}\n        chain: {}",
             c.pid,
             c.user,
             c.comm,
             endpoint(&c.saddr, c.sport),
             endpoint(&c.daddr, c.dport),
+            if c.established_before_start {
+                " (open before watch started)"
+            } else {
+                ""
+            },
             chain_text(&c.ancestry)
         )
     }
@@ -227,10 +247,15 @@ impl<W: Write> EventWriter<W> {
         let c = a.connect;
         writeln!(
             self.out,
-            "ALERT [{}] {} (pid {}) connects to {}: matches {} ({}); {}",
+            "ALERT [{}] {} (pid {}) {} {}: matches {} ({}); {}",
             a.severity,
             c.comm,
             c.pid,
+            if c.established_before_start {
+                "has been connected since before watch started to"
+            } else {
+                "connects to"
+            },
             endpoint(&c.daddr, c.dport),
             a.indicator,
             a.indicator_source,

@@ -30,6 +30,7 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
     let mut plan = respond::plan(&table, target, std::process::id())?;
     respond::attach_threads(&mut plan);
     plan.command = command_line(target, args.quarantine.as_deref());
+    plan.network = Some(respond::network::collect(&plan));
 
     if !args.kill {
         if args.json {

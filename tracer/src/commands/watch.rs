@@ -25,11 +25,7 @@ use crate::{
         events::{decode, text, KernelEvent},
         Kernel,
     },
-    model::{
-        boottime_ns_to_ticks,
-        socket::{Family, Socket},
-        Process,
-    },
+    model::{boottime_ns_to_ticks, socket::Socket, Process},
     output::events::{
         AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, ProcessOut, StartOut,
         SummaryOut,
@@ -345,7 +341,7 @@ impl<W: Write> Watcher<W> {
     fn report_open(&mut self, sockets: &[Socket]) -> io::Result<()> {
         let now = proc::boottime_ns();
         for m in connections::match_open(sockets, &self.indicators) {
-            let (Some(local), family) = (m.socket.local, m.socket.family) else {
+            let Some(local) = m.socket.local else {
                 continue;
             };
             for owner in &m.socket.owners {
@@ -360,11 +356,7 @@ impl<W: Write> Watcher<W> {
                     tid: owner.pid,
                     uid: m.socket.uid,
                     comm,
-                    family: if family == Family::Ipv6 {
-                        "ipv6"
-                    } else {
-                        "ipv4"
-                    },
+                    family: m.socket.family.name(),
                     saddr: local.ip(),
                     sport: local.port(),
                     daddr: m.peer.ip(),

@@ -18,6 +18,15 @@ pub enum Family {
 }
 
 impl Family {
+    /// The name JSON uses (`ipv4`, `ipv6`, `packet`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+            Family::Packet => "packet",
+        }
+    }
+
     /// From the kernel's `AF_*` number.
     pub fn from_af(af: u16) -> Option<Family> {
         match af {
@@ -39,6 +48,18 @@ pub enum Protocol {
     Raw,
     /// Any `AF_PACKET` socket (`/proc/net/packet`).
     Packet,
+}
+
+impl Protocol {
+    /// The name JSON and `ss` use (`tcp`, `udp`, `raw`, `packet`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Raw => "raw",
+            Protocol::Packet => "packet",
+        }
+    }
 }
 
 /// TCP state numbers (include/net/tcp_states.h, a stable ABI), and the

@@ -127,11 +127,11 @@ impl NetSummary {
         };
         for c in connections {
             *s.states
-                .entry(name(&c.protocol))
+                .entry(c.protocol.name().to_string())
                 .or_default()
                 .entry(c.state.to_string())
                 .or_default() += 1;
-            *s.families.entry(name(&c.family)).or_default() += 1;
+            *s.families.entry(c.family.name().to_string()).or_default() += 1;
             s.matched += c.indicator.is_some() as usize;
             s.unowned += c.owners.is_empty() as usize;
         }
@@ -169,14 +169,6 @@ impl NetSummary {
         );
         out
     }
-}
-
-/// The serde name of a unit enum value (`tcp`, `ipv4`).
-fn name<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// What `tracer net --json` prints: one object.
@@ -234,7 +226,7 @@ pub fn connection_text(c: &ConnectionOut) -> String {
     let _ = write!(
         out,
         "{:<6} {:<11} {:<41} {:<41}",
-        name(&c.protocol),
+        c.protocol.name(),
         c.state,
         local,
         c.remote.as_deref().unwrap_or("*")

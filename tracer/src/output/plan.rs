@@ -5,7 +5,10 @@ use std::{collections::HashMap, fmt::Write as _};
 
 use crate::{
     model::Process,
-    respond::{quarantine::Quarantined, respawn::RespawnReport, Execution, KillPlan, PlanMember},
+    respond::{
+        network::PlanNetwork, quarantine::Quarantined, respawn::RespawnReport, Execution, KillPlan,
+        PlanMember,
+    },
     users::Users,
 };
 
@@ -79,7 +82,57 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
              (under /usr, /bin, /sbin, /lib, e.g. a watchdog's shell) are not copied."
         );
     }
+    if let Some(net) = &plan.network {
+        out.push_str(&connections_text(net));
+    }
     let _ = writeln!(out, "\nTo carry out this plan:\n  {}", plan.command);
+    if let Some(net) = &plan.network {
+        out.push_str(&block_text(net));
+    }
+    out
+}
+
+/// Each member's open connections (or why they could not be listed).
+fn connections_text(net: &PlanNetwork) -> String {
+    let mut out = String::from("\nOpen connections of the set (from the kernel):\n");
+    if let Some(why) = &net.unavailable {
+        let _ = writeln!(out, "  not listed: {why}");
+        return out;
+    }
+    for gap in &net.gaps {
+        let _ = writeln!(out, "  note: {gap}");
+    }
+    if net.connections.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    let shown = |a: Option<std::net::SocketAddr>| a.map_or("*".to_string(), |a| a.to_string());
+    for c in &net.connections {
+        let _ = writeln!(
+            out,
+            "  {:>7} fd {:<4} {:<4} {:<10} {} -> {}",
+            c.pid,
+            c.fd,
+            c.protocol.name(),
+            c.state,
+            shown(c.local),
+            shown(c.remote)
+        );
+    }
+    out
+}
+
+/// The remote addresses to block at the firewall, last in the plan.
+fn block_text(net: &PlanNetwork) -> String {
+    if net.unavailable.is_some() {
+        return String::new();
+    }
+    let mut out = String::from("\nRemote addresses to block at the firewall:\n");
+    if net.block.is_empty() {
+        out.push_str("  none (the set has no open connection with a peer)\n");
+    }
+    for addr in &net.block {
+        let _ = writeln!(out, "  {addr}");
+    }
     out
 }
 

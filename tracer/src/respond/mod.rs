@@ -5,11 +5,13 @@
 //! - [`persistence`]: what would start them again (reported, never edited);
 //! - [`signal`]: pidfd signalling with identity checks;
 //! - [`quarantine`]: copies of the programs, taken before the kill;
-//! - [`respawn`]: the check that nothing came back.
+//! - [`respawn`]: the check that nothing came back;
+//! - [`network`]: the set's open connections and the addresses to block.
 //!
 //! [`execute`] runs a plan: hold every member by pidfd, stop them all
 //! (SIGSTOP, so none can relaunch another), take in children forked since
 //! planning, quarantine, then kill (SIGKILL) and wait for them to exit.
+pub mod network;
 pub mod persistence;
 pub mod plan;
 pub mod program;

@@ -42,6 +42,10 @@ pub struct KillPlan {
     pub persistence: Vec<PersistenceHit>,
     /// The exact command that carries out this plan.
     pub command: String,
+    /// The members' open connections and the addresses to block (filled in
+    /// by `kill-tree` from the kernel socket view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<super::network::PlanNetwork>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -132,6 +136,7 @@ pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<Kil
         ancestry,
         persistence: Vec::new(),
         command: format!("sudo tracer kill-tree {target} --kill"),
+        network: None,
     })
 }
 

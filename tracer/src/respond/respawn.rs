@@ -185,6 +185,7 @@ mod tests {
             ancestry: vec![],
             persistence: vec![],
             command: String::new(),
+            network: None,
         };
         let since = crate::model::boottime_ns_to_ticks(crate::proc::boottime_ns());
         let mut again = std::process::Command::new(&exe).arg("30").spawn().unwrap();

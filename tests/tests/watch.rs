@@ -387,3 +387,84 @@ fn pool_connect_from_a_watchdog_loop_raises_an_alert_with_chain_and_plan() {
     assert!(!pids.contains(&(std::process::id() as u64)), "{plan}");
     assert!(plan["command"].as_str().unwrap().contains("kill-tree"));
 }
+
+#[test]
+fn connection_open_before_start_alerts_at_once_and_net_shows_the_same_owner_and_chain() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = Scratch::under(&std::env::temp_dir(), "tracer-open-conn");
+    let ioc = dir.write("pool.txt", &format!("127.0.0.1:{port}\n"), 0o644);
+    // sh (the launcher, kept alive) < bash, which connects and keeps the
+    // connection open; its sleep does not inherit it.
+    let script = format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 60 3>&-'; true");
+    let launcher = Planted::spawn_group(Command::new("sh").args(["-c", &script]));
+    listener.set_nonblocking(true).unwrap();
+    let mut accepted = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            accepted = listener.accept().ok();
+            accepted.is_some()
+        }),
+        "the planted connection never arrived"
+    );
+    let holder: u64 =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", launcher.pid()))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .expect("the launcher's bash")
+            .parse()
+            .unwrap();
+
+    let watch = Watch::spawn(&[
+        "--json",
+        "--no-default-iocs",
+        "--ioc",
+        ioc.to_str().unwrap(),
+    ]);
+    let start = wait_for(&watch, "the start line", |v| v["type"] == "start");
+    assert!(start["connections"].as_u64().unwrap() >= 2, "{start}");
+    // Nothing connects after start: this alert can only come from the
+    // start-up snapshot.
+    let alert = wait_for(&watch, "the alert for the open connection", |v| {
+        v["type"] == "alert"
+    });
+    assert_eq!(alert["indicator"], format!("127.0.0.1:{port}"));
+    let connect = &alert["connect"];
+    assert_eq!(connect["established_before_start"], true, "{alert}");
+    assert_eq!(connect["pid"].as_u64(), Some(holder), "{alert}");
+    assert_eq!(connect["comm"], "bash");
+    assert_eq!(connect["dport"].as_u64(), Some(port as u64));
+    let chain = pids_of(&connect["ancestry"]);
+    assert_eq!(chain.first(), Some(&u64::from(launcher.pid())), "{chain:?}");
+    assert_eq!(chain.get(1), Some(&(std::process::id() as u64)));
+    assert_eq!(chain.last(), Some(&1), "full chain to PID 1: {chain:?}");
+    let plan_pids = alert["kill_tree"]["pids"].as_array().unwrap();
+    assert!(
+        plan_pids.iter().any(|p| p.as_u64() == Some(holder)),
+        "{alert}"
+    );
+    drop(watch);
+
+    // `tracer net` lists the same connection, first (it matches), with the
+    // same owner and chain.
+    let out = tracer_tests::run(
+        Command::new(tracer_bin()).args([
+            "net",
+            "--json",
+            "--no-default-iocs",
+            "--ioc",
+            ioc.to_str().unwrap(),
+        ]),
+        LINE_WAIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let report = out.json();
+    let first = &report["connections"][0];
+    assert_eq!(first["remote"], format!("127.0.0.1:{port}"), "{report:#}");
+    assert_eq!(first["indicator"]["indicator"], format!("127.0.0.1:{port}"));
+    let owner = &first["owners"][0];
+    assert_eq!(owner["pid"].as_u64(), Some(holder));
+    assert_eq!(owner["fd"].as_u64(), Some(3));
+    assert_eq!(pids_of(&owner["ancestry"]), chain);
+}

@@ -8,7 +8,7 @@
 //! namespace: each runs in the namespace of the task that creates it, so
 //! tracer creates one per namespace in use, from a thread that joins it.
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     ffi::OsStr,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     os::fd::{AsFd, OwnedFd},
@@ -211,64 +211,77 @@ pub fn decode(r: &SocketRecord) -> Option<Socket> {
     })
 }
 
-/// A network namespace and a way into it.
+/// A network namespace and the ways into it.
 struct Namespace {
     inode: u64,
-    /// `None`: tracer's own.
-    path: Option<PathBuf>,
+    /// Files that may name it (`/run/netns/NAME`, `/proc/PID/ns/net` of a
+    /// process holding one of its sockets; that process may have moved
+    /// since). Empty: tracer's own.
+    paths: Vec<PathBuf>,
 }
 
+/// Processes tried per namespace before giving up on it.
+const PATHS_PER_NAMESPACE: usize = 8;
+
 impl Namespace {
-    /// A descriptor of the namespace, checked to be the one meant (a PID
-    /// may have been reused); `None` for tracer's own.
+    /// A descriptor of the namespace, from the first path that still names
+    /// it (checked by inode: a PID may have been reused); `None` for
+    /// tracer's own.
     fn open(&self) -> Result<Option<OwnedFd>, String> {
-        let Some(path) = &self.path else {
+        if self.paths.is_empty() {
             return Ok(None);
-        };
-        let shown = path.display();
-        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| format!("{shown}: {e}"))?;
-        let ino = rustix::fs::fstat(&fd)
-            .map_err(|e| format!("{shown}: {e}"))?
-            .st_ino;
-        if ino != self.inode {
-            return Err(format!("{shown} is now another namespace"));
         }
-        Ok(Some(fd))
+        let mut tried = Vec::new();
+        for path in &self.paths {
+            let shown = path.display();
+            let fd = match rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    tried.push(format!("{shown}: {e}"));
+                    continue;
+                }
+            };
+            match rustix::fs::fstat(&fd) {
+                Ok(st) if st.st_ino == self.inode => return Ok(Some(fd)),
+                Ok(_) => tried.push(format!("{shown} is another namespace now")),
+                Err(e) => tried.push(format!("{shown}: {e}")),
+            }
+        }
+        Err(tried.join("; "))
     }
 }
 
-/// tracer's own namespace, every namespace a held socket lives in (entered
-/// through a process that holds one), and the named ones in /run/netns.
+/// tracer's own namespace, the named ones in /run/netns, and every other
+/// namespace a held socket lives in (entered through a holder).
 fn namespaces_in_use(held: &[SocketRecord]) -> Vec<Namespace> {
     let own = rustix::fs::stat("/proc/thread-self/ns/net")
         .map(|s| s.st_ino)
         .unwrap_or(0);
-    let mut out = vec![Namespace {
-        inode: own,
-        path: None,
-    }];
-    let mut known: BTreeSet<u64> = [own].into();
-    for r in held {
-        if known.insert(r.netns as u64) {
-            out.push(Namespace {
-                inode: r.netns as u64,
-                path: Some(format!("/proc/{}/ns/net", r.tgid).into()),
-            });
-        }
-    }
+    let mut by_inode: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+    by_inode.insert(own, Vec::new());
     for name in crate::proc::list_dir_names(NAMED_NETNS_DIR).unwrap_or_default() {
         let path = PathBuf::from(NAMED_NETNS_DIR).join(OsStr::from_bytes(&name));
         if let Ok(st) = rustix::fs::stat(&path) {
-            if known.insert(st.st_ino) {
-                out.push(Namespace {
-                    inode: st.st_ino,
-                    path: Some(path),
-                });
+            if st.st_ino != own {
+                by_inode.entry(st.st_ino).or_default().push(path);
             }
         }
     }
-    out
+    for r in held {
+        let ns = r.netns as u64;
+        if ns == own {
+            continue;
+        }
+        let paths = by_inode.entry(ns).or_default();
+        let path = PathBuf::from(format!("/proc/{}/ns/net", r.tgid));
+        if paths.len() < PATHS_PER_NAMESPACE && !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    by_inode
+        .into_iter()
+        .map(|(inode, paths)| Namespace { inode, paths })
+        .collect()
 }
 
 #[cfg(test)]

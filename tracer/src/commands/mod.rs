@@ -16,5 +16,6 @@ pub fn run(command: Command) -> Result<i32> {
         Command::KillTree(args) => kill_tree::run(args),
         Command::Status(args) => status::run(args),
         Command::LibcReaddir => crate::views::libc_readdir::print_listing(),
+        Command::LibcCat { files } => crate::views::net::libc::print_files(&files),
     }
 }

@@ -11,13 +11,18 @@ pub struct FdView {
     pub owners: HashMap<u64, Vec<SocketOwner>>,
     /// The processes whose fd directory was read.
     pub read: BTreeSet<u32>,
+    /// The processes it was asked about (the /proc listing).
+    pub listed: BTreeSet<u32>,
 }
 
 impl FdView {
     /// Reads the fd links of every process in `pids`. A process that exits
     /// meanwhile, or denies access, is left out of `read`.
     pub fn take(pids: &BTreeSet<u32>) -> FdView {
-        let mut view = FdView::default();
+        let mut view = FdView {
+            listed: pids.clone(),
+            ..Default::default()
+        };
         for &pid in pids {
             if let Some(sockets) = socket_fds(pid) {
                 view.read.insert(pid);
@@ -35,6 +40,17 @@ impl FdView {
     /// Whether the fd links show `inode`, for the processes read.
     pub fn holds(&self, inode: u64) -> bool {
         self.owners.contains_key(&inode)
+    }
+
+    /// Whether this view misses a socket the kernel says `owners` hold: no
+    /// fd link shows it, although an owner's fd directory was read or an
+    /// owner is missing from the /proc listing altogether. (Owners that
+    /// exited before their directory was read say nothing.)
+    pub fn misses(&self, inode: u64, owners: &[SocketOwner]) -> bool {
+        !self.holds(inode)
+            && owners
+                .iter()
+                .any(|o| self.read.contains(&o.pid) || !self.listed.contains(&o.pid))
     }
 }
 

@@ -53,7 +53,8 @@ pub fn take(ns: &Namespaces) -> Result<(SocketListing, u32), String> {
             );
         }
     }
-    let (mut command, method) = helper_command(wanted.keys());
+    let mut command = helper_command(wanted.keys());
+    let method = method();
     let out = run_helper(&mut command, HELPER_TIMEOUT)
         .and_then(|o| o.success())
         .map_err(|e| format!("{method} failed: {e:#}"))?;
@@ -80,14 +81,22 @@ fn file_name(protocol: Protocol, family: Family) -> &'static str {
     }
 }
 
-/// The helper that prints each file after a [`FILE_MARK`] line.
-fn helper_command<'a>(paths: impl Iterator<Item = &'a String>) -> (Command, String) {
+/// How the files are read through libc, for the evidence.
+pub fn method() -> &'static str {
     if has_program_interpreter() {
+        "`tracer __libc-cat` (dynamically linked: fopen/fread with libc and ld.so.preload loaded, like netstat)"
+    } else {
+        "`cat` under `sh` (tracer is statically linked and cannot load ld.so.preload itself)"
+    }
+}
+
+/// The helper that prints each file after a [`FILE_MARK`] line.
+fn helper_command<'a>(paths: impl Iterator<Item = &'a String>) -> Command {
+    if has_program_interpreter() {
+        // /proc/self/exe resolves in the child to this very binary.
         let mut c = Command::new("/proc/self/exe");
         c.arg0("tracer").arg("__libc-cat").args(paths);
-        let how =
-            "`tracer __libc-cat` (dynamically linked: loads libc and ld.so.preload like netstat)";
-        (c, how.into())
+        c
     } else {
         let mut c = Command::new("sh");
         c.args([
@@ -96,9 +105,7 @@ fn helper_command<'a>(paths: impl Iterator<Item = &'a String>) -> (Command, Stri
             "sh",
         ])
         .args(paths);
-        let how =
-            "`cat` under `sh` (tracer is statically linked and cannot load ld.so.preload itself)";
-        (c, how.into())
+        c
     }
 }
 

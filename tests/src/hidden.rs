@@ -67,14 +67,20 @@ pub struct Hider {
 
 impl Hider {
     pub fn build(pid: u32) -> Hider {
-        let scratch = Scratch::new("hider");
-        let source = scratch.write("hider.c", HIDER_C, 0o644);
-        let pid_file = scratch.write("hidden-pid", &format!("{pid}\n"), 0o644);
-        let library = scratch.path().join("libhider.so");
+        Hider::compile("hider", HIDER_C, &pid.to_string())
+    }
+
+    /// Compiles `source` (C) into a preload library; `HIDE_FILE` names a
+    /// file holding `hide`, the value the library hides.
+    pub fn compile(name: &str, source: &str, hide: &str) -> Hider {
+        let scratch = Scratch::new(name);
+        let source = scratch.write(&format!("{name}.c"), source, 0o644);
+        let hide_file = scratch.write("hidden-value", &format!("{hide}\n"), 0o644);
+        let library = scratch.path().join(format!("lib{name}.so"));
         let out = Command::new("gcc")
             .args(["-shared", "-fPIC", "-O2", "-o"])
             .arg(&library)
-            .arg(format!("-DHIDE_FILE=\"{}\"", pid_file.display()))
+            .arg(format!("-DHIDE_FILE=\"{}\"", hide_file.display()))
             .arg(&source)
             .arg("-ldl")
             .output()

@@ -4,6 +4,7 @@
 //! removed; mounts only ever live in private mount namespaces, which vanish
 //! with their last process).
 pub mod hidden;
+pub mod net;
 
 use std::{
     fs,

@@ -31,6 +31,12 @@ pub enum Command {
     /// Internal: list /proc through libc's readdir, as ordinary programs see it.
     #[command(name = "__libc-readdir", hide = true)]
     LibcReaddir,
+    /// Internal: print files read through libc's fopen, as netstat reads /proc/net.
+    #[command(name = "__libc-cat", hide = true)]
+    LibcCat {
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -7,17 +7,23 @@ use anyhow::Result;
 
 use crate::{
     cli::HiddenArgs,
-    detect::{hidden, masquerade},
+    detect::{hidden, hidden_net, masquerade},
     error::{exit, UserError},
     kernel::Kernel,
     model::Finding,
     output::findings::{self, Report, ViewSummary},
     table::ProcessTable,
-    views::{host::Host, Snapshot},
+    views::{
+        host::Host,
+        net::{libc, NetSnapshot, SocketListing},
+        Snapshot,
+    },
 };
 
 /// Views in the order the summary line names them.
 const VIEW_ORDER: &[&str] = &["K", "P", "L", "S", "S2", "D"];
+/// Connection views, lowest layer first.
+const CONNECTION_VIEW_ORDER: &[&str] = &["K", "P", "N", "F", "L", "S", "S2", "S3", "S4"];
 
 pub fn run(args: HiddenArgs) -> Result<i32> {
     let started = Instant::now();
@@ -34,10 +40,30 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     );
     let mut found = hidden::findings(&confirmed, &snap, &table, &host);
     found.extend(masquerade::detect(&snap, &table, &host));
+
+    // The kernel's socket listing becomes the reference layer here once the
+    // kernel side provides one (with a closure that lists again for the
+    // recheck); until then /proc/net is the reference.
+    let net = NetSnapshot::take(None, &snap.proc_pids);
+    let own_pids = snap.own_pids.union(&net.helper_pids).copied().collect();
+    let net_suspects = hidden_net::suspects(&net, &own_pids);
+    let net_confirmed = hidden_net::confirm(
+        net_suspects,
+        &mut hidden_net::LiveNetRecheck::new(&net.namespaces, None),
+    );
+    found.extend(hidden_net::findings(
+        &net_confirmed,
+        &net,
+        &snap,
+        &table,
+        &host,
+    ));
+    hidden_net::link_related(&mut found);
     sort_findings(&mut found);
 
     let report = Report {
         views: view_summaries(&snap),
+        connection_views: connection_view_summaries(&net),
         kernel_view: match snap.kernel.skipped() {
             None => "used".into(),
             Some(why) => format!("skipped: {why}"),
@@ -49,7 +75,7 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     if args.json {
         findings::write_json(&mut out, &report)?;
     } else {
-        findings::write_human(&mut out, &report, VIEW_ORDER)?;
+        findings::write_human(&mut out, &report, VIEW_ORDER, CONNECTION_VIEW_ORDER)?;
     }
     Ok(if found.is_empty() {
         exit::OK
@@ -96,7 +122,16 @@ fn view_summaries(snap: &Snapshot) -> BTreeMap<String, ViewSummary> {
     let mut add = |letter: &str, count: Option<usize>, source: String| {
         let took = snap.took.get(&letter[..1]).copied().unwrap_or_default();
         let ms = took.as_millis() as u64;
-        views.insert(letter.to_string(), ViewSummary { count, source, ms });
+        let gaps = Vec::new();
+        views.insert(
+            letter.to_string(),
+            ViewSummary {
+                count,
+                source,
+                ms,
+                gaps,
+            },
+        );
     };
     match snap.kernel.processes() {
         Some(k) => add(
@@ -133,5 +168,77 @@ fn view_summaries(snap: &Snapshot) -> BTreeMap<String, ViewSummary> {
         Some(snap.probes.len()),
         "reads of /proc/PID/{stat,status,cmdline,exe}, kill(pid, 0), /proc/self/mountinfo".into(),
     );
+    views
+}
+
+fn connection_view_summaries(net: &NetSnapshot) -> BTreeMap<String, ViewSummary> {
+    let summary = |letter: &str, listing: Result<&SocketListing, &String>, source: String| {
+        let ms = net
+            .took
+            .get(&letter[..1])
+            .copied()
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let (count, source, gaps) = match listing {
+            Ok(l) => (Some(l.sockets.len()), source, l.gaps.clone()),
+            Err(why) => (None, why.clone(), Vec::new()),
+        };
+        let view = ViewSummary {
+            count,
+            source,
+            ms,
+            gaps,
+        };
+        (letter.to_string(), view)
+    };
+    let mut views = BTreeMap::new();
+    if let Some(k) = &net.kernel {
+        views.extend([summary("K", k.as_ref(), "eBPF socket iterators".into())]);
+    }
+    let namespaces = net.namespaces.members.len();
+    views.extend([
+        summary(
+            "P",
+            Ok(&net.procnet),
+            format!(
+                "/proc/net/{{tcp,tcp6,udp,udp6,raw,raw6,packet}} of {namespaces} network namespace(s), raw reads"
+            ),
+        ),
+        summary(
+            "N",
+            net.diag.as_ref(),
+            "sock_diag over netlink (tcp, udp, packet), per network namespace".into(),
+        ),
+        summary("L", net.libc.as_ref(), libc::method().into()),
+    ]);
+    let fds_diffed = if net.kernel.is_some() {
+        ""
+    } else {
+        " (diffed only against the kernel view, which names owners)"
+    };
+    views.insert(
+        "F".into(),
+        ViewSummary {
+            count: Some(net.fds.owners.len()),
+            source: format!(
+                "socket links under /proc/PID/fd of {} processes{fds_diffed}",
+                net.fds.read.len()
+            ),
+            ms: net.took.get("F").copied().unwrap_or_default().as_millis() as u64,
+            gaps: Vec::new(),
+        },
+    );
+    for (i, tool) in net.tools.iter().enumerate() {
+        let letter = match i {
+            0 => "S".to_string(),
+            n => format!("S{}", n + 1),
+        };
+        let source = format!("{} {}", tool.program.display(), tool.tool.args().join(" "));
+        views.extend([summary(&letter, tool.listing.as_ref(), source)]);
+    }
+    if net.tools.is_empty() {
+        let why = "no ss or netstat on PATH, in /usr/bin or /bin".to_string();
+        views.extend([summary("S", Err(&why), String::new())]);
+    }
     views
 }

@@ -18,5 +18,6 @@ pub fn run(command: Command) -> Result<i32> {
         Command::Net(args) => net::run(args),
         Command::Status(args) => status::run(args),
         Command::LibcReaddir => crate::views::libc_readdir::print_listing(),
+        Command::LibcCat { files } => crate::views::net::libc::print_files(&files),
     }
 }

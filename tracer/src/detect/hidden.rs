@@ -47,6 +47,16 @@ pub enum Liar {
     Ps(PathBuf),
 }
 
+/// Every kind of finding this detector makes: a process some layer hides.
+pub const KINDS: [&str; 6] = [
+    "hidden-from-proc",
+    "proc-pid-mounted",
+    "proc-pid-unreadable",
+    "hidden-from-kill",
+    "hidden-from-libc",
+    "hidden-from-ps",
+];
+
 impl Liar {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -312,6 +322,9 @@ pub fn findings(
                 evidence.push(("also missing from".into(), also.join(", ")));
             }
             Finding {
+                id: Finding::process_finding_id(s.liar.kind(), &process),
+                related: Vec::new(),
+                connection: None,
                 kind: s.liar.kind().into(),
                 severity: if s.liar == Liar::Kernel {
                     Severity::Critical
@@ -329,9 +342,9 @@ pub fn findings(
         .collect()
 }
 
-type Evidence = Vec<(String, String)>;
+pub type Evidence = Vec<(String, String)>;
 
-fn ev(label: impl Into<String>, value: impl Into<String>) -> (String, String) {
+pub fn ev(label: impl Into<String>, value: impl Into<String>) -> (String, String) {
     (label.into(), value.into())
 }
 
@@ -458,21 +471,27 @@ fn explain(
 
 /// The ps program's path, hash, kind of file, and what dpkg says of procps.
 fn ps_program_evidence(program: &Path) -> Evidence {
+    program_evidence("ps program", program, "procps")
+}
+
+/// A lying program's path (under `label`), hash, kind of file, and what
+/// `dpkg --verify` says of the package that should have shipped it.
+pub fn program_evidence(label: &str, program: &Path, package: &str) -> Evidence {
     let mut evidence = vec![
-        ev("ps program", program.display().to_string()),
+        ev(label, program.display().to_string()),
         ev("file", file_facts(program)),
     ];
     if let Some(kind) = script_interpreter(program) {
         evidence.push(ev("file type", kind));
     }
-    if let Some(verify) = dpkg_verify("procps") {
-        evidence.push(ev("dpkg --verify procps", verify));
+    if let Some(verify) = dpkg_verify(package) {
+        evidence.push(ev(format!("dpkg --verify {package}"), verify));
     }
     evidence
 }
 
 /// /etc/ld.so.preload, each library it names, and LD_PRELOAD.
-fn preload_evidence() -> Evidence {
+pub fn preload_evidence() -> Evidence {
     const PRELOAD: &str = "/etc/ld.so.preload";
     let mut out = Vec::new();
     match proc::read_file(PRELOAD) {
@@ -826,6 +845,19 @@ mod tests {
         // The layer is asked before the identity, so "alive after" covers
         // the whole second listing.
         assert_eq!(&facts.asked[..2], ["lies 10", "alive 10"]);
+    }
+
+    #[test]
+    fn every_liar_kind_is_listed() {
+        let liars = [
+            Liar::Kernel,
+            Liar::ProcMount,
+            Liar::ProcEntry,
+            Liar::Kill,
+            Liar::Libc,
+            Liar::Ps("/bin/ps".into()),
+        ];
+        assert_eq!(liars.map(|l| l.kind()), KINDS);
     }
 
     #[test]

@@ -868,6 +868,9 @@ pub fn detect(snap: &Snapshot, table: &ProcessTable, host: &Host) -> Vec<Finding
             let mut evidence = process_evidence.clone();
             evidence.extend(hit.evidence);
             findings.push(Finding {
+                id: Finding::process_finding_id(hit.rule.kind(), now),
+                related: Vec::new(),
+                connection: None,
                 kind: hit.rule.kind().into(),
                 severity: hit.severity,
                 layer: "masquerade".into(),

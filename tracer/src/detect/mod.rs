@@ -1,5 +1,6 @@
 //! Detectors: each turns views or events into findings.
 pub mod connections;
 pub mod hidden;
+pub mod hidden_net;
 pub mod indicators;
 pub mod masquerade;

@@ -85,6 +85,10 @@ impl std::fmt::Display for Severity {
 /// renderer prints them.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
+    /// Identifies this finding within a report (`related` names others by
+    /// it): the kind and what it is about, so the same thing found twice
+    /// gets the same id.
+    pub id: String,
     /// Short stable identifier of what was found, e.g. `hidden-from-libc`.
     pub kind: String,
     pub severity: Severity,
@@ -102,4 +106,23 @@ pub struct Finding {
     pub evidence: Vec<(String, String)>,
     /// What the responder should look at or run next.
     pub next_step: String,
+    /// The connection concerned, for findings about a socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<socket::Socket>,
+    /// Ids of other findings about the same incident from another side: a
+    /// hidden connection and the hidden process that holds it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
+}
+
+impl Finding {
+    /// `KIND:PID:START_TICKS`.
+    pub fn process_finding_id(kind: &str, p: &Process) -> String {
+        format!("{kind}:{}:{}", p.pid, p.start_ticks)
+    }
+
+    /// `KIND:NETNS:INODE`.
+    pub fn socket_finding_id(kind: &str, s: &socket::Socket) -> String {
+        format!("{kind}:{}:{}", s.netns, s.inode)
+    }
 }

@@ -21,6 +21,10 @@ pub struct ViewSummary {
     pub source: String,
     /// How long taking it took.
     pub ms: u64,
+    /// Parts of what it covers that it could not read (then it is not
+    /// diffed there).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<String>,
 }
 
 /// A findings report.
@@ -28,6 +32,10 @@ pub struct ViewSummary {
 pub struct Report<'a> {
     /// By view letter: K, P, L, S (S2 for a second ps), D.
     pub views: BTreeMap<String, ViewSummary>,
+    /// The views of the host's sockets, by letter: K, P, N, F, L, S (S2...
+    /// for further ss or netstat programs). Empty when not taken.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub connection_views: BTreeMap<String, ViewSummary>,
     /// `used`, or `skipped: <why>`.
     pub kernel_view: String,
     pub elapsed_ms: u64,
@@ -39,8 +47,14 @@ pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
     writeln!(w)
 }
 
-/// The findings, then a note for each missing view, then one summary line.
-pub fn write_human(w: &mut impl Write, report: &Report, view_order: &[&str]) -> io::Result<()> {
+/// The findings, then a note for each missing or incomplete view, the
+/// connection views' counts, then one summary line.
+pub fn write_human(
+    w: &mut impl Write,
+    report: &Report,
+    view_order: &[&str],
+    connection_view_order: &[&str],
+) -> io::Result<()> {
     write_findings(w, report.findings)?;
     if let Some(why) = report.kernel_view.strip_prefix("skipped: ") {
         writeln!(w, "kernel view skipped: {why}")?;
@@ -50,22 +64,44 @@ pub fn write_human(w: &mut impl Write, report: &Report, view_order: &[&str]) -> 
             writeln!(w, "view {letter} unavailable: {}", view.source)?;
         }
     }
-    let counts: Vec<String> = view_order
-        .iter()
-        .filter_map(|l| report.views.get(*l).map(|v| (l, v)))
-        .map(|(l, v)| match v.count {
-            Some(n) => format!("{l}={n}"),
-            None => format!("{l}=skipped"),
-        })
-        .collect();
+    for (letter, view) in &report.connection_views {
+        if view.count.is_none() {
+            writeln!(w, "connection view {letter} unavailable: {}", view.source)?;
+        } else if !view.gaps.is_empty() {
+            writeln!(
+                w,
+                "connection view {letter} incomplete, could not read: {}",
+                view.gaps.join("; ")
+            )?;
+        }
+    }
+    if !report.connection_views.is_empty() {
+        writeln!(
+            w,
+            "connection views: {}",
+            counts(&report.connection_views, connection_view_order).join(", ")
+        )?;
+    }
     let n = report.findings.len();
     writeln!(
         w,
         "{n} finding{} (views: {}) in {} ms",
         if n == 1 { "" } else { "s" },
-        counts.join(", "),
+        counts(&report.views, view_order).join(", "),
         report.elapsed_ms
     )
+}
+
+/// `K=120, P=118, L=skipped` in the given order.
+fn counts(views: &BTreeMap<String, ViewSummary>, order: &[&str]) -> Vec<String> {
+    order
+        .iter()
+        .filter_map(|l| views.get(*l).map(|v| (l, v)))
+        .map(|(l, v)| match v.count {
+            Some(n) => format!("{l}={n}"),
+            None => format!("{l}=skipped"),
+        })
+        .collect()
 }
 
 /// Each finding as a block: a header line, the summary, the evidence and
@@ -88,6 +124,9 @@ pub fn write_findings(w: &mut impl Write, findings: &[Finding]) -> io::Result<()
         for (label, value) in f.evidence.iter().filter(|(l, _)| l != "pid") {
             writeln!(w, "    {label}: {value}")?;
         }
+        if !f.related.is_empty() {
+            writeln!(w, "    related: {}", f.related.join(", "))?;
+        }
         writeln!(w, "    next: {}", f.next_step)?;
         writeln!(w)?;
     }
@@ -104,6 +143,7 @@ mod tests {
             count,
             source: source.into(),
             ms: 1,
+            gaps: vec![],
         };
         let views = BTreeMap::from([
             ("K".to_string(), view(None, "not root")),
@@ -112,6 +152,7 @@ mod tests {
         ]);
         Report {
             views,
+            connection_views: BTreeMap::new(),
             kernel_view: "skipped: not root".into(),
             elapsed_ms: 42,
             findings,
@@ -120,6 +161,9 @@ mod tests {
 
     fn finding() -> Finding {
         Finding {
+            id: "hidden-from-libc:77:0".into(),
+            related: vec![],
+            connection: None,
             kind: "hidden-from-libc".into(),
             severity: Severity::High,
             layer: "libc".into(),
@@ -142,7 +186,7 @@ mod tests {
     fn human_report_lists_findings_then_skipped_views_then_one_summary_line() {
         let findings = [finding()];
         let mut out = Vec::new();
-        write_human(&mut out, &report(&findings), &["K", "P", "L"]).unwrap();
+        write_human(&mut out, &report(&findings), &["K", "P", "L"], &[]).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(

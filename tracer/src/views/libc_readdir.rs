@@ -62,7 +62,7 @@ fn helper_command() -> (Command, String) {
 
 /// Whether this executable has a PT_INTERP header, i.e. is started by the
 /// dynamic loader (which is what applies ld.so.preload).
-fn has_program_interpreter() -> bool {
+pub fn has_program_interpreter() -> bool {
     // SAFETY: AT_PHDR/AT_PHNUM describe this executable's program headers,
     // mapped for the life of the process.
     unsafe {

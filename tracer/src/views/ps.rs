@@ -61,7 +61,8 @@ pub fn first_in_path(name: &str, path_var: &std::ffi::OsStr) -> Option<PathBuf> 
         .find(|p| is_executable(p))
 }
 
-fn is_executable(path: &Path) -> bool {
+/// A regular file with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
     rustix::fs::stat(path).is_ok_and(|st| {
         let mode = rustix::fs::FileType::from_raw_mode(st.st_mode);
         mode == rustix::fs::FileType::RegularFile && st.st_mode & 0o111 != 0

@@ -118,7 +118,9 @@ fn a_replaced_netstat_that_drops_a_connection_is_the_liar() {
             && human
                 .stdout
                 .lines()
-                .any(|l| l.starts_with("connection views: P=") && l.contains("S2=")),
+                .any(|l| l.starts_with("connection views: K=")
+                    && l.contains("P=")
+                    && l.contains("S2=")),
         "{}",
         human.describe()
     );

@@ -14,6 +14,7 @@ use crate::{
     output::findings::{self, Report, ViewSummary},
     table::ProcessTable,
     views::{
+        self,
         host::Host,
         net::{libc, NetSnapshot, SocketListing},
         Snapshot,
@@ -41,15 +42,24 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     let mut found = hidden::findings(&confirmed, &snap, &table, &host);
     found.extend(masquerade::detect(&snap, &table, &host));
 
-    // The kernel's socket listing becomes the reference layer here once the
-    // kernel side provides one (with a closure that lists again for the
-    // recheck); until then /proc/net is the reference.
-    let net = NetSnapshot::take(None, &snap.proc_pids);
+    // The kernel's sockets are the reference layer when the kernel side
+    // loaded; /proc/net is, otherwise.
+    let kernel_sockets = kernel
+        .as_mut()
+        .ok()
+        .map(|k| views::timed(|| kernel_socket_listing(k)));
+    let net = NetSnapshot::take(kernel_sockets, &snap.proc_pids);
     let own_pids = snap.own_pids.union(&net.helper_pids).copied().collect();
     let net_suspects = hidden_net::suspects(&net, &own_pids);
+    let relist: Option<hidden_net::KernelSockets> = match kernel.as_mut() {
+        Ok(k) if matches!(net.kernel, Some(Ok(_))) => {
+            Some(Box::new(move || kernel_socket_listing(k).ok()))
+        }
+        _ => None,
+    };
     let net_confirmed = hidden_net::confirm(
         net_suspects,
-        &mut hidden_net::LiveNetRecheck::new(&net.namespaces, None),
+        &mut hidden_net::LiveNetRecheck::new(&net.namespaces, relist),
     );
     found.extend(hidden_net::findings(
         &net_confirmed,
@@ -82,6 +92,13 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     } else {
         exit::FINDINGS
     })
+}
+
+/// K for the connection diff: the kernel's sockets with their holders.
+fn kernel_socket_listing(kernel: &mut Kernel) -> Result<SocketListing, String> {
+    views::net::kernel::take(kernel)
+        .map(|k| k.into_listing())
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// The kernel side, or why the kernel view is skipped. Never fatal: the

@@ -66,7 +66,7 @@ pub struct Snapshot {
 }
 
 /// Runs `f` and measures it.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let started = Instant::now();
     let out = f();
     (out, started.elapsed())

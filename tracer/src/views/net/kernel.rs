@@ -26,6 +26,7 @@ use crate::{
         Kernel,
     },
     model::socket::{Family, PacketBinding, Protocol, Socket, SocketOwner},
+    views::net::{Scope, SocketListing, INET_PARTS},
 };
 
 /// Named network namespaces (`ip netns add`) are bind mounts here.
@@ -106,6 +107,34 @@ pub fn take(kernel: &mut Kernel) -> Result<KernelSockets> {
         namespaces,
         gaps,
     })
+}
+
+impl KernelSockets {
+    /// As a listing to diff against: TCP and UDP of every namespace whose
+    /// unheld sockets were listed, and packet sockets (always held by a
+    /// file) of every namespace. Raw-protocol sockets are not compared:
+    /// the kernel's include ping sockets, which `/proc/net/raw` leaves out.
+    pub fn into_listing(self) -> SocketListing {
+        let inet = self.namespaces.iter().flat_map(|&netns| {
+            INET_PARTS.iter().map(move |&(protocol, family)| Scope {
+                netns,
+                protocol,
+                family,
+            })
+        });
+        let packet_namespaces: BTreeSet<u64> = self.sockets.iter().map(|s| s.netns).collect();
+        let packet = packet_namespaces
+            .into_iter()
+            .chain(self.namespaces.iter().copied())
+            .map(|netns| Scope {
+                netns,
+                protocol: Protocol::Packet,
+                family: Family::Packet,
+            });
+        let mut listing = SocketListing::from_parts(inet.chain(packet), self.sockets);
+        listing.gaps = self.gaps;
+        listing
+    }
 }
 
 const AF_PACKET: u16 = 17;

@@ -37,7 +37,8 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Only events from these PIDs or their descendants (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(long = "pid", value_name = "PID", value_parser = crate::model::parse_pid,
+          allow_negative_numbers = true)]
     pub pids: Vec<u32>,
     /// Only events whose process name (comm) is one of these (repeatable).
     #[arg(long = "comm", value_name = "NAME")]
@@ -69,7 +70,8 @@ pub struct HiddenArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct KillTreeArgs {
     /// The process to stop, with everything that keeps it alive.
-    #[arg(value_name = "PID")]
+    // Negative numbers reach the PID check, so `-5` gets its one-line refusal.
+    #[arg(value_name = "PID", allow_negative_numbers = true)]
     pub pid: String,
     /// Carry out the plan (default is a dry run that only prints it).
     #[arg(long)]

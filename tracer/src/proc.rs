@@ -6,7 +6,7 @@ use std::io;
 use procfs_core::{process::Stat, FromRead};
 use rustix::fs::{self as rfs, Mode, OFlags, CWD};
 
-use crate::model::Process;
+use crate::model::{HostStr, Process, ThreadName};
 
 /// Reads a whole file with open/read system calls.
 pub fn read_file(path: &str) -> io::Result<Vec<u8>> {
@@ -22,10 +22,10 @@ pub fn read_file(path: &str) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Reads a symlink's target.
-pub fn read_link(path: &str) -> io::Result<String> {
+/// Reads a symlink's target, as bytes.
+pub fn read_link(path: &str) -> io::Result<HostStr> {
     let target = rfs::readlinkat(CWD, path, Vec::new())?;
-    Ok(target.to_string_lossy().into_owned())
+    Ok(HostStr::from_bytes(target.as_bytes()))
 }
 
 /// Lists the numeric entries of a directory with `getdents64`.
@@ -60,8 +60,28 @@ pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
 
 /// Parses `/proc/PID/stat`.
 pub fn read_stat(pid: u32) -> io::Result<Stat> {
+    read_stat_raw(pid).map(|(stat, _)| stat)
+}
+
+/// Parses `/proc/PID/stat`, with the task name as the bytes it is (the
+/// parsed `Stat` holds a lossy copy).
+pub fn read_stat_raw(pid: u32) -> io::Result<(Stat, HostStr)> {
     let bytes = read_file(&format!("/proc/{pid}/stat"))?;
-    Stat::from_read(&bytes[..]).map_err(|e| io::Error::other(e.to_string()))
+    parse_stat(&bytes)
+}
+
+/// `/proc/PID/stat` text: numbers after a name in parentheses that may
+/// hold anything, `)` and spaces included (the last `)` ends it).
+pub fn parse_stat(bytes: &[u8]) -> io::Result<(Stat, HostStr)> {
+    let stat = Stat::from_read(bytes).map_err(|e| io::Error::other(e.to_string()))?;
+    let comm = stat_comm(bytes).unwrap_or_default();
+    Ok((stat, comm))
+}
+
+fn stat_comm(bytes: &[u8]) -> Option<HostStr> {
+    let open = bytes.iter().position(|&b| b == b'(')?;
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    (close > open).then(|| HostStr::from_bytes(&bytes[open + 1..close]))
 }
 
 /// The real uid from the `Uid:` line of `/proc/PID/status`.
@@ -70,39 +90,52 @@ pub fn read_uid(pid: u32) -> io::Result<u32> {
     parse_status_uid(&bytes).ok_or_else(|| io::Error::other("no Uid line"))
 }
 
-fn parse_status_uid(status: &[u8]) -> Option<u32> {
-    let text = std::str::from_utf8(status).ok()?;
-    let line = text.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// The `Uid:` line's first number. Read as bytes: the `Name:` line above it
+/// holds the task name, which need not be UTF-8.
+pub fn parse_status_uid(status: &[u8]) -> Option<u32> {
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Uid:"))?;
+    std::str::from_utf8(line)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Splits a NUL-separated argument area into arguments.
-pub fn split_nul_args(bytes: &[u8]) -> Vec<String> {
+pub fn split_nul_args(bytes: &[u8]) -> Vec<HostStr> {
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     if bytes.is_empty() {
         return Vec::new();
     }
-    bytes
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+    bytes.split(|&b| b == 0).map(HostStr::from_bytes).collect()
 }
 
 /// Everything /proc says about one process, or `None` if it is gone (or
 /// unreadable). Fields that a process may legitimately deny (exe of a
 /// kernel thread) are left empty.
 pub fn read_process(pid: u32) -> Option<Process> {
-    let stat = read_stat(pid).ok()?;
-    Some(process_from_stat(
-        pid,
-        stat,
-        read_uid(pid).unwrap_or(u32::MAX),
-    ))
+    let (stat, comm) = read_stat_raw(pid).ok()?;
+    // The status file's Uid line, else the owner of /proc/PID (the
+    // process's effective uid): never a made-up uid.
+    let uid = read_uid(pid).ok().or_else(|| {
+        rfs::stat(format!("/proc/{pid}").as_str())
+            .ok()
+            .map(|st| st.st_uid)
+    })?;
+    Some(process_from_stat(pid, stat, comm, uid))
 }
 
-/// A process record from its already-read stat and uid, with its command
-/// line and executable read now.
-pub fn process_from_stat(pid: u32, stat: Stat, uid: u32) -> Process {
+/// A process record from its already-read stat, name and uid, with its
+/// command line, executable and thread names read now.
+pub fn process_from_stat(pid: u32, stat: Stat, comm: HostStr, uid: u32) -> Process {
+    let threads = if stat.num_threads > 1 {
+        thread_names(pid, &comm)
+    } else {
+        Vec::new()
+    };
     Process {
         pid,
         ppid: stat.ppid.max(0) as u32,
@@ -111,21 +144,36 @@ pub fn process_from_stat(pid: u32, stat: Stat, uid: u32) -> Process {
         cmdline: read_cmdline(pid),
         start_ticks: stat.starttime,
         kernel_thread: stat.flags & tracer_common::PF_KTHREAD != 0,
-        comm: stat.comm,
+        comm,
+        threads,
         exited_at_ns: None,
     }
 }
 
+/// The threads of `pid` whose name differs from the process's `comm`.
+pub fn thread_names(pid: u32, comm: &HostStr) -> Vec<ThreadName> {
+    let mut tids = list_threads(pid).unwrap_or_default();
+    tids.sort_unstable();
+    tids.into_iter()
+        .filter(|&tid| tid != pid)
+        .filter_map(|tid| {
+            let name = read_file(&format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            let name = HostStr::from_bytes(name.strip_suffix(b"\n").unwrap_or(&name));
+            (name != *comm).then_some(ThreadName { tid, comm: name })
+        })
+        .collect()
+}
+
 /// `/proc/PID/cmdline` as arguments; empty when unreadable (kernel threads,
 /// zombies).
-pub fn read_cmdline(pid: u32) -> Vec<String> {
+pub fn read_cmdline(pid: u32) -> Vec<HostStr> {
     read_file(&format!("/proc/{pid}/cmdline"))
         .map(|b| split_nul_args(&b))
         .unwrap_or_default()
 }
 
 /// The target of `/proc/PID/exe`, if readable.
-pub fn read_exe(pid: u32) -> Option<String> {
+pub fn read_exe(pid: u32) -> Option<HostStr> {
     read_link(&format!("/proc/{pid}/exe")).ok()
 }
 
@@ -149,10 +197,11 @@ mod tests {
     fn args_split_on_nul_and_drop_the_trailing_one() {
         assert_eq!(
             split_nul_args(b"sh\0-c\0echo hi\0"),
-            ["sh", "-c", "echo hi"]
+            [HostStr::from("sh"), "-c".into(), "echo hi".into()]
         );
         assert!(split_nul_args(b"").is_empty());
-        assert_eq!(split_nul_args(b"a\0\0b\0"), ["a", "", "b"]);
+        assert_eq!(split_nul_args(b"a\0\0b\0").len(), 3);
+        assert_eq!(&*split_nul_args(b"\xff\0")[0].to_bytes(), b"\xff");
     }
 
     #[test]
@@ -160,6 +209,17 @@ mod tests {
         let status = b"Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
         assert_eq!(parse_status_uid(status), Some(1000));
         assert_eq!(parse_status_uid(b"Name:\tx\n"), None);
+        // A task name that is not UTF-8 does not hide the uid.
+        let status = b"Name:\tm\xff\x1b\nUid:\t1000\t0\t0\t0\n";
+        assert_eq!(parse_status_uid(status), Some(1000));
+    }
+
+    #[test]
+    fn stat_names_are_bytes_and_may_hold_parentheses() {
+        let stat = b"42 (a) b\xff\n) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        let (parsed, comm) = parse_stat(stat).unwrap();
+        assert_eq!(&*comm.to_bytes(), b"a) b\xff\n");
+        assert_eq!((parsed.ppid, parsed.starttime), (1, 777));
     }
 
     #[test]

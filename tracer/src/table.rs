@@ -8,7 +8,7 @@
 //! parent dying.
 use std::collections::{HashMap, VecDeque};
 
-use crate::model::{Process, ProcessId};
+use crate::model::{HostStr, Process, ProcessId};
 
 /// How long an exited process with no living descendants is kept (ns).
 const EXITED_RETENTION_NS: u64 = 120 * 1_000_000_000;
@@ -128,9 +128,9 @@ impl ProcessTable {
         ppid: u32,
         uid: u32,
         start_ticks: u64,
-        comm: String,
-        exe: String,
-        argv: Vec<String>,
+        comm: HostStr,
+        exe: HostStr,
+        argv: Vec<HostStr>,
     ) -> ProcessId {
         let id = ProcessId { pid, start_ticks };
         let process = Process {
@@ -142,6 +142,7 @@ impl ProcessTable {
             cmdline: argv,
             start_ticks,
             kernel_thread: false,
+            threads: Vec::new(),
             exited_at_ns: None,
         };
         self.upsert(process, None);
@@ -274,7 +275,7 @@ mod tests {
 
     fn chain(t: &ProcessTable, pid: u32) -> Vec<String> {
         let id = t.get(pid).unwrap().id();
-        t.ancestry(&id).iter().map(|p| p.comm.clone()).collect()
+        t.ancestry(&id).iter().map(|p| p.comm.to_string()).collect()
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! through NSS and `/etc/ld.so.preload`, both of which an intruder controls.
 use std::collections::HashMap;
 
+use crate::model::HostStr;
+
 #[derive(Default, Clone)]
 pub struct Users {
-    names: HashMap<u32, String>,
+    names: HashMap<u32, HostStr>,
     /// Every home directory given for a uid: a second account on uid 0
     /// (a classic backdoor) has a home of its own worth searching.
     homes: HashMap<u32, Vec<String>>,
@@ -13,7 +15,7 @@ pub struct Users {
 impl Users {
     pub fn load() -> Self {
         let text = crate::proc::read_file("/etc/passwd").unwrap_or_default();
-        Self::parse(&String::from_utf8_lossy(&text))
+        Self::parse(HostStr::from_bytes(&text).as_str())
     }
 
     pub fn parse(passwd: &str) -> Self {
@@ -24,7 +26,10 @@ impl Users {
                 continue;
             };
             // The first account for a uid names it, as getpwuid does.
-            users.names.entry(uid).or_insert_with(|| f[0].to_string());
+            users
+                .names
+                .entry(uid)
+                .or_insert_with(|| HostStr::from_text(f[0]));
             if let Some(home) = f.get(5) {
                 let homes = users.homes.entry(uid).or_default();
                 if !homes.iter().any(|h| h == home) {
@@ -41,11 +46,10 @@ impl Users {
     }
 
     /// The user's name, or the numeric uid when it has none.
-    pub fn name(&self, uid: u32) -> String {
+    pub fn name(&self, uid: u32) -> HostStr {
         match self.names.get(&uid) {
             Some(n) => n.clone(),
-            None if uid == u32::MAX => "?".into(),
-            None => uid.to_string(),
+            None => uid.to_string().into(),
         }
     }
 }

@@ -293,7 +293,7 @@ impl<W: Write> Watcher<W> {
             return Ok(());
         }
         let ancestry = self.table.ancestry(&id);
-        if !self.selected(&comm, e.tgid, &ancestry) {
+        if !self.selected(comm.as_str(), e.tgid, &ancestry) {
             return Ok(());
         }
         let signs = self
@@ -340,7 +340,7 @@ impl<W: Write> Watcher<W> {
         let id = process.id();
         let ancestry = self.table.ancestry(&id);
         let matched = self.indicators.match_connect(daddr, c.dport);
-        if matched.is_none() && !self.selected(&comm, c.tgid, &ancestry) {
+        if matched.is_none() && !self.selected(comm.as_str(), c.tgid, &ancestry) {
             return Ok(());
         }
         let users = &self.users;
@@ -352,7 +352,7 @@ impl<W: Write> Watcher<W> {
             uid: c.uid,
             user: users.name(c.uid),
             comm: &comm,
-            exe: process.exe.as_deref(),
+            exe: process.exe.as_ref(),
             cmdline: process.cmdline_string(),
             family,
             saddr: saddr.to_string(),
@@ -402,7 +402,7 @@ fn proposed_kill_tree(
     let key = plan
         .members
         .iter()
-        .filter_map(|m| m.process.exe.as_deref())
+        .filter_map(|m| m.process.exe.as_ref().map(|e| e.as_str()))
         .collect::<Vec<_>>()
         .join("\n");
     let persistence = persistence_cache

@@ -617,11 +617,12 @@ mod tests {
             tgid: pid,
             ppid: 1,
             uid: 0,
-            comm: format!("p{pid}"),
+            comm: format!("p{pid}").into(),
             start_ticks: start,
             kernel_thread: false,
             has_mm: true,
             threads: 1,
+            thread_names: Vec::new(),
         }
     }
 
@@ -636,7 +637,7 @@ mod tests {
             exiting: false,
             process: Some(Process {
                 pid,
-                comm: format!("p{pid}"),
+                comm: format!("p{pid}").into(),
                 start_ticks: start,
                 ..Default::default()
             }),

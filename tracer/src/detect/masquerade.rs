@@ -567,7 +567,7 @@ impl<F: Files> Rules<'_, F> {
             // Kernel threads have no program; zombies have nothing left.
             return hits;
         }
-        let argv0 = p.cmdline.first().map(String::as_str).unwrap_or_default();
+        let argv0 = p.cmdline.first().map(|a| a.as_str()).unwrap_or_default();
         hits.extend(self.kernel_thread_name(p, parent, argv0));
         let Some(exe) = p.exe.as_deref() else {
             // Another user's process without root: its program is not ours to see.
@@ -600,7 +600,7 @@ impl<F: Files> Rules<'_, F> {
                 "user process named like a kernel thread ({source} {name:?}); kernel threads have no program, this one runs {}",
                 p.exe.as_deref().unwrap_or("a program")
             ),
-            evidence: vec![("comm".into(), p.comm.clone()), ("argv[0]".into(), argv0.into())],
+            evidence: vec![("comm".into(), p.comm.to_string()), ("argv[0]".into(), argv0.into())],
             next_step: format!(
                 "A user process disguised as a kernel thread: look at `ls -l /proc/{0}/exe /proc/{0}/fd`, \
                  its sockets (`ss -tupn | grep pid={0},`) and its parents, then stop it with `tracer kill-tree {0}`.",
@@ -653,7 +653,7 @@ impl<F: Files> Rules<'_, F> {
             rule: Rule::NameMismatch,
             severity,
             summary: format!("{source} {raw:?} claims to be {what}, but the process runs {exe}"),
-            evidence: vec![("comm".into(), p.comm.clone()), ("argv[0]".into(), argv0.into())],
+            evidence: vec![("comm".into(), p.comm.to_string()), ("argv[0]".into(), argv0.into())],
             next_step: format!(
                 "Compare what it claims with what runs: `ls -l /proc/{0}/exe`, hash the executable, and find \
                  who started it (parents, service units).",
@@ -744,7 +744,7 @@ impl<F: Files> Rules<'_, F> {
                     Severity::Medium,
                     format!(
                         "named like the system daemon {name} but started by {}({}), not by init or a service manager",
-                        pp.comm, pp.pid
+                        pp.comm.as_str(), pp.pid
                     ),
                 ));
             }
@@ -918,7 +918,7 @@ mod tests {
             uid,
             comm: comm.into(),
             exe: Some(exe.into()),
-            cmdline: argv.iter().map(|s| s.to_string()).collect(),
+            cmdline: argv.iter().map(|&s| s.into()).collect(),
             start_ticks: 100,
             ..Default::default()
         }

@@ -10,7 +10,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::model::Finding;
+use crate::model::{host_str::escape, Finding};
 
 /// One view's contribution, as the report shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -43,11 +43,11 @@ pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
 pub fn write_human(w: &mut impl Write, report: &Report, view_order: &[&str]) -> io::Result<()> {
     write_findings(w, report.findings)?;
     if let Some(why) = report.kernel_view.strip_prefix("skipped: ") {
-        writeln!(w, "kernel view skipped: {why}")?;
+        writeln!(w, "kernel view skipped: {}", escape(why))?;
     }
     for (letter, view) in &report.views {
         if view.count.is_none() && letter != "K" {
-            writeln!(w, "view {letter} unavailable: {}", view.source)?;
+            writeln!(w, "view {letter} unavailable: {}", escape(&view.source))?;
         }
     }
     let counts: Vec<String> = view_order
@@ -72,23 +72,27 @@ pub fn write_human(w: &mut impl Write, report: &Report, view_order: &[&str]) -> 
 /// the next step.
 pub fn write_findings(w: &mut impl Write, findings: &[Finding]) -> io::Result<()> {
     for f in findings {
-        let (pid, comm) = f.process.as_ref().map_or((String::from("-"), "-"), |p| {
-            (p.pid.to_string(), p.comm.as_str())
-        });
+        // Every string below may quote the attacker: all are escaped.
+        let (pid, comm) = f
+            .process
+            .as_ref()
+            .map_or((String::from("-"), "-".into()), |p| {
+                (p.pid.to_string(), p.comm.escaped())
+            });
         writeln!(
             w,
             "{:<8} {:<10} pid {:<7} {:<16} {}",
             f.severity.to_string().to_uppercase(),
-            f.layer,
+            escape(&f.layer),
             pid,
             comm,
             f.kind
         )?;
-        writeln!(w, "    {}", f.summary)?;
+        writeln!(w, "    {}", escape(&f.summary))?;
         for (label, value) in f.evidence.iter().filter(|(l, _)| l != "pid") {
-            writeln!(w, "    {label}: {value}")?;
+            writeln!(w, "    {}: {}", escape(label), escape(value))?;
         }
-        writeln!(w, "    next: {}", f.next_step)?;
+        writeln!(w, "    next: {}", escape(&f.next_step))?;
         writeln!(w)?;
     }
     Ok(())

@@ -137,12 +137,7 @@ pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<Kil
 
 /// Parses the PID argument; anything else is refused, like a bad target.
 pub fn parse_target(arg: &str) -> Result<u32> {
-    match arg.trim().parse::<u32>() {
-        Ok(pid) if pid > 0 => Ok(pid),
-        _ => Err(
-            UserError::Refused(format!("`{arg}` is not a PID (expected a positive number)")).into(),
-        ),
-    }
+    crate::model::parse_pid(arg).map_err(|why| UserError::Refused(why).into())
 }
 
 /// tracer itself and its ancestors: never stopped, never a target.
@@ -171,7 +166,7 @@ fn check_target<'t>(
     if is_kernel_thread(p) {
         return refuse(format!(
             "PID {target} ({}) is a kernel thread; it has no program to stop",
-            p.comm
+            p.comm.as_str()
         ));
     }
     if target == self_pid {
@@ -180,7 +175,7 @@ fn check_target<'t>(
     if self_chain.contains(&p.id()) {
         return refuse(format!(
             "PID {target} ({}) is an ancestor of tracer itself; stopping it would stop tracer",
-            p.comm
+            p.comm.as_str()
         ));
     }
     Ok(p)
@@ -332,9 +327,13 @@ fn chain_reason(p: &Process, clues: &ChainClues) -> Option<String> {
         return Some(format!("launcher whose {where_}"));
     }
     if let Some(path) = p.cmdline.iter().find(|a| {
-        clues.paths.contains(a) || clues.dirs.iter().any(|d| a.starts_with(&format!("{d}/")))
+        clues.paths.iter().any(|c| c == a.as_str())
+            || clues.dirs.iter().any(|d| a.starts_with(&format!("{d}/")))
     }) {
-        return Some(format!("launcher whose command line names {path}"));
+        return Some(format!(
+            "launcher whose command line names {}",
+            path.as_str()
+        ));
     }
     None
 }
@@ -369,7 +368,7 @@ fn subtree_top_down<'t>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::error::exit;
+    use crate::{error::exit, model::HostStr};
 
     pub(crate) fn proc(pid: u32, ppid: u32, exe: &str, cmdline: &str) -> Process {
         Process {
@@ -379,15 +378,17 @@ pub(crate) mod tests {
             comm: program::file_name(program::strip_deleted(exe))
                 .chars()
                 .take(15)
-                .collect(),
-            exe: Some(exe.to_string()),
+                .collect::<String>()
+                .into(),
+            exe: Some(exe.into()),
             cmdline: cmdline
                 .split(' ')
                 .filter(|s| !s.is_empty())
-                .map(String::from)
+                .map(HostStr::from)
                 .collect(),
             start_ticks: pid as u64 * 10,
             kernel_thread: false,
+            threads: Vec::new(),
             exited_at_ns: None,
         }
     }

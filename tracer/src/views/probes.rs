@@ -106,7 +106,7 @@ pub fn probe(pid: u32) -> Probe {
         exiting: false,
         process: None,
     };
-    let stat = match proc::read_stat(pid) {
+    let (stat, comm) = match proc::read_stat_raw(pid) {
         Ok(s) => s,
         Err(e) => {
             probe.read_error = Some(ProbeError::new(format!("read {dir}/stat"), &e));
@@ -128,7 +128,7 @@ pub fn probe(pid: u32) -> Probe {
             return probe;
         }
     };
-    probe.process = Some(proc::process_from_stat(pid, stat, uid));
+    probe.process = Some(proc::process_from_stat(pid, stat, comm, uid));
     probe
 }
 

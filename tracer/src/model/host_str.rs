@@ -79,6 +79,12 @@ impl HostStr {
         Cow::Owned(out)
     }
 
+    /// The original bytes as a path, for the file system.
+    pub fn to_path(&self) -> std::path::PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(&self.to_bytes()).into()
+    }
+
     /// The bytes were valid UTF-8.
     pub fn is_utf8(&self) -> bool {
         !self.0.chars().any(is_raw_byte)
@@ -164,6 +170,12 @@ pub fn escape(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// The original bytes of rule text (a path taken from a `HostStr`), for a
+/// file-system call.
+pub fn original_bytes(text: &str) -> Vec<u8> {
+    HostStr::from_text(text).to_bytes().into_owned()
 }
 
 /// Any text for a terminal, escaped (for messages that quote user input).

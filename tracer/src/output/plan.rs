@@ -46,10 +46,16 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
         .max()
         .unwrap_or(0);
     for m in &plan.members {
-        let threads = match m.threads.len() {
+        let mut threads = match m.threads.len() {
             0 | 1 => String::new(),
             n => format!(" [{n} threads]"),
         };
+        if !m.process.threads.is_empty() {
+            threads.push_str(&format!(
+                " (threads named {})",
+                crate::views::host::thread_list(&m.process)
+            ));
+        }
         push_line(
             &mut out,
             &format!(

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Live response for compromised Linux hosts: the kernel's view of processes and connections",
     after_help = "Exit codes: 0 ok/clean, 1 findings, 2 error or bad input, 3 needs root, \
-                  4 kernel unsupported, 5 kill-tree refused its target."
+                  4 kernel unsupported, 5 kill-tree refused its target, \
+                  6 hidden found nothing but could not check everything (not root)."
 )]
 pub struct Cli {
     #[command(subcommand)]

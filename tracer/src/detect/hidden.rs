@@ -635,6 +635,7 @@ mod tests {
             stat_pid: Some(pid),
             state: Some('S'),
             exiting: false,
+            exe_denied: false,
             process: Some(Process {
                 pid,
                 comm: format!("p{pid}").into(),

@@ -31,7 +31,19 @@ pub struct Report<'a> {
     /// `used`, or `skipped: <why>`.
     pub kernel_view: String,
     pub elapsed_ms: u64,
+    /// Processes some checks could not run on, and why.
+    pub unchecked: Unchecked,
     pub findings: &'a [Finding],
+}
+
+/// Processes that could not be fully checked.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Unchecked {
+    pub count: usize,
+    /// Why, and what to do; empty when `count` is 0.
+    pub why: String,
+    /// Their PIDs, in order.
+    pub pids: Vec<u32>,
 }
 
 pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
@@ -59,9 +71,17 @@ pub fn write_human(w: &mut impl Write, report: &Report, view_order: &[&str]) -> 
         })
         .collect();
     let n = report.findings.len();
+    let unchecked = match report.unchecked.count {
+        0 => String::new(),
+        u => format!(
+            "; {u} process{} not fully checked ({})",
+            if u == 1 { "" } else { "es" },
+            escape(&report.unchecked.why)
+        ),
+    };
     writeln!(
         w,
-        "{n} finding{} (views: {}) in {} ms",
+        "{n} finding{} (views: {}) in {} ms{unchecked}",
         if n == 1 { "" } else { "s" },
         counts.join(", "),
         report.elapsed_ms
@@ -118,6 +138,7 @@ mod tests {
             views,
             kernel_view: "skipped: not root".into(),
             elapsed_ms: 42,
+            unchecked: Unchecked::default(),
             findings,
         }
     }
@@ -166,6 +187,21 @@ mod tests {
             *lines.last().unwrap(),
             "1 finding (views: K=skipped, P=120, L=skipped) in 42 ms"
         );
+        let mut partial = report(&[]);
+        partial.unchecked = Unchecked {
+            count: 3,
+            why: "other users' executables need root".into(),
+            pids: vec![1, 2, 3],
+        };
+        let mut out = Vec::new();
+        write_human(&mut out, &partial, &["P"]).unwrap();
+        assert!(String::from_utf8(out).unwrap().ends_with(
+            "0 findings (views: P=120) in 42 ms; 3 processes not fully checked \
+             (other users' executables need root)\n"
+        ));
+        let v = serde_json::to_value(&partial).unwrap();
+        assert_eq!(v["unchecked"]["count"], 3);
+        assert_eq!(v["unchecked"]["pids"][2], 3);
     }
 
     #[test]

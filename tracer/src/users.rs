@@ -40,6 +40,15 @@ impl Users {
         users
     }
 
+    /// Every account's home directory, root's first, then by uid.
+    pub fn all_homes(&self) -> Vec<String> {
+        let mut uids: Vec<u32> = self.homes.keys().copied().collect();
+        uids.sort_unstable();
+        uids.iter()
+            .flat_map(|u| self.homes[u].iter().cloned())
+            .collect()
+    }
+
     /// The home directories passwd gives for `uid`, in file order.
     pub fn homes(&self, uid: u32) -> &[String] {
         self.homes.get(&uid).map(Vec::as_slice).unwrap_or_default()

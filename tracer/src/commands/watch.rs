@@ -411,7 +411,15 @@ fn proposed_kill_tree(
             let members: Vec<&Process> = plan.members.iter().map(|m| &m.process).collect();
             respond::persistence::scan(&respond::persistence::Roots::from_env(), &members)
                 .into_iter()
-                .map(|h| format!("{}:{} ({})", h.file, h.line_no, h.kind))
+                .map(|h| {
+                    format!(
+                        "{}:{} ({}, {})",
+                        h.file.as_str(),
+                        h.line_no,
+                        h.kind,
+                        h.technique
+                    )
+                })
                 .collect()
         })
         .clone();

@@ -72,20 +72,32 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
         "\nPersistence that would start it again (reported only; tracer never edits these):",
     );
     if plan.persistence.is_empty() {
-        push_line(&mut out, "  none found (crontabs, at jobs, systemd units, rc.local, init.d, ld.so.preload, shell profiles, authorized_keys)");
+        push_line(
+            &mut out,
+            "  none found (cron, at, systemd units, timers and generators, rc.local, init.d, motd, \
+             udev, XDG autostart, modprobe, PAM, sshd_config, apt/dpkg hooks, logrotate, network \
+             hooks, ld.so.preload, environment, shell profiles, authorized_keys)",
+        );
     }
     for h in &plan.persistence {
         push_line(
             &mut out,
-            &format!("  {}:{}  [{}] {}", h.file, h.line_no, h.kind, h.line),
+            &format!(
+                "  {}:{}  [{}, {}] {}",
+                h.file.as_str(),
+                h.line_no,
+                h.kind,
+                h.technique,
+                h.line.as_str()
+            ),
         );
         push_line(
             &mut out,
             &format!(
-                "  {:>w$}  matched: {}",
+                "  {:>w$}  why: {}",
                 "",
-                h.matched,
-                w = h.file.len() + 1 + digits(h.line_no)
+                h.reason,
+                w = h.file.chars().count() + 1 + digits(h.line_no)
             ),
         );
     }
@@ -251,10 +263,12 @@ mod tests {
         let mut plan = plan_tree(&cron_chain(), 500, 630).unwrap();
         plan.persistence.push(PersistenceHit {
             kind: "crontab".into(),
+            technique: "T1053.003".into(),
             file: "/etc/crontab".into(),
             line_no: 3,
             line: "* * * * * root /var/tmp/.x/kswapd0".into(),
             matched: "/var/tmp/.x/kswapd0".into(),
+            reason: "names the program's path /var/tmp/.x/kswapd0".into(),
         });
         let users = Users::parse("root:x:0:0:root:/root:/bin/bash\n");
         let text = plan_text(&plan, &users, false);
@@ -282,7 +296,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("/etc/crontab:3  [crontab] * * * * * root /var/tmp/.x/kswapd0"),
+            text.contains(
+                "/etc/crontab:3  [crontab, T1053.003] * * * * * root /var/tmp/.x/kswapd0"
+            ),
             "{text}"
         );
         assert!(

@@ -1048,7 +1048,7 @@ mod tests {
             ),
             (
                 "/etc/systemd/system/web.service.d/override.conf",
-                format!("[Service]\nEnvironment=LD_PRELOAD=/var/tmp/.x/libk.so\n"),
+                "[Service]\nEnvironment=LD_PRELOAD=/var/tmp/.x/libk.so\n".into(),
                 "systemd unit",
                 "T1574.006",
             ),

@@ -77,6 +77,10 @@ pub struct KillTreeArgs {
     /// Carry out the plan (default is a dry run that only prints it).
     #[arg(long)]
     pub kill: bool,
+    /// With --kill, also stop the related processes the plan lists (same
+    /// process group or session as the target, outside its tree).
+    #[arg(long)]
+    pub relatives: bool,
     /// Before killing, copy each member's executable here with a JSON record.
     #[arg(long, value_name = "DIR")]
     pub quarantine: Option<PathBuf>,

@@ -139,6 +139,8 @@ pub fn process_from_stat(pid: u32, stat: Stat, comm: HostStr, uid: u32) -> Proce
     Process {
         pid,
         ppid: stat.ppid.max(0) as u32,
+        pgid: stat.pgrp.max(0) as u32,
+        sid: stat.session.max(0) as u32,
         uid,
         exe: read_exe(pid),
         cmdline: read_cmdline(pid),

@@ -48,6 +48,12 @@ pub struct Process {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
+    /// Process group and session, from /proc (0 when the source did not
+    /// say: kernel records, exec events).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pgid: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sid: u32,
     /// The kernel's 15-byte task name.
     pub comm: HostStr,
     /// Executable path (`/proc/PID/exe`, or the exec event's filename);
@@ -64,6 +70,10 @@ pub struct Process {
     /// When the process was seen to exit (boot-time ns), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exited_at_ns: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Process {

@@ -130,6 +130,20 @@ pub struct Counts {
     pub connect: u64,
 }
 
+/// Events the kernel could not queue since the last `loss` record (or the
+/// start), per kind; the table was re-read from the kernel after it.
+#[derive(Serialize)]
+pub struct LossOut {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Since the last loss record.
+    pub lost: Counts,
+    /// Since watch started.
+    pub total_lost: u64,
+    /// Processes known after re-reading the kernel's task list.
+    pub processes: usize,
+}
+
 #[derive(Serialize)]
 pub struct SummaryOut {
     #[serde(rename = "type")]
@@ -288,6 +302,19 @@ impl<W: Write> EventWriter<W> {
             )?;
         }
         Ok(())
+    }
+
+    pub fn loss(&mut self, l: &LossOut) -> io::Result<()> {
+        if self.json {
+            return self.json_line(l);
+        }
+        let n = l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect;
+        writeln!(
+            self.out,
+            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}) since the last \
+             report, {} in all; process table re-read from the kernel ({} processes)",
+            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.total_lost, l.processes
+        )
     }
 
     pub fn summary(&mut self, s: &SummaryOut) -> io::Result<()> {

@@ -67,6 +67,23 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
         );
     }
 
+    if !plan.relatives.is_empty() {
+        push_line(
+            &mut out,
+            "\nRelated processes outside the tree (stopped with --kill --relatives):",
+        );
+        for r in &plan.relatives {
+            push_line(
+                &mut out,
+                &format!(
+                    "  {:>7}  {}  {}",
+                    r.process.pid,
+                    r.process.cmdline_string().as_str(),
+                    r.reason
+                ),
+            );
+        }
+    }
     push_line(
         &mut out,
         "\nPersistence that would start it again (reported only; tracer never edits these):",
@@ -219,6 +236,28 @@ pub fn execution_text(ex: &Execution) -> String {
         push_line(
             &mut out,
             &format!("  {} {}: {what}", q.pid, q.original_path),
+        );
+    }
+    out
+}
+
+/// Related processes still alive after the kill: never a clean result.
+pub fn relatives_text(living: &[&PlanMember], included: bool) -> String {
+    let mut out = String::new();
+    for r in living {
+        let hint = if included {
+            "it survived the kill"
+        } else {
+            "not stopped: run again with --relatives to stop it"
+        };
+        push_line(
+            &mut out,
+            &format!(
+                "RELATED process still running: {} {} ({}); {hint}",
+                r.process.pid,
+                r.process.cmdline_string().as_str(),
+                r.reason
+            ),
         );
     }
     out

@@ -183,6 +183,7 @@ mod tests {
             boundary: None,
             boundary_reason: None,
             ancestry: vec![],
+            relatives: vec![],
             persistence: vec![],
             command: String::new(),
         };

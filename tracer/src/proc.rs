@@ -3,7 +3,6 @@
 //! `readdir`/`open`, and tracer must not see /proc through the thing it hunts.
 use std::io;
 
-use procfs_core::{process::Stat, FromRead};
 use rustix::fs::{self as rfs, Mode, OFlags, CWD};
 
 use crate::model::{HostStr, Process, ThreadName};
@@ -58,30 +57,69 @@ pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
     list_numeric_dir(&format!("/proc/{pid}/task"))
 }
 
-/// Parses `/proc/PID/stat`.
-pub fn read_stat(pid: u32) -> io::Result<Stat> {
-    read_stat_raw(pid).map(|(stat, _)| stat)
+/// The fields of `/proc/PID/stat` tracer uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    /// The task name, as the bytes it is.
+    pub comm: HostStr,
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    pub flags: u32,
+    pub num_threads: i64,
+    /// Start time in clock ticks since boot.
+    pub starttime: u64,
 }
 
-/// Parses `/proc/PID/stat`, with the task name as the bytes it is (the
-/// parsed `Stat` holds a lossy copy).
-pub fn read_stat_raw(pid: u32) -> io::Result<(Stat, HostStr)> {
+/// Parses `/proc/PID/stat`.
+pub fn read_stat(pid: u32) -> io::Result<Stat> {
     let bytes = read_file(&format!("/proc/{pid}/stat"))?;
     parse_stat(&bytes)
 }
 
-/// `/proc/PID/stat` text: numbers after a name in parentheses that may
-/// hold anything, `)` and spaces included (the last `)` ends it).
-pub fn parse_stat(bytes: &[u8]) -> io::Result<(Stat, HostStr)> {
-    let stat = Stat::from_read(bytes).map_err(|e| io::Error::other(e.to_string()))?;
-    let comm = stat_comm(bytes).unwrap_or_default();
-    Ok((stat, comm))
-}
-
-fn stat_comm(bytes: &[u8]) -> Option<HostStr> {
-    let open = bytes.iter().position(|&b| b == b'(')?;
-    let close = bytes.iter().rposition(|&b| b == b')')?;
-    (close > open).then(|| HostStr::from_bytes(&bytes[open + 1..close]))
+/// `/proc/PID/stat` text: a PID, then a name in parentheses that may hold
+/// anything (`)`, spaces and newlines included: the last `)` ends it),
+/// then numbers. Parsed here, as bytes, rather than by a library: the
+/// name is the attacker's, and a parser that slices around it unchecked
+/// can be made to panic (the fuzz test found procfs-core's doing so).
+pub fn parse_stat(bytes: &[u8]) -> io::Result<Stat> {
+    let bad = || io::Error::other("malformed stat line");
+    let open = bytes.iter().position(|&b| b == b'(').ok_or_else(bad)?;
+    let close = bytes.iter().rposition(|&b| b == b')').ok_or_else(bad)?;
+    if close < open {
+        return Err(bad());
+    }
+    let number = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .map(str::trim)
+            .map(str::to_string)
+    };
+    let pid = number(&bytes[..open])
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let rest =
+        std::str::from_utf8(bytes.get(close + 1..).unwrap_or_default()).map_err(|_| bad())?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // Field n of proc(5) is fields[n - 3].
+    let field = |n: usize| fields.get(n - 3).copied().ok_or_else(bad);
+    fn parse<T: std::str::FromStr>(s: &str) -> io::Result<T> {
+        s.parse()
+            .map_err(|_| io::Error::other("malformed stat line"))
+    }
+    Ok(Stat {
+        pid,
+        comm: HostStr::from_bytes(&bytes[open + 1..close]),
+        state: field(3)?.chars().next().ok_or_else(bad)?,
+        ppid: parse(field(4)?)?,
+        pgrp: parse(field(5)?)?,
+        session: parse(field(6)?)?,
+        flags: parse(field(9)?)?,
+        num_threads: parse(field(20)?)?,
+        starttime: parse(field(22)?)?,
+    })
 }
 
 /// The real uid from the `Uid:` line of `/proc/PID/status`.
@@ -117,7 +155,7 @@ pub fn split_nul_args(bytes: &[u8]) -> Vec<HostStr> {
 /// unreadable). Fields that a process may legitimately deny (exe of a
 /// kernel thread) are left empty.
 pub fn read_process(pid: u32) -> Option<Process> {
-    let (stat, comm) = read_stat_raw(pid).ok()?;
+    let stat = read_stat(pid).ok()?;
     // The status file's Uid line, else the owner of /proc/PID (the
     // process's effective uid): never a made-up uid.
     let uid = read_uid(pid).ok().or_else(|| {
@@ -125,12 +163,13 @@ pub fn read_process(pid: u32) -> Option<Process> {
             .ok()
             .map(|st| st.st_uid)
     })?;
-    Some(process_from_stat(pid, stat, comm, uid))
+    Some(process_from_stat(pid, stat, uid))
 }
 
-/// A process record from its already-read stat, name and uid, with its
-/// command line, executable and thread names read now.
-pub fn process_from_stat(pid: u32, stat: Stat, comm: HostStr, uid: u32) -> Process {
+/// A process record from its already-read stat and uid, with its command
+/// line, executable and thread names read now.
+pub fn process_from_stat(pid: u32, stat: Stat, uid: u32) -> Process {
+    let comm = stat.comm.clone();
     let threads = if stat.num_threads > 1 {
         thread_names(pid, &comm)
     } else {
@@ -219,8 +258,10 @@ mod tests {
     #[test]
     fn stat_names_are_bytes_and_may_hold_parentheses() {
         let stat = b"42 (a) b\xff\n) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
-        let (parsed, comm) = parse_stat(stat).unwrap();
-        assert_eq!(&*comm.to_bytes(), b"a) b\xff\n");
+        let parsed = parse_stat(stat).unwrap();
+        assert_eq!(&*parsed.comm.to_bytes(), b"a) b\xff\n");
+        assert_eq!((parsed.pid, parsed.state, parsed.num_threads), (42, 'S', 1));
+        assert!(parse_stat(b"1 (x)").is_err() && parse_stat(b"1 )x( S").is_err());
         assert_eq!((parsed.ppid, parsed.starttime), (1, 777));
     }
 

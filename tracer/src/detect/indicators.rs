@@ -533,6 +533,16 @@ fn check_text(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
+#[cfg(test)]
+pub(crate) fn fuzz_check_text(bytes: &[u8]) -> Result<(), String> {
+    check_text(bytes)
+}
+
+#[cfg(test)]
+pub(crate) fn fuzz_parse_file(text: &str) -> Result<usize> {
+    parse_file("fuzz.txt", text).map(|v| v.len())
+}
+
 /// Parses an --ioc file; `name` is how errors and matches cite it.
 fn parse_file(name: &str, text: &str) -> Result<Vec<Indicator>> {
     let mut out = Vec::new();

@@ -758,6 +758,25 @@ fn matching_lines(
     hits
 }
 
+/// For the fuzz test: a crontab or unit file's bytes, matched against a
+/// dropped program's clues, and its timer read.
+#[cfg(test)]
+pub(crate) fn fuzz_matching_lines(bytes: &[u8]) -> Vec<PersistenceHit> {
+    let mut clues = ChainClues::default();
+    clues.add(&Process {
+        exe: Some("/tmp/.x/kswapd0".into()),
+        cmdline: vec!["/tmp/.x/kswapd0".into(), "-c".into()],
+        ..Default::default()
+    });
+    let text = HostStr::from_bytes(bytes);
+    let mut hits = matching_lines("crontab", CRON, Path::new("/f"), text.as_str(), &clues);
+    for h in &mut hits {
+        h.kind = "systemd unit".into();
+    }
+    let _ = quote(text.as_str());
+    hits
+}
+
 /// An authorized_keys file modified near a dropped program's mtime: its
 /// last key is the likeliest addition.
 fn recent_key(

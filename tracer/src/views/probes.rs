@@ -111,7 +111,7 @@ pub fn probe(pid: u32) -> Probe {
         process: None,
         exe_denied: false,
     };
-    let (stat, comm) = match proc::read_stat_raw(pid) {
+    let stat = match proc::read_stat(pid) {
         Ok(s) => s,
         Err(e) => {
             probe.read_error = Some(ProbeError::new(format!("read {dir}/stat"), &e));
@@ -133,7 +133,7 @@ pub fn probe(pid: u32) -> Probe {
             return probe;
         }
     };
-    let process = proc::process_from_stat(pid, stat, comm, uid);
+    let process = proc::process_from_stat(pid, stat, uid);
     // Only a refusal counts: a kernel thread or a zombie has no exe to show.
     probe.exe_denied = process.exe.is_none()
         && !process.kernel_thread

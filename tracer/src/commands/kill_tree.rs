@@ -92,7 +92,7 @@ fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
     let living: Vec<&respond::PlanMember> = plan
         .relatives
         .iter()
-        .filter(|r| crate::proc::start_ticks(r.process.pid) == Some(r.process.start_ticks))
+        .filter(|r| respawn::still_running(&r.process))
         .collect();
     if args.json {
         println!("{}", serde_json::json!({ "respawn": &report }));

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Live response for compromised Linux hosts: the kernel's view of processes and connections",
     after_help = "Exit codes: 0 ok/clean, 1 findings, 2 error or bad input, 3 needs root, \
-                  4 kernel unsupported, 5 kill-tree refused its target."
+                  4 kernel unsupported, 5 kill-tree refused its target, \
+                  6 hidden found nothing but could not check everything (not root)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -45,7 +46,8 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Only events from these PIDs or their descendants (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(long = "pid", value_name = "PID", value_parser = crate::model::parse_pid,
+          allow_negative_numbers = true)]
     pub pids: Vec<u32>,
     /// Only events whose process name (comm) is one of these (repeatable).
     #[arg(long = "comm", value_name = "NAME")]
@@ -77,11 +79,16 @@ pub struct HiddenArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct KillTreeArgs {
     /// The process to stop, with everything that keeps it alive.
-    #[arg(value_name = "PID")]
+    // Negative numbers reach the PID check, so `-5` gets its one-line refusal.
+    #[arg(value_name = "PID", allow_negative_numbers = true)]
     pub pid: String,
     /// Carry out the plan (default is a dry run that only prints it).
     #[arg(long)]
     pub kill: bool,
+    /// With --kill, also stop the related processes the plan lists (same
+    /// process group or session as the target, outside its tree).
+    #[arg(long)]
+    pub relatives: bool,
     /// Before killing, copy each member's executable here with a JSON record.
     #[arg(long, value_name = "DIR")]
     pub quarantine: Option<PathBuf>,

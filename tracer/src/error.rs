@@ -17,6 +17,10 @@ pub mod exit {
     /// `kill-tree` refused its target (PID 1, kernel thread, tracer itself,
     /// no such process).
     pub const REFUSED: i32 = 5;
+    /// `hidden` found nothing, but could not check everything (without
+    /// root: the kernel view, other users' executables and open files).
+    /// Not "clean".
+    pub const INCOMPLETE: i32 = 6;
 }
 
 #[derive(Debug)]

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod commands;
 pub mod detect;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod kernel;
 pub mod model;
 pub mod output;

@@ -1,10 +1,16 @@
 //! The `tracer` binary: parse the command line, run the command, map errors
 //! to one line and a documented exit code.
-use clap::Parser;
-use tracer::{cli::Cli, commands, error};
+use clap::{error::ErrorKind, Parser};
+use tracer::{cli::Cli, commands, error, model::host_str::escape};
+
+/// Longest error line printed: errors may quote user input of any size.
+const MAX_ERROR_CHARS: usize = 400;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     let code = match commands::run(cli.command) {
         Ok(code) => code,
         Err(err) => {
@@ -15,10 +21,40 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The error and its causes on one line.
+/// Help and version as clap prints them; any other usage error as one
+/// line (clap's first), exit code 2.
+fn usage_error(e: clap::Error) -> ! {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!(
+                "tracer: {}; see `tracer --help`",
+                cut(&escape(first.trim_end()))
+            );
+            std::process::exit(error::exit::ERROR)
+        }
+    }
+}
+
+/// The error and its causes on one line, escaped and cut.
 fn one_line(err: &anyhow::Error) -> String {
-    err.chain()
+    let text = err
+        .chain()
         .map(|c| c.to_string())
         .collect::<Vec<_>>()
-        .join(": ")
+        .join(": ");
+    cut(&escape(&text))
+}
+
+/// An already escaped line, cut to `MAX_ERROR_CHARS`.
+fn cut(line: &str) -> String {
+    match line.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((at, _)) => format!("{}… ({} bytes in all)", &line[..at], line.len()),
+        None => line.to_string(),
+    }
 }

@@ -3,10 +3,9 @@
 //! `readdir`/`open`, and tracer must not see /proc through the thing it hunts.
 use std::io;
 
-use procfs_core::{process::Stat, FromRead};
 use rustix::fs::{self as rfs, Mode, OFlags, CWD};
 
-use crate::model::Process;
+use crate::model::{HostStr, Process, ThreadName};
 
 /// Reads a whole file with open/read system calls.
 pub fn read_file(path: &str) -> io::Result<Vec<u8>> {
@@ -22,10 +21,10 @@ pub fn read_file(path: &str) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Reads a symlink's target.
-pub fn read_link(path: &str) -> io::Result<String> {
+/// Reads a symlink's target, as bytes.
+pub fn read_link(path: &str) -> io::Result<HostStr> {
     let target = rfs::readlinkat(CWD, path, Vec::new())?;
-    Ok(target.to_string_lossy().into_owned())
+    Ok(HostStr::from_bytes(target.as_bytes()))
 }
 
 /// Lists the numeric entries of a directory with `getdents64`.
@@ -76,10 +75,69 @@ pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
     list_numeric_dir(&format!("/proc/{pid}/task"))
 }
 
+/// The fields of `/proc/PID/stat` tracer uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    /// The task name, as the bytes it is.
+    pub comm: HostStr,
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    pub flags: u32,
+    pub num_threads: i64,
+    /// Start time in clock ticks since boot.
+    pub starttime: u64,
+}
+
 /// Parses `/proc/PID/stat`.
 pub fn read_stat(pid: u32) -> io::Result<Stat> {
     let bytes = read_file(&format!("/proc/{pid}/stat"))?;
-    Stat::from_read(&bytes[..]).map_err(|e| io::Error::other(e.to_string()))
+    parse_stat(&bytes)
+}
+
+/// `/proc/PID/stat` text: a PID, then a name in parentheses that may hold
+/// anything (`)`, spaces and newlines included: the last `)` ends it),
+/// then numbers. Parsed here, as bytes, rather than by a library: the
+/// name is the attacker's, and a parser that slices around it unchecked
+/// can be made to panic (the fuzz test found procfs-core's doing so).
+pub fn parse_stat(bytes: &[u8]) -> io::Result<Stat> {
+    let bad = || io::Error::other("malformed stat line");
+    let open = bytes.iter().position(|&b| b == b'(').ok_or_else(bad)?;
+    let close = bytes.iter().rposition(|&b| b == b')').ok_or_else(bad)?;
+    if close < open {
+        return Err(bad());
+    }
+    let number = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .map(str::trim)
+            .map(str::to_string)
+    };
+    let pid = number(&bytes[..open])
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let rest =
+        std::str::from_utf8(bytes.get(close + 1..).unwrap_or_default()).map_err(|_| bad())?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // Field n of proc(5) is fields[n - 3].
+    let field = |n: usize| fields.get(n - 3).copied().ok_or_else(bad);
+    fn parse<T: std::str::FromStr>(s: &str) -> io::Result<T> {
+        s.parse()
+            .map_err(|_| io::Error::other("malformed stat line"))
+    }
+    Ok(Stat {
+        pid,
+        comm: HostStr::from_bytes(&bytes[open + 1..close]),
+        state: field(3)?.chars().next().ok_or_else(bad)?,
+        ppid: parse(field(4)?)?,
+        pgrp: parse(field(5)?)?,
+        session: parse(field(6)?)?,
+        flags: parse(field(9)?)?,
+        num_threads: parse(field(20)?)?,
+        starttime: parse(field(22)?)?,
+    })
 }
 
 /// The real uid from the `Uid:` line of `/proc/PID/status`.
@@ -88,22 +146,27 @@ pub fn read_uid(pid: u32) -> io::Result<u32> {
     parse_status_uid(&bytes).ok_or_else(|| io::Error::other("no Uid line"))
 }
 
-fn parse_status_uid(status: &[u8]) -> Option<u32> {
-    let text = std::str::from_utf8(status).ok()?;
-    let line = text.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// The `Uid:` line's first number. Read as bytes: the `Name:` line above it
+/// holds the task name, which need not be UTF-8.
+pub fn parse_status_uid(status: &[u8]) -> Option<u32> {
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Uid:"))?;
+    std::str::from_utf8(line)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Splits a NUL-separated argument area into arguments.
-pub fn split_nul_args(bytes: &[u8]) -> Vec<String> {
+pub fn split_nul_args(bytes: &[u8]) -> Vec<HostStr> {
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     if bytes.is_empty() {
         return Vec::new();
     }
-    bytes
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+    bytes.split(|&b| b == 0).map(HostStr::from_bytes).collect()
 }
 
 /// Everything /proc says about one process, or `None` if it is gone (or
@@ -111,39 +174,65 @@ pub fn split_nul_args(bytes: &[u8]) -> Vec<String> {
 /// kernel thread) are left empty.
 pub fn read_process(pid: u32) -> Option<Process> {
     let stat = read_stat(pid).ok()?;
-    Some(process_from_stat(
-        pid,
-        stat,
-        read_uid(pid).unwrap_or(u32::MAX),
-    ))
+    // The status file's Uid line, else the owner of /proc/PID (the
+    // process's effective uid): never a made-up uid.
+    let uid = read_uid(pid).ok().or_else(|| {
+        rfs::stat(format!("/proc/{pid}").as_str())
+            .ok()
+            .map(|st| st.st_uid)
+    })?;
+    Some(process_from_stat(pid, stat, uid))
 }
 
 /// A process record from its already-read stat and uid, with its command
-/// line and executable read now.
+/// line, executable and thread names read now.
 pub fn process_from_stat(pid: u32, stat: Stat, uid: u32) -> Process {
+    let comm = stat.comm.clone();
+    let threads = if stat.num_threads > 1 {
+        thread_names(pid, &comm)
+    } else {
+        Vec::new()
+    };
     Process {
         pid,
         ppid: stat.ppid.max(0) as u32,
+        pgid: stat.pgrp.max(0) as u32,
+        sid: stat.session.max(0) as u32,
         uid,
         exe: read_exe(pid),
         cmdline: read_cmdline(pid),
         start_ticks: stat.starttime,
         kernel_thread: stat.flags & tracer_common::PF_KTHREAD != 0,
-        comm: stat.comm,
+        comm,
+        threads,
         exited_at_ns: None,
     }
 }
 
+/// The threads of `pid` whose name differs from the process's `comm`.
+pub fn thread_names(pid: u32, comm: &HostStr) -> Vec<ThreadName> {
+    let mut tids = list_threads(pid).unwrap_or_default();
+    tids.sort_unstable();
+    tids.into_iter()
+        .filter(|&tid| tid != pid)
+        .filter_map(|tid| {
+            let name = read_file(&format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            let name = HostStr::from_bytes(name.strip_suffix(b"\n").unwrap_or(&name));
+            (name != *comm).then_some(ThreadName { tid, comm: name })
+        })
+        .collect()
+}
+
 /// `/proc/PID/cmdline` as arguments; empty when unreadable (kernel threads,
 /// zombies).
-pub fn read_cmdline(pid: u32) -> Vec<String> {
+pub fn read_cmdline(pid: u32) -> Vec<HostStr> {
     read_file(&format!("/proc/{pid}/cmdline"))
         .map(|b| split_nul_args(&b))
         .unwrap_or_default()
 }
 
 /// The target of `/proc/PID/exe`, if readable.
-pub fn read_exe(pid: u32) -> Option<String> {
+pub fn read_exe(pid: u32) -> Option<HostStr> {
     read_link(&format!("/proc/{pid}/exe")).ok()
 }
 
@@ -167,10 +256,11 @@ mod tests {
     fn args_split_on_nul_and_drop_the_trailing_one() {
         assert_eq!(
             split_nul_args(b"sh\0-c\0echo hi\0"),
-            ["sh", "-c", "echo hi"]
+            [HostStr::from("sh"), "-c".into(), "echo hi".into()]
         );
         assert!(split_nul_args(b"").is_empty());
-        assert_eq!(split_nul_args(b"a\0\0b\0"), ["a", "", "b"]);
+        assert_eq!(split_nul_args(b"a\0\0b\0").len(), 3);
+        assert_eq!(&*split_nul_args(b"\xff\0")[0].to_bytes(), b"\xff");
     }
 
     #[test]
@@ -178,6 +268,19 @@ mod tests {
         let status = b"Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
         assert_eq!(parse_status_uid(status), Some(1000));
         assert_eq!(parse_status_uid(b"Name:\tx\n"), None);
+        // A task name that is not UTF-8 does not hide the uid.
+        let status = b"Name:\tm\xff\x1b\nUid:\t1000\t0\t0\t0\n";
+        assert_eq!(parse_status_uid(status), Some(1000));
+    }
+
+    #[test]
+    fn stat_names_are_bytes_and_may_hold_parentheses() {
+        let stat = b"42 (a) b\xff\n) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        let parsed = parse_stat(stat).unwrap();
+        assert_eq!(&*parsed.comm.to_bytes(), b"a) b\xff\n");
+        assert_eq!((parsed.pid, parsed.state, parsed.num_threads), (42, 'S', 1));
+        assert!(parse_stat(b"1 (x)").is_err() && parse_stat(b"1 )x( S").is_err());
+        assert_eq!((parsed.ppid, parsed.starttime), (1, 777));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! parent dying.
 use std::collections::{HashMap, VecDeque};
 
-use crate::model::{Process, ProcessId};
+use crate::model::{HostStr, Process, ProcessId};
 
 /// How long an exited process with no living descendants is kept (ns).
 const EXITED_RETENTION_NS: u64 = 120 * 1_000_000_000;
@@ -128,20 +128,25 @@ impl ProcessTable {
         ppid: u32,
         uid: u32,
         start_ticks: u64,
-        comm: String,
-        exe: String,
-        argv: Vec<String>,
+        comm: HostStr,
+        exe: HostStr,
+        argv: Vec<HostStr>,
     ) -> ProcessId {
         let id = ProcessId { pid, start_ticks };
+        // exec keeps the process group and session of the process.
+        let (pgid, sid) = self.by_id(&id).map_or((0, 0), |p| (p.pgid, p.sid));
         let process = Process {
             pid,
             ppid,
+            pgid,
+            sid,
             uid,
             comm,
             exe: Some(exe),
             cmdline: argv,
             start_ticks,
             kernel_thread: false,
+            threads: Vec::new(),
             exited_at_ns: None,
         };
         self.upsert(process, None);
@@ -249,6 +254,27 @@ impl ProcessTable {
         }
     }
 
+    /// Brings the table back in line with the system after events were
+    /// lost: `processes` is what runs now. Live entries not in it exited
+    /// unseen (kept, marked exited, for ancestry); new ones are added and
+    /// changed ones (an exec we missed) replaced.
+    pub fn resync(&mut self, processes: Vec<Process>, now_ns: u64) {
+        let present: std::collections::HashSet<ProcessId> =
+            processes.iter().map(Process::id).collect();
+        let gone: Vec<ProcessId> = self
+            .live
+            .values()
+            .copied()
+            .filter(|id| !present.contains(id))
+            .collect();
+        for id in gone {
+            self.live.remove(&id.pid);
+            self.mark_exited(id, now_ns);
+        }
+        self.seed(processes);
+        self.prune(now_ns);
+    }
+
     /// Builds a table from /proc (read through raw system calls).
     pub fn from_proc() -> Self {
         let mut t = Self::new();
@@ -274,7 +300,7 @@ mod tests {
 
     fn chain(t: &ProcessTable, pid: u32) -> Vec<String> {
         let id = t.get(pid).unwrap().id();
-        t.ancestry(&id).iter().map(|p| p.comm.clone()).collect()
+        t.ancestry(&id).iter().map(|p| p.comm.to_string()).collect()
     }
 
     #[test]
@@ -346,6 +372,24 @@ mod tests {
             })
             .is_none());
         assert!(t.get(70).is_none());
+    }
+
+    #[test]
+    fn resync_after_losses_marks_the_unseen_exits_and_adds_the_unseen_starts() {
+        let mut t = ProcessTable::new();
+        t.seed([
+            proc(1, 0, "init", 1),
+            proc(10, 1, "sh", 10),
+            proc(20, 10, "old", 20),
+        ]);
+        // While events were lost: 20 exited, 30 started under 10, 10 exec'd.
+        let mut sh = proc(10, 1, "bash", 10);
+        sh.exe = Some("/bin/bash".into());
+        t.resync(vec![proc(1, 0, "init", 1), sh, proc(30, 10, "new", 30)], 5);
+        assert!(t.get(20).is_none());
+        assert_eq!(t.get(10).unwrap().comm, "bash");
+        assert_eq!(chain(&t, 30), ["bash", "init"]);
+        assert_eq!(t.live_count(), 3);
     }
 
     #[test]

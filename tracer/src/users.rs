@@ -2,9 +2,11 @@
 //! through NSS and `/etc/ld.so.preload`, both of which an intruder controls.
 use std::collections::HashMap;
 
+use crate::model::HostStr;
+
 #[derive(Default, Clone)]
 pub struct Users {
-    names: HashMap<u32, String>,
+    names: HashMap<u32, HostStr>,
     /// Every home directory given for a uid: a second account on uid 0
     /// (a classic backdoor) has a home of its own worth searching.
     homes: HashMap<u32, Vec<String>>,
@@ -13,7 +15,7 @@ pub struct Users {
 impl Users {
     pub fn load() -> Self {
         let text = crate::proc::read_file("/etc/passwd").unwrap_or_default();
-        Self::parse(&String::from_utf8_lossy(&text))
+        Self::parse(HostStr::from_bytes(&text).as_str())
     }
 
     pub fn parse(passwd: &str) -> Self {
@@ -24,7 +26,10 @@ impl Users {
                 continue;
             };
             // The first account for a uid names it, as getpwuid does.
-            users.names.entry(uid).or_insert_with(|| f[0].to_string());
+            users
+                .names
+                .entry(uid)
+                .or_insert_with(|| HostStr::from_text(f[0]));
             if let Some(home) = f.get(5) {
                 let homes = users.homes.entry(uid).or_default();
                 if !homes.iter().any(|h| h == home) {
@@ -35,17 +40,25 @@ impl Users {
         users
     }
 
+    /// Every account's home directory, root's first, then by uid.
+    pub fn all_homes(&self) -> Vec<String> {
+        let mut uids: Vec<u32> = self.homes.keys().copied().collect();
+        uids.sort_unstable();
+        uids.iter()
+            .flat_map(|u| self.homes[u].iter().cloned())
+            .collect()
+    }
+
     /// The home directories passwd gives for `uid`, in file order.
     pub fn homes(&self, uid: u32) -> &[String] {
         self.homes.get(&uid).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// The user's name, or the numeric uid when it has none.
-    pub fn name(&self, uid: u32) -> String {
+    pub fn name(&self, uid: u32) -> HostStr {
         match self.names.get(&uid) {
             Some(n) => n.clone(),
-            None if uid == u32::MAX => "?".into(),
-            None => uid.to_string(),
+            None => uid.to_string().into(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `tracer hidden`: take every view of the process list, report processes
 //! some layer hides (and which layer lies) and processes that pretend to be
-//! something else. Exit 0 when clean, 1 with findings, 2 on error.
+//! something else. Exit 0 when clean, 1 with findings, 6 when nothing was
+//! found but some checks could not run (not root), 2 on error.
 use std::{collections::BTreeMap, io, time::Instant};
 
 use anyhow::Result;
@@ -11,7 +12,7 @@ use crate::{
     error::{exit, UserError},
     kernel::Kernel,
     model::Finding,
-    output::findings::{self, Report, ViewSummary},
+    output::findings::{self, Report, Unchecked, ViewSummary},
     table::ProcessTable,
     views::{
         self,
@@ -79,6 +80,7 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
             Some(why) => format!("skipped: {why}"),
         },
         elapsed_ms: started.elapsed().as_millis() as u64,
+        unchecked: unchecked(&snap),
         findings: &found,
     };
     let mut out = io::stdout().lock();
@@ -87,10 +89,14 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     } else {
         findings::write_human(&mut out, &report, VIEW_ORDER, CONNECTION_VIEW_ORDER)?;
     }
-    Ok(if found.is_empty() {
-        exit::OK
-    } else {
+    let incomplete =
+        report.unchecked.count > 0 || (snap.kernel.skipped().is_some() && !args.no_kernel);
+    Ok(if !found.is_empty() {
         exit::FINDINGS
+    } else if incomplete {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
     })
 }
 
@@ -99,6 +105,28 @@ fn kernel_socket_listing(kernel: &mut Kernel) -> Result<SocketListing, String> {
     views::net::kernel::take(kernel)
         .map(|k| k.into_listing())
         .map_err(|e| format!("{e:#}"))
+}
+
+/// Processes whose executable (and open files) the kernel would not show:
+/// other users' processes, without root. Their exe rules did not run.
+fn unchecked(snap: &Snapshot) -> Unchecked {
+    let pids: Vec<u32> = snap
+        .probes
+        .values()
+        .filter(|p| p.exe_denied && !p.is_defunct() && !snap.own_pids.contains(&p.pid))
+        .map(|p| p.pid)
+        .collect();
+    Unchecked {
+        count: pids.len(),
+        why: if pids.is_empty() {
+            String::new()
+        } else {
+            "the kernel refused their executables and open files: other users' processes \
+             need root; run `sudo tracer hidden`"
+                .into()
+        },
+        pids,
+    }
 }
 
 /// The kernel side, or why the kernel view is skipped. Never fatal: the

@@ -29,7 +29,7 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
     let target = thread_group_of(&table, requested);
     let mut plan = respond::plan(&table, target, std::process::id())?;
     respond::attach_threads(&mut plan);
-    plan.command = command_line(target, args.quarantine.as_deref());
+    plan.command = command_line(target, args.quarantine.as_deref(), args.relatives);
     plan.network = Some(respond::network::collect(&plan));
 
     if !args.kill {
@@ -71,7 +71,13 @@ fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
             println!("{}", render::joined_text(m));
         }
     };
-    let ex = respond::execute(plan, args.quarantine.as_deref(), &users, &mut announce)?;
+    // Relatives join the set only when asked; either way they are checked
+    // at the end, so a living one never passes for a clean result.
+    let mut to_stop = plan.clone();
+    if args.relatives {
+        to_stop.members.extend(plan.relatives.iter().cloned());
+    }
+    let ex = respond::execute(&to_stop, args.quarantine.as_deref(), &users, &mut announce)?;
     let check = respawn::check_duration();
     if args.json {
         println!("{}", serde_json::json!({ "execution": &ex }));
@@ -83,13 +89,21 @@ fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
             respawn::CHECK_ENV
         );
     }
-    let report = respawn::watch(plan, &ex.joined, ex.started_ticks, check);
+    let report = respawn::watch(&to_stop, &ex.joined, ex.started_ticks, check);
+    let living: Vec<&respond::PlanMember> = plan
+        .relatives
+        .iter()
+        .filter(|r| respawn::still_running(&r.process))
+        .collect();
     if args.json {
         println!("{}", serde_json::json!({ "respawn": &report }));
+        println!("{}", serde_json::json!({ "relatives_alive": &living }));
     } else {
         print!("{}", render::respawn_text(&report));
+        print!("{}", render::relatives_text(&living, args.relatives));
     }
-    let complete = report.clean() && ex.survivors.is_empty() && ex.refused.is_empty();
+    let complete =
+        report.clean() && ex.survivors.is_empty() && ex.refused.is_empty() && living.is_empty();
     Ok(if complete { exit::OK } else { exit::FINDINGS })
 }
 
@@ -116,8 +130,11 @@ fn thread_group_of(table: &ProcessTable, pid: u32) -> u32 {
 }
 
 /// The exact command that carries out the plan.
-fn command_line(target: u32, quarantine: Option<&Path>) -> String {
+fn command_line(target: u32, quarantine: Option<&Path>, relatives: bool) -> String {
     let mut cmd = format!("sudo tracer kill-tree {target} --kill");
+    if relatives {
+        cmd.push_str(" --relatives");
+    }
     if let Some(dir) = quarantine {
         cmd.push_str(" --quarantine ");
         cmd.push_str(&shell_quote(&dir.display().to_string()));
@@ -142,14 +159,17 @@ mod tests {
 
     #[test]
     fn command_quotes_the_quarantine_dir() {
-        assert_eq!(command_line(7, None), "sudo tracer kill-tree 7 --kill");
         assert_eq!(
-            command_line(7, Some(Path::new("/root/q"))),
+            command_line(7, None, false),
+            "sudo tracer kill-tree 7 --kill"
+        );
+        assert_eq!(
+            command_line(7, Some(Path::new("/root/q")), false),
             "sudo tracer kill-tree 7 --kill --quarantine /root/q"
         );
         assert_eq!(
-            command_line(7, Some(Path::new("/root/it's here"))),
-            r"sudo tracer kill-tree 7 --kill --quarantine '/root/it'\''s here'"
+            command_line(7, Some(Path::new("/root/it's here")), true),
+            r"sudo tracer kill-tree 7 --kill --relatives --quarantine '/root/it'\''s here'"
         );
     }
 }

@@ -25,10 +25,10 @@ use crate::{
         events::{decode, text, KernelEvent},
         Kernel,
     },
-    model::{boottime_ns_to_ticks, socket::Socket, Process},
+    model::{boottime_ns_to_ticks, socket::Socket, HostStr, Process},
     output::events::{
-        AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, ProcessOut, StartOut,
-        SummaryOut,
+        AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, LossOut, ProcessOut,
+        StartOut, SummaryOut,
     },
     proc, respond,
     table::ProcessTable,
@@ -40,6 +40,10 @@ use crate::{
 /// blocks: lookups run in the background and are started anew every few
 /// minutes by the indicators themselves.
 const IOC_REFRESH: Duration = Duration::from_secs(5);
+
+/// Shortest time between two `loss` records: during an overload the task
+/// list is re-read at most this often, so the cure does not feed the storm.
+const LOSS_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Longest time a batched event waits in the ring buffer before it is shown.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
@@ -75,11 +79,14 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         alerts: 0,
         shown: 0,
         persistence_cache: HashMap::new(),
+        kernel,
+        lost_reported: Counts::default(),
+        last_loss_report: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let hooks = kernel.hooks.clone();
+    let hooks = w.kernel.hooks.clone();
     let stream_result = rt.block_on(async {
         // Signal handlers go in before the start line: whoever waits for it
         // may stop us at once, and must get a clean detach and a summary.
@@ -109,17 +116,11 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         w.stream(ring, stop).await
     });
 
-    let lost = kernel.lost().unwrap_or_default();
-    let lost = Counts {
-        exec: lost[1],
-        fork: lost[2],
-        exit: lost[3],
-        connect: lost[4],
-    };
+    let lost = lost_counts(&w.kernel);
     let summary = SummaryOut {
         kind: "summary",
         events_seen: w.seen.exec + w.seen.fork + w.seen.exit + w.seen.connect,
-        events_lost: lost.exec + lost.fork + lost.exit + lost.connect,
+        events_lost: total(&lost),
         seen: w.seen,
         lost,
         malformed: w.malformed,
@@ -132,9 +133,24 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     if json {
         let _ = EventWriter::new(io::stderr(), false).summary(&summary);
     }
-    drop(kernel); // detaches every program and link
+    drop(w); // detaches every program and link
     stream_result?;
     Ok(exit::OK)
+}
+
+/// The kernel's loss counters, per kind.
+fn lost_counts(kernel: &Kernel) -> Counts {
+    let lost = kernel.lost().unwrap_or_default();
+    Counts {
+        exec: lost[1],
+        fork: lost[2],
+        exit: lost[3],
+        connect: lost[4],
+    }
+}
+
+fn total(c: &Counts) -> u64 {
+    c.exec + c.fork + c.exit + c.connect
 }
 
 /// SIGINT and SIGTERM, caught so that watch always detaches and reports.
@@ -166,6 +182,12 @@ struct Watcher<W: Write> {
     shown: u64,
     /// Persistence found per set of executables, for alerts.
     persistence_cache: HashMap<String, Vec<String>>,
+    /// Owned here to read the loss counters and the task list mid-stream;
+    /// dropped last, which detaches every program.
+    kernel: Kernel,
+    /// Loss counters as of the last `loss` record.
+    lost_reported: Counts,
+    last_loss_report: Option<std::time::Instant>,
 }
 
 impl<W: Write> Watcher<W> {
@@ -219,10 +241,49 @@ impl<W: Write> Watcher<W> {
                 return Err(e.into());
             }
         }
+        if let Err(e) = self.report_losses() {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                return Ok(true);
+            }
+            return Err(e.into());
+        }
         match self.out.flush() {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(true),
             r => r.map(|_| false).map_err(Into::into),
         }
+    }
+
+    /// When the kernel counted losses since the last look: a `loss` record
+    /// with the counts per kind, then the table re-read from the kernel's
+    /// task list, since missed forks, execs and exits leave it wrong.
+    fn report_losses(&mut self) -> io::Result<()> {
+        if self
+            .last_loss_report
+            .is_some_and(|t| t.elapsed() < LOSS_REPORT_INTERVAL)
+        {
+            return Ok(());
+        }
+        let now = lost_counts(&self.kernel);
+        if total(&now) == total(&self.lost_reported) {
+            return Ok(());
+        }
+        self.last_loss_report = Some(std::time::Instant::now());
+        let last = self.lost_reported;
+        let since = Counts {
+            exec: now.exec.saturating_sub(last.exec),
+            fork: now.fork.saturating_sub(last.fork),
+            exit: now.exit.saturating_sub(last.exit),
+            connect: now.connect.saturating_sub(last.connect),
+        };
+        self.lost_reported = now;
+        let processes = views::kernel::running_processes(&mut self.kernel);
+        self.table.resync(processes, proc::boottime_ns());
+        self.out.loss(&LossOut {
+            kind: "loss",
+            lost: since,
+            total_lost: total(&now),
+            processes: self.table.live_count(),
+        })
     }
 
     fn handle(&mut self, event: KernelEvent) -> io::Result<()> {
@@ -285,7 +346,7 @@ impl<W: Write> Watcher<W> {
             return Ok(());
         }
         let ancestry = self.table.ancestry(&id);
-        if !self.selected(&comm, e.tgid, &ancestry) {
+        if !self.selected(comm.as_str(), e.tgid, &ancestry) {
             return Ok(());
         }
         let signs = self
@@ -387,7 +448,7 @@ impl<W: Write> Watcher<W> {
         let id = process.id();
         let ancestry = self.table.ancestry(&id);
         let matched = self.indicators.match_connect(c.daddr, c.dport);
-        if matched.is_none() && !self.selected(&c.comm, c.pid, &ancestry) {
+        if matched.is_none() && !self.selected(c.comm.as_str(), c.pid, &ancestry) {
             return Ok(());
         }
         let users = &self.users;
@@ -399,7 +460,7 @@ impl<W: Write> Watcher<W> {
             uid: c.uid,
             user: users.name(c.uid),
             comm: &c.comm,
-            exe: process.exe.as_deref(),
+            exe: process.exe.as_ref(),
             cmdline: process.cmdline_string(),
             family: c.family,
             saddr: c.saddr.to_string(),
@@ -440,7 +501,7 @@ struct SeenConnect {
     pid: u32,
     tid: u32,
     uid: u32,
-    comm: String,
+    comm: HostStr,
     family: &'static str,
     saddr: IpAddr,
     sport: u16,
@@ -462,7 +523,7 @@ fn proposed_kill_tree(
     let key = plan
         .members
         .iter()
-        .filter_map(|m| m.process.exe.as_deref())
+        .filter_map(|m| m.process.exe.as_ref().map(|e| e.as_str()))
         .collect::<Vec<_>>()
         .join("\n");
     let persistence = persistence_cache
@@ -471,7 +532,15 @@ fn proposed_kill_tree(
             let members: Vec<&Process> = plan.members.iter().map(|m| &m.process).collect();
             respond::persistence::scan(&respond::persistence::Roots::from_env(), &members)
                 .into_iter()
-                .map(|h| format!("{}:{} ({})", h.file, h.line_no, h.kind))
+                .map(|h| {
+                    format!(
+                        "{}:{} ({}, {})",
+                        h.file.as_str(),
+                        h.line_no,
+                        h.kind,
+                        h.technique
+                    )
+                })
                 .collect()
         })
         .clone();

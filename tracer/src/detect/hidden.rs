@@ -636,11 +636,12 @@ mod tests {
             tgid: pid,
             ppid: 1,
             uid: 0,
-            comm: format!("p{pid}"),
+            comm: format!("p{pid}").into(),
             start_ticks: start,
             kernel_thread: false,
             has_mm: true,
             threads: 1,
+            thread_names: Vec::new(),
         }
     }
 
@@ -653,9 +654,10 @@ mod tests {
             stat_pid: Some(pid),
             state: Some('S'),
             exiting: false,
+            exe_denied: false,
             process: Some(Process {
                 pid,
-                comm: format!("p{pid}"),
+                comm: format!("p{pid}").into(),
                 start_ticks: start,
                 ..Default::default()
             }),

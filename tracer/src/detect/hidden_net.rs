@@ -330,9 +330,9 @@ pub fn findings(
                 let also: Vec<String> = s.also.iter().map(NetLiar::view).collect();
                 evidence.push(ev("also missing from", also.join(", ")));
             }
-            let holder = owner
-                .as_ref()
-                .map_or(String::new(), |p| format!(" held by {}({})", p.comm, p.pid));
+            let holder = owner.as_ref().map_or(String::new(), |p| {
+                format!(" held by {}({})", p.comm.as_str(), p.pid)
+            });
             Finding {
                 id: Finding::socket_finding_id(s.liar.kind(), &s.socket),
                 kind: s.liar.kind().into(),

@@ -22,8 +22,9 @@
 //! /tmp or deleted, ...), which watch can also flag when the process execs.
 use std::{
     collections::{HashMap, HashSet},
+    io::Read,
     net::{IpAddr, ToSocketAddrs},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
 };
@@ -32,7 +33,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     error::UserError,
-    model::{Process, Severity},
+    model::{HostStr, Process, Severity},
     respond::program,
 };
 
@@ -161,12 +162,7 @@ impl Indicators {
             entries.extend(parse_built_in(DEFAULT_IOCS).context("the built-in indicator list")?);
         }
         for file in files {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                UserError::BadInput(format!(
-                    "cannot read indicator file {}: {e}",
-                    file.display()
-                ))
-            })?;
+            let text = read_indicator_file(file)?;
             entries.extend(parse_file(&file.display().to_string(), &text)?);
         }
         let mut indicators = Self::from_entries(entries);
@@ -348,7 +344,7 @@ pub fn exec_signs(p: &Process) -> Vec<String> {
     if let Some(where_) = program::dropped_location(p) {
         signs.push(where_);
     }
-    let joined = p.cmdline.join(" ");
+    let joined = HostStr::join(&p.cmdline, " ");
     let lower = joined.to_ascii_lowercase();
     if let Some(url) = p.cmdline.iter().find(|a| {
         let a = a.to_ascii_lowercase();
@@ -435,11 +431,11 @@ fn is_monero_address(t: &str) -> bool {
 
 /// XMRig/cpuminer-style pool login: `-o|--url HOST:PORT` together with
 /// `-u|--user USER`. Returns (pool, user).
-fn pool_login(args: &[String]) -> Option<(&str, &str)> {
+fn pool_login(args: &[HostStr]) -> Option<(&str, &str)> {
     let value_of = |short: &str, long: &str| -> Option<&str> {
         args.iter().enumerate().find_map(|(i, a)| {
             if a == short || a == long {
-                args.get(i + 1).map(String::as_str)
+                args.get(i + 1).map(|a| a.as_str())
             } else {
                 a.strip_prefix(&format!("{long}=")).or_else(|| {
                     a.strip_prefix(short)
@@ -475,6 +471,78 @@ fn shorten(s: &str) -> String {
     }
 }
 
+/// Largest indicator file read: room for millions of indicators, not for
+/// a disk image given by mistake.
+pub const MAX_IOC_FILE_BYTES: u64 = 256 << 20;
+/// Longest piece of a bad line quoted in an error.
+const QUOTE_CHARS: usize = 60;
+
+/// An --ioc file's text, or one line saying why it cannot be one: not
+/// readable, not a regular file (a FIFO or /dev/zero would never end), too
+/// large, or binary (a NUL byte, or bytes that are not UTF-8).
+pub fn read_indicator_file(file: &Path) -> Result<String> {
+    let name = file.display();
+    let bad = |why: String| -> anyhow::Error {
+        UserError::BadInput(format!("indicator file {name}: {why}")).into()
+    };
+    let mut f = std::fs::File::open(file)
+        .map_err(|e| bad(format!("cannot be read ({e}); give a readable text file")))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| bad(format!("cannot be read ({e})")))?;
+    if !meta.is_file() {
+        return Err(bad(
+            "is not a regular file; give a text file of indicators".into()
+        ));
+    }
+    if meta.len() > MAX_IOC_FILE_BYTES {
+        return Err(bad(format!(
+            "is {} bytes, more than the {} MiB an indicator list may have",
+            meta.len(),
+            MAX_IOC_FILE_BYTES >> 20
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    Read::by_ref(&mut f)
+        .take(MAX_IOC_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot be read ({e})")))?;
+    check_text(&bytes).map_err(bad)?;
+    Ok(String::from_utf8(bytes).unwrap_or_default())
+}
+
+/// Text: no NUL byte, valid UTF-8, within the size limit. The error names
+/// the line where binary content starts.
+fn check_text(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() as u64 > MAX_IOC_FILE_BYTES {
+        return Err(format!(
+            "is more than the {} MiB an indicator list may have",
+            MAX_IOC_FILE_BYTES >> 20
+        ));
+    }
+    let bad_at = bytes
+        .iter()
+        .position(|&b| b == 0)
+        .or_else(|| std::str::from_utf8(bytes).err().map(|e| e.valid_up_to()));
+    match bad_at {
+        None => Ok(()),
+        Some(at) => Err(format!(
+            "is binary, not text (line {}: a NUL byte or bytes that are not UTF-8);              give one indicator a line",
+            bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1
+        )),
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn fuzz_check_text(bytes: &[u8]) -> Result<(), String> {
+    check_text(bytes)
+}
+
+#[cfg(test)]
+pub(crate) fn fuzz_parse_file(text: &str) -> Result<usize> {
+    parse_file("fuzz.txt", text).map(|v| v.len())
+}
+
 /// Parses an --ioc file; `name` is how errors and matches cite it.
 fn parse_file(name: &str, text: &str) -> Result<Vec<Indicator>> {
     let mut out = Vec::new();
@@ -485,9 +553,10 @@ fn parse_file(name: &str, text: &str) -> Result<Vec<Indicator>> {
         };
         let target = parse_target(item).map_err(|why| {
             UserError::BadInput(format!(
-                "{name}:{line_no}: `{item}` is not an indicator ({why}); expected one a line: \
+                "{name}:{line_no}: `{}` is not an indicator ({why}); expected one a line: \
                  an IPv4 or IPv6 address, a CIDR (10.0.0.0/8), ADDR:PORT ([v6]:PORT for IPv6), \
-                 :PORT, or a domain name"
+                 :PORT, or a domain name",
+                HostStr::from(item).quoted_prefix(QUOTE_CHARS)
             ))
         })?;
         out.push(Indicator {
@@ -852,6 +921,29 @@ mod tests {
     }
 
     #[test]
+    fn binary_huge_and_special_files_are_refused_in_one_line() {
+        assert!(check_text(b"10.0.0.1\n:3333\n").is_ok());
+        let e = check_text(b"10.0.0.1\n\x7fELF\x02\x00\x00").unwrap_err();
+        assert!(e.contains("binary") && e.contains("line 2"), "{e}");
+        assert!(check_text(b"ok\n\xff\xfe\n")
+            .unwrap_err()
+            .contains("line 2"));
+        for path in ["/dev/zero", "/proc"] {
+            let e = read_indicator_file(Path::new(path)).unwrap_err();
+            assert_eq!(crate::error::exit_code_of(&e), exit::ERROR);
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_long_bad_line_is_quoted_as_a_short_prefix() {
+        let text = format!("{}\n", "x".repeat(10 << 20));
+        let e = parse_file("big.txt", &text).unwrap_err().to_string();
+        assert!(e.len() < 600, "{} bytes", e.len());
+        assert!(e.starts_with("big.txt:1: `xxxx") && e.contains("(10485760 bytes)"));
+    }
+
+    #[test]
     fn missing_file_is_bad_input() {
         let e = Indicators::load(&[PathBuf::from("/nonexistent/iocs.txt")], false).unwrap_err();
         assert_eq!(crate::error::exit_code_of(&e), exit::ERROR);
@@ -861,7 +953,7 @@ mod tests {
     fn process(exe: &str, args: &[&str]) -> Process {
         Process {
             exe: Some(exe.into()),
-            cmdline: args.iter().map(|s| s.to_string()).collect(),
+            cmdline: args.iter().map(|&s| s.into()).collect(),
             ..Default::default()
         }
     }

@@ -16,7 +16,7 @@ use std::{
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::{
-    model::{Finding, Process, Severity},
+    model::{host_str::original_bytes, Finding, Process, Severity},
     respond::program::{file_name, strip_deleted},
     table::ProcessTable,
     views::{host::Host, probes, Snapshot},
@@ -35,6 +35,7 @@ pub enum Rule {
     DaemonUser,
     DaemonPath,
     DaemonParent,
+    MinerName,
 }
 
 impl Rule {
@@ -50,6 +51,7 @@ impl Rule {
             Rule::DaemonUser => "daemon-user",
             Rule::DaemonPath => "daemon-path",
             Rule::DaemonParent => "daemon-parent",
+            Rule::MinerName => "miner-name",
         }
     }
 }
@@ -245,6 +247,48 @@ const IMITATED: &[&str] = &[
     "sudo",
 ];
 
+/// Names of cryptocurrency miners as their authors ship them (and as
+/// loaders name their worker threads), lower case. A process, or a thread
+/// of it, with one of these names is worth a look whatever it claims.
+const MINER_NAMES: &[&str] = &[
+    "xmrig",
+    "xmrig-notls",
+    "xmrig-cuda",
+    "xmr-stak",
+    "xmr-stak-rx",
+    "cpuminer",
+    "cpuminer-multi",
+    "cpuminer-opt",
+    "minerd",
+    "ccminer",
+    "cgminer",
+    "bfgminer",
+    "ethminer",
+    "nbminer",
+    "t-rex",
+    "lolminer",
+    "phoenixminer",
+    "nanominer",
+    "srbminer",
+    "srbminer-multi",
+    "teamredminer",
+    "gminer",
+    "kdevtmpfsi",
+    "kinsing",
+];
+
+/// The miner a name is, if any: exact, or the name followed by a version
+/// or platform suffix (`xmrig-6.21`, `xmrig_x64`).
+pub fn miner_named(name: &str) -> Option<&'static str> {
+    let lower = name.trim().to_ascii_lowercase();
+    MINER_NAMES.iter().copied().find(|m| {
+        lower == *m
+            || lower
+                .strip_prefix(m)
+                .is_some_and(|rest| rest.starts_with(['-', '_', '.']) && !rest[1..].is_empty())
+    })
+}
+
 /// A system daemon and what genuine copies look like.
 struct Daemon {
     name: &'static str,
@@ -357,8 +401,9 @@ impl HostFiles {
         };
         let flags = OFlags::PATH | OFlags::CLOEXEC;
         let dir = rustix::fs::open(base.as_str(), flags | OFlags::DIRECTORY, Mode::empty()).ok()?;
+        let rel = original_bytes(rel);
         let fd =
-            rustix::fs::openat2(&dir, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT).ok()?;
+            rustix::fs::openat2(&dir, &*rel, flags, Mode::empty(), ResolveFlags::IN_ROOT).ok()?;
         rustix::fs::fstat(&fd).ok().map(|st| file_id(&st))
     }
 }
@@ -375,13 +420,15 @@ impl Files for HostFiles {
                 SYSTEM_BIN_DIRS
                     .iter()
                     .map(|dir| format!("{dir}/{name}"))
-                    .find(|p| rustix::fs::stat(p.as_str()).is_ok())
+                    .find(|p| rustix::fs::stat(original_bytes(p)).is_ok())
             })
             .clone()
     }
 
     fn is_script(&self, path: &str) -> bool {
-        let Ok(fd) = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+        let path = original_bytes(path);
+        let Ok(fd) = rustix::fs::open(&*path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        else {
             return false;
         };
         let mut head = [0u8; 2];
@@ -403,7 +450,7 @@ impl Files for HostFiles {
     }
 
     fn exists(&self, path: &str) -> bool {
-        rustix::fs::stat(path).is_ok()
+        rustix::fs::stat(original_bytes(path)).is_ok()
     }
 }
 
@@ -490,6 +537,12 @@ fn names_agree(name: &str, exe_base: &str) -> bool {
     if name == exe_base {
         return true;
     }
+    // The kernel cuts at 15 bytes, maybe inside a multi-byte character:
+    // compare the original bytes.
+    let (name_bytes, base_bytes) = (original_bytes(name), original_bytes(exe_base));
+    if name_bytes.len() == COMM_MAX && base_bytes.starts_with(&name_bytes) {
+        return true;
+    }
     match exe_base.strip_prefix(name) {
         Some(_) if name.len() == COMM_MAX => true,
         Some(rest) => {
@@ -567,8 +620,10 @@ impl<F: Files> Rules<'_, F> {
             // Kernel threads have no program; zombies have nothing left.
             return hits;
         }
-        let argv0 = p.cmdline.first().map(String::as_str).unwrap_or_default();
+        let argv0 = p.cmdline.first().map(|a| a.as_str()).unwrap_or_default();
         hits.extend(self.kernel_thread_name(p, parent, argv0));
+        hits.extend(miner_name(p, argv0));
+        hits.extend(self.thread_names(p));
         let Some(exe) = p.exe.as_deref() else {
             // Another user's process without root: its program is not ours to see.
             return hits;
@@ -597,16 +652,75 @@ impl<F: Files> Rules<'_, F> {
             rule: Rule::KernelThreadName,
             severity: Severity::High,
             summary: format!(
-                "user process named like a kernel thread ({source} {name:?}); kernel threads have no program, this one runs {}",
+                "user process named like a kernel thread ({source} \"{name}\"); kernel threads have no program, this one runs {}",
                 p.exe.as_deref().unwrap_or("a program")
             ),
-            evidence: vec![("comm".into(), p.comm.clone()), ("argv[0]".into(), argv0.into())],
+            evidence: vec![("comm".into(), p.comm.to_string()), ("argv[0]".into(), argv0.into())],
             next_step: format!(
                 "A user process disguised as a kernel thread: look at `ls -l /proc/{0}/exe /proc/{0}/fd`, \
                  its sockets (`ss -tupn | grep pid={0},`) and its parents, then stop it with `tracer kill-tree {0}`.",
                 p.pid
             ),
         })
+    }
+
+    /// Threads named unlike their process: named like a miner, a kernel
+    /// thread, or one letter away from a system program. (A thread's name
+    /// is set by the program itself, with prctl or pthread_setname_np: it
+    /// is what `top -H` shows while the process looks benign.)
+    fn thread_names(&self, p: &Process) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = Vec::new();
+        for t in &p.threads {
+            let name = t.comm.as_str();
+            let about = format!(
+                "thread {} of \"{}\" ({}) is named \"{name}\"",
+                t.tid,
+                p.comm.as_str(),
+                p.pid
+            );
+            let next_step = format!(
+                "A process hiding work in a thread: `top -H -p {0}` shows which thread burns CPU; \
+                 hash /proc/{0}/exe, check its connections (`ss -tupn | grep pid={0},`), then \
+                 stop it with `tracer kill-tree {0}`.",
+                p.pid
+            );
+            let found = if let Some(miner) = miner_named(name) {
+                Some((
+                    Rule::MinerName,
+                    format!("{about}, the name of the miner {miner}"),
+                ))
+            } else if self.kernel_threads.matches(name) {
+                Some((
+                    Rule::KernelThreadName,
+                    format!("{about}, like a kernel thread; a user process has no kernel threads"),
+                ))
+            } else {
+                near_miss(name)
+                    .filter(|_| self.files.system_binary(name).is_none())
+                    .map(|target| {
+                        (
+                            Rule::NearMissName,
+                            format!(
+                                "{about}, one letter away from the system program \"{target}\""
+                            ),
+                        )
+                    })
+            };
+            let Some((rule, summary)) = found else {
+                continue;
+            };
+            if hits.iter().any(|h| h.rule == rule) {
+                continue; // one finding per rule; the evidence lists every thread
+            }
+            hits.push(Hit {
+                rule,
+                severity: Severity::High,
+                summary,
+                evidence: vec![("thread".into(), format!("{name}({})", t.tid))],
+                next_step,
+            });
+        }
+        hits
     }
 
     /// Whether `raw` (a comm or argv[0]) names the program the process runs.
@@ -652,8 +766,8 @@ impl<F: Files> Rules<'_, F> {
         Some(Hit {
             rule: Rule::NameMismatch,
             severity,
-            summary: format!("{source} {raw:?} claims to be {what}, but the process runs {exe}"),
-            evidence: vec![("comm".into(), p.comm.clone()), ("argv[0]".into(), argv0.into())],
+            summary: format!("{source} \"{raw}\" claims to be {what}, but the process runs {exe}"),
+            evidence: vec![("comm".into(), p.comm.to_string()), ("argv[0]".into(), argv0.into())],
             next_step: format!(
                 "Compare what it claims with what runs: `ls -l /proc/{0}/exe`, hash the executable, and find \
                  who started it (parents, service units).",
@@ -679,7 +793,9 @@ impl<F: Files> Rules<'_, F> {
             Some(Hit {
                 rule: Rule::NearMissName,
                 severity: Severity::High,
-                summary: format!("{name:?} is one letter away from the system program {target:?}"),
+                summary: format!(
+                    "\"{name}\" is one letter away from the system program \"{target}\""
+                ),
                 evidence: vec![("looks like".into(), target.into())],
                 next_step: format!(
                     "A name chosen to pass for {target} at a glance: compare with the real one \
@@ -744,13 +860,36 @@ impl<F: Files> Rules<'_, F> {
                     Severity::Medium,
                     format!(
                         "named like the system daemon {name} but started by {}({}), not by init or a service manager",
-                        pp.comm, pp.pid
+                        pp.comm.as_str(), pp.pid
                     ),
                 ));
             }
         }
         hits
     }
+}
+
+/// The process itself carries a miner's name (comm, argv[0] or program).
+fn miner_name(p: &Process, argv0: &str) -> Option<Hit> {
+    let exe = p.exe.as_deref().map(strip_deleted).unwrap_or_default();
+    let (source, name, miner) = [
+        ("comm", p.comm.as_str()),
+        ("argv[0]", file_name(claimed_name(argv0))),
+        ("executable", file_name(exe)),
+    ]
+    .into_iter()
+    .find_map(|(source, n)| miner_named(n).map(|m| (source, n, m)))?;
+    Some(Hit {
+        rule: Rule::MinerName,
+        severity: Severity::High,
+        summary: format!("{source} \"{name}\" is the name of the miner {miner}"),
+        evidence: vec![("miner".into(), miner.into())],
+        next_step: format!(
+            "Check its connections (`ss -tupn | grep pid={0},`) and CPU use, hash /proc/{0}/exe, \
+             then stop it with `tracer kill-tree {0}`.",
+            p.pid
+        ),
+    })
 }
 
 /// Rules on where the executable lives.
@@ -810,7 +949,7 @@ fn exe_location(pid: u32, exe: &str, files: &impl Files) -> Vec<Hit> {
         hits.push(Hit {
             rule: Rule::ExeHiddenDir,
             severity: Severity::Medium,
-            summary: format!("runs from a hidden path ({component:?} in {path})"),
+            summary: format!("runs from a hidden path (\"{component}\" in {path})"),
             evidence: vec![],
             next_step: "Check who owns that hidden directory and when it appeared, hash the program, and look for \
                         what starts it (cron, systemd units, shell profiles)."
@@ -888,6 +1027,7 @@ pub fn detect(snap: &Snapshot, table: &ProcessTable, host: &Host) -> Vec<Finding
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{HostStr, ThreadName};
 
     /// A file system where only the listed system programs exist.
     #[derive(Default)]
@@ -921,7 +1061,7 @@ mod tests {
             uid,
             comm: comm.into(),
             exe: Some(exe.into()),
-            cmdline: argv.iter().map(|s| s.to_string()).collect(),
+            cmdline: argv.iter().map(|&s| s.into()).collect(),
             start_ticks: 100,
             ..Default::default()
         }
@@ -961,6 +1101,89 @@ mod tests {
             .collect();
         k.sort();
         k
+    }
+
+    /// The same process with every name turned into bytes that are not
+    /// UTF-8 where the ASCII twin has `_`.
+    fn non_utf8_twin(p: &Process) -> Process {
+        let swap = |h: &HostStr| {
+            let bytes: Vec<u8> = h
+                .to_bytes()
+                .iter()
+                .map(|&b| if b == b'_' { 0xff } else { b })
+                .collect();
+            HostStr::from_bytes(&bytes)
+        };
+        Process {
+            comm: swap(&p.comm),
+            exe: p.exe.as_ref().map(swap),
+            cmdline: p.cmdline.iter().map(swap).collect(),
+            ..p.clone()
+        }
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_gets_the_findings_of_its_ascii_twin() {
+        let files = debian();
+        let cases = [
+            process(40, 0, "x_y", "/tmp/x_y", &["/tmp/x_y"]),
+            process(41, 0, "k_w", "/dev/shm/.k_w (deleted)", &["k_w"]),
+            process(42, 1000, "sshd", "/home/u/.c_c/sshd", &["sshd"]),
+            process(43, 0, "sleep", "/usr/bin/sleep", &["[kworker/0:2_x]"]),
+            process(44, 0, "xmrig", "/opt/a_b/xmrig", &["xmrig", "-o", "p_q"]),
+        ];
+        for p in cases {
+            let twin = non_utf8_twin(&p);
+            let names = [&twin.comm, twin.exe.as_ref().unwrap()];
+            assert!(names.into_iter().chain(&twin.cmdline).any(|n| !n.is_utf8()));
+            let ascii = kinds(&files, &p, Some(&init()));
+            assert!(!ascii.is_empty(), "{p:?}");
+            assert_eq!(kinds(&files, &twin, Some(&init())), ascii, "{twin:?}");
+        }
+    }
+
+    #[test]
+    fn miner_names_are_found_in_the_process_and_in_its_threads() {
+        assert_eq!(miner_named("xmrig"), Some("xmrig"));
+        assert_eq!(miner_named("XMRig-6.21.0"), Some("xmrig"));
+        assert_eq!(miner_named("xmrigger"), None);
+        assert_eq!(miner_named("xmrig-"), None);
+        let files = debian();
+        let miner = process(50, 0, "xmrig", "/opt/x/xmrig", &["./xmrig", "-o", "x"]);
+        assert_eq!(kinds(&files, &miner, Some(&init())), ["miner-name"]);
+        // A benign-looking process whose worker thread is named xmrig.
+        let mut host = process(51, 0, "sleep", "/usr/bin/sleep", &["sleep", "600"]);
+        assert!(kinds(&files, &host, Some(&init())).is_empty());
+        host.threads = vec![
+            ThreadName {
+                tid: 52,
+                comm: "gmain".into(),
+            },
+            ThreadName {
+                tid: 53,
+                comm: "xmrig".into(),
+            },
+            ThreadName {
+                tid: 54,
+                comm: "xmrig".into(),
+            },
+        ];
+        let kt = KernelThreadNames::new(["kworker/0:1"]);
+        let rules = Rules {
+            kernel_threads: &kt,
+            files: &files,
+        };
+        let hits = rules.check(&host, Some(&init()));
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].rule, Rule::MinerName);
+        assert!(hits[0]
+            .summary
+            .contains("thread 53 of \"sleep\" (51) is named \"xmrig\""));
+        host.threads = vec![ThreadName {
+            tid: 55,
+            comm: "kworker/0:1".into(),
+        }];
+        assert_eq!(kinds(&files, &host, Some(&init())), ["kernel-thread-name"]);
     }
 
     #[test]

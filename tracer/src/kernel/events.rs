@@ -1,4 +1,5 @@
 //! Decoding the records the kernel programs write.
+use crate::model::HostStr;
 use tracer_common::{ConnectEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, TaskRecord};
 
 /// One record from the ring buffer.
@@ -44,9 +45,9 @@ pub fn read_records<T: Copy>(bytes: &[u8]) -> Vec<T> {
         .collect()
 }
 
-/// A kernel string field as text.
-pub fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(tracer_common::until_nul(bytes)).into_owned()
+/// A kernel string field, up to its NUL, as the bytes it is.
+pub fn text(bytes: &[u8]) -> HostStr {
+    HostStr::from_bytes(tracer_common::until_nul(bytes))
 }
 
 #[cfg(test)]
@@ -78,5 +79,6 @@ mod tests {
     fn text_stops_at_nul() {
         assert_eq!(text(b"bash\0\0garbage"), "bash");
         assert_eq!(text(b"sixteen_bytes_xx"), "sixteen_bytes_xx");
+        assert_eq!(&*text(b"m\xff\0").to_bytes(), b"m\xff");
     }
 }

@@ -1,6 +1,9 @@
 //! Types every part of tracer speaks: process identity, process records,
 //! findings and their severity.
+pub mod host_str;
 pub mod socket;
+
+pub use host_str::HostStr;
 
 use serde::Serialize;
 
@@ -12,6 +15,23 @@ pub const USER_HZ: u64 = 100;
 /// exactly as `/proc/PID/stat` does (`nsec_to_clock_t`).
 pub fn boottime_ns_to_ticks(ns: u64) -> u64 {
     ns / (1_000_000_000 / USER_HZ)
+}
+
+/// A PID given by the user: a positive number (0 is the kernel's idle
+/// task, never a process to watch or stop). The error says why, in words.
+pub fn parse_pid(arg: &str) -> Result<u32, String> {
+    match arg.trim().parse::<i64>() {
+        Ok(0) => Err("PID 0 is not a process (it is the kernel's idle task)".into()),
+        Ok(n) if n < 0 => Err(format!("{n} is a negative number, not a PID")),
+        Ok(n) => u32::try_from(n)
+            .ok()
+            .filter(|&n| n <= 4_194_304)
+            .ok_or_else(|| format!("{n} is above the largest PID Linux allows (4194304)")),
+        Err(_) => Err(format!(
+            "`{}` is not a PID (expected a positive number)",
+            HostStr::from(arg).quoted_prefix(40)
+        )),
+    }
 }
 
 /// A process identity. PIDs are recycled; (pid, start time) is not.
@@ -28,18 +48,32 @@ pub struct Process {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
+    /// Process group and session, from /proc (0 when the source did not
+    /// say: kernel records, exec events).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pgid: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sid: u32,
     /// The kernel's 15-byte task name.
-    pub comm: String,
+    pub comm: HostStr,
     /// Executable path (`/proc/PID/exe`, or the exec event's filename);
     /// ends in " (deleted)" when the file was unlinked.
-    pub exe: Option<String>,
-    pub cmdline: Vec<String>,
+    pub exe: Option<HostStr>,
+    pub cmdline: Vec<HostStr>,
     pub start_ticks: u64,
     /// Kernel thread (`PF_KTHREAD`): no user-space program behind it.
     pub kernel_thread: bool,
+    /// Threads whose name differs from `comm` (a miner's worker thread
+    /// named `xmrig` in a process named like a daemon).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<ThreadName>,
     /// When the process was seen to exit (boot-time ns), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exited_at_ns: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Process {
@@ -52,13 +86,20 @@ impl Process {
 
     /// The command line as one shell-like string, or `[comm]` when empty
     /// (kernel threads, zombies), the way ps shows it.
-    pub fn cmdline_string(&self) -> String {
+    pub fn cmdline_string(&self) -> HostStr {
         if self.cmdline.is_empty() {
-            format!("[{}]", self.comm)
+            HostStr::from_text(&format!("[{}]", self.comm.as_str()))
         } else {
-            self.cmdline.join(" ")
+            HostStr::join(&self.cmdline, " ")
         }
     }
+}
+
+/// A thread of a process, by its own name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThreadName {
+    pub tid: u32,
+    pub comm: HostStr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

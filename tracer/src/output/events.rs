@@ -1,14 +1,16 @@
 //! Rendering of watch events: one JSON object per line, or one human line.
 //!
 //! JSON field names are part of tracer's interface (README, "Event format");
-//! change them only with a note there.
+//! change them only with a note there. Host strings are `HostStr` (JSON: a
+//! string, or `{text, hex}` when not UTF-8); every string a human line
+//! shows goes through `escape`.
 use std::io::{self, Write};
 
 use serde::Serialize;
 
 use crate::{
     kernel::HookChoice,
-    model::{Process, Severity},
+    model::{host_str::escape, HostStr, Process, Severity, ThreadName},
     users::Users,
 };
 
@@ -18,12 +20,15 @@ pub struct ProcessOut<'a> {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
-    pub user: String,
-    pub comm: &'a str,
-    pub exe: Option<&'a str>,
-    pub cmdline: String,
+    pub user: HostStr,
+    pub comm: &'a HostStr,
+    pub exe: Option<&'a HostStr>,
+    pub cmdline: HostStr,
     pub start_ticks: u64,
     pub exited: bool,
+    /// Threads named differently from the process.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub threads: &'a [ThreadName],
 }
 
 impl<'a> ProcessOut<'a> {
@@ -34,10 +39,11 @@ impl<'a> ProcessOut<'a> {
             uid: p.uid,
             user: users.name(p.uid),
             comm: &p.comm,
-            exe: p.exe.as_deref(),
+            exe: p.exe.as_ref(),
             cmdline: p.cmdline_string(),
             start_ticks: p.start_ticks,
             exited: p.exited_at_ns.is_some(),
+            threads: &p.threads,
         }
     }
 }
@@ -51,10 +57,10 @@ pub struct ExecOut<'a> {
     pub tid: u32,
     pub ppid: u32,
     pub uid: u32,
-    pub user: String,
-    pub comm: &'a str,
-    pub filename: &'a str,
-    pub argv: &'a [String],
+    pub user: HostStr,
+    pub comm: &'a HostStr,
+    pub filename: &'a HostStr,
+    pub argv: &'a [HostStr],
     pub argv_truncated: bool,
     pub start_ticks: u64,
     /// Signs of mining or C2 in the command line, if any.
@@ -71,10 +77,10 @@ pub struct ConnectOut<'a> {
     pub pid: u32,
     pub tid: u32,
     pub uid: u32,
-    pub user: String,
-    pub comm: &'a str,
-    pub exe: Option<&'a str>,
-    pub cmdline: String,
+    pub user: HostStr,
+    pub comm: &'a HostStr,
+    pub exe: Option<&'a HostStr>,
+    pub cmdline: HostStr,
     pub family: &'static str,
     pub saddr: String,
     pub sport: u16,
@@ -133,6 +139,20 @@ pub struct Counts {
     pub connect: u64,
 }
 
+/// Events the kernel could not queue since the last `loss` record (or the
+/// start), per kind; the table was re-read from the kernel after it.
+#[derive(Serialize)]
+pub struct LossOut {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Since the last loss record.
+    pub lost: Counts,
+    /// Since watch started.
+    pub total_lost: u64,
+    /// Processes known after re-reading the kernel's task list.
+    pub processes: usize,
+}
+
 #[derive(Serialize)]
 pub struct SummaryOut {
     #[serde(rename = "type")]
@@ -152,15 +172,27 @@ pub struct EventWriter<W: Write> {
     json: bool,
 }
 
+/// `sh(300) < cron(200,exited)`; a thread named differently from its
+/// process is shown inside braces: `kworkerd(300){xmrig:301}`.
 fn chain_text(ancestry: &[ProcessOut]) -> String {
     ancestry
         .iter()
         .map(|a| {
+            let threads: Vec<String> = a
+                .threads
+                .iter()
+                .map(|t| format!("{}:{}", t.comm.as_str(), t.tid))
+                .collect();
             format!(
-                "{}({}{})",
-                a.comm,
+                "{}({}{}){}",
+                a.comm.as_str(),
                 a.pid,
-                if a.exited { ",exited" } else { "" }
+                if a.exited { ",exited" } else { "" },
+                if threads.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", threads.join(","))
+                }
             )
         })
         .collect::<Vec<_>>()
@@ -202,21 +234,25 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(e);
         }
-        let args = e.argv.join(" ");
+        let args = HostStr::join(e.argv, " ");
         write!(
             self.out,
             "EXEC    pid={} ppid={} user={} {} [{}]{}",
             e.pid,
             e.ppid,
-            e.user,
-            e.filename,
-            args,
+            e.user.escaped(),
+            e.filename.escaped(),
+            args.escaped(),
             if e.argv_truncated { "..." } else { "" }
         )?;
         if !e.signs.is_empty() {
-            write!(self.out, "  !! {}", e.signs.join("; "))?;
+            write!(self.out, "  !! {}", escape(&e.signs.join("; ")))?;
         }
-        writeln!(self.out, "\n        chain: {}", chain_text(&e.ancestry))
+        writeln!(
+            self.out,
+            "\n        chain: {}",
+            escape(&chain_text(&e.ancestry))
+        )
     }
 
     pub fn connect(&mut self, c: &ConnectOut) -> io::Result<()> {
@@ -227,8 +263,8 @@ impl<W: Write> EventWriter<W> {
             self.out,
             "CONNECT pid={} user={} {} {} -> {}{}\n        chain: {}",
             c.pid,
-            c.user,
-            c.comm,
+            c.user.escaped(),
+            c.comm.escaped(),
             endpoint(&c.saddr, c.sport),
             endpoint(&c.daddr, c.dport),
             if c.established_before_start {
@@ -236,7 +272,7 @@ impl<W: Write> EventWriter<W> {
             } else {
                 ""
             },
-            chain_text(&c.ancestry)
+            escape(&chain_text(&c.ancestry))
         )
     }
 
@@ -249,7 +285,7 @@ impl<W: Write> EventWriter<W> {
             self.out,
             "ALERT [{}] {} (pid {}) {} {}: matches {} ({}); {}",
             a.severity,
-            c.comm,
+            c.comm.escaped(),
             c.pid,
             if c.established_before_start {
                 "has been connected since before watch started to"
@@ -257,31 +293,53 @@ impl<W: Write> EventWriter<W> {
                 "connects to"
             },
             endpoint(&c.daddr, c.dport),
-            a.indicator,
-            a.indicator_source,
-            a.reason
+            escape(a.indicator),
+            escape(a.indicator_source),
+            escape(&a.reason)
         )?;
         for p in &c.ancestry {
             writeln!(
                 self.out,
                 "        < {} {} user={} exe={} start={} `{}`{}",
                 p.pid,
-                p.comm,
-                p.user,
-                p.exe.unwrap_or("?"),
+                p.comm.escaped(),
+                p.user.escaped(),
+                p.exe.map_or("?".into(), |e| e.escaped()),
                 p.start_ticks,
-                p.cmdline,
+                p.cmdline.escaped(),
                 if p.exited { " (exited)" } else { "" }
             )?;
+            if !p.threads.is_empty() {
+                let threads: Vec<String> = p
+                    .threads
+                    .iter()
+                    .map(|t| format!("{}({})", t.comm.escaped(), t.tid))
+                    .collect();
+                writeln!(self.out, "          threads: {}", threads.join(", "))?;
+            }
         }
         if let Some(k) = &a.kill_tree {
             writeln!(
                 self.out,
                 "        stop it: {}  (members: {:?})",
-                k.command, k.pids
+                escape(&k.command),
+                k.pids
             )?;
         }
         Ok(())
+    }
+
+    pub fn loss(&mut self, l: &LossOut) -> io::Result<()> {
+        if self.json {
+            return self.json_line(l);
+        }
+        let n = l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect;
+        writeln!(
+            self.out,
+            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}) since the last \
+             report, {} in all; process table re-read from the kernel ({} processes)",
+            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.total_lost, l.processes
+        )
     }
 
     pub fn summary(&mut self, s: &SummaryOut) -> io::Result<()> {

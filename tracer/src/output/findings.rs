@@ -10,7 +10,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::model::Finding;
+use crate::model::{host_str::escape, Finding};
 
 /// One view's contribution, as the report shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -39,7 +39,19 @@ pub struct Report<'a> {
     /// `used`, or `skipped: <why>`.
     pub kernel_view: String,
     pub elapsed_ms: u64,
+    /// Processes some checks could not run on, and why.
+    pub unchecked: Unchecked,
     pub findings: &'a [Finding],
+}
+
+/// Processes that could not be fully checked.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Unchecked {
+    pub count: usize,
+    /// Why, and what to do; empty when `count` is 0.
+    pub why: String,
+    /// Their PIDs, in order.
+    pub pids: Vec<u32>,
 }
 
 pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
@@ -57,11 +69,11 @@ pub fn write_human(
 ) -> io::Result<()> {
     write_findings(w, report.findings)?;
     if let Some(why) = report.kernel_view.strip_prefix("skipped: ") {
-        writeln!(w, "kernel view skipped: {why}")?;
+        writeln!(w, "kernel view skipped: {}", escape(why))?;
     }
     for (letter, view) in &report.views {
         if view.count.is_none() && letter != "K" {
-            writeln!(w, "view {letter} unavailable: {}", view.source)?;
+            writeln!(w, "view {letter} unavailable: {}", escape(&view.source))?;
         }
     }
     for (letter, view) in &report.connection_views {
@@ -83,9 +95,17 @@ pub fn write_human(
         )?;
     }
     let n = report.findings.len();
+    let unchecked = match report.unchecked.count {
+        0 => String::new(),
+        u => format!(
+            "; {u} process{} not fully checked ({})",
+            if u == 1 { "" } else { "es" },
+            escape(&report.unchecked.why)
+        ),
+    };
     writeln!(
         w,
-        "{n} finding{} (views: {}) in {} ms",
+        "{n} finding{} (views: {}) in {} ms{unchecked}",
         if n == 1 { "" } else { "s" },
         counts(&report.views, view_order).join(", "),
         report.elapsed_ms
@@ -108,26 +128,30 @@ fn counts(views: &BTreeMap<String, ViewSummary>, order: &[&str]) -> Vec<String> 
 /// the next step.
 pub fn write_findings(w: &mut impl Write, findings: &[Finding]) -> io::Result<()> {
     for f in findings {
-        let (pid, comm) = f.process.as_ref().map_or((String::from("-"), "-"), |p| {
-            (p.pid.to_string(), p.comm.as_str())
-        });
+        // Every string below may quote the attacker: all are escaped.
+        let (pid, comm) = f
+            .process
+            .as_ref()
+            .map_or((String::from("-"), "-".into()), |p| {
+                (p.pid.to_string(), p.comm.escaped())
+            });
         writeln!(
             w,
             "{:<8} {:<10} pid {:<7} {:<16} {}",
             f.severity.to_string().to_uppercase(),
-            f.layer,
+            escape(&f.layer),
             pid,
             comm,
             f.kind
         )?;
-        writeln!(w, "    {}", f.summary)?;
+        writeln!(w, "    {}", escape(&f.summary))?;
         for (label, value) in f.evidence.iter().filter(|(l, _)| l != "pid") {
-            writeln!(w, "    {label}: {value}")?;
+            writeln!(w, "    {}: {}", escape(label), escape(value))?;
         }
         if !f.related.is_empty() {
             writeln!(w, "    related: {}", f.related.join(", "))?;
         }
-        writeln!(w, "    next: {}", f.next_step)?;
+        writeln!(w, "    next: {}", escape(&f.next_step))?;
         writeln!(w)?;
     }
     Ok(())
@@ -155,6 +179,7 @@ mod tests {
             connection_views: BTreeMap::new(),
             kernel_view: "skipped: not root".into(),
             elapsed_ms: 42,
+            unchecked: Unchecked::default(),
             findings,
         }
     }
@@ -206,6 +231,21 @@ mod tests {
             *lines.last().unwrap(),
             "1 finding (views: K=skipped, P=120, L=skipped) in 42 ms"
         );
+        let mut partial = report(&[]);
+        partial.unchecked = Unchecked {
+            count: 3,
+            why: "other users' executables need root".into(),
+            pids: vec![1, 2, 3],
+        };
+        let mut out = Vec::new();
+        write_human(&mut out, &partial, &["P"], &[]).unwrap();
+        assert!(String::from_utf8(out).unwrap().ends_with(
+            "0 findings (views: P=120) in 42 ms; 3 processes not fully checked \
+             (other users' executables need root)\n"
+        ));
+        let v = serde_json::to_value(&partial).unwrap();
+        assert_eq!(v["unchecked"]["count"], 3);
+        assert_eq!(v["unchecked"]["pids"][2], 3);
     }
 
     #[test]

@@ -16,8 +16,9 @@ use crate::{
     detect::indicators::IndicatorMatch,
     kernel::sockets::IteratorStatus,
     model::{
+        host_str::escape,
         socket::{Family, PacketBinding, Protocol, Socket},
-        Severity,
+        HostStr, Severity,
     },
     table::ProcessTable,
     users::Users,
@@ -49,7 +50,7 @@ pub struct ConnectionOut<'a> {
     /// Socket inode; 0 when no file holds it (TIME_WAIT, orphans).
     pub inode: u64,
     pub uid: u32,
-    pub user: String,
+    pub user: HostStr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packet: Option<PacketBinding>,
     /// The indicator the peer matches, with its source.
@@ -214,8 +215,8 @@ pub fn connection_text(c: &ConnectionOut) -> String {
             out,
             "!! [{sev}] peer {} matches {} ({})",
             c.remote.as_deref().unwrap_or("?"),
-            clean(&m.indicator),
-            clean(&m.source)
+            escape(&m.indicator),
+            escape(&m.source)
         );
     }
     let local = match (&c.local, c.packet) {
@@ -250,10 +251,10 @@ pub fn connection_text(c: &ConnectionOut) -> String {
                     " pid={} fd={} user={} comm={} exe={} `{}`",
                     o.pid,
                     o.fd,
-                    clean(&p.user),
-                    clean(p.comm),
-                    clean(p.exe.unwrap_or("?")),
-                    clean(&p.cmdline)
+                    escape(&p.user),
+                    escape(p.comm),
+                    escape(p.exe.map_or("?", |e| e.as_str())),
+                    escape(&p.cmdline)
                 );
             }
             None => {
@@ -264,26 +265,12 @@ pub fn connection_text(c: &ConnectionOut) -> String {
             let chain: Vec<String> = o
                 .ancestry
                 .iter()
-                .map(|a| format!("{}({})", clean(a.comm), a.pid))
+                .map(|a| format!("{}({})", escape(a.comm), a.pid))
                 .collect();
             let _ = writeln!(out, "        chain: {}", chain.join(" < "));
         }
     }
     out
-}
-
-/// Host strings with control characters escaped, so nothing a process
-/// names itself can drive the terminal.
-pub fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -344,7 +331,7 @@ mod tests {
         );
         assert!(text.contains("chain: bash(50) < init(1)"), "{text}");
         assert!(!text.contains('\x1b'), "{text:?}");
-        assert!(text.contains("xmrig\\u{1b}[2J"), "{text}");
+        assert!(text.contains("xmrig\\x1b[2J"), "{text}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, fmt::Write as _};
 
 use crate::{
-    model::Process,
+    model::{host_str::escape, Process},
     respond::{
         network::PlanNetwork, quarantine::Quarantined, respawn::RespawnReport, Execution, KillPlan,
         PlanMember,
@@ -18,74 +18,121 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
     let mut out = String::new();
     let threads: usize = plan.members.iter().map(|m| m.threads.len().max(1)).sum();
     let target = plan.members.iter().find(|m| m.process.pid == plan.target);
-    let _ = writeln!(
-        out,
-        "kill-tree plan for PID {} ({}): {} processes, {} threads",
-        plan.target,
-        target.map(|m| m.process.comm.as_str()).unwrap_or("?"),
-        plan.members.len(),
-        threads
+    push_line(
+        &mut out,
+        &format!(
+            "kill-tree plan for PID {} ({}): {} processes, {} threads",
+            plan.target,
+            target.map(|m| m.process.comm.as_str()).unwrap_or("?"),
+            plan.members.len(),
+            threads
+        ),
     );
     out.push('\n');
     out.push_str(&tree_text(plan, users));
     if let (Some(b), Some(why)) = (&plan.boundary, &plan.boundary_reason) {
-        let _ = writeln!(
-            out,
-            "\nStops at {} ({}): {why}; left running.",
-            b.pid, b.comm
+        push_line(
+            &mut out,
+            &format!(
+                "\nStops at {} ({}): {why}; left running.",
+                b.pid,
+                b.comm.as_str()
+            ),
         );
     }
 
-    let _ = writeln!(out, "\nSet to stop (* above), and why:");
+    push_line(&mut out, "\nSet to stop (* above), and why:");
     let comm_width = plan
         .members
         .iter()
-        .map(|m| m.process.comm.len())
+        .map(|m| m.process.comm.chars().count())
         .max()
         .unwrap_or(0);
     for m in &plan.members {
-        let threads = match m.threads.len() {
+        let mut threads = match m.threads.len() {
             0 | 1 => String::new(),
             n => format!(" [{n} threads]"),
         };
-        let _ = writeln!(
-            out,
-            "  {:>7}  {:<comm_width$}  {}{threads}",
-            m.process.pid, m.process.comm, m.reason
+        if !m.process.threads.is_empty() {
+            threads.push_str(&format!(
+                " (threads named {})",
+                crate::views::host::thread_list(&m.process)
+            ));
+        }
+        push_line(
+            &mut out,
+            &format!(
+                "  {:>7}  {:<comm_width$}  {}{threads}",
+                m.process.pid,
+                m.process.comm.as_str(),
+                m.reason
+            ),
         );
     }
 
-    let _ = writeln!(
-        out,
-        "\nPersistence that would start it again (reported only; tracer never edits these):"
+    if !plan.relatives.is_empty() {
+        push_line(
+            &mut out,
+            "\nRelated processes outside the tree (stopped with --kill --relatives):",
+        );
+        for r in &plan.relatives {
+            push_line(
+                &mut out,
+                &format!(
+                    "  {:>7}  {}  {}",
+                    r.process.pid,
+                    r.process.cmdline_string().as_str(),
+                    r.reason
+                ),
+            );
+        }
+    }
+    push_line(
+        &mut out,
+        "\nPersistence that would start it again (reported only; tracer never edits these):",
     );
     if plan.persistence.is_empty() {
-        let _ = writeln!(
-            out,
-            "  none found (crontabs, at jobs, systemd units, rc.local, init.d, ld.so.preload, shell profiles, authorized_keys)"
+        push_line(
+            &mut out,
+            "  none found (cron, at, systemd units, timers and generators, rc.local, init.d, motd, \
+             udev, XDG autostart, modprobe, PAM, sshd_config, apt/dpkg hooks, logrotate, network \
+             hooks, ld.so.preload, environment, shell profiles, authorized_keys)",
         );
     }
     for h in &plan.persistence {
-        let _ = writeln!(out, "  {}:{}  [{}] {}", h.file, h.line_no, h.kind, h.line);
-        let _ = writeln!(
-            out,
-            "  {:>w$}  matched: {}",
-            "",
-            h.matched,
-            w = h.file.len() + 1 + digits(h.line_no)
+        push_line(
+            &mut out,
+            &format!(
+                "  {}:{}  [{}, {}] {}",
+                h.file.as_str(),
+                h.line_no,
+                h.kind,
+                h.technique,
+                h.line.as_str()
+            ),
+        );
+        push_line(
+            &mut out,
+            &format!(
+                "  {:>w$}  why: {}",
+                "",
+                h.reason,
+                w = h.file.chars().count() + 1 + digits(h.line_no)
+            ),
         );
     }
     if quarantine_note {
-        let _ = writeln!(
-            out,
+        push_line(
+            &mut out,
             "\nQuarantine copies each member's program before the kill; system binaries \
-             (under /usr, /bin, /sbin, /lib, e.g. a watchdog's shell) are not copied."
+             (under /usr, /bin, /sbin, /lib, e.g. a watchdog's shell) are not copied.",
         );
     }
     if let Some(net) = &plan.network {
         out.push_str(&connections_text(net));
     }
-    let _ = writeln!(out, "\nTo carry out this plan:\n  {}", plan.command);
+    push_line(&mut out, "\nTo carry out this plan:");
+    push_line(&mut out, &format!("  {}", plan.command));
     if let Some(net) = &plan.network {
         out.push_str(&block_text(net));
     }
@@ -96,11 +143,11 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
 fn connections_text(net: &PlanNetwork) -> String {
     let mut out = String::from("\nOpen connections of the set (from the kernel):\n");
     if let Some(why) = &net.unavailable {
-        let _ = writeln!(out, "  not listed: {why}");
+        push_line(&mut out, &format!("  not listed: {why}"));
         return out;
     }
     for gap in &net.gaps {
-        let _ = writeln!(out, "  note: {gap}");
+        push_line(&mut out, &format!("  note: {gap}"));
     }
     if net.connections.is_empty() {
         let _ = writeln!(out, "  none");
@@ -136,6 +183,18 @@ fn block_text(net: &PlanNetwork) -> String {
     out
 }
 
+/// Appends one line, escaped: plan lines quote process names, command
+/// lines and persistence lines, all of them the attacker's. A leading
+/// `\n` is a blank line before it, kept.
+fn push_line(out: &mut String, line: &str) {
+    let body = line.trim_start_matches('\n');
+    for _ in 0..line.len() - body.len() {
+        out.push('\n');
+    }
+    out.push_str(&escape(body));
+    out.push('\n');
+}
+
 fn digits(n: usize) -> usize {
     n.to_string().len()
 }
@@ -165,53 +224,60 @@ fn tree_text(plan: &KillPlan, users: &Users) -> String {
 fn line(out: &mut String, users: &Users, depth: usize, member: bool, p: &Process) {
     let branch = if depth == 0 { "" } else { "`- " };
     let mark = if member { "* " } else { "" };
-    let _ = writeln!(
+    push_line(
         out,
-        "  {:indent$}{branch}{mark}{} {} {}",
-        "",
-        p.pid,
-        users.name(p.uid),
-        p.cmdline_string(),
-        indent = depth.saturating_sub(1) * 3
+        &format!(
+            "  {:indent$}{branch}{mark}{} {} {}",
+            "",
+            p.pid,
+            users.name(p.uid).as_str(),
+            p.cmdline_string().as_str(),
+            indent = depth.saturating_sub(1) * 3
+        ),
     );
 }
 
 /// One line announcing a child that joined the set after planning.
 pub fn joined_text(m: &PlanMember) -> String {
-    format!(
+    escape(&format!(
         "joining the set: {} {} ({})",
         m.process.pid,
-        m.process.cmdline_string(),
+        m.process.cmdline_string().as_str(),
         m.reason
-    )
+    ))
+    .into_owned()
 }
 
 /// What the kill did, the kill time on its own line.
 pub fn execution_text(ex: &Execution) -> String {
     let mut out = String::new();
     let stopped = ex.killed.len() + ex.survivors.len();
-    let _ = writeln!(
-        out,
-        "stopped {stopped} processes (SIGSTOP), then killed them (SIGKILL): {} exited",
-        ex.killed.len()
+    push_line(
+        &mut out,
+        &format!(
+            "stopped {stopped} processes (SIGSTOP), then killed them (SIGKILL): {} exited",
+            ex.killed.len()
+        ),
     );
     if ex.quarantine.is_empty() {
-        let _ = writeln!(out, "kill time: {:.1} ms", ex.kill_ms);
+        push_line(&mut out, &format!("kill time: {:.1} ms", ex.kill_ms));
     } else {
-        let _ = writeln!(
-            out,
-            "kill time: {:.1} ms (of which {:.1} ms copying to quarantine)",
-            ex.kill_ms, ex.quarantine_ms
+        push_line(
+            &mut out,
+            &format!(
+                "kill time: {:.1} ms (of which {:.1} ms copying to quarantine)",
+                ex.kill_ms, ex.quarantine_ms
+            ),
         );
     }
     for (pid, why) in &ex.not_signalled {
-        let _ = writeln!(out, "  {pid}: not signalled: {why}");
+        push_line(&mut out, &format!("  {pid}: not signalled: {why}"));
     }
     for (pid, why) in &ex.refused {
-        let _ = writeln!(out, "  {pid}: refused by the kernel: {why}");
+        push_line(&mut out, &format!("  {pid}: refused by the kernel: {why}"));
     }
     for pid in &ex.survivors {
-        let _ = writeln!(out, "  {pid}: STILL RUNNING after SIGKILL");
+        push_line(&mut out, &format!("  {pid}: STILL RUNNING after SIGKILL"));
     }
     for q in &ex.quarantine {
         let what = match &q.result {
@@ -220,7 +286,32 @@ pub fn execution_text(ex: &Execution) -> String {
             Quarantined::SystemBinary => "system binary, not copied".to_string(),
             Quarantined::Failed { error } => format!("NOT quarantined: {error}"),
         };
-        let _ = writeln!(out, "  {} {}: {what}", q.pid, q.original_path);
+        push_line(
+            &mut out,
+            &format!("  {} {}: {what}", q.pid, q.original_path),
+        );
+    }
+    out
+}
+
+/// Related processes still alive after the kill: never a clean result.
+pub fn relatives_text(living: &[&PlanMember], included: bool) -> String {
+    let mut out = String::new();
+    for r in living {
+        let hint = if included {
+            "it survived the kill"
+        } else {
+            "not stopped: run again with --relatives to stop it"
+        };
+        push_line(
+            &mut out,
+            &format!(
+                "RELATED process still running: {} {} ({}); {hint}",
+                r.process.pid,
+                r.process.cmdline_string().as_str(),
+                r.reason
+            ),
+        );
     }
     out
 }
@@ -235,21 +326,21 @@ pub fn respawn_text(r: &RespawnReport) -> String {
     }
     let mut out = String::new();
     for p in &r.survivors {
-        let _ = writeln!(
-            out,
-            "still running after {secs:.1} s: {} {}",
-            p.pid,
-            p.cmdline_string()
+        push_line(
+            &mut out,
+            &format!(
+                "still running after {secs:.1} s: {} {}",
+                p.pid,
+                p.cmdline_string().as_str()
+            ),
         );
     }
     for (p, like) in &r.respawned {
-        let _ = writeln!(
-            out,
-            "CAME BACK within {secs:.1} s: {} {} (parent {}; {like}): check the persistence above",
+        push_line(&mut out, &format!("CAME BACK within {secs:.1} s: {} {} (parent {}; {like}): check the persistence above",
             p.pid,
-            p.cmdline_string(),
+            p.cmdline_string().as_str(),
             p.ppid
-        );
+        ));
     }
     out
 }
@@ -264,10 +355,12 @@ mod tests {
         let mut plan = plan_tree(&cron_chain(), 500, 630).unwrap();
         plan.persistence.push(PersistenceHit {
             kind: "crontab".into(),
+            technique: "T1053.003".into(),
             file: "/etc/crontab".into(),
             line_no: 3,
             line: "* * * * * root /var/tmp/.x/kswapd0".into(),
             matched: "/var/tmp/.x/kswapd0".into(),
+            reason: "names the program's path /var/tmp/.x/kswapd0".into(),
         });
         let users = Users::parse("root:x:0:0:root:/root:/bin/bash\n");
         let text = plan_text(&plan, &users, false);
@@ -295,7 +388,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("/etc/crontab:3  [crontab] * * * * * root /var/tmp/.x/kswapd0"),
+            text.contains(
+                "/etc/crontab:3  [crontab, T1053.003] * * * * * root /var/tmp/.x/kswapd0"
+            ),
             "{text}"
         );
         assert!(

@@ -1,18 +1,33 @@
-//! Persistence that would start a kill-tree set again: crontabs, at jobs,
-//! systemd units, rc.local and init scripts, /etc/ld.so.preload, shell
-//! profiles and recently touched authorized_keys. Reported with file and
-//! line; never edited.
+//! Persistence that would start a kill-tree set again, reported with its
+//! ATT&CK technique, file and line, and why it points at the set; never
+//! edited.
+//!
+//! Covered (after MITRE ATT&CK's Linux persistence techniques and public
+//! persistence test kits): cron, anacron and at (T1053.003, T1053.002);
+//! systemd services, user units and generators (T1543.002) and timers
+//! (T1053.006); rc.local and init scripts (T1037.004); the message of the
+//! day (T1037); udev rules (T1546.017); XDG autostart (T1547.013); kernel
+//! module loading: modprobe `install` lines and modules-load.d
+//! (T1547.006); PAM modules such as `pam_exec` (T1556.003); sshd_config's
+//! `AuthorizedKeysCommand` and `ForceCommand`, apt and dpkg hooks,
+//! logrotate scripts, NetworkManager dispatcher and ifupdown scripts (event
+//! triggered execution, T1546); /etc/ld.so.preload, `LD_PRELOAD` in
+//! /etc/environment or in units (T1574.006); every user's shell start-up
+//! files (T1546.004); and recently touched authorized_keys (T1098.004).
 //!
 //! A line "starts it" when it mentions a member's program path, its file
 //! name, or the directory it was dropped in (see `ChainClues`); comments are
-//! skipped. authorized_keys lines rarely name a program, so an
+//! skipped. A timer is reported with the service it activates. An
 //! authorized_keys file is also reported when it was modified within
 //! [`AUTHORIZED_KEYS_WINDOW`] of a dropped program's mtime.
+//!
+//! Files are read as bytes; a name or line that is not UTF-8 is matched
+//! like any other and kept exactly (`HostStr`).
 //!
 //! The scan reads paths under a root, `/` unless the environment variable
 //! `TRACER_PERSISTENCE_ROOT` names another directory (tests point it at a
 //! temporary tree); users' home directories come from that root's
-//! /etc/passwd.
+//! /etc/passwd (every account's, and root's).
 use std::{
     collections::HashSet,
     os::unix::fs::MetadataExt,
@@ -23,7 +38,7 @@ use std::{
 use serde::Serialize;
 
 use super::{plan::ChainClues, program};
-use crate::model::Process;
+use crate::model::{HostStr, Process};
 
 /// Environment variable that moves the scan's root (for tests).
 pub const ROOT_ENV: &str = "TRACER_PERSISTENCE_ROOT";
@@ -37,15 +52,19 @@ const MAX_LINE_CHARS: usize = 300;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PersistenceHit {
-    /// What kind of persistence: `crontab`, `systemd unit`, `rc.local`...
+    /// What kind of persistence: `crontab`, `systemd unit`, `udev rule`...
     pub kind: String,
-    pub file: String,
+    /// The MITRE ATT&CK technique, e.g. `T1053.003`.
+    pub technique: String,
+    pub file: HostStr,
     /// 1-based line number.
     pub line_no: usize,
-    pub line: String,
+    pub line: HostStr,
     /// The program path, name or directory the line mentions, or why the
     /// file is reported (authorized_keys).
     pub matched: String,
+    /// Why this line points at the set, in words.
+    pub reason: String,
 }
 
 /// Where the scan reads from.
@@ -66,7 +85,8 @@ impl Roots {
 
     /// An absolute path as seen under the root.
     fn at(&self, abs: &str) -> PathBuf {
-        self.root.join(abs.trim_start_matches('/'))
+        self.root
+            .join(HostStr::from_text(abs.trim_start_matches('/')).to_path())
     }
 }
 
@@ -83,50 +103,412 @@ enum Pattern {
     Tree,
 }
 
-/// System-wide places, each with its kind.
-const SYSTEM_LOCATIONS: &[(&str, &str, Pattern)] = &[
-    ("crontab", "/etc/crontab", Pattern::File),
-    ("crontab", "/etc/cron.d", Pattern::Dir),
-    ("crontab", "/var/spool/cron/crontabs", Pattern::Dir),
-    ("crontab", "/var/spool/cron", Pattern::Dir), // Red Hat keeps user crontabs here
-    ("crontab", "/etc/anacrontab", Pattern::File),
-    ("cron script", "/etc/cron.hourly", Pattern::Dir),
-    ("cron script", "/etc/cron.daily", Pattern::Dir),
-    ("cron script", "/etc/cron.weekly", Pattern::Dir),
-    ("cron script", "/etc/cron.monthly", Pattern::Dir),
-    ("at job", "/var/spool/cron/atjobs", Pattern::Dir),
-    ("at job", "/var/spool/at", Pattern::Dir),
-    ("systemd unit", "/etc/systemd/system", Pattern::Tree),
-    ("systemd unit", "/etc/systemd/user", Pattern::Tree),
-    ("systemd unit", "/run/systemd/system", Pattern::Tree),
+/// One kind of place: its name, ATT&CK technique, path and how it is read.
+type Location = (&'static str, &'static str, &'static str, Pattern);
+
+const CRON: &str = "T1053.003";
+const AT: &str = "T1053.002";
+const SYSTEMD_SERVICE: &str = "T1543.002";
+const SYSTEMD_TIMER: &str = "T1053.006";
+const RC_SCRIPTS: &str = "T1037.004";
+const LOGON_SCRIPTS: &str = "T1037";
+const UDEV: &str = "T1546.017";
+const XDG_AUTOSTART: &str = "T1547.013";
+const KERNEL_MODULES: &str = "T1547.006";
+const PAM: &str = "T1556.003";
+const EVENT_TRIGGERED: &str = "T1546";
+const DYNAMIC_LINKER: &str = "T1574.006";
+const SHELL_CONFIG: &str = "T1546.004";
+const AUTHORIZED_KEYS_TECHNIQUE: &str = "T1098.004";
+
+/// System-wide places.
+const SYSTEM_LOCATIONS: &[Location] = &[
+    ("crontab", CRON, "/etc/crontab", Pattern::File),
+    ("crontab", CRON, "/etc/cron.d", Pattern::Dir),
+    ("crontab", CRON, "/var/spool/cron/crontabs", Pattern::Dir),
+    ("crontab", CRON, "/var/spool/cron", Pattern::Dir), // Red Hat keeps user crontabs here
+    ("crontab", CRON, "/etc/anacrontab", Pattern::File),
+    ("cron script", CRON, "/etc/cron.hourly", Pattern::Dir),
+    ("cron script", CRON, "/etc/cron.daily", Pattern::Dir),
+    ("cron script", CRON, "/etc/cron.weekly", Pattern::Dir),
+    ("cron script", CRON, "/etc/cron.monthly", Pattern::Dir),
+    ("at job", AT, "/var/spool/cron/atjobs", Pattern::Dir),
+    ("at job", AT, "/var/spool/at", Pattern::Dir),
     (
         "systemd unit",
+        SYSTEMD_SERVICE,
+        "/etc/systemd/system",
+        Pattern::Tree,
+    ),
+    (
+        "systemd unit",
+        SYSTEMD_SERVICE,
+        "/etc/systemd/user",
+        Pattern::Tree,
+    ),
+    (
+        "systemd unit",
+        SYSTEMD_SERVICE,
+        "/run/systemd/system",
+        Pattern::Tree,
+    ),
+    (
+        "systemd unit",
+        SYSTEMD_SERVICE,
+        "/run/systemd/user",
+        Pattern::Tree,
+    ),
+    (
+        "systemd unit",
+        SYSTEMD_SERVICE,
+        "/usr/local/lib/systemd/system",
+        Pattern::Tree,
+    ),
+    (
+        "systemd unit",
+        SYSTEMD_SERVICE,
         "/lib/systemd/system",
         Pattern::DirSuffix(".service"),
     ),
     (
         "systemd unit",
+        SYSTEMD_SERVICE,
         "/usr/lib/systemd/system",
         Pattern::DirSuffix(".service"),
     ),
-    ("rc.local", "/etc/rc.local", Pattern::File),
-    ("rc.local", "/etc/rc.d/rc.local", Pattern::File),
-    ("init script", "/etc/init.d", Pattern::Dir),
-    ("ld.so.preload", "/etc/ld.so.preload", Pattern::File),
-    ("shell profile", "/etc/profile", Pattern::File),
-    ("shell profile", "/etc/profile.d", Pattern::Dir),
-    ("shell profile", "/etc/bash.bashrc", Pattern::File),
-    ("shell profile", "/etc/bashrc", Pattern::File),
+    (
+        "systemd unit",
+        SYSTEMD_SERVICE,
+        "/usr/lib/systemd/user",
+        Pattern::DirSuffix(".service"),
+    ),
+    (
+        "systemd generator",
+        SYSTEMD_SERVICE,
+        "/etc/systemd/system-generators",
+        Pattern::Dir,
+    ),
+    (
+        "systemd generator",
+        SYSTEMD_SERVICE,
+        "/etc/systemd/user-generators",
+        Pattern::Dir,
+    ),
+    (
+        "systemd generator",
+        SYSTEMD_SERVICE,
+        "/run/systemd/system-generators",
+        Pattern::Dir,
+    ),
+    (
+        "systemd generator",
+        SYSTEMD_SERVICE,
+        "/usr/local/lib/systemd/system-generators",
+        Pattern::Dir,
+    ),
+    (
+        "systemd generator",
+        SYSTEMD_SERVICE,
+        "/lib/systemd/system-generators",
+        Pattern::Dir,
+    ),
+    (
+        "systemd generator",
+        SYSTEMD_SERVICE,
+        "/usr/lib/systemd/system-generators",
+        Pattern::Dir,
+    ),
+    (
+        "systemd generator",
+        SYSTEMD_SERVICE,
+        "/usr/lib/systemd/user-generators",
+        Pattern::Dir,
+    ),
+    ("rc.local", RC_SCRIPTS, "/etc/rc.local", Pattern::File),
+    ("rc.local", RC_SCRIPTS, "/etc/rc.d/rc.local", Pattern::File),
+    ("init script", RC_SCRIPTS, "/etc/init.d", Pattern::Dir),
+    (
+        "motd script",
+        LOGON_SCRIPTS,
+        "/etc/update-motd.d",
+        Pattern::Dir,
+    ),
+    ("udev rule", UDEV, "/etc/udev/rules.d", Pattern::Dir),
+    ("udev rule", UDEV, "/run/udev/rules.d", Pattern::Dir),
+    ("udev rule", UDEV, "/lib/udev/rules.d", Pattern::Dir),
+    ("udev rule", UDEV, "/usr/lib/udev/rules.d", Pattern::Dir),
+    (
+        "xdg autostart",
+        XDG_AUTOSTART,
+        "/etc/xdg/autostart",
+        Pattern::Dir,
+    ),
+    (
+        "modprobe config",
+        KERNEL_MODULES,
+        "/etc/modprobe.d",
+        Pattern::Dir,
+    ),
+    (
+        "modprobe config",
+        KERNEL_MODULES,
+        "/run/modprobe.d",
+        Pattern::Dir,
+    ),
+    (
+        "modprobe config",
+        KERNEL_MODULES,
+        "/lib/modprobe.d",
+        Pattern::Dir,
+    ),
+    (
+        "modprobe config",
+        KERNEL_MODULES,
+        "/usr/lib/modprobe.d",
+        Pattern::Dir,
+    ),
+    (
+        "modules-load.d",
+        KERNEL_MODULES,
+        "/etc/modules-load.d",
+        Pattern::Dir,
+    ),
+    (
+        "modules-load.d",
+        KERNEL_MODULES,
+        "/run/modules-load.d",
+        Pattern::Dir,
+    ),
+    (
+        "modules-load.d",
+        KERNEL_MODULES,
+        "/usr/lib/modules-load.d",
+        Pattern::Dir,
+    ),
+    (
+        "modules-load.d",
+        KERNEL_MODULES,
+        "/etc/modules",
+        Pattern::File,
+    ),
+    ("pam config", PAM, "/etc/pam.d", Pattern::Dir),
+    ("pam config", PAM, "/etc/pam.conf", Pattern::File),
+    (
+        "sshd_config",
+        EVENT_TRIGGERED,
+        "/etc/ssh/sshd_config",
+        Pattern::File,
+    ),
+    (
+        "sshd_config",
+        EVENT_TRIGGERED,
+        "/etc/ssh/sshd_config.d",
+        Pattern::Dir,
+    ),
+    (
+        "apt hook",
+        EVENT_TRIGGERED,
+        "/etc/apt/apt.conf.d",
+        Pattern::Dir,
+    ),
+    (
+        "apt hook",
+        EVENT_TRIGGERED,
+        "/etc/apt/apt.conf",
+        Pattern::File,
+    ),
+    (
+        "dpkg hook",
+        EVENT_TRIGGERED,
+        "/etc/dpkg/dpkg.cfg.d",
+        Pattern::Dir,
+    ),
+    (
+        "dpkg hook",
+        EVENT_TRIGGERED,
+        "/etc/dpkg/dpkg.cfg",
+        Pattern::File,
+    ),
+    (
+        "logrotate script",
+        EVENT_TRIGGERED,
+        "/etc/logrotate.conf",
+        Pattern::File,
+    ),
+    (
+        "logrotate script",
+        EVENT_TRIGGERED,
+        "/etc/logrotate.d",
+        Pattern::Dir,
+    ),
+    (
+        "network hook",
+        EVENT_TRIGGERED,
+        "/etc/NetworkManager/dispatcher.d",
+        Pattern::Tree,
+    ),
+    (
+        "network hook",
+        EVENT_TRIGGERED,
+        "/etc/network/if-up.d",
+        Pattern::Dir,
+    ),
+    (
+        "network hook",
+        EVENT_TRIGGERED,
+        "/etc/network/if-pre-up.d",
+        Pattern::Dir,
+    ),
+    (
+        "network hook",
+        EVENT_TRIGGERED,
+        "/etc/network/if-down.d",
+        Pattern::Dir,
+    ),
+    (
+        "network hook",
+        EVENT_TRIGGERED,
+        "/etc/network/if-post-down.d",
+        Pattern::Dir,
+    ),
+    (
+        "network hook",
+        EVENT_TRIGGERED,
+        "/etc/network/interfaces",
+        Pattern::File,
+    ),
+    (
+        "network hook",
+        EVENT_TRIGGERED,
+        "/etc/network/interfaces.d",
+        Pattern::Dir,
+    ),
+    (
+        "ld.so.preload",
+        DYNAMIC_LINKER,
+        "/etc/ld.so.preload",
+        Pattern::File,
+    ),
+    (
+        "environment",
+        SHELL_CONFIG,
+        "/etc/environment",
+        Pattern::File,
+    ),
+    ("shell profile", SHELL_CONFIG, "/etc/profile", Pattern::File),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        "/etc/profile.d",
+        Pattern::Dir,
+    ),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        "/etc/bash.bashrc",
+        Pattern::File,
+    ),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        "/etc/bash.bash_logout",
+        Pattern::File,
+    ),
+    ("shell profile", SHELL_CONFIG, "/etc/bashrc", Pattern::File),
+    ("shell profile", SHELL_CONFIG, "/etc/zsh", Pattern::Dir),
+    ("shell profile", SHELL_CONFIG, "/etc/zshrc", Pattern::File),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        "/etc/zprofile",
+        Pattern::File,
+    ),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        "/etc/csh.cshrc",
+        Pattern::File,
+    ),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        "/etc/csh.login",
+        Pattern::File,
+    ),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        "/etc/fish/config.fish",
+        Pattern::File,
+    ),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        "/etc/fish/conf.d",
+        Pattern::Dir,
+    ),
 ];
 
 /// Per-user places, relative to the home directory.
-const HOME_LOCATIONS: &[(&str, &str, Pattern)] = &[
-    ("systemd unit", ".config/systemd/user", Pattern::Tree),
-    ("shell profile", ".bashrc", Pattern::File),
-    ("shell profile", ".profile", Pattern::File),
-    ("shell profile", ".bash_profile", Pattern::File),
-    ("shell profile", ".bash_login", Pattern::File),
-    ("shell profile", ".zshrc", Pattern::File),
+const HOME_LOCATIONS: &[Location] = &[
+    (
+        "systemd unit",
+        SYSTEMD_SERVICE,
+        ".config/systemd/user",
+        Pattern::Tree,
+    ),
+    (
+        "systemd unit",
+        SYSTEMD_SERVICE,
+        ".local/share/systemd/user",
+        Pattern::Tree,
+    ),
+    (
+        "xdg autostart",
+        XDG_AUTOSTART,
+        ".config/autostart",
+        Pattern::Dir,
+    ),
+    ("shell profile", SHELL_CONFIG, ".bashrc", Pattern::File),
+    ("shell profile", SHELL_CONFIG, ".profile", Pattern::File),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        ".bash_profile",
+        Pattern::File,
+    ),
+    ("shell profile", SHELL_CONFIG, ".bash_login", Pattern::File),
+    ("shell profile", SHELL_CONFIG, ".bash_logout", Pattern::File),
+    ("shell profile", SHELL_CONFIG, ".zshrc", Pattern::File),
+    ("shell profile", SHELL_CONFIG, ".zshenv", Pattern::File),
+    ("shell profile", SHELL_CONFIG, ".zprofile", Pattern::File),
+    ("shell profile", SHELL_CONFIG, ".zlogin", Pattern::File),
+    ("shell profile", SHELL_CONFIG, ".cshrc", Pattern::File),
+    ("shell profile", SHELL_CONFIG, ".tcshrc", Pattern::File),
+    ("shell profile", SHELL_CONFIG, ".kshrc", Pattern::File),
+    (
+        "shell profile",
+        SHELL_CONFIG,
+        ".config/fish/config.fish",
+        Pattern::File,
+    ),
+    (
+        "environment",
+        SHELL_CONFIG,
+        ".pam_environment",
+        Pattern::File,
+    ),
+];
+
+/// Where timers live (they name the service they start).
+const TIMER_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/etc/systemd/user",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/usr/lib/systemd/user",
 ];
 
 const AUTHORIZED_KEYS: [&str; 2] = [".ssh/authorized_keys", ".ssh/authorized_keys2"];
@@ -139,7 +521,7 @@ pub fn scan(roots: &Roots, members: &[&Process]) -> Vec<PersistenceHit> {
     }
     let dropped_mtimes: Vec<(String, SystemTime)> =
         members.iter().filter_map(|p| dropped_mtime(p)).collect();
-    let homes = home_dirs(roots, members.iter().map(|p| p.uid));
+    let homes = home_dirs(roots);
     scan_with(roots, &clues, &homes, &dropped_mtimes)
 }
 
@@ -156,28 +538,43 @@ fn scan_with(
     let mut seen = HashSet::new(); // (dev, inode): /lib and /usr/lib are often one directory
     let mut hits = Vec::new();
     let home_locations = homes.iter().flat_map(|h| {
-        HOME_LOCATIONS.iter().map(move |(kind, rel, pat)| {
-            (*kind, format!("{}/{rel}", h.trim_end_matches('/')), *pat)
-        })
+        HOME_LOCATIONS
+            .iter()
+            .map(move |(kind, technique, rel, pat)| {
+                (
+                    *kind,
+                    *technique,
+                    format!("{}/{rel}", h.trim_end_matches('/')),
+                    *pat,
+                )
+            })
     });
     let locations = SYSTEM_LOCATIONS
         .iter()
-        .map(|(kind, path, pat)| (*kind, path.to_string(), *pat))
+        .map(|(kind, technique, path, pat)| (*kind, *technique, path.to_string(), *pat))
         .chain(home_locations);
-    for (kind, path, pattern) in locations {
+    for (kind, technique, path, pattern) in locations {
         for file in files_of(&roots.at(&path), pattern) {
             if let Some(text) = read_config(&file, &mut seen) {
-                hits.extend(matching_lines(kind, &file, &text, clues));
+                hits.extend(matching_lines(kind, technique, &file, &text, clues));
             }
         }
     }
+    let timers = timers_of(roots, &hits);
+    hits.extend(timers);
     for home in homes {
         for rel in AUTHORIZED_KEYS {
             let file = roots.at(&format!("{}/{rel}", home.trim_end_matches('/')));
             let Some(text) = read_config(&file, &mut seen) else {
                 continue;
             };
-            let mut found = matching_lines("authorized_keys", &file, &text, clues);
+            let mut found = matching_lines(
+                "authorized_keys",
+                AUTHORIZED_KEYS_TECHNIQUE,
+                &file,
+                &text,
+                clues,
+            );
             if found.is_empty() {
                 let mtime = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
                 found.extend(mtime.and_then(|m| recent_key(&file, &text, m, dropped_mtimes)));
@@ -186,6 +583,69 @@ fn scan_with(
         }
     }
     hits
+}
+
+/// The timers that start a service already found: a `.timer` of the same
+/// name, or one whose `Unit=` names it.
+fn timers_of(roots: &Roots, hits: &[PersistenceHit]) -> Vec<PersistenceHit> {
+    let services: Vec<(String, &PersistenceHit)> = hits
+        .iter()
+        .filter(|h| h.kind == "systemd unit")
+        .filter_map(|h| {
+            let name = program::file_name(h.file.as_str());
+            name.ends_with(".service").then(|| (name.to_string(), h))
+        })
+        .collect();
+    if services.is_empty() {
+        return Vec::new();
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for dir in TIMER_DIRS {
+        for file in files_of(&roots.at(dir), Pattern::Tree) {
+            let file_text = HostStr::from_bytes(file.as_os_str().as_encoded_bytes());
+            let Some(timer) = program::file_name(file_text.as_str()).strip_suffix(".timer") else {
+                continue;
+            };
+            let Some(text) = read_config(&file, &mut seen) else {
+                continue;
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            let unit_line = lines.iter().enumerate().find_map(|(n, l)| {
+                let unit = l.trim().strip_prefix("Unit=")?;
+                Some((n, unit.trim()))
+            });
+            let started = unit_line.map_or(format!("{timer}.service"), |(_, u)| u.to_string());
+            let Some((_, service_hit)) = services.iter().find(|(name, _)| *name == started) else {
+                continue;
+            };
+            let (n, line) = unit_line
+                .map(|(n, _)| (n, lines[n]))
+                .or_else(|| {
+                    lines
+                        .iter()
+                        .enumerate()
+                        .find(|(_, l)| l.trim_start().starts_with("On"))
+                        .map(|(n, l)| (n, *l))
+                })
+                .unwrap_or((0, lines.first().copied().unwrap_or_default()));
+            out.push(PersistenceHit {
+                kind: "systemd timer".into(),
+                technique: SYSTEMD_TIMER.into(),
+                file: file_text.clone(),
+                line_no: n + 1,
+                line: HostStr::from_text(&quote(line.trim())),
+                matched: service_hit.matched.clone(),
+                reason: format!(
+                    "starts {started} ({}:{}), which {}",
+                    service_hit.file.as_str(),
+                    service_hit.line_no,
+                    service_hit.reason
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// The files a location holds, sorted (regular files, links followed).
@@ -243,11 +703,17 @@ fn read_config(path: &Path, seen: &mut HashSet<(u64, u64)>) -> Option<String> {
         return None;
     }
     let bytes = std::fs::read(path).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    Some(HostStr::from_bytes(&bytes).as_str().to_string())
 }
 
 /// Lines of `text` that mention a clue, comments left out.
-fn matching_lines(kind: &str, file: &Path, text: &str, clues: &ChainClues) -> Vec<PersistenceHit> {
+fn matching_lines(
+    kind: &str,
+    technique: &str,
+    file: &Path,
+    text: &str,
+    clues: &ChainClues,
+) -> Vec<PersistenceHit> {
     let mut hits = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim();
@@ -255,22 +721,59 @@ fn matching_lines(kind: &str, file: &Path, text: &str, clues: &ChainClues) -> Ve
             continue;
         }
         // The most specific clue first: a path says more than a name.
-        let clue = clues
-            .paths
-            .iter()
-            .chain(&clues.dirs)
-            .chain(&clues.names)
-            .find(|c| program::mentions(trimmed, c));
-        if let Some(clue) = clue {
+        let found = [
+            (&clues.paths, "names the program's path"),
+            (
+                &clues.dirs,
+                "names the directory the program was dropped in",
+            ),
+            (&clues.names, "names the program"),
+        ]
+        .into_iter()
+        .find_map(|(list, why)| {
+            list.iter()
+                .find(|c| program::mentions(trimmed, c))
+                .map(|c| (c, why))
+        });
+        if let Some((clue, why)) = found {
+            // A preload set in the environment or a unit hijacks the
+            // dynamic linker, whatever file it is in.
+            let technique = if trimmed.contains("LD_PRELOAD") || trimmed.contains("LD_LIBRARY_PATH")
+            {
+                DYNAMIC_LINKER
+            } else {
+                technique
+            };
             hits.push(PersistenceHit {
                 kind: kind.to_string(),
-                file: file.display().to_string(),
+                technique: technique.to_string(),
+                file: HostStr::from_bytes(file.as_os_str().as_encoded_bytes()),
                 line_no: n + 1,
-                line: quote(trimmed),
+                line: HostStr::from_text(&quote(trimmed)),
                 matched: clue.clone(),
+                reason: format!("{why} {clue}"),
             });
         }
     }
+    hits
+}
+
+/// For the fuzz test: a crontab or unit file's bytes, matched against a
+/// dropped program's clues, and its timer read.
+#[cfg(test)]
+pub(crate) fn fuzz_matching_lines(bytes: &[u8]) -> Vec<PersistenceHit> {
+    let mut clues = ChainClues::default();
+    clues.add(&Process {
+        exe: Some("/tmp/.x/kswapd0".into()),
+        cmdline: vec!["/tmp/.x/kswapd0".into(), "-c".into()],
+        ..Default::default()
+    });
+    let text = HostStr::from_bytes(bytes);
+    let mut hits = matching_lines("crontab", CRON, Path::new("/f"), text.as_str(), &clues);
+    for h in &mut hits {
+        h.kind = "systemd unit".into();
+    }
+    let _ = quote(text.as_str());
     hits
 }
 
@@ -300,15 +803,18 @@ fn recent_key(
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
         .last()?;
+    let matched = format!(
+        "file modified {} s from {path}'s mtime (last key shown)",
+        gap.as_secs()
+    );
     Some(PersistenceHit {
         kind: "authorized_keys".to_string(),
-        file: file.display().to_string(),
+        technique: AUTHORIZED_KEYS_TECHNIQUE.to_string(),
+        file: HostStr::from_bytes(file.as_os_str().as_encoded_bytes()),
         line_no: line_no + 1,
-        line: quote(line.trim()),
-        matched: format!(
-            "file modified {} s from {path}'s mtime (last key shown)",
-            gap.as_secs()
-        ),
+        line: HostStr::from_text(&quote(line.trim())),
+        reason: format!("a key added near the drop: {matched}"),
+        matched,
     })
 }
 
@@ -335,21 +841,16 @@ fn dropped_mtime(p: &Process) -> Option<(String, SystemTime)> {
     Some((path, meta.modified().ok()?))
 }
 
-/// Home directories of these users and of root, from the root's /etc/passwd.
-fn home_dirs(roots: &Roots, uids: impl Iterator<Item = u32>) -> Vec<String> {
-    let mut wanted: Vec<u32> = std::iter::once(0).chain(uids).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let passwd = std::fs::read_to_string(roots.at("/etc/passwd")).unwrap_or_default();
-    let users = crate::users::Users::parse(&passwd);
+/// Home directories of every account in the root's /etc/passwd, and
+/// root's: persistence may sit in any user's start-up files.
+fn home_dirs(roots: &Roots) -> Vec<String> {
+    let passwd = std::fs::read(roots.at("/etc/passwd")).unwrap_or_default();
+    let users = crate::users::Users::parse(HostStr::from_bytes(&passwd).as_str());
     let mut homes: Vec<String> = Vec::new();
-    for uid in wanted {
-        let listed = users.homes(uid);
-        let fallback = (uid == 0 && listed.is_empty()).then(|| "/root".to_string());
-        for h in listed.iter().cloned().chain(fallback) {
-            if h.starts_with('/') && h != "/" && !homes.contains(&h) {
-                homes.push(h);
-            }
+    let fallback = users.homes(0).is_empty().then(|| "/root".to_string());
+    for h in users.all_homes().iter().cloned().chain(fallback) {
+        if h.starts_with('/') && h != "/" && !homes.contains(&h) {
+            homes.push(h);
         }
     }
     homes
@@ -357,6 +858,8 @@ fn home_dirs(roots: &Roots, uids: impl Iterator<Item = u32>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
     use super::*;
     use crate::respond::plan::tests::proc;
 
@@ -480,7 +983,7 @@ mod tests {
             "sh -c while :; do /var/tmp/.x/kswapd0; done",
         );
         let clues = clues_for(&[watchdog.clone(), miner.clone()]);
-        let homes = home_dirs(&r.roots(), [1000].into_iter());
+        let homes = home_dirs(&r.roots());
         assert_eq!(homes, ["/root", "/home/bob"]);
         let hits = scan_with(&r.roots(), &clues, &homes, &[]);
         let p = "/var/tmp/.x/kswapd0".to_string();
@@ -513,6 +1016,213 @@ mod tests {
         assert_eq!(hits[0].kind, "crontab");
         assert_eq!(hits[0].line, "*/5 * * * * root /var/tmp/.x/kswapd0");
         assert_eq!(hits[5].kind, "rc.local");
+    }
+
+    /// Every kind the scan covers, each planted once in a fake root, each
+    /// with the technique it must be reported under.
+    #[test]
+    fn every_persistence_kind_is_found_with_its_technique() {
+        let r = Root::new("all-kinds");
+        let m = "/var/tmp/.x/kswapd0";
+        r.write(
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\nann:x:1001:1001::/home/ann:/bin/bash\n",
+        );
+        let planted: &[(&str, String, &str, &str)] = &[
+            (
+                "/etc/crontab",
+                format!("* * * * * root {m}\n"),
+                "crontab",
+                "T1053.003",
+            ),
+            (
+                "/var/spool/cron/atjobs/a0001",
+                format!("{m}\n"),
+                "at job",
+                "T1053.002",
+            ),
+            (
+                "/etc/systemd/system/kswap.service",
+                format!("[Service]\nExecStart={m}\n"),
+                "systemd unit",
+                "T1543.002",
+            ),
+            (
+                "/etc/systemd/system/kswap.timer",
+                "[Timer]\nOnCalendar=minutely\n".into(),
+                "systemd timer",
+                "T1053.006",
+            ),
+            (
+                "/etc/systemd/system-generators/gen",
+                format!("#!/bin/sh\n{m} &\n"),
+                "systemd generator",
+                "T1543.002",
+            ),
+            (
+                "/home/ann/.config/systemd/user/u.service",
+                format!("[Service]\nExecStart={m}\n"),
+                "systemd unit",
+                "T1543.002",
+            ),
+            (
+                "/etc/systemd/system/web.service.d/override.conf",
+                "[Service]\nEnvironment=LD_PRELOAD=/var/tmp/.x/libk.so\n".into(),
+                "systemd unit",
+                "T1574.006",
+            ),
+            (
+                "/etc/udev/rules.d/75-k.rules",
+                format!("ACTION==\"add\", RUN+=\"{m}\"\n"),
+                "udev rule",
+                "T1546.017",
+            ),
+            (
+                "/etc/update-motd.d/99-k",
+                format!("#!/bin/sh\n{m} &\n"),
+                "motd script",
+                "T1037",
+            ),
+            (
+                "/etc/pam.d/sshd",
+                format!("session optional pam_exec.so {m}\n"),
+                "pam config",
+                "T1556.003",
+            ),
+            (
+                "/etc/ssh/sshd_config",
+                format!("AuthorizedKeysCommand {m}\n"),
+                "sshd_config",
+                "T1546",
+            ),
+            (
+                "/etc/ssh/sshd_config.d/k.conf",
+                format!("ForceCommand {m}\n"),
+                "sshd_config",
+                "T1546",
+            ),
+            (
+                "/etc/environment",
+                "LD_PRELOAD=/var/tmp/.x/libk.so\n".into(),
+                "environment",
+                "T1574.006",
+            ),
+            (
+                "/etc/xdg/autostart/k.desktop",
+                format!("[Desktop Entry]\nExec={m}\n"),
+                "xdg autostart",
+                "T1547.013",
+            ),
+            (
+                "/home/ann/.config/autostart/k.desktop",
+                format!("[Desktop Entry]\nExec={m}\n"),
+                "xdg autostart",
+                "T1547.013",
+            ),
+            (
+                "/etc/modprobe.d/k.conf",
+                format!("install dummy {m}\n"),
+                "modprobe config",
+                "T1547.006",
+            ),
+            (
+                "/etc/modules-load.d/k.conf",
+                "kswapd0\n".into(),
+                "modules-load.d",
+                "T1547.006",
+            ),
+            (
+                "/etc/apt/apt.conf.d/99k",
+                format!("APT::Update::Pre-Invoke {{\"{m}\"}};\n"),
+                "apt hook",
+                "T1546",
+            ),
+            (
+                "/etc/dpkg/dpkg.cfg.d/k",
+                format!("post-invoke={m}\n"),
+                "dpkg hook",
+                "T1546",
+            ),
+            (
+                "/etc/logrotate.d/k",
+                format!("/var/log/k.log {{\n  postrotate\n    {m}\n  endscript\n}}\n"),
+                "logrotate script",
+                "T1546",
+            ),
+            (
+                "/etc/NetworkManager/dispatcher.d/99-k",
+                format!("#!/bin/sh\n{m} &\n"),
+                "network hook",
+                "T1546",
+            ),
+            (
+                "/etc/network/if-up.d/k",
+                format!("#!/bin/sh\n{m} &\n"),
+                "network hook",
+                "T1546",
+            ),
+            (
+                "/home/ann/.zshrc",
+                format!("{m} &!\n"),
+                "shell profile",
+                "T1546.004",
+            ),
+            ("/etc/rc.local", format!("{m} &\n"), "rc.local", "T1037.004"),
+            (
+                "/etc/init.d/k",
+                format!("start() {{ {m}; }}\n"),
+                "init script",
+                "T1037.004",
+            ),
+            (
+                "/etc/ld.so.preload",
+                "/var/tmp/.x/libk.so\n".into(),
+                "ld.so.preload",
+                "T1574.006",
+            ),
+        ];
+        for (path, text, _, _) in planted {
+            r.write(path, text);
+        }
+        // A file whose name and line are not UTF-8 is read and kept exactly.
+        let odd = r.0.join("etc/cron.d");
+        std::fs::create_dir_all(&odd).unwrap();
+        std::fs::write(
+            odd.join(std::ffi::OsStr::from_bytes(b"k\xff")),
+            [format!("* * * * * root {m} \x1b[2J").as_bytes(), b"\xfe\n"].concat(),
+        )
+        .unwrap();
+        let miner = proc(500, 1, &format!("{m} (deleted)"), m);
+        let clues = clues_for(&[miner]);
+        let hits = scan_with(&r.roots(), &clues, &home_dirs(&r.roots()), &[]);
+        for (path, _, kind, technique) in planted {
+            let hit = hits
+                .iter()
+                .find(|h| h.file.ends_with(path))
+                .unwrap_or_else(|| panic!("{path} not found: {hits:#?}"));
+            assert_eq!(
+                (hit.kind.as_str(), hit.technique.as_str()),
+                (*kind, *technique),
+                "{hit:?}"
+            );
+            assert!(!hit.reason.is_empty());
+        }
+        let timer = hits.iter().find(|h| h.kind == "systemd timer").unwrap();
+        assert!(
+            timer.reason.starts_with("starts kswap.service ("),
+            "{timer:?}"
+        );
+        let odd = hits
+            .iter()
+            .find(|h| !h.file.is_utf8())
+            .expect("the non-UTF-8 crontab");
+        assert!(odd.file.to_bytes().ends_with(b"cron.d/k\xff"));
+        assert!(odd.line.to_bytes().ends_with(b"\x1b[2J\xfe"));
+        let unit = hits
+            .iter()
+            .find(|h| h.file.ends_with("kswap.service"))
+            .unwrap();
+        assert_eq!(unit.reason, format!("names the program's path {m}"));
     }
 
     #[test]

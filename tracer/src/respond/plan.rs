@@ -38,6 +38,11 @@ pub struct KillPlan {
     pub boundary_reason: Option<String>,
     /// The boundary's ancestors, nearest first, up to PID 1 (for display).
     pub ancestry: Vec<Process>,
+    /// Processes outside the tree that share the target's process group or
+    /// session (and not the caller's): orphans reparented to init, a
+    /// sibling started by the same dropper. Stopped only on request
+    /// (`--relatives`); a plan is not done while one of them lives.
+    pub relatives: Vec<PlanMember>,
     /// Files that would start a member again (reported, never edited).
     pub persistence: Vec<PersistenceHit>,
     /// The exact command that carries out this plan.
@@ -63,9 +68,57 @@ pub struct PlanMember {
 /// `TRACER_PERSISTENCE_ROOT` (default `/`). Fast enough to run per alert.
 pub fn plan(table: &ProcessTable, target: u32, self_pid: u32) -> Result<KillPlan> {
     let mut plan = plan_tree(table, target, self_pid)?;
+    plan.relatives = relatives(table, &plan, self_pid);
     let members: Vec<&Process> = plan.members.iter().map(|m| &m.process).collect();
     plan.persistence = super::persistence::scan(&super::persistence::Roots::from_env(), &members);
     Ok(plan)
+}
+
+/// Live processes outside the plan that share the target's process group
+/// or session, unless tracer itself is in that group or session (the
+/// responder's own shell is not the attacker's). A scan of the table: run
+/// by `kill-tree`, not per alert.
+pub fn relatives(table: &ProcessTable, plan: &KillPlan, self_pid: u32) -> Vec<PlanMember> {
+    let Some(target) = plan.members.iter().find(|m| m.process.pid == plan.target) else {
+        return Vec::new();
+    };
+    let target = &target.process;
+    let me = table.get(self_pid);
+    let (own_pgid, own_sid) = me.map_or((0, 0), |m| (m.pgid, m.sid));
+    let self_chain = own_lineage(table, self_pid);
+    let in_plan: HashSet<ProcessId> = plan
+        .members
+        .iter()
+        .map(|m| m.process.id())
+        .chain(plan.ancestry.iter().map(Process::id))
+        .chain(table.ancestry(&target.id()).into_iter().map(Process::id))
+        .collect();
+    let mut out: Vec<PlanMember> = table
+        .live()
+        .filter(|p| !in_plan.contains(&p.id()) && !self_chain.contains(&p.id()))
+        .filter(|p| p.pid > 1 && !is_kernel_thread(p))
+        .filter_map(|p| {
+            let reason = if target.pgid != 0 && p.pgid == target.pgid && p.pgid != own_pgid {
+                format!("same process group ({}) as the target", p.pgid)
+            } else if target.sid != 0 && p.sid == target.sid && p.sid != own_sid {
+                format!("same session ({}) as the target", p.sid)
+            } else {
+                return None;
+            };
+            let orphan = if p.ppid == 1 {
+                ", reparented to init"
+            } else {
+                ""
+            };
+            Some(PlanMember {
+                process: p.clone(),
+                reason: format!("related: {reason}{orphan}"),
+                threads: Vec::new(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|m| m.process.pid);
+    out
 }
 
 /// The set to stop and why, from the table alone (no I/O).
@@ -134,6 +187,7 @@ pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<Kil
         boundary: boundary.as_ref().map(|(b, _)| (*b).clone()),
         boundary_reason: boundary.map(|(_, why)| why),
         ancestry,
+        relatives: Vec::new(),
         persistence: Vec::new(),
         command: format!("sudo tracer kill-tree {target} --kill"),
         network: None,
@@ -142,12 +196,7 @@ pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<Kil
 
 /// Parses the PID argument; anything else is refused, like a bad target.
 pub fn parse_target(arg: &str) -> Result<u32> {
-    match arg.trim().parse::<u32>() {
-        Ok(pid) if pid > 0 => Ok(pid),
-        _ => Err(
-            UserError::Refused(format!("`{arg}` is not a PID (expected a positive number)")).into(),
-        ),
-    }
+    crate::model::parse_pid(arg).map_err(|why| UserError::Refused(why).into())
 }
 
 /// tracer itself and its ancestors: never stopped, never a target.
@@ -176,7 +225,7 @@ fn check_target<'t>(
     if is_kernel_thread(p) {
         return refuse(format!(
             "PID {target} ({}) is a kernel thread; it has no program to stop",
-            p.comm
+            p.comm.as_str()
         ));
     }
     if target == self_pid {
@@ -185,7 +234,7 @@ fn check_target<'t>(
     if self_chain.contains(&p.id()) {
         return refuse(format!(
             "PID {target} ({}) is an ancestor of tracer itself; stopping it would stop tracer",
-            p.comm
+            p.comm.as_str()
         ));
     }
     Ok(p)
@@ -337,9 +386,13 @@ fn chain_reason(p: &Process, clues: &ChainClues) -> Option<String> {
         return Some(format!("launcher whose {where_}"));
     }
     if let Some(path) = p.cmdline.iter().find(|a| {
-        clues.paths.contains(a) || clues.dirs.iter().any(|d| a.starts_with(&format!("{d}/")))
+        clues.paths.iter().any(|c| c == a.as_str())
+            || clues.dirs.iter().any(|d| a.starts_with(&format!("{d}/")))
     }) {
-        return Some(format!("launcher whose command line names {path}"));
+        return Some(format!(
+            "launcher whose command line names {}",
+            path.as_str()
+        ));
     }
     None
 }
@@ -374,7 +427,7 @@ fn subtree_top_down<'t>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::error::exit;
+    use crate::{error::exit, model::HostStr};
 
     pub(crate) fn proc(pid: u32, ppid: u32, exe: &str, cmdline: &str) -> Process {
         Process {
@@ -384,16 +437,19 @@ pub(crate) mod tests {
             comm: program::file_name(program::strip_deleted(exe))
                 .chars()
                 .take(15)
-                .collect(),
-            exe: Some(exe.to_string()),
+                .collect::<String>()
+                .into(),
+            exe: Some(exe.into()),
             cmdline: cmdline
                 .split(' ')
                 .filter(|s| !s.is_empty())
-                .map(String::from)
+                .map(HostStr::from)
                 .collect(),
             start_ticks: pid as u64 * 10,
             kernel_thread: false,
+            threads: Vec::new(),
             exited_at_ns: None,
+            ..Default::default()
         }
     }
 
@@ -455,6 +511,62 @@ pub(crate) mod tests {
         let e = plan_tree(t, target, 630).unwrap_err();
         assert_eq!(crate::error::exit_code_of(&e), exit::REFUSED, "{e}");
         e.to_string()
+    }
+
+    #[test]
+    fn orphans_sharing_the_targets_session_or_group_are_listed_as_relatives() {
+        let mut t = cron_chain();
+        let with_ids = |mut p: Process, pgid, sid| {
+            p.pgid = pgid;
+            p.sid = sid;
+            p
+        };
+        let get = |t: &ProcessTable, pid| t.get(pid).unwrap().clone();
+        for (pid, pgid, sid) in [
+            (300, 300, 300),
+            (400, 300, 300),
+            (500, 300, 300),
+            (510, 300, 300),
+        ] {
+            let p = with_ids(get(&t, pid), pgid, sid);
+            t.upsert(p, None);
+        }
+        // A grandchild double-forked to init (same group), one that made a
+        // group of its own (same session), an unrelated daemon, and tracer
+        // (630) in a session of its own.
+        let orphan = with_ids(proc(700, 1, "/var/tmp/.x/kswapd0", "kswapd0 -d"), 300, 300);
+        let own_group = with_ids(proc(710, 1, "/usr/bin/sleep", "sleep 99"), 710, 300);
+        let unrelated = with_ids(proc(720, 1, "/usr/sbin/rsyslogd", "rsyslogd"), 720, 720);
+        t.upsert(orphan, None);
+        t.upsert(own_group, None);
+        t.upsert(unrelated, None);
+        let tracer = with_ids(get(&t, 630), 630, 630);
+        t.upsert(tracer, None);
+        let plan = plan_tree(&t, 500, 630).unwrap();
+        let rel = relatives(&t, &plan, 630);
+        let listed: Vec<(u32, &str)> = rel
+            .iter()
+            .map(|r| (r.process.pid, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (
+                    700,
+                    "related: same process group (300) as the target, reparented to init"
+                ),
+                (
+                    710,
+                    "related: same session (300) as the target, reparented to init"
+                ),
+            ]
+        );
+        // The caller's own session is never the attacker's.
+        let mut t2 = t;
+        let tracer = with_ids(get(&t2, 630), 999, 300);
+        t2.upsert(tracer, None);
+        let rel = relatives(&t2, &plan, 630);
+        assert_eq!(rel.iter().map(|r| r.process.pid).collect::<Vec<_>>(), [700]);
     }
 
     #[test]

@@ -127,7 +127,7 @@ mod tests {
     fn with_exe(exe: &str) -> Process {
         Process {
             exe: Some(exe.into()),
-            comm: file_name(exe).chars().take(15).collect(),
+            comm: file_name(exe).chars().take(15).collect::<String>().into(),
             ..Default::default()
         }
     }

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::program;
 use crate::{
-    model::{Process, USER_HZ},
+    model::{HostStr, Process, USER_HZ},
     users::Users,
 };
 
@@ -62,9 +62,9 @@ struct Record<'a> {
     original_path: &'a str,
     size: u64,
     pid: u32,
-    cmdline: &'a [String],
+    cmdline: &'a [HostStr],
     uid: u32,
-    user: String,
+    user: HostStr,
     /// Start time in clock ticks since boot (the process identity).
     start_ticks: u64,
     /// Start time as seconds since the Unix epoch.
@@ -178,7 +178,7 @@ fn write_record(
     original_path: &str,
     size: u64,
     p: &Process,
-    user: String,
+    user: HostStr,
 ) -> Result<()> {
     let record = Record {
         sha256,
@@ -239,7 +239,7 @@ mod tests {
             .find_map(|_| {
                 let p = crate::proc::read_process(child.id()).filter(|p| {
                     p.exe.as_deref() == dropped.to_str()
-                        && p.cmdline.get(1).map(String::as_str) == Some("30")
+                        && p.cmdline.get(1).map(|a| a.as_str()) == Some("30")
                 });
                 if p.is_none() {
                     std::thread::sleep(std::time::Duration::from_millis(2));

@@ -115,7 +115,7 @@ pub fn watch(
 
 /// The process still holds its PID and has not exited: a zombie waiting
 /// for its parent to reap it is dead.
-fn still_running(p: &Process) -> bool {
+pub fn still_running(p: &Process) -> bool {
     crate::proc::read_stat(p.pid).is_ok_and(|s| s.starttime == p.start_ticks && !is_dead(s.state))
 }
 
@@ -183,6 +183,7 @@ mod tests {
             boundary: None,
             boundary_reason: None,
             ancestry: vec![],
+            relatives: vec![],
             persistence: vec![],
             command: String::new(),
             network: None,

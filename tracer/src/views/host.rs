@@ -35,14 +35,19 @@ impl Host {
             ("pid".to_string(), p.pid.to_string()),
             (
                 "user".to_string(),
-                format!("{} ({})", self.users.name(p.uid), p.uid),
+                format!("{} ({})", self.users.name(p.uid).as_str(), p.uid),
             ),
             (
                 "exe".to_string(),
-                p.exe.clone().unwrap_or_else(|| "(unreadable)".into()),
+                p.exe
+                    .as_ref()
+                    .map_or("(unreadable)".into(), |e| e.to_string()),
             ),
-            ("cmdline".to_string(), p.cmdline_string()),
+            ("cmdline".to_string(), p.cmdline_string().to_string()),
         ];
+        if !p.threads.is_empty() {
+            ev.push(("threads".to_string(), thread_list(p)));
+        }
         if !ancestry.is_empty() {
             ev.push(("parents".to_string(), parent_chain(ancestry)));
         }
@@ -51,11 +56,20 @@ impl Host {
     }
 }
 
+/// Threads named differently from their process: `xmrig(1301), xmrig(1302)`.
+pub fn thread_list(p: &Process) -> String {
+    p.threads
+        .iter()
+        .map(|t| format!("{}({})", t.comm.as_str(), t.tid))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `bash(1200) <- sshd(900) <- systemd(1)`.
 pub fn parent_chain(ancestry: &[Process]) -> String {
     ancestry
         .iter()
-        .map(|a| format!("{}({})", a.comm, a.pid))
+        .map(|a| format!("{}({})", a.comm.as_str(), a.pid))
         .collect::<Vec<_>>()
         .join(" <- ")
 }

@@ -7,7 +7,7 @@ use tracer_common::{TaskRecord, PF_KTHREAD};
 
 use crate::{
     kernel::{events::text, Kernel},
-    model::{boottime_ns_to_ticks, Process},
+    model::{boottime_ns_to_ticks, HostStr, Process, ThreadName},
     table::ProcessTable,
 };
 
@@ -17,7 +17,7 @@ pub struct KernelProcess {
     pub tgid: u32,
     pub ppid: u32,
     pub uid: u32,
-    pub comm: String,
+    pub comm: HostStr,
     /// Start time in /proc's clock ticks.
     pub start_ticks: u64,
     pub kernel_thread: bool,
@@ -25,6 +25,8 @@ pub struct KernelProcess {
     /// with none is exiting (or a zombie).
     pub has_mm: bool,
     pub threads: u32,
+    /// Threads named differently from the leader.
+    pub thread_names: Vec<ThreadName>,
 }
 
 impl KernelProcess {
@@ -42,6 +44,7 @@ impl KernelProcess {
             comm: self.comm.clone(),
             start_ticks: self.start_ticks,
             kernel_thread: self.kernel_thread,
+            threads: self.thread_names.clone(),
             ..Default::default()
         }
     }
@@ -83,11 +86,18 @@ impl KernelView {
     }
 }
 
-/// The table from the kernel's task list, enriched with /proc's view of
-/// each process (exe, command line) where /proc agrees on its identity.
+/// The table from the kernel's task list (see [`running_processes`]).
+pub fn process_table(kernel: &mut Kernel) -> ProcessTable {
+    let mut table = ProcessTable::new();
+    table.seed(running_processes(kernel));
+    table
+}
+
+/// Every process from the kernel's task list, enriched with /proc's view
+/// of each (exe, command line) where /proc agrees on its identity.
 /// Processes /proc shows but the iterator does not (the iterator walks only
 /// tracer's own PID namespace) are added from /proc.
-pub fn process_table(kernel: &mut Kernel) -> ProcessTable {
+pub fn running_processes(kernel: &mut Kernel) -> Vec<Process> {
     let tasks = kernel.tasks().unwrap_or_default();
     let mut processes: Vec<Process> = group_by_tgid(&tasks)
         .values()
@@ -107,9 +117,7 @@ pub fn process_table(kernel: &mut Kernel) -> ProcessTable {
             .filter(|pid| !known.contains(pid))
             .filter_map(crate::proc::read_process),
     );
-    let mut table = ProcessTable::new();
-    table.seed(processes);
-    table
+    processes
 }
 
 /// Every thread group the kernel has right now.
@@ -123,7 +131,14 @@ pub fn list(kernel: &mut Kernel) -> Result<BTreeMap<u32, KernelProcess>, String>
 /// Groups task records into processes, described by their leader.
 pub fn group_by_tgid(tasks: &[TaskRecord]) -> BTreeMap<u32, KernelProcess> {
     let mut out: BTreeMap<u32, KernelProcess> = BTreeMap::new();
+    let mut names: BTreeMap<u32, Vec<(u32, HostStr)>> = BTreeMap::new();
     for t in tasks.iter().filter(|t| t.tgid != 0) {
+        if t.pid != t.tgid {
+            names
+                .entry(t.tgid)
+                .or_default()
+                .push((t.pid, text(&t.comm)));
+        }
         let is_leader = t.pid == t.tgid;
         let entry = out.entry(t.tgid).or_insert_with(|| describe(t));
         entry.threads += 1;
@@ -136,6 +151,17 @@ pub fn group_by_tgid(tasks: &[TaskRecord]) -> BTreeMap<u32, KernelProcess> {
                 ..describe(t)
             };
         }
+    }
+    for (tgid, mut threads) in names {
+        let Some(p) = out.get_mut(&tgid) else {
+            continue;
+        };
+        threads.sort_by_key(|(tid, _)| *tid);
+        p.thread_names = threads
+            .into_iter()
+            .filter(|(_, comm)| *comm != p.comm)
+            .map(|(tid, comm)| ThreadName { tid, comm })
+            .collect();
     }
     out
 }
@@ -150,6 +176,7 @@ fn describe(t: &TaskRecord) -> KernelProcess {
         kernel_thread: t.flags & PF_KTHREAD != 0,
         has_mm: t.has_mm != 0,
         threads: 0,
+        thread_names: Vec::new(),
     }
 }
 
@@ -198,6 +225,12 @@ mod tests {
         let server = &procs[&10];
         assert_eq!((server.comm.as_str(), server.threads), ("server", 3));
         assert_eq!(server.start_ticks, 500);
+        let names: Vec<(u32, &str)> = server
+            .thread_names
+            .iter()
+            .map(|t| (t.tid, t.comm.as_str()))
+            .collect();
+        assert_eq!(names, [(11, "worker"), (12, "worker")]);
         assert!(procs[&2].kernel_thread && !procs[&2].is_exiting());
     }
 }

@@ -22,7 +22,9 @@ pub fn on_pid(mounts: &[ProcMount], pid: u32) -> impl Iterator<Item = &ProcMount
 /// The mounts on or under `/proc/PID` in tracer's mount namespace.
 pub fn proc_pid_mounts() -> io::Result<Vec<ProcMount>> {
     let bytes = crate::proc::read_file("/proc/self/mountinfo")?;
-    Ok(parse_proc_pid_mounts(&String::from_utf8_lossy(&bytes)))
+    Ok(parse_proc_pid_mounts(
+        crate::model::HostStr::from_bytes(&bytes).as_str(),
+    ))
 }
 
 /// Picks the `/proc/PID[/...]` mounts out of mountinfo text.

@@ -70,6 +70,10 @@ pub struct Probe {
     pub exiting: bool,
     /// The process as /proc shows it, when stat and status were readable.
     pub process: Option<Process>,
+    /// The kernel refused to show this process's executable (and so its
+    /// open files: the same ptrace access check guards both): another
+    /// user's process, seen without root. Its exe-based checks could not run.
+    pub exe_denied: bool,
 }
 
 impl Probe {
@@ -105,6 +109,7 @@ pub fn probe(pid: u32) -> Probe {
         state: None,
         exiting: false,
         process: None,
+        exe_denied: false,
     };
     let stat = match proc::read_stat(pid) {
         Ok(s) => s,
@@ -128,7 +133,13 @@ pub fn probe(pid: u32) -> Probe {
             return probe;
         }
     };
-    probe.process = Some(proc::process_from_stat(pid, stat, uid));
+    let process = proc::process_from_stat(pid, stat, uid);
+    // Only a refusal counts: a kernel thread or a zombie has no exe to show.
+    probe.exe_denied = process.exe.is_none()
+        && !process.kernel_thread
+        && proc::read_link(&format!("{dir}/exe"))
+            .is_err_and(|e| matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)));
+    probe.process = Some(process);
     probe
 }
 

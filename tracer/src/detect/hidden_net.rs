@@ -491,8 +491,17 @@ fn explain(
                     evidence.push(ev(other.program.display().to_string(), "lists it"));
                 }
             }
+            let diag_shows = net
+                .diag
+                .as_ref()
+                .is_ok_and(|l| l.shows(&s.socket) == Some(true));
+            let shown_by = if diag_shows {
+                "/proc/net and sock_diag"
+            } else {
+                "/proc/net"
+            };
             (
-                "/proc/net and sock_diag".into(),
+                shown_by.into(),
                 evidence,
                 format!(
                     "The {} program lies: keep a copy of {} for analysis, compare its hash with a trusted \

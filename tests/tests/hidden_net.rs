@@ -13,9 +13,10 @@ use std::{
 use tracer_tests::{
     evidence,
     net::{
-        connection_finding, is_connection_finding, net_hider, Connection, ConnectionChurn, FakeTool,
+        connection_finding, connection_holder, is_connection_finding, net_hider,
+        process_and_connection_hider, Connection, ConnectionChurn, FakeTool,
     },
-    run, running_as_root, tracer, tracer_in_private_mounts, TracerRun,
+    run, running_as_root, tracer, tracer_in_private_mounts, wait_until, TracerRun,
 };
 
 const FINDINGS: i32 = 1;
@@ -170,6 +171,51 @@ fn a_preload_library_that_filters_proc_net_tcp_is_blamed_on_libc() {
         "{}",
         result.describe()
     );
+}
+
+#[test]
+fn a_hidden_process_and_its_hidden_connection_point_at_each_other() {
+    if !running_as_root("hidden_process_and_connection") {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = connection_holder(port);
+    let (_server, _) = listener.accept().unwrap();
+    let pid = holder.pid();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_link(format!("/proc/{pid}/fd/3"))
+                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
+                && std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|e| e.ends_with("sleep"))
+        }),
+        "the holder never held its connection"
+    );
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap();
+    let inode: u64 = link.to_string_lossy()[8..]
+        .trim_end_matches(']')
+        .parse()
+        .unwrap();
+    let hider = process_and_connection_hider(pid, port);
+    let result = run(
+        &mut tracer_in_private_mounts(&hider.activate_script(), &["hidden", "--json"]),
+        LIMIT,
+    );
+    assert_eq!(result.code, FINDINGS, "{}", result.describe());
+    let process = result.finding("hidden-from-libc", pid);
+    let found = connection_findings(&result);
+    let connection = connection_finding(&found, inode)
+        .unwrap_or_else(|| panic!("no finding for the held socket:\n{}", result.describe()));
+    assert_eq!(connection["kind"], "connection-hidden-from-libc");
+    assert_eq!(connection["process"]["pid"], pid, "{connection:#}");
+    assert_eq!(connection["process"]["comm"], "sleep");
+    assert_eq!(
+        evidence(&connection, "held by"),
+        Some(format!("pid {pid} fd 3").as_str())
+    );
+    assert_eq!(connection["related"], serde_json::json!([process["id"]]));
+    assert_eq!(process["related"], serde_json::json!([connection["id"]]));
 }
 
 #[test]

@@ -258,7 +258,9 @@ fn hundreds_of_connections_a_second_raise_no_connection_finding() {
     let began = Instant::now();
     let mut scans = 0;
     let mut false_positives = Vec::new();
-    while began.elapsed() < DURATION {
+    // At least DURATION and at least three scans, however slow a busy
+    // machine makes each one.
+    while began.elapsed() < DURATION || scans < 3 {
         let result = run(&mut tracer(&["hidden", "--json"]), LIMIT);
         assert!(
             result.code == 0 || result.code == FINDINGS,
@@ -277,7 +279,6 @@ fn hundreds_of_connections_a_second_raise_no_connection_finding() {
         rate >= 150.0,
         "the churn reached only {rate:.0} connections/s"
     );
-    assert!(scans >= 2, "only {scans} scans in {DURATION:?}");
     assert!(
         false_positives.is_empty(),
         "false positives under connection churn:\n{}",

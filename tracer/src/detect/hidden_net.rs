@@ -310,8 +310,19 @@ impl NetRecheck for LiveNetRecheck<'_> {
             ),
         };
         now.and_then(|l| l.by_inode(s.socket.inode))
-            .is_some_and(|x| x.key() == s.socket.key())
+            .is_some_and(|x| x.key() == s.socket.key() && still_held(s, x))
     }
+}
+
+/// For the fd-link layer, the same process must still hold the socket: a
+/// descriptor in flight (passed over a unix socket, then closed by the
+/// sender) leaves its sender's fd table without being hidden.
+fn still_held(s: &NetSuspect, now: &Socket) -> bool {
+    s.liar != NetLiar::Fds
+        || now
+            .owners
+            .iter()
+            .any(|o| s.owners.iter().any(|was| was.pid == o.pid))
 }
 
 /// Turns confirmed suspects into findings, each naming the owning process
@@ -809,6 +820,26 @@ mod tests {
             connection,
             related: vec![],
         }
+    }
+
+    #[test]
+    fn an_fd_finding_needs_the_same_owner_in_the_second_kernel_listing() {
+        let suspect = NetSuspect {
+            socket: sock(13, 40003, &[]),
+            owners: vec![SocketOwner { pid: 3, fd: 3 }],
+            liar: NetLiar::Fds,
+            also: vec![],
+        };
+        assert!(still_held(&suspect, &sock(13, 40003, &[(3, 5)])));
+        // Passed to another process (or in flight, held by none).
+        assert!(!still_held(&suspect, &sock(13, 40003, &[(8, 3)])));
+        assert!(!still_held(&suspect, &sock(13, 40003, &[])));
+        // Other layers do not look at owners.
+        let libc = NetSuspect {
+            liar: NetLiar::Libc,
+            ..suspect
+        };
+        assert!(still_held(&libc, &sock(13, 40003, &[])));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::Scratch;
 
 /// A user-space rootkit in miniature: hooks libc's readdir/readdir64 and
 /// skips the /proc entry named in `HIDE_FILE`.
-const HIDER_C: &str = r#"
+pub(crate) const HIDER_C: &str = r#"
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>

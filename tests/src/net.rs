@@ -104,10 +104,11 @@ static int is_target(const char *path) {
 
 static FILE *filtered(FILE *real) {
     if (!needle[0]) {
+        /* The port is the file's last line (a PID may come before it). */
         FILE *f = fopen(HIDE_FILE, "re");
-        char port[8] = {0};
+        char port[32] = {0}, line[32];
         if (f) {
-            if (!fgets(port, sizeof port, f)) port[0] = 0;
+            while (fgets(line, sizeof line, f)) strcpy(port, line);
             fclose(f);
         }
         port[strcspn(port, "\n")] = 0;
@@ -145,6 +146,22 @@ FILE *fopen64(const char *path, const char *mode) {
 /// of `/proc/net/tcp{,6}` (activate it with `Hider::activate_script`).
 pub fn net_hider(port: u16) -> Hider {
     Hider::compile("net-hider", NET_HIDER_C, &format!("{port:04X}"))
+}
+
+/// One preload library that hides both a process (from readdir of /proc)
+/// and the connections on `port` (from libc readers of /proc/net/tcp).
+pub fn process_and_connection_hider(pid: u32, port: u16) -> Hider {
+    let source = format!("{}\n{NET_HIDER_C}", crate::hidden::HIDER_C);
+    Hider::compile("both-hider", &source, &format!("{pid}\n{port:04X}"))
+}
+
+/// A process that holds a connection to `port` (bash's /dev/tcp, then
+/// exec'd into `sleep`, which keeps the descriptor as fd 3).
+pub fn connection_holder(port: u16) -> crate::Planted {
+    crate::Planted::spawn(std::process::Command::new("bash").args([
+        "-c",
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && exec sleep 600"),
+    ]))
 }
 
 /// Loopback connections opened and closed at a steady rate by a

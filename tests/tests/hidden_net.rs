@@ -13,9 +13,10 @@ use std::{
 use tracer_tests::{
     evidence,
     net::{
-        connection_finding, is_connection_finding, net_hider, Connection, ConnectionChurn, FakeTool,
+        connection_finding, connection_holder, is_connection_finding, net_hider,
+        process_and_connection_hider, Connection, ConnectionChurn, FakeTool,
     },
-    run, running_as_root, tracer, tracer_in_private_mounts, TracerRun,
+    run, running_as_root, tracer, tracer_in_private_mounts, wait_until, TracerRun,
 };
 
 const FINDINGS: i32 = 1;
@@ -175,6 +176,51 @@ fn a_preload_library_that_filters_proc_net_tcp_is_blamed_on_libc() {
 }
 
 #[test]
+fn a_hidden_process_and_its_hidden_connection_point_at_each_other() {
+    if !running_as_root("hidden_process_and_connection") {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = connection_holder(port);
+    let (_server, _) = listener.accept().unwrap();
+    let pid = holder.pid();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_link(format!("/proc/{pid}/fd/3"))
+                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:["))
+                && std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|e| e.ends_with("sleep"))
+        }),
+        "the holder never held its connection"
+    );
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap();
+    let inode: u64 = link.to_string_lossy()[8..]
+        .trim_end_matches(']')
+        .parse()
+        .unwrap();
+    let hider = process_and_connection_hider(pid, port);
+    let result = run(
+        &mut tracer_in_private_mounts(&hider.activate_script(), &["hidden", "--json"]),
+        LIMIT,
+    );
+    assert_eq!(result.code, FINDINGS, "{}", result.describe());
+    let process = result.finding("hidden-from-libc", pid);
+    let found = connection_findings(&result);
+    let connection = connection_finding(&found, inode)
+        .unwrap_or_else(|| panic!("no finding for the held socket:\n{}", result.describe()));
+    assert_eq!(connection["kind"], "connection-hidden-from-libc");
+    assert_eq!(connection["process"]["pid"], pid, "{connection:#}");
+    assert_eq!(connection["process"]["comm"], "sleep");
+    assert_eq!(
+        evidence(&connection, "held by"),
+        Some(format!("pid {pid} fd 3").as_str())
+    );
+    assert_eq!(connection["related"], serde_json::json!([process["id"]]));
+    assert_eq!(process["related"], serde_json::json!([connection["id"]]));
+}
+
+#[test]
 fn a_clean_run_gives_no_connection_finding() {
     if !running_as_root("clean_connections") {
         return;
@@ -182,7 +228,8 @@ fn a_clean_run_gives_no_connection_finding() {
     let conn = Connection::open();
     let result = run(&mut tracer(&["hidden", "--json"]), LIMIT);
     let report = result.json();
-    for view in ["P", "N", "F", "L", "S"] {
+    // F is diffed only with the kernel's socket owners.
+    for view in ["P", "N", "L", "S"] {
         assert!(
             report["connection_views"][view]["count"]
                 .as_u64()
@@ -213,7 +260,9 @@ fn hundreds_of_connections_a_second_raise_no_connection_finding() {
     let began = Instant::now();
     let mut scans = 0;
     let mut false_positives = Vec::new();
-    while began.elapsed() < DURATION {
+    // At least DURATION and at least three scans, however slow a busy
+    // machine makes each one.
+    while began.elapsed() < DURATION || scans < 3 {
         let result = run(&mut tracer(&["hidden", "--json"]), LIMIT);
         assert!(
             result.code == 0 || result.code == FINDINGS,
@@ -232,7 +281,6 @@ fn hundreds_of_connections_a_second_raise_no_connection_finding() {
         rate >= 150.0,
         "the churn reached only {rate:.0} connections/s"
     );
-    assert!(scans >= 2, "only {scans} scans in {DURATION:?}");
     assert!(
         false_positives.is_empty(),
         "false positives under connection churn:\n{}",

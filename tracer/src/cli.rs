@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Stream every exec and outbound TCP connect from the kernel, with ancestry.
     Watch(WatchArgs),
-    /// Find processes hidden from /proc, libc or ps, and name-spoofed processes.
+    /// Find processes and connections hidden from /proc, libc, ps, ss or netstat, and name-spoofed processes.
     Hidden(HiddenArgs),
     /// Plan (and with --kill, carry out) stopping a malicious process tree.
     KillTree(KillTreeArgs),

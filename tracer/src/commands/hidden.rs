@@ -62,6 +62,7 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         net_suspects,
         &mut hidden_net::LiveNetRecheck::new(&net.namespaces, relist),
     );
+    let net_confirmed = hidden_net::attribute(net_confirmed, &snap.proc_pids, &own_pids);
     found.extend(hidden_net::findings(
         &net_confirmed,
         &net,
@@ -256,23 +257,24 @@ fn connection_view_summaries(net: &NetSnapshot) -> BTreeMap<String, ViewSummary>
         ),
         summary("L", net.libc.as_ref(), libc::method().into()),
     ]);
-    let fds_diffed = if net.kernel.is_some() {
-        ""
-    } else {
-        " (diffed only against the kernel view, which names owners)"
-    };
-    views.insert(
-        "F".into(),
-        ViewSummary {
-            count: Some(net.fds.owners.len()),
+    let fds = match &net.fds {
+        Ok(f) => ViewSummary {
+            count: Some(f.owners.len()),
             source: format!(
-                "socket links under /proc/PID/fd of {} processes{fds_diffed}",
-                net.fds.read.len()
+                "socket links under /proc/PID/fd of the {} socket owners the kernel names",
+                f.read.len()
             ),
             ms: net.took.get("F").copied().unwrap_or_default().as_millis() as u64,
             gaps: Vec::new(),
         },
-    );
+        Err(why) => ViewSummary {
+            count: None,
+            source: why.clone(),
+            ms: 0,
+            gaps: Vec::new(),
+        },
+    };
+    views.insert("F".into(), fds);
     for (i, tool) in net.tools.iter().enumerate() {
         let letter = match i {
             0 => "S".to_string(),

@@ -109,11 +109,9 @@ pub fn suspects(net: &NetSnapshot, own_pids: &BTreeSet<u32>) -> Vec<NetSuspect> 
         .iter()
         .filter(|s| s.inode != 0)
         .filter_map(|s| {
-            let owners = if with_kernel {
-                s.owners.clone()
-            } else {
-                net.fds.owners.get(&s.inode).cloned().unwrap_or_default()
-            };
+            // Without the kernel view owners are found after confirmation
+            // (see `attribute`): few sockets need them.
+            let owners = s.owners.clone();
             if !owners.is_empty() && owners.iter().all(|o| own_pids.contains(&o.pid)) {
                 return None;
             }
@@ -148,7 +146,7 @@ fn liars_of(
     if net.diag.as_ref().is_ok_and(misses) {
         liars.push(NetLiar::Diag);
     }
-    if with_kernel && net.fds.misses(s.inode, owners) {
+    if with_kernel && net.fds.as_ref().is_ok_and(|f| f.misses(s.inode, owners)) {
         liars.push(NetLiar::Fds);
     }
     if net.libc.as_ref().is_ok_and(misses) {
@@ -181,6 +179,39 @@ pub fn confirm(suspects: Vec<NetSuspect>, recheck: &mut impl NetRecheck) -> Vec<
     lying
         .into_iter()
         .filter(|s| recheck.still_present(s))
+        .collect()
+}
+
+/// Fills in the owners of confirmed suspects that have none (without the
+/// kernel view), from the fd links of every listed process, read once and
+/// only when needed; drops sockets held only by `own_pids`.
+pub fn attribute(
+    confirmed: Vec<NetSuspect>,
+    proc_pids: &BTreeSet<u32>,
+    own_pids: &BTreeSet<u32>,
+) -> Vec<NetSuspect> {
+    let fds = confirmed
+        .iter()
+        .any(|s| s.owners.is_empty())
+        .then(|| FdView::take(proc_pids, proc_pids));
+    fill_owners(confirmed, fds.as_ref(), own_pids)
+}
+
+fn fill_owners(
+    confirmed: Vec<NetSuspect>,
+    fds: Option<&FdView>,
+    own_pids: &BTreeSet<u32>,
+) -> Vec<NetSuspect> {
+    confirmed
+        .into_iter()
+        .map(|mut s| {
+            if s.owners.is_empty() {
+                let found = fds.and_then(|f| f.owners.get(&s.socket.inode));
+                s.owners = found.cloned().unwrap_or_default();
+            }
+            s
+        })
+        .filter(|s| s.owners.is_empty() || !s.owners.iter().all(|o| own_pids.contains(&o.pid)))
         .collect()
 }
 
@@ -250,10 +281,7 @@ impl NetRecheck for LiveNetRecheck<'_> {
                     .into_iter()
                     .filter(|p| s.owners.iter().any(|o| o.pid == *p))
                     .collect();
-                let mut now = FdView::take(&listed);
-                // Owners absent from the listing count as "not listed".
-                now.listed = listed;
-                now.misses(s.socket.inode, &s.owners)
+                FdView::take(&listed, &listed).misses(s.socket.inode, &s.owners)
             }
             NetLiar::Libc => self
                 .libc_now
@@ -282,8 +310,19 @@ impl NetRecheck for LiveNetRecheck<'_> {
             ),
         };
         now.and_then(|l| l.by_inode(s.socket.inode))
-            .is_some_and(|x| x.key() == s.socket.key())
+            .is_some_and(|x| x.key() == s.socket.key() && still_held(s, x))
     }
+}
+
+/// For the fd-link layer, the same process must still hold the socket: a
+/// descriptor in flight (passed over a unix socket, then closed by the
+/// sender) leaves its sender's fd table without being hidden.
+fn still_held(s: &NetSuspect, now: &Socket) -> bool {
+    s.liar != NetLiar::Fds
+        || now
+            .owners
+            .iter()
+            .any(|o| s.owners.iter().any(|was| was.pid == o.pid))
 }
 
 /// Turns confirmed suspects into findings, each naming the owning process
@@ -407,7 +446,10 @@ fn explain(
         ),
         NetLiar::Fds => {
             let pids: Vec<u32> = s.owners.iter().map(|o| o.pid).collect();
-            let hidden_owner = pids.iter().any(|p| !net.fds.listed.contains(p));
+            let hidden_owner = net
+                .fds
+                .as_ref()
+                .is_ok_and(|f| pids.iter().any(|p| !f.listed.contains(p)));
             if hidden_owner {
                 (
                     "the kernel".into(),
@@ -460,8 +502,17 @@ fn explain(
                     evidence.push(ev(other.program.display().to_string(), "lists it"));
                 }
             }
+            let diag_shows = net
+                .diag
+                .as_ref()
+                .is_ok_and(|l| l.shows(&s.socket) == Some(true));
+            let shown_by = if diag_shows {
+                "/proc/net and sock_diag"
+            } else {
+                "/proc/net"
+            };
             (
-                "/proc/net and sock_diag".into(),
+                shown_by.into(),
                 evidence,
                 format!(
                     "The {} program lies: keep a copy of {} for analysis, compare its hash with a trusted \
@@ -580,7 +631,11 @@ mod tests {
             kernel: with_kernel.then(|| Ok(SocketListing::from_parts(scopes(), all.clone()))),
             procnet: listing(&all),
             diag: Ok(listing(&all)),
-            fds,
+            fds: if with_kernel {
+                Ok(fds)
+            } else {
+                Err("no kernel view".into())
+            },
             libc: Ok(listing(&all)),
             tools: vec![
                 tool(Tool::Ss, "/usr/bin/ss"),
@@ -590,6 +645,10 @@ mod tests {
             took: BTreeMap::new(),
         };
         (net, all)
+    }
+
+    fn fds_of(net: &mut NetSnapshot) -> &mut FdView {
+        net.fds.as_mut().unwrap()
     }
 
     fn without(l: &SocketListing, inode: u64) -> SocketListing {
@@ -623,7 +682,7 @@ mod tests {
         // 12: sock_diag lies (ss, which asks it, misses it too).
         net.diag = Ok(without(net.diag.as_ref().unwrap(), 12));
         // 13: its owner's fd links do not show it.
-        net.fds.owners.remove(&13);
+        fds_of(&mut net).owners.remove(&13);
         // 14: a preload library (netstat reads through libc).
         net.libc = Ok(without(net.libc.as_ref().unwrap(), 14));
         // 15, 16: one tool each.
@@ -651,29 +710,35 @@ mod tests {
     #[test]
     fn an_owner_hidden_from_proc_hides_its_sockets_from_the_fd_view() {
         let (mut net, _) = clean(true);
-        net.fds.listed.remove(&3);
-        net.fds.read.remove(&3);
-        net.fds.owners.remove(&13);
+        fds_of(&mut net).listed.remove(&3);
+        fds_of(&mut net).read.remove(&3);
+        fds_of(&mut net).owners.remove(&13);
         assert_eq!(blamed(&net), [(13, NetLiar::Fds, vec![])]);
         // An owner that exited before its fd directory was read says nothing.
         let (mut net, _) = clean(true);
-        net.fds.read.remove(&3);
-        net.fds.owners.remove(&13);
+        fds_of(&mut net).read.remove(&3);
+        fds_of(&mut net).owners.remove(&13);
         assert!(blamed(&net).is_empty());
     }
 
     #[test]
-    fn without_the_kernel_p_is_the_reference_and_f_is_not_diffed() {
-        let (mut net, _) = clean(false);
-        net.fds.owners.remove(&13);
+    fn without_the_kernel_p_is_the_reference_and_owners_come_from_fd_links_after() {
+        let (mut net, all) = clean(false);
         net.libc = Ok(without(net.libc.as_ref().unwrap(), 14));
-        assert_eq!(blamed(&net), [(14, NetLiar::Libc, vec![])]);
-        let s = &suspects(&net, &BTreeSet::new())[0];
+        net.libc = Ok(without(net.libc.as_ref().unwrap(), 17));
         assert_eq!(
-            s.owners,
-            [SocketOwner { pid: 4, fd: 3 }],
-            "owner from the fd links"
+            blamed(&net),
+            [(14, NetLiar::Libc, vec![]), (17, NetLiar::Libc, vec![])]
         );
+        let mut fds = FdView::default();
+        for s in &all {
+            fds.owners.insert(s.inode, s.owners.clone());
+        }
+        // 17 is held by tracer's helper (pid 7) and is dropped.
+        let own = BTreeSet::from([7]);
+        let owned = fill_owners(suspects(&net, &BTreeSet::new()), Some(&fds), &own);
+        assert_eq!(owned.len(), 1);
+        assert_eq!(owned[0].owners, [SocketOwner { pid: 4, fd: 3 }]);
     }
 
     #[test]
@@ -690,7 +755,9 @@ mod tests {
         let mut tw = sock(0, 40100, &[]);
         tw.state = 6;
         net.procnet.add(scopes()[0], [tw]);
-        // Tracer's helper (pid 7) holds 17, which the tools miss.
+        assert!(blamed(&net).is_empty());
+        // With the kernel's owners, tracer's helper's socket is never a suspect.
+        let (mut net, _) = clean(true);
         net.tools[1].listing = Ok(without(net.tools[1].listing.as_ref().unwrap(), 17));
         assert!(blamed(&net).is_empty());
     }
@@ -753,6 +820,26 @@ mod tests {
             connection,
             related: vec![],
         }
+    }
+
+    #[test]
+    fn an_fd_finding_needs_the_same_owner_in_the_second_kernel_listing() {
+        let suspect = NetSuspect {
+            socket: sock(13, 40003, &[]),
+            owners: vec![SocketOwner { pid: 3, fd: 3 }],
+            liar: NetLiar::Fds,
+            also: vec![],
+        };
+        assert!(still_held(&suspect, &sock(13, 40003, &[(3, 5)])));
+        // Passed to another process (or in flight, held by none).
+        assert!(!still_held(&suspect, &sock(13, 40003, &[(8, 3)])));
+        assert!(!still_held(&suspect, &sock(13, 40003, &[])));
+        // Other layers do not look at owners.
+        let libc = NetSuspect {
+            liar: NetLiar::Libc,
+            ..suspect
+        };
+        assert!(still_held(&libc, &sock(13, 40003, &[])));
     }
 
     #[test]

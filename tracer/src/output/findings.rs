@@ -261,4 +261,64 @@ mod tests {
         assert_eq!(v["findings"][0]["process"]["pid"], 77);
         assert_eq!(v["findings"][0]["evidence"][1][0], "/etc/ld.so.preload");
     }
+
+    #[test]
+    fn connection_views_and_related_findings_are_shown() {
+        use crate::model::socket::{Family, Protocol, Socket, SocketOwner};
+        let mut process_finding = finding();
+        process_finding.related = vec!["connection-hidden-from-ss:1:99".into()];
+        let mut connection_finding = finding();
+        connection_finding.id = "connection-hidden-from-ss:1:99".into();
+        connection_finding.related = vec![process_finding.id.clone()];
+        connection_finding.connection = Some(Socket {
+            netns: 1,
+            family: Family::Ipv4,
+            protocol: Protocol::Tcp,
+            state: 1,
+            inode: 99,
+            local: Some("127.0.0.1:40000".parse().unwrap()),
+            remote: Some("127.0.0.1:3333".parse().unwrap()),
+            uid: 0,
+            packet: None,
+            owners: vec![SocketOwner { pid: 77, fd: 3 }],
+        });
+        let findings = [process_finding, connection_finding];
+        let mut r = report(&findings);
+        let view = |count, gaps: Vec<String>| ViewSummary {
+            count,
+            source: "x".into(),
+            ms: 1,
+            gaps,
+        };
+        r.connection_views = BTreeMap::from([
+            ("P".to_string(), view(Some(5), vec![])),
+            (
+                "N".to_string(),
+                view(Some(4), vec!["namespace 7: gone".into()]),
+            ),
+            ("S".to_string(), view(None, vec![])),
+        ]);
+        let mut out = Vec::new();
+        write_human(&mut out, &r, &["K", "P", "L"], &["K", "P", "N", "S"]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("    related: connection-hidden-from-ss:1:99\n"));
+        assert!(text.contains("    related: hidden-from-libc:77:0\n"));
+        assert!(text.contains("connection view N incomplete, could not read: namespace 7: gone\n"));
+        assert!(text.contains("connection view S unavailable: x\n"));
+        assert!(text.contains("\nconnection views: P=5, N=4, S=skipped\n"));
+        assert!(text.lines().last().unwrap().starts_with("2 findings"));
+
+        let mut out = Vec::new();
+        write_json(&mut out, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["connection_views"]["N"]["gaps"][0], "namespace 7: gone");
+        assert!(v["connection_views"]["P"].get("gaps").is_none());
+        let c = &v["findings"][1];
+        assert_eq!(c["id"], "connection-hidden-from-ss:1:99");
+        assert_eq!(c["related"][0], "hidden-from-libc:77:0");
+        assert_eq!(c["connection"]["remote"], "127.0.0.1:3333");
+        assert_eq!(c["connection"]["protocol"], "tcp");
+        assert_eq!(c["connection"]["owners"][0]["fd"], 3);
+        assert!(v["findings"][0].get("connection").is_none());
+    }
 }

@@ -16,14 +16,15 @@ pub struct FdView {
 }
 
 impl FdView {
-    /// Reads the fd links of every process in `pids`. A process that exits
-    /// meanwhile, or denies access, is left out of `read`.
-    pub fn take(pids: &BTreeSet<u32>) -> FdView {
+    /// Reads the fd links of the processes in `to_read`; `listed` is the
+    /// /proc listing. A process that exits meanwhile, or denies access, is
+    /// left out of `read`.
+    pub fn take(to_read: &BTreeSet<u32>, listed: &BTreeSet<u32>) -> FdView {
         let mut view = FdView {
-            listed: pids.clone(),
+            listed: listed.clone(),
             ..Default::default()
         };
-        for &pid in pids {
+        for &pid in to_read {
             if let Some(sockets) = socket_fds(pid) {
                 view.read.insert(pid);
                 for (fd, inode) in sockets {
@@ -101,7 +102,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let me = std::process::id();
         let fd = listener.as_raw_fd() as u32;
-        let view = FdView::take(&BTreeSet::from([me]));
+        let me_only = BTreeSet::from([me]);
+        let view = FdView::take(&me_only, &me_only);
         assert!(view.read.contains(&me));
         let (_, inode) = socket_fds(me)
             .unwrap()

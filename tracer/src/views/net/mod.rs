@@ -132,8 +132,11 @@ pub struct NetSnapshot {
     pub procnet: SocketListing,
     /// N: sock_diag, or why it could not be asked at all.
     pub diag: Result<SocketListing, String>,
-    /// F: socket links under `/proc/PID/fd`.
-    pub fds: FdView,
+    /// F: socket links under `/proc/PID/fd` of the processes the kernel
+    /// says hold sockets, or why it was not taken (without the kernel view
+    /// nothing names the owners to check, and walking every process's fds
+    /// costs more than all other views together on a busy host).
+    pub fds: Result<FdView, String>,
     /// L: `/proc/net/*` through libc, in a helper process.
     pub libc: Result<SocketListing, String>,
     /// S: one listing per distinct `ss` or `netstat` program.
@@ -168,7 +171,20 @@ impl NetSnapshot {
                 let diag = s.spawn(|| super::timed(|| diag::take(&namespaces)));
                 let libc = s.spawn(|| super::timed(|| libc::take(&namespaces)));
                 let tools = s.spawn(|| super::timed(|| tools::take(namespaces.own)));
-                let fds = super::timed(|| FdView::take(proc_pids));
+                let fds = super::timed(|| match &kernel {
+                    Some(Ok(k)) => {
+                        let owners: BTreeSet<u32> = k
+                            .sockets
+                            .iter()
+                            .flat_map(|s| s.owners.iter().map(|o| o.pid))
+                            .filter(|p| proc_pids.contains(p))
+                            .collect();
+                        Ok(FdView::take(&owners, proc_pids))
+                    }
+                    _ => Err("needs the kernel view, which names each socket's owners; \
+                              the owners of findings are read from /proc/PID/fd"
+                        .to_string()),
+                });
                 (
                     diag.join().unwrap_or_else(|_| {
                         (Err("the sock_diag thread panicked".into()), Duration::ZERO)

@@ -90,12 +90,32 @@ impl ToolListing {
     }
 }
 
-/// Runs every distinct `ss` and `netstat`.
+/// Runs every distinct `ss` and `netstat`, side by side (each waits on
+/// its child).
 pub fn take(netns: u64) -> Vec<ToolListing> {
-    programs()
-        .into_iter()
-        .map(|(tool, program)| ToolListing::take(tool, &program, netns))
-        .collect()
+    let programs = programs();
+    std::thread::scope(|s| {
+        let runs: Vec<_> = programs
+            .iter()
+            .map(|(tool, program)| {
+                (
+                    tool,
+                    program,
+                    s.spawn(|| ToolListing::take(*tool, program, netns)),
+                )
+            })
+            .collect();
+        runs.into_iter()
+            .map(|(tool, program, run)| {
+                run.join().unwrap_or_else(|_| ToolListing {
+                    tool: *tool,
+                    program: program.clone(),
+                    listing: Err("the thread running it panicked".into()),
+                    helper_pid: None,
+                })
+            })
+            .collect()
+    })
 }
 
 /// Each tool's programs: the first on PATH, then `/usr/bin`'s and `/bin`'s

@@ -122,11 +122,7 @@ pub fn group_by_tgid(tasks: &[TaskRecord]) -> BTreeMap<u32, KernelProcess> {
             continue;
         };
         threads.sort_by_key(|(tid, _)| *tid);
-        p.thread_names = threads
-            .into_iter()
-            .filter(|(_, comm)| *comm != p.comm)
-            .map(|(tid, comm)| ThreadName { tid, comm })
-            .collect();
+        p.thread_names = crate::proc::distinct_thread_names(threads, &p.comm);
     }
     out
 }
@@ -195,7 +191,7 @@ mod tests {
             .iter()
             .map(|t| (t.tid, t.comm.as_str()))
             .collect();
-        assert_eq!(names, [(11, "worker"), (12, "worker")]);
+        assert_eq!(names, [(11, "worker")], "one entry per name");
         assert!(procs[&2].kernel_thread && !procs[&2].is_exiting());
     }
 }

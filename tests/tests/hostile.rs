@@ -23,8 +23,8 @@ const BAD_INPUT: i32 = 2;
 const REFUSED: i32 = 5;
 const INCOMPLETE: i32 = 6;
 
-/// `tracer watch` in human form, its stdout as raw byte lines (a terminal
-/// gets bytes: a raw ESC must be visible to the test as one).
+/// `tracer watch`, its stdout as raw byte lines (a terminal gets bytes: a
+/// raw ESC must be visible to the test as one).
 struct HumanWatch {
     child: Child,
     lines: mpsc::Receiver<Vec<u8>>,
@@ -58,13 +58,25 @@ impl HumanWatch {
             }
         });
         let watch = HumanWatch { child, lines };
-        watch.until(|l| l.starts_with(b"tracer: watching"), "the start line");
+        watch.until(
+            |l| l.starts_with(b"tracer: watching") || l.starts_with(br#"{"type":"start""#),
+            "the start line",
+        );
         watch
     }
 
     /// Lines up to and including the first that satisfies `pred`.
     fn until(&self, pred: impl Fn(&[u8]) -> bool, what: &str) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.until_within(pred, what, Duration::from_secs(20))
+    }
+
+    fn until_within(
+        &self,
+        pred: impl Fn(&[u8]) -> bool,
+        what: &str,
+        limit: Duration,
+    ) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + limit;
         let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             let Ok(line) = self.lines.recv_timeout(left) else {
@@ -76,9 +88,12 @@ impl HumanWatch {
                 return seen;
             }
         }
+        let tail = seen.len().saturating_sub(20);
         panic!(
-            "watch never showed {what}; it printed:\n{}",
-            seen.iter()
+            "watch never showed {what}; it printed {} lines, ending:\n{}",
+            seen.len(),
+            seen[tail..]
+                .iter()
                 .map(|l| String::from_utf8_lossy(l).into_owned())
                 .collect::<Vec<_>>()
                 .join("\n")
@@ -494,4 +509,65 @@ fn orphans_in_the_targets_session_are_listed_and_a_kill_is_not_clean_while_they_
         "{}",
         kill.describe()
     );
+}
+
+/// `n` fork+execs of /bin/true in each of two shells, waited for.
+fn exec_storm(n: u32) {
+    let script = format!("i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done");
+    let workers: Vec<Child> = (0..2)
+        .map(|_| Command::new("sh").args(["-c", &script]).spawn().unwrap())
+        .collect();
+    for mut w in workers {
+        w.wait().unwrap();
+    }
+}
+
+#[test]
+fn losses_are_reported_in_the_stream_and_ancestry_is_right_again_afterwards() {
+    if !running_as_root("losses") {
+        return;
+    }
+    let watch = HumanWatch::start(&["--json", "--exec-only", "--no-default-iocs"]);
+    let watch_pid = watch.child.id() as i32;
+    // Watch stops reading for a moment; the kernel's ring buffer fills.
+    // SAFETY: kill(2) of our own unreaped child.
+    unsafe { libc::kill(watch_pid, libc::SIGSTOP) };
+    exec_storm(10_000);
+    // Started while the buffer is full: its fork and exec are lost.
+    let marker = format!("tracer-after-loss-{}", std::process::id());
+    let parent = Planted::spawn(
+        // It runs its marker every second: one run may itself be lost
+        // while other tests and benchmarks load the machine.
+        Command::new("sh").args([
+            "-c",
+            &format!("sleep 4; while :; do /bin/echo {marker}; sleep 1; done"),
+        ]),
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(watch_pid, libc::SIGCONT) };
+
+    // Other tests' and benchmarks' processes share the stream: allow time.
+    let lines = watch.until_within(
+        |l| l.starts_with(br#"{"type":"loss""#),
+        "a loss record",
+        Duration::from_secs(90),
+    );
+    let loss: Value = serde_json::from_slice(lines.last().unwrap()).unwrap();
+    assert!(loss["lost"]["exec"].as_u64().unwrap() > 0, "{loss}");
+    assert!(loss["total_lost"].as_u64().unwrap() >= loss["lost"]["exec"].as_u64().unwrap());
+    // Every exec before it was one the kernel did queue: the loss record
+    // arrives in the stream, not only in the final summary.
+    assert!(!lines.iter().any(|l| l.starts_with(br#"{"type":"summary""#)));
+
+    // The table was re-read: the parent the kernel's events never showed
+    // is in the ancestry of its child's exec.
+    let lines = watch.until_within(
+        |l| l.starts_with(br#"{"type":"exec""#) && contains(l, marker.as_bytes()),
+        "the exec after the loss",
+        Duration::from_secs(90),
+    );
+    let exec: Value = serde_json::from_slice(lines.last().unwrap()).unwrap();
+    let first = &exec["ancestry"][0];
+    assert_eq!(first["pid"], parent.pid(), "{exec:#}");
+    assert_eq!(first["comm"], "sh", "{exec:#}");
 }

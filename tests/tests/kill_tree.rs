@@ -358,13 +358,13 @@ fn crontab_and_rc_local_lines_are_reported_inside_a_private_namespace() {
     );
     assert!(
         stdout.contains(&format!(
-            "/etc/crontab:3  [crontab] */5 * * * * root {dir}/miner 1000"
+            "/etc/crontab:3  [crontab, T1053.003] */5 * * * * root {dir}/miner 1000"
         )),
         "{stdout}"
     );
     assert!(
         stdout.contains(&format!(
-            "/etc/rc.local:2  [rc.local] cd {dir} && ./miner 1000 &"
+            "/etc/rc.local:2  [rc.local, T1037.004] cd {dir} && ./miner 1000 &"
         )),
         "{stdout}"
     );
@@ -526,7 +526,7 @@ fn bad_targets_are_refused_with_one_line() {
         &format!("no process with PID {gone_pid}"),
     );
     assert_refused(&["kill-tree", "not-a-pid"], "is not a PID");
-    assert_refused(&["kill-tree", "0"], "is not a PID");
+    assert_refused(&["kill-tree", "0"], "PID 0 is not a process");
 }
 
 #[test]

@@ -209,18 +209,36 @@ pub fn process_from_stat(pid: u32, stat: Stat, uid: u32) -> Process {
     }
 }
 
-/// The threads of `pid` whose name differs from the process's `comm`.
+/// The threads of `pid` whose name differs from the process's `comm`,
+/// one per name (the lowest thread id): a pool of 64 workers is one entry.
 pub fn thread_names(pid: u32, comm: &HostStr) -> Vec<ThreadName> {
     let mut tids = list_threads(pid).unwrap_or_default();
     tids.sort_unstable();
-    tids.into_iter()
+    let named = tids
+        .into_iter()
         .filter(|&tid| tid != pid)
         .filter_map(|tid| {
             let name = read_file(&format!("/proc/{pid}/task/{tid}/comm")).ok()?;
-            let name = HostStr::from_bytes(name.strip_suffix(b"\n").unwrap_or(&name));
-            (name != *comm).then_some(ThreadName { tid, comm: name })
-        })
-        .collect()
+            Some((
+                tid,
+                HostStr::from_bytes(name.strip_suffix(b"\n").unwrap_or(&name)),
+            ))
+        });
+    distinct_thread_names(named, comm)
+}
+
+/// Threads named unlike `comm`, one per name, in thread-id order.
+pub fn distinct_thread_names(
+    threads: impl IntoIterator<Item = (u32, HostStr)>,
+    comm: &HostStr,
+) -> Vec<ThreadName> {
+    let mut out: Vec<ThreadName> = Vec::new();
+    for (tid, name) in threads {
+        if name != *comm && !out.iter().any(|t| t.comm == name) {
+            out.push(ThreadName { tid, comm: name });
+        }
+    }
+    out
 }
 
 /// `/proc/PID/cmdline` as arguments; empty when unreadable (kernel threads,

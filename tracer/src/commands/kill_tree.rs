@@ -30,6 +30,19 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
     let mut plan = respond::plan(&table, target, std::process::id())?;
     respond::attach_threads(&mut plan);
     plan.command = command_line(target, args.quarantine.as_deref(), args.relatives);
+    if args.kill {
+        // What can refuse the kill is checked before the kernel side loads
+        // (listing the set's connections takes a moment).
+        if !rustix::process::geteuid().is_root() {
+            return Err(UserError::NotPrivileged {
+                command: format!("kill-tree {target} --kill"),
+            }
+            .into());
+        }
+        if let Some(dir) = &args.quarantine {
+            respond::quarantine::prepare_dir(dir)?;
+        }
+    }
     plan.network = Some(respond::network::collect(&plan));
 
     if !args.kill {
@@ -42,12 +55,6 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
             );
         }
         return Ok(exit::OK);
-    }
-    if !rustix::process::geteuid().is_root() {
-        return Err(UserError::NotPrivileged {
-            command: format!("kill-tree {target} --kill"),
-        }
-        .into());
     }
     execute(&plan, &args)
 }

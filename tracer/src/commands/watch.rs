@@ -41,9 +41,10 @@ use crate::{
 /// minutes by the indicators themselves.
 const IOC_REFRESH: Duration = Duration::from_secs(5);
 
-/// Shortest time between two `loss` records: during an overload the task
-/// list is re-read at most this often, so the cure does not feed the storm.
+/// Shortest time between two `loss` records.
 const LOSS_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Losses that go on longer than this get the table re-read anyway.
+const RESYNC_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
 /// Longest time a batched event waits in the ring buffer before it is shown.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
@@ -82,6 +83,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         kernel,
         lost_reported: Counts::default(),
         last_loss_report: None,
+        resync_pending_since: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -188,6 +190,8 @@ struct Watcher<W: Write> {
     /// Loss counters as of the last `loss` record.
     lost_reported: Counts,
     last_loss_report: Option<std::time::Instant>,
+    /// Losses seen and the table not re-read since.
+    resync_pending_since: Option<std::time::Instant>,
 }
 
 impl<W: Write> Watcher<W> {
@@ -254,36 +258,68 @@ impl<W: Write> Watcher<W> {
     }
 
     /// When the kernel counted losses since the last look: a `loss` record
-    /// with the counts per kind, then the table re-read from the kernel's
-    /// task list, since missed forks, execs and exits leave it wrong.
+    /// with the counts per kind (at most one a second). Once losses stop,
+    /// the table is re-read from the kernel's task list, since missed
+    /// forks, execs and exits leave it wrong; not during the storm, so the
+    /// cure does not feed it (unless it lasts, see `RESYNC_AT_MOST_EVERY`).
     fn report_losses(&mut self) -> io::Result<()> {
-        if self
+        use std::time::Instant;
+        let due = self
             .last_loss_report
-            .is_some_and(|t| t.elapsed() < LOSS_REPORT_INTERVAL)
-        {
+            .is_none_or(|t| t.elapsed() >= LOSS_REPORT_INTERVAL);
+        let now = if due || self.resync_pending_since.is_some() {
+            lost_counts(&self.kernel)
+        } else {
             return Ok(());
-        }
-        let now = lost_counts(&self.kernel);
-        if total(&now) == total(&self.lost_reported) {
-            return Ok(());
-        }
-        self.last_loss_report = Some(std::time::Instant::now());
-        let last = self.lost_reported;
-        let since = Counts {
-            exec: now.exec.saturating_sub(last.exec),
-            fork: now.fork.saturating_sub(last.fork),
-            exit: now.exit.saturating_sub(last.exit),
-            connect: now.connect.saturating_sub(last.connect),
         };
-        self.lost_reported = now;
-        let processes = views::kernel::running_processes(&mut self.kernel);
+        let new_losses = total(&now) != total(&self.lost_reported);
+        if new_losses && due {
+            let last = self.lost_reported;
+            self.lost_reported = now;
+            self.last_loss_report = Some(Instant::now());
+            self.resync_pending_since.get_or_insert_with(Instant::now);
+            self.out.loss(&LossOut {
+                kind: "loss",
+                lost: Counts {
+                    exec: now.exec.saturating_sub(last.exec),
+                    fork: now.fork.saturating_sub(last.fork),
+                    exit: now.exit.saturating_sub(last.exit),
+                    connect: now.connect.saturating_sub(last.connect),
+                },
+                total_lost: total(&now),
+            })?;
+        }
+        let overdue = self
+            .resync_pending_since
+            .is_some_and(|t| t.elapsed() >= RESYNC_AT_MOST_EVERY);
+        if self.resync_pending_since.is_some() && (!new_losses || overdue) {
+            self.resync_pending_since = None;
+            self.resync();
+        }
+        Ok(())
+    }
+
+    /// Re-reads the kernel's task list into the table. /proc is read only
+    /// for processes the table does not know (or knows under another name:
+    /// an exec it missed), so a re-read costs little on a busy host.
+    fn resync(&mut self) {
+        let Ok(tasks) = self.kernel.tasks() else {
+            return;
+        };
+        let processes: Vec<Process> = views::kernel::group_by_tgid(&tasks)
+            .values()
+            .map(|k| {
+                let id = crate::model::ProcessId {
+                    pid: k.tgid,
+                    start_ticks: k.start_ticks,
+                };
+                match self.table.by_id(&id) {
+                    Some(known) if known.comm == k.comm => known.clone(),
+                    _ => views::kernel::with_proc_details(k),
+                }
+            })
+            .collect();
         self.table.resync(processes, proc::boottime_ns());
-        self.out.loss(&LossOut {
-            kind: "loss",
-            lost: since,
-            total_lost: total(&now),
-            processes: self.table.live_count(),
-        })
     }
 
     fn handle(&mut self, event: KernelEvent) -> io::Result<()> {

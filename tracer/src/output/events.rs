@@ -140,7 +140,8 @@ pub struct Counts {
 }
 
 /// Events the kernel could not queue since the last `loss` record (or the
-/// start), per kind; the table was re-read from the kernel after it.
+/// start), per kind. Once losses stop, the table is re-read from the
+/// kernel's task list.
 #[derive(Serialize)]
 pub struct LossOut {
     #[serde(rename = "type")]
@@ -149,8 +150,6 @@ pub struct LossOut {
     pub lost: Counts,
     /// Since watch started.
     pub total_lost: u64,
-    /// Processes known after re-reading the kernel's task list.
-    pub processes: usize,
 }
 
 #[derive(Serialize)]
@@ -337,8 +336,8 @@ impl<W: Write> EventWriter<W> {
         writeln!(
             self.out,
             "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}) since the last \
-             report, {} in all; process table re-read from the kernel ({} processes)",
-            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.total_lost, l.processes
+             report, {} in all; ancestry is re-read from the kernel once losses stop",
+            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.total_lost
         )
     }
 

@@ -101,14 +101,7 @@ pub fn running_processes(kernel: &mut Kernel) -> Vec<Process> {
     let tasks = kernel.tasks().unwrap_or_default();
     let mut processes: Vec<Process> = group_by_tgid(&tasks)
         .values()
-        .map(|k| {
-            let mut p = k.to_process();
-            if crate::proc::start_ticks(k.tgid) == Some(k.start_ticks) {
-                p.exe = crate::proc::read_exe(k.tgid);
-                p.cmdline = crate::proc::read_cmdline(k.tgid);
-            }
-            p
-        })
+        .map(with_proc_details)
         .collect();
     let known: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
     let pids = crate::proc::list_pids().unwrap_or_default();
@@ -118,6 +111,17 @@ pub fn running_processes(kernel: &mut Kernel) -> Vec<Process> {
             .filter_map(crate::proc::read_process),
     );
     processes
+}
+
+/// A kernel task group as a process, with /proc's exe and command line
+/// when /proc agrees on its identity.
+pub fn with_proc_details(k: &KernelProcess) -> Process {
+    let mut p = k.to_process();
+    if crate::proc::start_ticks(k.tgid) == Some(k.start_ticks) {
+        p.exe = crate::proc::read_exe(k.tgid);
+        p.cmdline = crate::proc::read_cmdline(k.tgid);
+    }
+    p
 }
 
 /// Every thread group the kernel has right now.
@@ -157,11 +161,7 @@ pub fn group_by_tgid(tasks: &[TaskRecord]) -> BTreeMap<u32, KernelProcess> {
             continue;
         };
         threads.sort_by_key(|(tid, _)| *tid);
-        p.thread_names = threads
-            .into_iter()
-            .filter(|(_, comm)| *comm != p.comm)
-            .map(|(tid, comm)| ThreadName { tid, comm })
-            .collect();
+        p.thread_names = crate::proc::distinct_thread_names(threads, &p.comm);
     }
     out
 }
@@ -230,7 +230,7 @@ mod tests {
             .iter()
             .map(|t| (t.tid, t.comm.as_str()))
             .collect();
-        assert_eq!(names, [(11, "worker"), (12, "worker")]);
+        assert_eq!(names, [(11, "worker")], "one entry per name");
         assert!(procs[&2].kernel_thread && !procs[&2].is_exiting());
     }
 }

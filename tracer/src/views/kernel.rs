@@ -88,12 +88,31 @@ impl KernelView {
 /// Processes /proc shows but the iterator does not (the iterator walks only
 /// tracer's own PID namespace) are added from /proc.
 pub fn process_table(kernel: &mut Kernel) -> ProcessTable {
+    process_table_for(kernel, None)
+}
+
+/// Like [`process_table`], reading exe and command line from /proc only
+/// for `wanted` and their ancestors when given (a host may run tens of
+/// thousands of processes; a listing needs only the ones it shows).
+pub fn process_table_for(kernel: &mut Kernel, wanted: Option<&HashSet<u32>>) -> ProcessTable {
     let tasks = kernel.tasks().unwrap_or_default();
-    let mut processes: Vec<Process> = group_by_tgid(&tasks)
+    let grouped = group_by_tgid(&tasks);
+    let enrich: Option<HashSet<u32>> = wanted.map(|w| {
+        let mut set = HashSet::new();
+        for &pid in w {
+            let mut cur = Some(pid);
+            while let Some(p) = cur.filter(|p| *p != 0 && set.insert(*p)) {
+                cur = grouped.get(&p).map(|k| k.ppid);
+            }
+        }
+        set
+    });
+    let mut processes: Vec<Process> = grouped
         .values()
         .map(|k| {
             let mut p = k.to_process();
-            if crate::proc::start_ticks(k.tgid) == Some(k.start_ticks) {
+            let wanted = enrich.as_ref().is_none_or(|e| e.contains(&k.tgid));
+            if wanted && crate::proc::start_ticks(k.tgid) == Some(k.start_ticks) {
                 p.exe = crate::proc::read_exe(k.tgid);
                 p.cmdline = crate::proc::read_cmdline(k.tgid);
             }

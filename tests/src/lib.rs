@@ -278,6 +278,16 @@ impl TracerRun {
     }
 }
 
+/// The PIDs of an `ancestry` array, nearest parent first.
+pub fn pids_of(ancestry: &Value) -> Vec<u64> {
+    ancestry
+        .as_array()
+        .expect("an ancestry array")
+        .iter()
+        .map(|a| a["pid"].as_u64().expect("a pid"))
+        .collect()
+}
+
 /// A finding's evidence value for `label`, if any.
 pub fn evidence<'a>(finding: &'a Value, label: &str) -> Option<&'a str> {
     finding["evidence"]

@@ -11,7 +11,9 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{run, running_as_root, tracer, wait_until, Planted, Scratch, TracerRun};
+use tracer_tests::{
+    pids_of, run, running_as_root, tracer, wait_until, Planted, Scratch, TracerRun,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -60,15 +62,6 @@ fn owner(c: &Value, pid: u32) -> Value {
         .unwrap()
 }
 
-fn chain(owner: &Value) -> Vec<u64> {
-    owner["ancestry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["pid"].as_u64().unwrap())
-        .collect()
-}
-
 #[test]
 fn ipv4_ipv6_v4_mapped_and_udp_are_listed_with_their_owner() {
     if !running_as_root("ipv4_ipv6_v4_mapped_and_udp_are_listed_with_their_owner") {
@@ -110,7 +103,7 @@ fn ipv4_ipv6_v4_mapped_and_udp_are_listed_with_their_owner() {
         o["process"]["exe"],
         fs::read_link("/proc/self/exe").unwrap().to_str().unwrap()
     );
-    let ch = chain(&o);
+    let ch = pids_of(&o["ancestry"]);
     assert_eq!(
         ch.first().copied(),
         tracer_tests::stat_field(me, 4).and_then(|p| p.parse().ok())
@@ -224,7 +217,10 @@ fn packet_socket_of_a_deleted_program_is_listed_with_its_owner() {
     assert_eq!(o["process"]["comm"], "kworkerd");
     let shown_exe = o["process"]["exe"].as_str().unwrap();
     assert!(shown_exe.ends_with("kworkerd (deleted)"), "{shown_exe}");
-    assert_eq!(chain(&o).first(), Some(&(std::process::id() as u64)));
+    assert_eq!(
+        pids_of(&o["ancestry"]).first(),
+        Some(&(std::process::id() as u64))
+    );
 }
 
 /// A network namespace created for one test, deleted on drop.

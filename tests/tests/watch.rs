@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{tracer_bin, wait_until, Planted, Scratch};
+use tracer_tests::{pids_of, tracer_bin, wait_until, Planted, Scratch};
 
 /// A running `tracer watch`, its stdout lines arriving on a channel.
 /// Dropping it stops watch (SIGINT) unless it already exited.
@@ -100,15 +100,6 @@ fn wait_for(watch: &Watch, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         }
     }
     panic!("watch never showed {what}");
-}
-
-fn pids_of(ancestry: &Value) -> Vec<u64> {
-    ancestry
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["pid"].as_u64().unwrap())
-        .collect()
 }
 
 #[test]

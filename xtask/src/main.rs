@@ -46,6 +46,9 @@ enum Cmd {
     /// Bench helper: a chain of LEVELS processes whose leaf connects COUNT times.
     #[command(name = "__chain", hide = true)]
     Chain { levels: u32, port: u16, count: u32 },
+    /// Bench helper: PROCS processes each holding PAIRS loopback connections (both ends).
+    #[command(name = "__holders", hide = true)]
+    Holders { procs: usize, pairs: usize },
     /// Bench helper: a tree of sleeping processes, each printing its pid.
     #[command(name = "__tree", hide = true)]
     Tree { fanouts: Vec<usize> },
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             count,
         } => bench::connect::chain(levels, port, count),
         Cmd::Tree { fanouts } => bench::connect::tree(&fanouts),
+        Cmd::Holders { procs, pairs } => bench::net::holders(procs, pairs),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -16,6 +16,9 @@ const PACKAGES: &[&str] = &[
     "procps",
     "psmisc",
     "iproute2",
+    // Peers of `bench net`: netstat, and lsof.
+    "net-tools",
+    "lsof",
     "gcc",
     // Headers for the test that compiles an ld.so.preload hider; only a
     // Recommends of gcc, which is installed without recommends.

@@ -2,7 +2,11 @@
 //! that holds it and that process's ancestry; connections whose peer
 //! matches an indicator first. Exit 0, 2 on bad input, 3 without root, 4
 //! when the kernel has no socket iterator.
-use std::{collections::HashSet, io, time::Instant};
+use std::{
+    collections::HashSet,
+    io::{self, Write},
+    time::Instant,
+};
 
 use anyhow::Result;
 
@@ -29,7 +33,13 @@ pub fn run(args: NetArgs) -> Result<i32> {
     kernel.release_btf();
     let view = views::net::kernel::take(&mut kernel)
         .map_err(|e| UserError::KernelUnsupported(format!("{e:#}")))?;
-    let table = views::kernel::process_table(&mut kernel);
+    let owners: HashSet<u32> = view
+        .sockets
+        .iter()
+        .flat_map(|s| s.owners.iter().map(|o| o.pid))
+        .chain(args.pids.iter().copied())
+        .collect();
+    let table = views::kernel::process_table_for(&mut kernel, Some(&owners));
     // Built-in domains resolve in the background: take what has arrived.
     indicators.refresh();
     let selected = selected_pids(&table, &args.pids)?;
@@ -64,12 +74,15 @@ pub fn run(args: NetArgs) -> Result<i32> {
         summary: NetSummary::of(&connections),
         connections,
     };
-    let mut out = io::stdout().lock();
+    // Buffered: stdout is line-buffered, and 10,000 connections are
+    // hundreds of thousands of lines.
+    let mut out = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
     if args.json {
         render::write_json(&mut out, &report)?;
     } else {
         render::write_human(&mut out, &report)?;
     }
+    out.flush()?;
     Ok(exit::OK)
 }
 

@@ -88,8 +88,15 @@ impl KernelView {
 
 /// The table from the kernel's task list (see [`running_processes`]).
 pub fn process_table(kernel: &mut Kernel) -> ProcessTable {
+    process_table_for(kernel, None)
+}
+
+/// Like [`process_table`], reading exe and command line from /proc only
+/// for `wanted` and their ancestors when given (a host may run tens of
+/// thousands of processes; a listing needs only the ones it shows).
+pub fn process_table_for(kernel: &mut Kernel, wanted: Option<&HashSet<u32>>) -> ProcessTable {
     let mut table = ProcessTable::new();
-    table.seed(running_processes(kernel));
+    table.seed(running_processes_for(kernel, wanted));
     table
 }
 
@@ -98,10 +105,28 @@ pub fn process_table(kernel: &mut Kernel) -> ProcessTable {
 /// Processes /proc shows but the iterator does not (the iterator walks only
 /// tracer's own PID namespace) are added from /proc.
 pub fn running_processes(kernel: &mut Kernel) -> Vec<Process> {
+    running_processes_for(kernel, None)
+}
+
+fn running_processes_for(kernel: &mut Kernel, wanted: Option<&HashSet<u32>>) -> Vec<Process> {
     let tasks = kernel.tasks().unwrap_or_default();
-    let mut processes: Vec<Process> = group_by_tgid(&tasks)
+    let grouped = group_by_tgid(&tasks);
+    let enrich: Option<HashSet<u32>> = wanted.map(|w| {
+        let mut set = HashSet::new();
+        for &pid in w {
+            let mut cur = Some(pid);
+            while let Some(p) = cur.filter(|p| *p != 0 && set.insert(*p)) {
+                cur = grouped.get(&p).map(|k| k.ppid);
+            }
+        }
+        set
+    });
+    let mut processes: Vec<Process> = grouped
         .values()
-        .map(with_proc_details)
+        .map(|k| match &enrich {
+            Some(e) if !e.contains(&k.tgid) => k.to_process(),
+            _ => with_proc_details(k),
+        })
         .collect();
     let known: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
     let pids = crate::proc::list_pids().unwrap_or_default();

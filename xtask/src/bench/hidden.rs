@@ -188,7 +188,7 @@ pub fn sleepers(count: usize) -> Result<u8> {
     Ok(0)
 }
 
-fn kill_all(pids: &[libc::pid_t]) {
+pub fn kill_all(pids: &[libc::pid_t]) {
     // SAFETY: our own children.
     unsafe {
         for &pid in pids {

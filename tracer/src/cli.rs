@@ -54,6 +54,9 @@ pub struct WatchArgs {
     /// Do not load the built-in mining-pool indicators.
     #[arg(long)]
     pub no_default_iocs: bool,
+    /// Internal (benchmarks): add a `timing` object to each alert.
+    #[arg(long, hide = true)]
+    pub timing: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -24,8 +24,8 @@ use crate::{
     },
     model::{boottime_ns_to_ticks, Process},
     output::events::{
-        AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, ProcessOut, StartOut,
-        SummaryOut,
+        AlertOut, AlertTiming, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary,
+        ProcessOut, StartOut, SummaryOut,
     },
     proc, respond,
     table::ProcessTable,
@@ -69,6 +69,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         alerts: 0,
         shown: 0,
         persistence_cache: HashMap::new(),
+        woken_ns: 0,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -174,6 +175,8 @@ struct Watcher<W: Write> {
     shown: u64,
     /// Persistence found per set of executables, for alerts.
     persistence_cache: HashMap<String, Vec<String>>,
+    /// When the current drain began (boot-time ns), for `--timing`.
+    woken_ns: u64,
 }
 
 impl<W: Write> Watcher<W> {
@@ -213,6 +216,9 @@ impl<W: Write> Watcher<W> {
 
     /// Handles every queued record; returns true when stdout is gone.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<bool> {
+        if self.args.timing {
+            self.woken_ns = proc::boottime_ns();
+        }
         while let Some(item) = ring.next() {
             let event = decode(&item);
             drop(item);
@@ -326,6 +332,7 @@ impl<W: Write> Watcher<W> {
         if self.args.exec_only {
             return Ok(());
         }
+        let mut clock = StageClock::new(self.args.timing, self.woken_ns);
         // A process we have not seen start is read from /proc once and kept.
         if self.table.get(c.tgid).is_none() {
             if let Some(p) = proc::read_process(c.tgid) {
@@ -339,7 +346,9 @@ impl<W: Write> Watcher<W> {
         };
         let id = process.id();
         let ancestry = self.table.ancestry(&id);
+        clock.timing.ancestry_ns = clock.lap();
         let matched = self.indicators.match_connect(daddr, c.dport);
+        clock.timing.match_ns = clock.lap();
         if matched.is_none() && !self.selected(&comm, c.tgid, &ancestry) {
             return Ok(());
         }
@@ -368,25 +377,62 @@ impl<W: Write> Watcher<W> {
         };
         self.shown += 1;
         self.out.connect(&out)?;
-        if let Some(m) = matched {
-            self.alerts += 1;
-            let severity = self.indicators.severity(&m, process);
-            let kill_tree = proposed_kill_tree(&self.table, c.tgid, &mut self.persistence_cache);
-            self.out.alert(&AlertOut {
-                kind: "alert",
-                severity,
-                indicator: &m.indicator,
-                indicator_source: &m.source,
-                reason: if m.port_only {
-                    "destination port commonly used by mining pools".into()
-                } else {
-                    "destination is a known pool or C2 address".into()
-                },
-                connect: &out,
-                kill_tree,
-            })?;
+        clock.timing.connect_out_ns = clock.lap();
+        let Some(m) = matched else {
+            return Ok(());
+        };
+        self.alerts += 1;
+        let severity = self.indicators.severity(&m, process);
+        let kill_tree = proposed_kill_tree(&self.table, c.tgid, &mut self.persistence_cache);
+        clock.timing.plan_ns = clock.lap();
+        clock.timing.alert_write_ns = clock.last;
+        self.out.alert(&AlertOut {
+            kind: "alert",
+            severity,
+            indicator: &m.indicator,
+            indicator_source: &m.source,
+            reason: if m.port_only {
+                "destination port commonly used by mining pools".into()
+            } else {
+                "destination is a known pool or C2 address".into()
+            },
+            connect: &out,
+            kill_tree,
+            timing: clock.enabled.then_some(clock.timing),
+        })?;
+        // An alert leaves at once, not with the rest of the batch.
+        self.out.flush()
+    }
+}
+
+/// Stage stamps for `--timing`; reads no clock when timing is off.
+struct StageClock {
+    enabled: bool,
+    last: u64,
+    timing: AlertTiming,
+}
+
+impl StageClock {
+    fn new(enabled: bool, woken_ns: u64) -> Self {
+        let now = if enabled { proc::boottime_ns() } else { 0 };
+        StageClock {
+            enabled,
+            last: now,
+            timing: AlertTiming {
+                woken_ns,
+                handled_ns: now,
+                ..AlertTiming::default()
+            },
         }
-        Ok(())
+    }
+
+    /// Nanoseconds since the previous lap.
+    fn lap(&mut self) -> u64 {
+        if !self.enabled {
+            return 0;
+        }
+        let now = proc::boottime_ns();
+        now.saturating_sub(std::mem::replace(&mut self.last, now))
     }
 }
 

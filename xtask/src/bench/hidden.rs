@@ -18,20 +18,7 @@ const MAX_SCAN_SECS: f64 = 1.0;
 
 pub fn run(tracer: &Path) -> Result<bool> {
     let dir = crate::scratch("bench/hidden")?;
-    make_room(PROCS + 2_000)?;
-    let mut sleepers = Proc::spawn(
-        "sleepers",
-        Command::new(crate::self_exe())
-            .args(["__sleepers", &PROCS.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    )?;
-    let mut ready = String::new();
-    BufReader::new(sleepers.child.stdout.take().unwrap()).read_line(&mut ready)?;
-    ensure!(
-        ready.trim() == "ready",
-        "could not start {PROCS} sleeping processes"
-    );
+    let sleepers = Sleepers::start(PROCS)?;
     println!(
         "bench hidden: {PROCS} extra sleeping processes, {} processes in all",
         count_processes()
@@ -77,12 +64,7 @@ pub fn run(tracer: &Path) -> Result<bool> {
         unhide.push((test, secs));
     }
 
-    // Close the helper's stdin: it kills and reaps its children.
-    drop(sleepers.child.stdin.take());
-    if sleepers.wait_timeout(Duration::from_secs(60))?.is_none() {
-        println!("  sleepers helper did not finish: killing its group");
-    }
-    drop(sleepers);
+    sleepers.stop()?;
 
     println!();
     println!("{:<16} {:>10} {:>14}", "scan", "seconds", "tracer/other");
@@ -111,7 +93,7 @@ pub fn run(tracer: &Path) -> Result<bool> {
     ))
 }
 
-fn count_processes() -> usize {
+pub fn count_processes() -> usize {
     std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -151,6 +133,39 @@ pub fn make_room(extra: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `count` idle processes beside the bench (children of one helper), gone
+/// when dropped.
+pub struct Sleepers(Proc);
+
+impl Sleepers {
+    pub fn start(count: usize) -> Result<Sleepers> {
+        make_room(count + 2_000)?;
+        let mut helper = Proc::spawn(
+            "sleepers",
+            Command::new(crate::self_exe())
+                .args(["__sleepers", &count.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )?;
+        let mut ready = String::new();
+        BufReader::new(helper.child.stdout.take().unwrap()).read_line(&mut ready)?;
+        ensure!(
+            ready.trim() == "ready",
+            "could not start {count} sleeping processes"
+        );
+        Ok(Sleepers(helper))
+    }
+
+    /// Closes the helper's stdin: it kills and reaps its children.
+    pub fn stop(mut self) -> Result<()> {
+        drop(self.0.child.stdin.take());
+        if self.0.wait_timeout(Duration::from_secs(60))?.is_none() {
+            println!("  sleepers helper did not finish: killing its group");
+        }
+        Ok(())
+    }
 }
 
 /// Helper process: forks `count` children that pause, prints `ready`, and

@@ -29,6 +29,17 @@ pub enum Command {
     /// Internal: list /proc through libc's readdir, as ordinary programs see it.
     #[command(name = "__libc-readdir", hide = true)]
     LibcReaddir,
+    /// Internal (benchmarks): load indicator files as watch does, without
+    /// resolving domains, and print load time, memory and match cost (JSON).
+    #[command(name = "__ioc-bench", hide = true)]
+    IocBench {
+        /// Indicator files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Lookups to time.
+        #[arg(long, default_value_t = 1_000_000)]
+        lookups: u32,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]

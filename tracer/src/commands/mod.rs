@@ -1,5 +1,6 @@
 //! One module per command; each wires the shared parts together.
 pub mod hidden;
+pub mod ioc_bench;
 pub mod kill_tree;
 pub mod status;
 pub mod watch;
@@ -16,5 +17,6 @@ pub fn run(command: Command) -> Result<i32> {
         Command::KillTree(args) => kill_tree::run(args),
         Command::Status(args) => status::run(args),
         Command::LibcReaddir => crate::views::libc_readdir::print_listing(),
+        Command::IocBench { files, lookups } => ioc_bench::run(&files, lookups),
     }
 }

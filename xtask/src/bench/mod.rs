@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod exec;
 pub mod hidden;
+pub mod ioc;
 
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read};
@@ -39,6 +40,7 @@ enum Which {
     Exec,
     Hidden,
     Connect,
+    Ioc,
     All,
 }
 
@@ -65,6 +67,7 @@ pub fn run(args: &Args) -> Result<u8> {
     });
     bench(Which::Hidden, "hidden", &|| hidden::run(&tracer));
     bench(Which::Connect, "connect", &|| connect::run(&tracer));
+    bench(Which::Ioc, "ioc", &|| ioc::run(&tracer));
     let mut all_pass = true;
     for (name, result) in &verdicts {
         let verdict = match result {

@@ -11,11 +11,12 @@
 //! `host` holds what turns a process record into evidence (user names,
 //! wall-clock start times, parent chains).
 //!
-//! A [`Snapshot`] takes them all, in an order that lets the detector tell a
-//! lie from a race: the reference views (K, then P) first, the views that
-//! may lie (L, S) after them, so a PID in a reference view and missing from
-//! a later view either exited in between or is hidden — which the detector
-//! then settles by probing that PID again.
+//! A [`Snapshot`] takes them all at the same time: the helpers of L and S
+//! (child processes, `ps` the slowest of all) start first, and K, P and D
+//! are taken while they run, so a scan costs about one `ps` run. A PID in a
+//! reference view (K, P) and missing from another either came or went in
+//! between or is hidden, which the detector then settles by asking the
+//! lying layer again and probing that PID (the only serial pass).
 pub mod host;
 pub mod kernel;
 pub mod libc_readdir;
@@ -61,7 +62,7 @@ pub struct Snapshot {
     pub proc_mounts: Result<Vec<ProcMount>, String>,
     /// PIDs of tracer itself and the helpers it ran for this snapshot.
     pub own_pids: BTreeSet<u32>,
-    /// How long each view took, by letter (L, S and D run side by side).
+    /// How long each view took, by letter (all run side by side).
     pub took: BTreeMap<&'static str, Duration>,
 }
 
@@ -77,26 +78,9 @@ impl Snapshot {
     /// reason the kernel view is skipped.
     pub fn take(kernel: &mut Result<crate::kernel::Kernel, String>) -> Result<Snapshot> {
         let mut took = BTreeMap::new();
-        let (kernel_view, k_time) = timed(|| match kernel {
-            Ok(k) => KernelView::take(k),
-            Err(why) => KernelView::Skipped(why.clone()),
-        });
-        took.insert("K", k_time);
-        let (proc_pids, p_time) = timed(crate::proc::list_pids);
-        let proc_pids: BTreeSet<u32> = proc_pids
-            .context("listing /proc with getdents64")?
-            .into_iter()
-            .collect();
-        took.insert("P", p_time);
-        let mut to_probe: BTreeSet<u32> = proc_pids.clone();
-        if let KernelView::Used(k) = &kernel_view {
-            to_probe.extend(k.keys().copied());
-        }
-        let to_probe: Vec<u32> = to_probe.into_iter().collect();
-
-        // L and S each wait on a child process; D is CPU-bound on /proc
-        // reads. Run them side by side.
-        let ((libc, l_time), (ps, s_time), (probes, d_time)) = std::thread::scope(|s| {
+        // L and S wait on child processes: start them first, and take K, P
+        // and D (CPU-bound /proc reads) on this thread while they run.
+        let (libc, ps, kernel_view, proc_pids, probes, proc_mounts) = std::thread::scope(|s| {
             let libc = s.spawn(|| timed(LibcListing::take));
             let ps = s.spawn(|| {
                 timed(|| {
@@ -106,19 +90,42 @@ impl Snapshot {
                         .collect::<Vec<_>>()
                 })
             });
-            let probes = timed(|| probes::probe_all(&to_probe));
-            (
-                libc.join().unwrap_or_else(|_| {
-                    (
-                        Err("the libc listing thread panicked".into()),
-                        Duration::ZERO,
-                    )
-                }),
-                ps.join().unwrap_or_default(),
-                probes,
-            )
+            let (kernel_view, k_time) = timed(|| match kernel {
+                Ok(k) => KernelView::take(k),
+                Err(why) => KernelView::Skipped(why.clone()),
+            });
+            let (proc_pids, p_time) = timed(crate::proc::list_pids);
+            let mut to_probe: BTreeSet<u32> = BTreeSet::new();
+            if let Ok(pids) = &proc_pids {
+                to_probe.extend(pids);
+            }
+            if let KernelView::Used(k) = &kernel_view {
+                to_probe.extend(k.keys().copied());
+            }
+            let to_probe: Vec<u32> = to_probe.into_iter().collect();
+            let (probes, d_time) = timed(|| probes::probe_all(&to_probe));
+            let proc_mounts =
+                mounts::proc_pid_mounts().map_err(|e| format!("reading /proc/self/mountinfo: {e}"));
+            let libc = libc.join().unwrap_or_else(|_| {
+                (
+                    Err("the libc listing thread panicked".into()),
+                    Duration::ZERO,
+                )
+            });
+            let ps = ps.join().unwrap_or_default();
+            took.extend([
+                ("K", k_time),
+                ("P", p_time),
+                ("L", libc.1),
+                ("S", ps.1),
+                ("D", d_time),
+            ]);
+            (libc.0, ps.0, kernel_view, proc_pids, probes, proc_mounts)
         });
-        took.extend([("L", l_time), ("S", s_time), ("D", d_time)]);
+        let proc_pids: BTreeSet<u32> = proc_pids
+            .context("listing /proc with getdents64")?
+            .into_iter()
+            .collect();
         let mut own_pids = BTreeSet::from([std::process::id()]);
         own_pids.extend(libc.as_ref().ok().map(|l| l.helper_pid));
         own_pids.extend(ps.iter().filter_map(|p| p.helper_pid));
@@ -128,8 +135,7 @@ impl Snapshot {
             libc,
             ps,
             probes,
-            proc_mounts: mounts::proc_pid_mounts()
-                .map_err(|e| format!("reading /proc/self/mountinfo: {e}")),
+            proc_mounts,
             own_pids,
             took,
         })

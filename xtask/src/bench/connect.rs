@@ -20,6 +20,8 @@ const INTERVAL_US: u64 = 1_000;
 /// grow with the host.
 const EXTRA_PROCS: usize = 10_000;
 const MAX_MEDIAN_MS: f64 = 0.3;
+/// watch from spawn to its start line, with EXTRA_PROCS processes.
+const MAX_STARTUP_SECS: f64 = 0.5;
 const MAX_P99_MS: f64 = 1.0;
 const LEVELS: u32 = 4;
 /// Children per process at each depth: 1 + 9 + 90 + 900 = 1,000 processes.
@@ -74,6 +76,36 @@ pub fn run(tracer: &Path) -> Result<bool> {
         }
     }
 
+    // Start-up and memory as the table grows with the host.
+    if let [(_, small), (_, large)] = &rows[..] {
+        if let (Some(a), Some(b)) = (small.rss_kib, large.rss_kib) {
+            let per_10k = (b as f64 - a as f64) / 1024.0 * 10_000.0
+                / (large.processes as f64 - small.processes as f64);
+            println!(
+                "{:<34} {per_10k:.1} MiB per 10,000 known processes ({:.1} MiB at {}, {:.1} MiB at {})",
+                "watch resident memory",
+                a as f64 / 1024.0,
+                small.processes,
+                b as f64 / 1024.0,
+                large.processes
+            );
+        }
+        println!(
+            "{:<34} {:.3} s at {} processes, {:.3} s at {}",
+            "watch start-up",
+            small.startup_secs,
+            small.processes,
+            large.startup_secs,
+            large.processes
+        );
+        if large.startup_secs >= MAX_STARTUP_SECS {
+            failures.push(format!(
+                "watch start-up {:.3} s at {} processes",
+                large.startup_secs, large.processes
+            ));
+        }
+    }
+
     let KillTree {
         secs,
         gone_after,
@@ -98,6 +130,7 @@ pub fn run(tracer: &Path) -> Result<bool> {
         "bench connect",
         &format!(
             "median < {MAX_MEDIAN_MS} ms and p99 < {MAX_P99_MS} ms with and without {EXTRA_PROCS} other processes, \
+             watch start-up < {MAX_STARTUP_SECS} s with them, \
              0 lost, all attributed with a kill-tree plan, tree gone < {MAX_KILL_SECS} s, nothing left"
         ),
         &failures,
@@ -117,6 +150,12 @@ const STAGES: [&str; 8] = [
 ];
 
 struct ConnectRun {
+    /// Processes on the host when watch started.
+    processes: usize,
+    /// From spawning watch to its start line.
+    startup_secs: f64,
+    /// watch's resident memory just after start.
+    rss_kib: Option<u64>,
     latency_ms: Vec<f64>,
     /// Per stage (see `STAGES`), one value per alert, in ms.
     stages: Vec<Vec<f64>>,
@@ -150,11 +189,14 @@ fn connects(tracer: &Path, dir: &Path, extra: usize) -> Result<ConnectRun> {
             .stderr(File::create(&err)?),
     )?;
     let lines = line_reader(watch.child.stdout.take().unwrap());
+    let spawned = Instant::now();
     wait_start(&lines, &err)?;
+    let startup_secs = spawned.elapsed().as_secs_f64();
+    let rss_kib = super::vm_rss_kib(watch.pid());
+    let processes = super::hidden::count_processes();
     println!(
-        "bench connect: tracer watching, {} processes on the host; {LEVELS}-level chain connects \
-         {CONNECTS} times to 127.0.0.1:{port}",
-        super::hidden::count_processes()
+        "bench connect: tracer watching, {processes} processes on the host; {LEVELS}-level chain \
+         connects {CONNECTS} times to 127.0.0.1:{port}"
     );
 
     // The chain prints one pid per level, top first, then `done OK FAILED`.
@@ -245,6 +287,11 @@ fn connects(tracer: &Path, dir: &Path, extra: usize) -> Result<ConnectRun> {
         median(&stats.latency_ms),
         percentile(&stats.latency_ms, 99.0)
     );
+    println!(
+        "  {:<30} {startup_secs:.3} s, resident {} after start",
+        "watch start-up",
+        rss_kib.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+    );
     let mut failures = Vec::new();
     if made != u64::from(CONNECTS) {
         failures.push(format!("only {made} of {CONNECTS} connects succeeded"));
@@ -262,6 +309,9 @@ fn connects(tracer: &Path, dir: &Path, extra: usize) -> Result<ConnectRun> {
         ));
     }
     Ok(ConnectRun {
+        processes,
+        startup_secs,
+        rss_kib,
         latency_ms: stats.latency_ms,
         stages: stats.stages,
         failures,

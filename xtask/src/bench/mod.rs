@@ -314,8 +314,17 @@ pub fn boottime_ns() -> u64 {
 
 /// Peak resident set (VmHWM) of a live process, in KiB.
 pub fn vm_hwm_kib(pid: i32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set (VmRSS) of a live process, in KiB.
+pub fn vm_rss_kib(pid: i32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: i32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

@@ -21,8 +21,10 @@ const VIEW_ORDER: &[&str] = &["K", "P", "L", "S", "S2", "D"];
 
 pub fn run(args: HiddenArgs) -> Result<i32> {
     let started = Instant::now();
+    // ps and the libc lister run while the kernel side loads.
+    let started_views = Snapshot::start();
     let mut kernel = load_kernel(&args);
-    let snap = Snapshot::take(&mut kernel)?;
+    let snap = started_views.finish(&mut kernel)?;
     let host = Host::load();
     let mut table = ProcessTable::new();
     table.seed(snap.processes());

@@ -18,7 +18,6 @@ const TRACER_RUNS: usize = 3;
 const TRACER_CAP: Duration = Duration::from_secs(60);
 const UNHIDE_TESTS: [&str; 4] = ["procall", "procfs", "sys", "brute"];
 const UNHIDE_CAP: Duration = Duration::from_secs(120);
-const MAX_SCAN_SECS: f64 = 1.0;
 
 pub fn run(tracer: &Path) -> Result<bool> {
     let dir = crate::scratch("bench/hidden")?;
@@ -63,9 +62,6 @@ pub fn run(tracer: &Path) -> Result<bool> {
         if ratio.is_nan() || ratio > MAX_PS_RATIO {
             failures.push(format!("hidden took {ratio:.2}x its ps run at {PROCS}"));
         }
-        if r.secs >= MAX_SCAN_SECS {
-            failures.push(format!("tracer scan {:.3} s >= {MAX_SCAN_SECS} s", r.secs));
-        }
         for (test, secs) in &unhide {
             let (shown, ratio) = match secs {
                 Some(s) => (format!("{s:.3} s"), format!("{:.4}", r.secs / s)),
@@ -94,7 +90,7 @@ pub fn run(tracer: &Path) -> Result<bool> {
     Ok(verdict(
         "bench hidden",
         &format!(
-            "at {PROCS} extra processes: < {MAX_SCAN_SECS} s, <= {MAX_PS_RATIO}x its ps run, faster \
+            "at {PROCS} extra processes: <= {MAX_PS_RATIO}x its ps run, faster \
              than every unhide test; growth to {} no worse than linear (+15%)",
             SIZES[SIZES.len() - 1]
         ),

@@ -123,17 +123,35 @@ pub fn run(args: WatchArgs) -> Result<i32> {
 /// tracer's own PID namespace) are added from /proc.
 fn seed_table(kernel: &mut Kernel) -> ProcessTable {
     let tasks = kernel.tasks().unwrap_or_default();
-    let mut processes: Vec<Process> = views::kernel::group_by_tgid(&tasks)
-        .values()
-        .map(|k| {
-            let mut p = k.to_process();
-            if proc::start_ticks(k.tgid) == Some(k.start_ticks) {
-                p.exe = proc::read_exe(k.tgid);
-                p.cmdline = proc::read_cmdline(k.tgid);
-            }
-            p
-        })
-        .collect();
+    let kernel_processes: Vec<_> = views::kernel::group_by_tgid(&tasks).into_values().collect();
+    // Three /proc reads per process dominate start-up on a big host: spread
+    // them over the cores (each process is read on its own; order is kept).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = kernel_processes.len().div_ceil(workers).max(1);
+    let mut processes: Vec<Process> = std::thread::scope(|s| {
+        let parts: Vec<_> = kernel_processes
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|k| {
+                            let mut p = k.to_process();
+                            if !p.kernel_thread && proc::start_ticks(k.tgid) == Some(k.start_ticks)
+                            {
+                                p.exe = proc::read_exe(k.tgid);
+                                p.cmdline = proc::read_cmdline(k.tgid);
+                            }
+                            p
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
     let known: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
     let pids = proc::list_pids().unwrap_or_default();
     processes.extend(

@@ -38,6 +38,17 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Internal (benchmarks): load indicator files as watch does, without
+    /// resolving domains, and print load time, memory and match cost (JSON).
+    #[command(name = "__ioc-bench", hide = true)]
+    IocBench {
+        /// Indicator files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Lookups to time.
+        #[arg(long, default_value_t = 1_000_000)]
+        lookups: u32,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -64,6 +75,9 @@ pub struct WatchArgs {
     /// Do not load the built-in mining-pool indicators.
     #[arg(long)]
     pub no_default_iocs: bool,
+    /// Internal (benchmarks): add a `timing` object to each alert.
+    #[arg(long, hide = true)]
+    pub timing: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -6,7 +6,7 @@
 //! exited processes stay while anything that descends from them lives, so a
 //! chain such as cron -> sh -> watchdog -> miner survives the watchdog's
 //! parent dying.
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::model::{HostStr, Process, ProcessId};
 
@@ -21,8 +21,6 @@ const MAX_DEPTH: usize = 64;
 struct Entry {
     process: Process,
     parent: Option<ProcessId>,
-    /// Entries in the table whose parent is this one.
-    children: u32,
 }
 
 #[derive(Default)]
@@ -32,7 +30,21 @@ pub struct ProcessTable {
     live: HashMap<u32, ProcessId>,
     /// Exited processes in the order they exited, for pruning.
     exited: VecDeque<(u64, ProcessId)>,
+    /// (parent, child) for every entry with a parent in the table, kept as
+    /// entries come and go, so a walk down a tree costs the size of that
+    /// tree, never a pass over the whole host.
+    links: BTreeSet<(ProcessId, ProcessId)>,
 }
+
+/// The lowest and highest identities, bounds for a range over `links`.
+const ID_MIN: ProcessId = ProcessId {
+    pid: 0,
+    start_ticks: 0,
+};
+const ID_MAX: ProcessId = ProcessId {
+    pid: u32::MAX,
+    start_ticks: u64::MAX,
+};
 
 impl ProcessTable {
     pub fn new() -> Self {
@@ -81,27 +93,27 @@ impl ProcessTable {
                 entry.process = process;
                 let old_parent = std::mem::replace(&mut entry.parent, keep_parent);
                 if old_parent.is_none() {
-                    self.link_child(keep_parent);
+                    self.link_child(keep_parent, id);
                 }
             }
             None => {
-                self.entries.insert(
-                    id,
-                    Entry {
-                        process,
-                        parent,
-                        children: 0,
-                    },
-                );
-                self.link_child(parent);
+                self.entries.insert(id, Entry { process, parent });
+                self.link_child(parent, id);
             }
         }
     }
 
-    fn link_child(&mut self, parent: Option<ProcessId>) {
-        if let Some(e) = parent.and_then(|p| self.entries.get_mut(&p)) {
-            e.children += 1;
+    fn link_child(&mut self, parent: Option<ProcessId>, child: ProcessId) {
+        if let Some(parent) = parent.filter(|p| *p != child) {
+            self.links.insert((parent, child));
         }
+    }
+
+    fn has_children(&self, id: ProcessId) -> bool {
+        self.links
+            .range((id, ID_MIN)..=(id, ID_MAX))
+            .next()
+            .is_some()
     }
 
     /// A new process forked from `parent_pid`: it starts as a copy of its
@@ -186,8 +198,7 @@ impl ProcessTable {
                 break;
             }
             self.exited.pop_front();
-            let has_children = self.entries.get(&id).is_some_and(|e| e.children > 0);
-            if has_children && !over_cap {
+            if self.has_children(id) && !over_cap {
                 // Still an ancestor of something we keep: look again later.
                 self.exited.push_back((now_ns, id));
                 continue;
@@ -198,8 +209,18 @@ impl ProcessTable {
 
     fn remove(&mut self, id: ProcessId) {
         if let Some(e) = self.entries.remove(&id) {
-            if let Some(p) = e.parent.and_then(|p| self.entries.get_mut(&p)) {
-                p.children = p.children.saturating_sub(1);
+            if let Some(parent) = e.parent {
+                self.links.remove(&(parent, id));
+            }
+            // Children of a removed entry keep their parent's identity (it
+            // still names them in ancestry output) but are no longer linked.
+            let orphans: Vec<_> = self
+                .links
+                .range((id, ID_MIN)..=(id, ID_MAX))
+                .copied()
+                .collect();
+            for link in orphans {
+                self.links.remove(&link);
             }
         }
     }
@@ -220,20 +241,23 @@ impl ProcessTable {
         out
     }
 
-    /// The children of every process, live and exited, by parent identity,
-    /// in PID order: one pass over the table. Exited entries are included so
-    /// that a walk down a tree passes through a parent that already died.
-    pub fn children_index(&self) -> HashMap<ProcessId, Vec<&Process>> {
-        let mut children: HashMap<ProcessId, Vec<&Process>> = HashMap::new();
-        for (id, e) in &self.entries {
-            if let Some(parent) = e.parent.filter(|p| p != id) {
-                children.entry(parent).or_default().push(&e.process);
-            }
-        }
-        for list in children.values_mut() {
-            list.sort_by_key(|p| p.pid);
-        }
-        children
+    /// The children of `id`, live and exited, in PID order, from the
+    /// maintained index (cost: the number of children, not the table's
+    /// size). Exited entries are included so that a walk down a tree passes
+    /// through a parent that already died.
+    pub fn children_of(&self, id: &ProcessId) -> impl Iterator<Item = &Process> {
+        self.links
+            .range((*id, ID_MIN)..=(*id, ID_MAX))
+            .filter_map(|(_, child)| self.by_id(child))
+    }
+
+    /// Number of entries, live and exited.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Seeds the table from a list of processes (kernel tasks, /proc).
@@ -245,7 +269,6 @@ impl ProcessTable {
             self.entries.entry(p.id()).or_insert(Entry {
                 process: p.clone(),
                 parent: None,
-                children: 0,
             });
         }
         for p in processes {
@@ -408,6 +431,27 @@ mod tests {
         t.on_fork(1, 80, 8, 1000);
         let c = t.get(80).unwrap();
         assert_eq!((c.comm.as_str(), c.uid, c.ppid), ("bash", 1000, 1));
-        assert_eq!(t.children_index()[&t.get(1).unwrap().id()].len(), 1);
+        assert_eq!(t.children_of(&t.get(1).unwrap().id()).count(), 1);
+    }
+
+    #[test]
+    fn children_index_follows_forks_exits_and_pruning() {
+        let mut t = ProcessTable::new();
+        t.seed([proc(1, 0, "init", 1), proc(10, 1, "sh", 2)]);
+        let sh = t.get(10).unwrap().id();
+        for pid in [30, 20, 40] {
+            t.on_fork(10, pid, pid as u64, 0);
+        }
+        let kids = |t: &ProcessTable| t.children_of(&sh).map(|p| p.pid).collect::<Vec<_>>();
+        assert_eq!(kids(&t), [20, 30, 40]);
+        // An exited child stays listed until pruned, then is gone from the index.
+        t.on_exit(30, 30, 5);
+        assert_eq!(kids(&t), [20, 30, 40]);
+        t.prune(5 + EXITED_RETENTION_NS + 1);
+        assert_eq!(kids(&t), [20, 40]);
+        // A recycled PID under another parent is not sh's child.
+        t.on_fork(1, 30, 99, 0);
+        assert_eq!(kids(&t), [20, 40]);
+        assert_eq!(t.len(), 5);
     }
 }

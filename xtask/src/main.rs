@@ -43,9 +43,15 @@ enum Cmd {
     /// Bench helper: N children that sleep until stdin closes.
     #[command(name = "__sleepers", hide = true)]
     Sleepers { count: usize },
-    /// Bench helper: a chain of LEVELS processes whose leaf connects COUNT times.
+    /// Bench helper: a chain of LEVELS processes whose leaf connects COUNT
+    /// times, one every INTERVAL_US microseconds.
     #[command(name = "__chain", hide = true)]
-    Chain { levels: u32, port: u16, count: u32 },
+    Chain {
+        levels: u32,
+        port: u16,
+        count: u32,
+        interval_us: u64,
+    },
     /// Bench helper: PROCS processes each holding PAIRS loopback connections (both ends).
     #[command(name = "__holders", hide = true)]
     Holders { procs: usize, pairs: usize },
@@ -68,7 +74,8 @@ fn main() -> ExitCode {
             levels,
             port,
             count,
-        } => bench::connect::chain(levels, port, count),
+            interval_us,
+        } => bench::connect::chain(levels, port, count, interval_us),
         Cmd::Tree { fanouts } => bench::connect::tree(&fanouts),
         Cmd::Holders { procs, pairs } => bench::net::holders(procs, pairs),
     };

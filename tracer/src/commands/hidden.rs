@@ -29,8 +29,10 @@ const CONNECTION_VIEW_ORDER: &[&str] = &["K", "P", "N", "F", "L", "S", "S2", "S3
 
 pub fn run(args: HiddenArgs) -> Result<i32> {
     let started = Instant::now();
+    // ps and the libc lister run while the kernel side loads.
+    let started_views = Snapshot::start();
     let mut kernel = load_kernel(&args);
-    let snap = Snapshot::take(&mut kernel)?;
+    let snap = started_views.finish(&mut kernel)?;
     let host = Host::load();
     let mut table = ProcessTable::new();
     table.seed(snap.processes());

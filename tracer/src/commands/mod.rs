@@ -1,5 +1,6 @@
 //! One module per command; each wires the shared parts together.
 pub mod hidden;
+pub mod ioc_bench;
 pub mod kill_tree;
 pub mod net;
 pub mod status;
@@ -19,5 +20,6 @@ pub fn run(command: Command) -> Result<i32> {
         Command::Status(args) => status::run(args),
         Command::LibcReaddir => crate::views::libc_readdir::print_listing(),
         Command::LibcCat { files } => crate::views::net::libc::print_files(&files),
+        Command::IocBench { files, lookups } => ioc_bench::run(&files, lookups),
     }
 }

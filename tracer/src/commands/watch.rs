@@ -27,8 +27,8 @@ use crate::{
     },
     model::{boottime_ns_to_ticks, socket::Socket, HostStr, Process},
     output::events::{
-        AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, LossOut, ProcessOut,
-        StartOut, SummaryOut,
+        AlertOut, AlertTiming, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, LossOut,
+        ProcessOut, StartOut, SummaryOut,
     },
     proc, respond,
     table::ProcessTable,
@@ -84,6 +84,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         lost_reported: Counts::default(),
         last_loss_report: None,
         resync_pending_since: None,
+        woken_ns: 0,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -192,6 +193,8 @@ struct Watcher<W: Write> {
     last_loss_report: Option<std::time::Instant>,
     /// Losses seen and the table not re-read since.
     resync_pending_since: Option<std::time::Instant>,
+    /// When the current drain began (boot-time ns), for `--timing`.
+    woken_ns: u64,
 }
 
 impl<W: Write> Watcher<W> {
@@ -231,6 +234,9 @@ impl<W: Write> Watcher<W> {
 
     /// Handles every queued record; returns true when stdout is gone.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<bool> {
+        if self.args.timing {
+            self.woken_ns = proc::boottime_ns();
+        }
         while let Some(item) = ring.next() {
             let event = decode(&item);
             drop(item);
@@ -472,6 +478,7 @@ impl<W: Write> Watcher<W> {
         if self.args.exec_only {
             return Ok(());
         }
+        let mut clock = StageClock::new(self.args.timing, self.woken_ns);
         // A process we have not seen start is read from /proc once and kept.
         if self.table.get(c.pid).is_none() {
             if let Some(p) = proc::read_process(c.pid) {
@@ -483,7 +490,9 @@ impl<W: Write> Watcher<W> {
         };
         let id = process.id();
         let ancestry = self.table.ancestry(&id);
+        clock.timing.ancestry_ns = clock.lap();
         let matched = self.indicators.match_connect(c.daddr, c.dport);
+        clock.timing.match_ns = clock.lap();
         if matched.is_none() && !self.selected(c.comm.as_str(), c.pid, &ancestry) {
             return Ok(());
         }
@@ -509,10 +518,13 @@ impl<W: Write> Watcher<W> {
         };
         self.shown += 1;
         self.out.connect(&out)?;
+        clock.timing.connect_out_ns = clock.lap();
         if let Some(m) = matched {
             self.alerts += 1;
             let severity = self.indicators.severity(&m, process);
             let kill_tree = proposed_kill_tree(&self.table, c.pid, &mut self.persistence_cache);
+            clock.timing.plan_ns = clock.lap();
+            clock.timing.alert_write_ns = clock.last;
             self.out.alert(&AlertOut {
                 kind: "alert",
                 severity,
@@ -525,9 +537,42 @@ impl<W: Write> Watcher<W> {
                 },
                 connect: &out,
                 kill_tree,
+                timing: clock.enabled.then_some(clock.timing),
             })?;
+            // An alert leaves at once, not with the rest of the batch.
+            self.out.flush()?;
         }
         Ok(())
+    }
+}
+/// Stage stamps for `--timing`; reads no clock when timing is off.
+struct StageClock {
+    enabled: bool,
+    last: u64,
+    timing: AlertTiming,
+}
+
+impl StageClock {
+    fn new(enabled: bool, woken_ns: u64) -> Self {
+        let now = if enabled { proc::boottime_ns() } else { 0 };
+        StageClock {
+            enabled,
+            last: now,
+            timing: AlertTiming {
+                woken_ns,
+                handled_ns: now,
+                ..AlertTiming::default()
+            },
+        }
+    }
+
+    /// Nanoseconds since the previous lap.
+    fn lap(&mut self) -> u64 {
+        if !self.enabled {
+            return 0;
+        }
+        let now = proc::boottime_ns();
+        now.saturating_sub(std::mem::replace(&mut self.last, now))
     }
 }
 

@@ -30,6 +30,8 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use ipnet::{Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
 
 use crate::{
     error::UserError,
@@ -81,10 +83,6 @@ impl Network {
             prefix,
         })
     }
-
-    fn contains(&self, addr: IpAddr) -> bool {
-        addr.is_ipv4() == self.base.is_ipv4() && mask(addr, self.prefix) == self.base
-    }
 }
 
 /// `addr` with all but its first `prefix` bits cleared.
@@ -101,24 +99,100 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+/// One indicator line, stored compactly: threat-intel feeds have millions
+/// (1,000,000 take well under 200 MB). Its text lives in the shared
+/// `texts` buffer, its file in `origins`.
 #[derive(Clone, Debug)]
 struct Indicator {
-    text: String,
-    source: String,
-    /// Came from the built-in list (its resolution failures are summarised).
-    built_in: bool,
+    text_at: u32,
+    text_len: u32,
+    /// Index into `origins`.
+    origin: u32,
+    line: u32,
     target: Target,
 }
 
-impl Indicator {
-    fn to_match(&self) -> IndicatorMatch {
-        IndicatorMatch {
-            indicator: self.text.clone(),
-            source: self.source.clone(),
-            port_only: matches!(self.target, Target::Port(_)),
+/// A file of indicators, or a group of the built-in list.
+#[derive(Clone, Debug)]
+struct Origin {
+    name: String,
+    /// The built-in list (its resolution failures are summarised).
+    built_in: bool,
+}
+
+/// Parsed indicators, before they are indexed.
+#[derive(Default, Debug)]
+struct Parsed {
+    texts: String,
+    origins: Vec<Origin>,
+    entries: Vec<Indicator>,
+}
+
+impl Parsed {
+    fn push(&mut self, origin: usize, line: usize, text: &str, target: Target) -> Result<()> {
+        let at = u32::try_from(self.texts.len())
+            .ok()
+            .filter(|_| self.entries.len() < u32::MAX as usize)
+            .ok_or_else(|| {
+                UserError::BadInput("too many indicators (over 4 GiB of text)".into())
+            })?;
+        self.texts.push_str(text);
+        self.entries.push(Indicator {
+            text_at: at,
+            text_len: text.len() as u32,
+            origin: origin as u32,
+            line: line as u32,
+            target,
+        });
+        Ok(())
+    }
+
+    fn add_origin(&mut self, name: String, built_in: bool) -> usize {
+        self.origins.push(Origin { name, built_in });
+        self.origins.len() - 1
+    }
+
+    fn text(&self, i: usize) -> &str {
+        let e = &self.entries[i];
+        &self.texts[e.text_at as usize..(e.text_at + e.text_len) as usize]
+    }
+
+    /// `FILE:LINE` for an --ioc file, `built-in: <source>` for the defaults.
+    fn source(&self, i: usize) -> String {
+        let e = &self.entries[i];
+        let o = &self.origins[e.origin as usize];
+        if o.built_in {
+            format!("built-in: {}", o.name)
+        } else {
+            format!("{}:{}", o.name, e.line)
         }
     }
 
+    fn built_in(&self, i: usize) -> bool {
+        self.origins[self.entries[i].origin as usize].built_in
+    }
+
+    fn to_match(&self, i: usize) -> IndicatorMatch {
+        IndicatorMatch {
+            indicator: self.text(i).to_string(),
+            source: self.source(i),
+            port_only: matches!(self.entries[i].target, Target::Port(_)),
+        }
+    }
+
+    /// The domains to resolve, by entry index.
+    fn domains(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match &e.target {
+                Target::Domain { name, .. } => Some((i, name.as_str())),
+                _ => None,
+            })
+    }
+}
+
+impl Indicator {
     /// The indicator's port, if it names one, accepts `port`.
     fn port_accepts(&self, port: u16) -> bool {
         match self.target {
@@ -130,49 +204,62 @@ impl Indicator {
     }
 }
 
-/// The loaded indicators, indexed for a lookup per connect event.
+/// Port 0 never names a port in an indicator (parse_port refuses it), so it
+/// stands for "any port" in the address index.
+const ANY_PORT: u16 = 0;
+
+/// The loaded indicators, indexed so that matching one connect costs the
+/// same with ten indicators or ten million: hash lookups for addresses and
+/// ports, a longest-prefix match in a prefix trie for CIDRs.
 #[derive(Debug)]
 pub struct Indicators {
-    entries: Vec<Indicator>,
-    /// Literal addresses (with or without a port).
-    by_addr: HashMap<IpAddr, Vec<usize>>,
-    /// CIDR entries.
-    networks: Vec<usize>,
+    parsed: Parsed,
+    /// Literal IPv4 addresses by (address, port or ANY_PORT); first listed wins.
+    v4_addrs: HashMap<(u32, u16), u32>,
+    v6_addrs: HashMap<(u128, u16), u32>,
+    /// CIDR entries; the first listed wins for the same block.
+    v4_nets: PrefixMap<Ipv4Net, u32>,
+    v6_nets: PrefixMap<Ipv6Net, u32>,
     /// Port-only entries; the first listed wins.
-    by_port: HashMap<u16, usize>,
+    by_port: HashMap<u16, u32>,
     /// Addresses the domains resolved to, last time they did.
-    resolved: HashMap<IpAddr, Vec<usize>>,
+    resolved: HashMap<IpAddr, Vec<u32>>,
     resolver: Resolver,
 }
 
 impl Default for Indicators {
     fn default() -> Self {
-        Self::from_entries(Vec::new())
+        Self::index(Parsed::default())
     }
 }
+
+/// Above this many domains in --ioc files, load does not wait for their
+/// first answers (a feed of thousands cannot resolve in a start-up wait):
+/// they come in through `refresh()`, and a line on stderr says so.
+const MAX_AWAITED_DOMAINS: usize = 256;
 
 impl Indicators {
     /// Parses every file (and the built-in list when `with_defaults`), then
     /// starts resolving domains and waits at most [`LOAD_RESOLVE_WAIT`] for
-    /// those of the files. Fails on the first malformed line, before any
-    /// lookup.
+    /// those of the files (when there are at most [`MAX_AWAITED_DOMAINS`]).
+    /// Fails on the first malformed line, before any lookup.
     pub fn load(files: &[PathBuf], with_defaults: bool) -> Result<Self> {
-        let mut entries = Vec::new();
-        if with_defaults {
-            entries.extend(parse_built_in(DEFAULT_IOCS).context("the built-in indicator list")?);
-        }
-        for file in files {
-            let text = read_indicator_file(file)?;
-            entries.extend(parse_file(&file.display().to_string(), &text)?);
-        }
-        let mut indicators = Self::from_entries(entries);
-        indicators.resolver.start_round(&indicators.entries);
+        let mut indicators = Self::parse(files, with_defaults)?;
+        indicators.resolver.start_round(indicators.parsed.domains());
         // Wait for the domains the user listed; the built-in ones come in
         // through refresh(), so that a host without DNS starts at once.
-        let from_files: HashSet<usize> = (indicators.entries.iter().enumerate())
-            .filter(|(_, e)| !e.built_in && matches!(e.target, Target::Domain { .. }))
+        let from_files: HashSet<usize> = (indicators.parsed.domains())
+            .filter(|(i, _)| !indicators.parsed.built_in(*i))
             .map(|(i, _)| i)
             .collect();
+        if from_files.len() > MAX_AWAITED_DOMAINS {
+            eprintln!(
+                "tracer: {} indicator domains are resolving in the background; \
+                 each matches once its answer arrives",
+                from_files.len()
+            );
+            return Ok(indicators);
+        }
         indicators.resolver.wait_for(&from_files, LOAD_RESOLVE_WAIT);
         indicators.apply_resolutions();
         // A resolver that hangs gives no answer at all: say so now, not never.
@@ -189,37 +276,83 @@ impl Indicators {
         Ok(indicators)
     }
 
-    fn from_entries(entries: Vec<Indicator>) -> Self {
-        let mut by_addr: HashMap<IpAddr, Vec<usize>> = HashMap::new();
-        let mut networks = Vec::new();
-        let mut by_port = HashMap::new();
-        for (i, e) in entries.iter().enumerate() {
+    /// Reads, parses and indexes the indicators without resolving any
+    /// domain (what `load` does before its lookups; `tracer __ioc-bench`
+    /// measures this part).
+    pub fn parse(files: &[PathBuf], with_defaults: bool) -> Result<Self> {
+        let mut parsed = Parsed::default();
+        if with_defaults {
+            parse_built_in(&mut parsed, DEFAULT_IOCS).context("the built-in indicator list")?;
+        }
+        for file in files {
+            let text = read_indicator_file(file)?;
+            parse_file(&mut parsed, &file.display().to_string(), &text)?;
+        }
+        Ok(Self::index(parsed))
+    }
+
+    fn index(parsed: Parsed) -> Self {
+        let mut i = Indicators {
+            parsed,
+            v4_addrs: HashMap::new(),
+            v6_addrs: HashMap::new(),
+            v4_nets: PrefixMap::new(),
+            v6_nets: PrefixMap::new(),
+            by_port: HashMap::new(),
+            resolved: HashMap::new(),
+            resolver: Resolver::default(),
+        };
+        for (n, e) in i.parsed.entries.iter().enumerate() {
+            let n = n as u32;
             match &e.target {
-                Target::Addr { addr, .. } => by_addr.entry(*addr).or_default().push(i),
-                Target::Network(_) => networks.push(i),
+                Target::Addr {
+                    addr: IpAddr::V4(a),
+                    port,
+                } => {
+                    let key = (u32::from(*a), port.unwrap_or(ANY_PORT));
+                    i.v4_addrs.entry(key).or_insert(n);
+                }
+                Target::Addr {
+                    addr: IpAddr::V6(a),
+                    port,
+                } => {
+                    let key = (u128::from(*a), port.unwrap_or(ANY_PORT));
+                    i.v6_addrs.entry(key).or_insert(n);
+                }
+                Target::Network(net) => match net.base {
+                    IpAddr::V4(a) => {
+                        if let Ok(p) = Ipv4Net::new(a, net.prefix) {
+                            if i.v4_nets.get(&p).is_none() {
+                                i.v4_nets.insert(p, n);
+                            }
+                        }
+                    }
+                    IpAddr::V6(a) => {
+                        if let Ok(p) = Ipv6Net::new(a, net.prefix) {
+                            if i.v6_nets.get(&p).is_none() {
+                                i.v6_nets.insert(p, n);
+                            }
+                        }
+                    }
+                },
                 Target::Port(p) => {
-                    by_port.entry(*p).or_insert(i);
+                    i.by_port.entry(*p).or_insert(n);
                 }
                 Target::Domain { .. } => {}
             }
         }
-        Indicators {
-            entries,
-            by_addr,
-            networks,
-            by_port,
-            resolved: HashMap::new(),
-            resolver: Resolver::default(),
-        }
+        i.v4_addrs.shrink_to_fit();
+        i.v6_addrs.shrink_to_fit();
+        i
     }
 
     /// Number of indicators loaded.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.parsed.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.parsed.entries.is_empty()
     }
 
     /// Takes in domain answers that arrived since the last call, and starts
@@ -228,7 +361,7 @@ impl Indicators {
     pub fn refresh(&mut self) {
         self.apply_resolutions();
         if self.resolver.round_due() {
-            self.resolver.start_round(&self.entries);
+            self.resolver.start_round(self.parsed.domains());
         }
     }
 
@@ -237,24 +370,43 @@ impl Indicators {
     /// port-only ones.
     pub fn match_connect(&self, daddr: IpAddr, dport: u16) -> Option<IndicatorMatch> {
         let daddr = daddr.to_canonical(); // ::ffff:a.b.c.d is the IPv4 peer
-        let first_accepting = |ids: Option<&Vec<usize>>| {
-            ids?.iter()
-                .map(|&i| &self.entries[i])
-                .find(|e| e.port_accepts(dport))
+                                          // With and without a port, the line listed first wins.
+        let literal = match daddr {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                let with_port = self.v4_addrs.get(&(a, dport));
+                with_port
+                    .into_iter()
+                    .chain(self.v4_addrs.get(&(a, ANY_PORT)))
+                    .min()
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                let with_port = self.v6_addrs.get(&(a, dport));
+                with_port
+                    .into_iter()
+                    .chain(self.v6_addrs.get(&(a, ANY_PORT)))
+                    .min()
+            }
         };
-        first_accepting(self.by_addr.get(&daddr))
-            .or_else(|| {
-                self.networks
-                    .iter()
-                    .map(|&i| &self.entries[i])
-                    .find(|e| match e.target {
-                        Target::Network(n) => n.contains(daddr),
-                        _ => false,
-                    })
-            })
-            .or_else(|| first_accepting(self.resolved.get(&daddr)))
-            .or_else(|| self.by_port.get(&dport).map(|&i| &self.entries[i]))
-            .map(Indicator::to_match)
+        // The most specific block that holds the address.
+        let network = || match daddr {
+            IpAddr::V4(a) => self.v4_nets.get_lpm(&Ipv4Net::from(a)).map(|(_, &i)| i),
+            IpAddr::V6(a) => self.v6_nets.get_lpm(&Ipv6Net::from(a)).map(|(_, &i)| i),
+        };
+        let domain = || {
+            self.resolved
+                .get(&daddr)?
+                .iter()
+                .copied()
+                .find(|&i| self.parsed.entries[i as usize].port_accepts(dport))
+        };
+        literal
+            .copied()
+            .or_else(network)
+            .or_else(domain)
+            .or_else(|| self.by_port.get(&dport).copied())
+            .map(|i| self.parsed.to_match(i as usize))
     }
 
     /// How bad a match is for this process: see [`severity_of`].
@@ -285,7 +437,10 @@ impl Indicators {
         self.resolved.clear();
         for (&i, addrs) in &self.resolver.addrs {
             for a in addrs {
-                self.resolved.entry(a.to_canonical()).or_default().push(i);
+                self.resolved
+                    .entry(a.to_canonical())
+                    .or_default()
+                    .push(i as u32);
             }
         }
         for ids in self.resolved.values_mut() {
@@ -302,13 +457,13 @@ impl Indicators {
             if !self.resolver.warned.insert(i) {
                 continue;
             }
-            let e = &self.entries[i];
-            if e.built_in {
+            if self.parsed.built_in(i) {
                 built_in += 1;
             } else {
                 eprintln!(
                     "tracer: warning: indicator {} ({}) {what}; retrying every {every} s",
-                    e.text, e.source
+                    self.parsed.text(i),
+                    self.parsed.source(i)
                 );
             }
         }
@@ -540,12 +695,13 @@ pub(crate) fn fuzz_check_text(bytes: &[u8]) -> Result<(), String> {
 
 #[cfg(test)]
 pub(crate) fn fuzz_parse_file(text: &str) -> Result<usize> {
-    parse_file("fuzz.txt", text).map(|v| v.len())
+    let mut parsed = Parsed::default();
+    parse_file(&mut parsed, "fuzz.txt", text).map(|()| parsed.entries.len())
 }
 
 /// Parses an --ioc file; `name` is how errors and matches cite it.
-fn parse_file(name: &str, text: &str) -> Result<Vec<Indicator>> {
-    let mut out = Vec::new();
+fn parse_file(parsed: &mut Parsed, name: &str, text: &str) -> Result<()> {
+    let origin = parsed.add_origin(name.to_string(), false);
     for (n, raw) in text.lines().enumerate() {
         let line_no = n + 1;
         let Some(item) = indicator_text(raw) else {
@@ -559,23 +715,17 @@ fn parse_file(name: &str, text: &str) -> Result<Vec<Indicator>> {
                 HostStr::from(item).quoted_prefix(QUOTE_CHARS)
             ))
         })?;
-        out.push(Indicator {
-            text: item.to_string(),
-            source: format!("{name}:{line_no}"),
-            built_in: false,
-            target,
-        });
+        parsed.push(origin, line_no, item, target)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Parses the built-in list, whose `# source:` lines name each group.
-fn parse_built_in(text: &str) -> Result<Vec<Indicator>> {
-    let mut source = "tracer".to_string();
-    let mut out = Vec::new();
+fn parse_built_in(parsed: &mut Parsed, text: &str) -> Result<()> {
+    let mut origin = parsed.add_origin("tracer".to_string(), true);
     for (n, raw) in text.lines().enumerate() {
         if let Some(s) = raw.trim().strip_prefix(SOURCE_DIRECTIVE) {
-            source = s.trim().to_string();
+            origin = parsed.add_origin(s.trim().to_string(), true);
             continue;
         }
         let Some(item) = indicator_text(raw) else {
@@ -583,14 +733,9 @@ fn parse_built_in(text: &str) -> Result<Vec<Indicator>> {
         };
         let target =
             parse_target(item).map_err(|why| anyhow::anyhow!("line {}: {item}: {why}", n + 1))?;
-        out.push(Indicator {
-            text: item.to_string(),
-            source: format!("built-in: {source}"),
-            built_in: true,
-            target,
-        });
+        parsed.push(origin, n + 1, item, target)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The indicator on a line, without its comment and blanks.
@@ -604,7 +749,8 @@ fn parse_target(item: &str) -> Result<Target, String> {
     if item.chars().any(char::is_whitespace) {
         return Err("one indicator a line, without spaces".into());
     }
-    if let Some(port) = item.strip_prefix(':') {
+    // `::1` and `::/0` are IPv6, not ports.
+    if let Some(port) = item.strip_prefix(':').filter(|p| !p.starts_with(':')) {
         return Ok(Target::Port(parse_port(port)?));
     }
     if let Some(rest) = item.strip_prefix('[') {
@@ -697,11 +843,23 @@ fn check_domain(host: &str) -> Result<(), String> {
 /// Resolution outcome for one domain indicator (by index).
 type Answer = (usize, Result<Vec<IpAddr>, String>);
 
-/// Resolves domain indicators in background threads, one per domain, so a
-/// hanging resolver never holds up tracer.
+/// Most lookups running at once: a feed of 100,000 domains must not mean
+/// 100,000 threads.
+const MAX_RESOLVERS: usize = 16;
+
+/// Lookups waiting for a resolver thread, and how many threads run.
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: std::collections::VecDeque<(usize, String)>,
+    workers: usize,
+}
+
+/// Resolves domain indicators in a few background threads, so a hanging
+/// resolver never holds up tracer (only the lookups queued behind it).
 #[derive(Debug, Default)]
 struct Resolver {
     inbox: Arc<(Mutex<Vec<Answer>>, Condvar)>,
+    queue: Arc<Mutex<Queue>>,
     /// Domains whose lookup has not answered yet.
     pending: HashSet<usize>,
     last_round: Option<Instant>,
@@ -717,33 +875,30 @@ impl Resolver {
             .is_none_or(|t| t.elapsed() >= RESOLVE_INTERVAL)
     }
 
-    /// Starts a lookup for every domain that is not still being looked up.
-    fn start_round(&mut self, entries: &[Indicator]) {
+    /// Queues a lookup for every domain that is not still being looked up,
+    /// and starts resolver threads up to [`MAX_RESOLVERS`].
+    fn start_round<'a>(&mut self, domains: impl Iterator<Item = (usize, &'a str)>) {
         self.last_round = Some(Instant::now());
-        for (i, e) in entries.iter().enumerate() {
-            let Target::Domain { name, .. } = &e.target else {
-                continue;
-            };
-            if !self.pending.insert(i) {
-                continue;
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, name) in domains {
+            if self.pending.insert(i) {
+                queue.waiting.push_back((i, name.to_string()));
             }
-            let name = name.clone();
-            let inbox = Arc::clone(&self.inbox);
+        }
+        while queue.workers < MAX_RESOLVERS.min(queue.waiting.len()) {
+            let (jobs, inbox) = (Arc::clone(&self.queue), Arc::clone(&self.inbox));
             let spawned = std::thread::Builder::new()
                 .name("tracer-resolve".into())
-                .spawn(move || {
-                    let outcome = (name.as_str(), 0)
-                        .to_socket_addrs()
-                        .map(|it| it.map(|sa| sa.ip()).collect::<Vec<_>>())
-                        .map_err(|e| e.to_string());
-                    let (lock, ready) = &*inbox;
-                    lock.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((i, outcome));
-                    ready.notify_all();
-                });
+                .spawn(move || resolve_queued(&jobs, &inbox));
             if spawned.is_err() {
-                self.pending.remove(&i); // out of threads: try next round
+                break; // out of threads: the running ones drain the queue
+            }
+            queue.workers += 1;
+        }
+        if queue.workers == 0 {
+            // Not a single thread: try again next round.
+            for (i, _) in queue.waiting.drain(..) {
+                self.pending.remove(&i);
             }
         }
     }
@@ -775,13 +930,43 @@ impl Resolver {
     }
 }
 
+/// A resolver thread: looks up queued domains until none is left.
+fn resolve_queued(queue: &Mutex<Queue>, inbox: &(Mutex<Vec<Answer>>, Condvar)) {
+    loop {
+        let job = {
+            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+            let job = q.waiting.pop_front();
+            if job.is_none() {
+                q.workers -= 1; // under the lock: start_round sees it
+            }
+            job
+        };
+        let Some((i, name)) = job else { return };
+        let outcome = (name.as_str(), 0)
+            .to_socket_addrs()
+            .map(|it| it.map(|sa| sa.ip()).collect::<Vec<_>>())
+            .map_err(|e| e.to_string());
+        let (lock, ready) = inbox;
+        lock.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((i, outcome));
+        ready.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::exit;
 
+    fn parsed(text: &str) -> Parsed {
+        let mut p = Parsed::default();
+        parse_file(&mut p, "iocs.txt", text).unwrap();
+        p
+    }
+
     fn parse(text: &str) -> Indicators {
-        Indicators::from_entries(parse_file("iocs.txt", text).unwrap())
+        Indicators::index(parsed(text))
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -789,7 +974,7 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        let e = parse_file("bad.txt", text).unwrap_err();
+        let e = parse_file(&mut Parsed::default(), "bad.txt", text).unwrap_err();
         assert_eq!(crate::error::exit_code_of(&e), exit::ERROR);
         e.to_string()
     }
@@ -799,8 +984,8 @@ mod tests {
         let text = "# pools\n\n203.0.113.7\n198.51.100.0/24   # a block\n2001:db8::/32\n\
                     192.0.2.1:4444\n[2001:db8::1]:3333\n:14444\npool.example.org\n\
                     pool.example.net:5555\n2001:db8::99\n";
-        let e = parse_file("iocs.txt", text).unwrap();
-        let targets: Vec<_> = e.iter().map(|i| i.target.clone()).collect();
+        let e = parsed(text);
+        let targets: Vec<_> = e.entries.iter().map(|i| i.target.clone()).collect();
         assert_eq!(
             targets,
             vec![
@@ -834,8 +1019,8 @@ mod tests {
             ]
         );
         // Text as written (without the comment), and FILE:LINE as source.
-        assert_eq!(e[1].text, "198.51.100.0/24");
-        assert_eq!(e[1].source, "iocs.txt:4");
+        assert_eq!(e.text(1), "198.51.100.0/24");
+        assert_eq!(e.source(1), "iocs.txt:4");
     }
 
     #[test]
@@ -857,18 +1042,19 @@ mod tests {
 
     #[test]
     fn built_in_list_parses_with_sources() {
-        let e = parse_built_in(DEFAULT_IOCS).unwrap();
-        assert!(e
-            .iter()
-            .all(|i| i.built_in && i.source.starts_with("built-in: ")));
-        let i = Indicators::from_entries(e);
+        let mut e = Parsed::default();
+        parse_built_in(&mut e, DEFAULT_IOCS).unwrap();
+        assert!(
+            (0..e.entries.len()).all(|i| e.built_in(i) && e.source(i).starts_with("built-in: "))
+        );
+        let i = Indicators::index(e);
         let m = i.match_connect(ip("127.0.0.2"), 3333).unwrap();
         assert!(m.port_only);
         assert_eq!(
             m.source,
             "built-in: Falco rules, list miner_ports (falcosecurity/rules)"
         );
-        assert!(i.entries.iter().any(
+        assert!(i.parsed.entries.iter().any(
             |e| matches!(&e.target, Target::Domain { name, .. } if name == "pool.supportxmr.com")
         ));
         assert!(i.match_connect(ip("127.0.0.2"), 443).is_none());
@@ -897,6 +1083,47 @@ mod tests {
         assert_eq!(port.source, "iocs.txt:6");
         // An address match wins over a port-only one.
         assert!(!i.match_connect(ip("203.0.113.7"), 14444).unwrap().port_only);
+    }
+
+    #[test]
+    fn the_most_specific_block_and_the_first_listed_address_win() {
+        let i = parse(
+            "10.0.0.0/8\n10.1.0.0/16\n10.1.2.3:80\n10.1.2.3\n10.1.2.3:443\n10.0.0.0/8\n\
+             2001:db8::/32\n2001:db8:1::/48\n::/0\n::1\n",
+        );
+        let hit = |a: &str, p| i.match_connect(ip(a), p).map(|m| (m.indicator, m.source));
+        let at = |text: &str, line: u32| Some((text.to_string(), format!("iocs.txt:{line}")));
+        assert_eq!(hit("10.1.9.9", 1), at("10.1.0.0/16", 2));
+        assert_eq!(hit("10.2.0.1", 1), at("10.0.0.0/8", 1));
+        // With and without a port, the line listed first wins.
+        assert_eq!(hit("10.1.2.3", 80), at("10.1.2.3:80", 3));
+        assert_eq!(hit("10.1.2.3", 443), at("10.1.2.3", 4));
+        assert_eq!(hit("10.1.2.3", 22), at("10.1.2.3", 4));
+        assert_eq!(hit("2001:db8:1::9", 1), at("2001:db8:1::/48", 8));
+        assert_eq!(hit("2001:db8:2::9", 1), at("2001:db8::/32", 7));
+        assert_eq!(hit("fe80::1", 1), at("::/0", 9));
+        assert_eq!(hit("::1", 1), at("::1", 10));
+        assert_eq!(hit("11.0.0.1", 1), None);
+    }
+
+    #[test]
+    fn a_large_feed_is_indexed_not_scanned() {
+        // 20,000 blocks and 20,000 addresses: each connect is a few lookups.
+        let mut text = String::new();
+        for n in 0..20_000u32 {
+            let [_, a, b, _] = (n << 8).to_be_bytes();
+            text.push_str(&format!("100.{a}.{b}.0/24\n172.16.{a}.{b}\n"));
+        }
+        let i = parse(&text);
+        assert_eq!(i.len(), 40_000);
+        assert_eq!(i.v4_nets.len(), 20_000);
+        let m = i.match_connect(ip("100.78.31.200"), 1).unwrap();
+        assert_eq!(m.indicator, "100.78.31.0/24");
+        assert!(i.match_connect(ip("100.78.32.1"), 1).is_none());
+        assert_eq!(
+            i.match_connect(ip("172.16.78.31"), 1).unwrap().indicator,
+            "172.16.78.31"
+        );
     }
 
     #[test]
@@ -938,7 +1165,7 @@ mod tests {
     #[test]
     fn a_long_bad_line_is_quoted_as_a_short_prefix() {
         let text = format!("{}\n", "x".repeat(10 << 20));
-        let e = parse_file("big.txt", &text).unwrap_err().to_string();
+        let e = parse_file(&mut Parsed::default(), "big.txt", &text).unwrap_err().to_string();
         assert!(e.len() < 600, "{} bytes", e.len());
         assert!(e.starts_with("big.txt:1: `xxxx") && e.contains("(10485760 bytes)"));
     }

@@ -114,6 +114,32 @@ pub struct AlertOut<'a> {
     pub reason: String,
     pub connect: &'a ConnectOut<'a>,
     pub kill_tree: Option<KillPlanSummary>,
+    /// Where the time went (only with the hidden `--timing` flag, for
+    /// `cargo xtask bench connect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<AlertTiming>,
+}
+
+/// Boot-time stamps and stage durations of one alert, in nanoseconds.
+/// With the connect's `ktime_ns` and the reader's arrival time they split
+/// connect-to-alert latency into its parts.
+#[derive(Serialize, Default, Clone, Copy, Debug)]
+pub struct AlertTiming {
+    /// When the reader woke to drain the ring buffer holding the record.
+    pub woken_ns: u64,
+    /// When the record was taken from the ring buffer and decoded.
+    pub handled_ns: u64,
+    /// Table lookup and ancestry.
+    pub ancestry_ns: u64,
+    /// Indicator match.
+    pub match_ns: u64,
+    /// The connect line built and written (JSON) to the buffer.
+    pub connect_out_ns: u64,
+    /// Kill-tree plan (and persistence, cached per program set).
+    pub plan_ns: u64,
+    /// When the alert line began to be written; the rest (JSON of the
+    /// alert, flush, pipe, reader) is the arrival time minus this.
+    pub alert_write_ns: u64,
 }
 
 #[derive(Serialize)]

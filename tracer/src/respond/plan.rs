@@ -404,7 +404,6 @@ fn subtree_top_down<'t>(
     top: &'t Process,
     self_chain: &HashSet<ProcessId>,
 ) -> Vec<&'t Process> {
-    let children = table.children_index();
     let mut out = Vec::new();
     let mut stack = vec![top];
     let mut seen = HashSet::new();
@@ -417,9 +416,8 @@ fn subtree_top_down<'t>(
         if p.exited_at_ns.is_none() {
             out.push(p);
         }
-        if let Some(kids) = children.get(&p.id()) {
-            stack.extend(kids.iter().rev());
-        }
+        let kids: Vec<&Process> = table.children_of(&p.id()).collect();
+        stack.extend(kids.into_iter().rev());
     }
     out
 }

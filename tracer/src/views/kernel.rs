@@ -121,13 +121,25 @@ fn running_processes_for(kernel: &mut Kernel, wanted: Option<&HashSet<u32>>) -> 
         }
         set
     });
-    let mut processes: Vec<Process> = grouped
-        .values()
-        .map(|k| match &enrich {
-            Some(e) if !e.contains(&k.tgid) => k.to_process(),
-            _ => with_proc_details(k),
-        })
-        .collect();
+    let kernel_processes: Vec<&KernelProcess> = grouped.values().collect();
+    let describe = |k: &KernelProcess| match &enrich {
+        Some(e) if !e.contains(&k.tgid) => k.to_process(),
+        _ => with_proc_details(k),
+    };
+    // Three /proc reads per process dominate start-up on a big host: spread
+    // them over the cores (each process is read on its own; order is kept).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = kernel_processes.len().div_ceil(workers).max(1);
+    let mut processes: Vec<Process> = std::thread::scope(|s| {
+        let parts: Vec<_> = kernel_processes
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().map(|k| describe(k)).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
     let known: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
     let pids = crate::proc::list_pids().unwrap_or_default();
     processes.extend(
@@ -142,7 +154,8 @@ fn running_processes_for(kernel: &mut Kernel, wanted: Option<&HashSet<u32>>) -> 
 /// when /proc agrees on its identity.
 pub fn with_proc_details(k: &KernelProcess) -> Process {
     let mut p = k.to_process();
-    if crate::proc::start_ticks(k.tgid) == Some(k.start_ticks) {
+    // Kernel threads have neither: skip the reads.
+    if !p.kernel_thread && crate::proc::start_ticks(k.tgid) == Some(k.start_ticks) {
         p.exe = crate::proc::read_exe(k.tgid);
         p.cmdline = crate::proc::read_cmdline(k.tgid);
     }

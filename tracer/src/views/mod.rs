@@ -11,11 +11,12 @@
 //! `host` holds what turns a process record into evidence (user names,
 //! wall-clock start times, parent chains).
 //!
-//! A [`Snapshot`] takes them all, in an order that lets the detector tell a
-//! lie from a race: the reference views (K, then P) first, the views that
-//! may lie (L, S) after them, so a PID in a reference view and missing from
-//! a later view either exited in between or is hidden — which the detector
-//! then settles by probing that PID again.
+//! A [`Snapshot`] takes them all at the same time: the helpers of L and S
+//! (child processes, `ps` the slowest of all) start first, and K, P and D
+//! are taken while they run, so a scan costs about one `ps` run. A PID in a
+//! reference view (K, P) and missing from another either came or went in
+//! between or is hidden, which the detector then settles by asking the
+//! lying layer again and probing that PID (the only serial pass).
 pub mod host;
 pub mod kernel;
 pub mod libc_readdir;
@@ -61,7 +62,7 @@ pub struct Snapshot {
     pub proc_mounts: Result<Vec<ProcMount>, String>,
     /// PIDs of tracer itself and the helpers it ran for this snapshot.
     pub own_pids: BTreeSet<u32>,
-    /// How long each view took, by letter (L, S and D run side by side).
+    /// How long each view took, by letter (all run side by side).
     pub took: BTreeMap<&'static str, Duration>,
 }
 
@@ -76,65 +77,24 @@ impl Snapshot {
     /// Takes every view. `kernel` is the already loaded kernel side, or the
     /// reason the kernel view is skipped.
     pub fn take(kernel: &mut Result<crate::kernel::Kernel, String>) -> Result<Snapshot> {
-        let mut took = BTreeMap::new();
-        let (kernel_view, k_time) = timed(|| match kernel {
-            Ok(k) => KernelView::take(k),
-            Err(why) => KernelView::Skipped(why.clone()),
-        });
-        took.insert("K", k_time);
-        let (proc_pids, p_time) = timed(crate::proc::list_pids);
-        let proc_pids: BTreeSet<u32> = proc_pids
-            .context("listing /proc with getdents64")?
-            .into_iter()
-            .collect();
-        took.insert("P", p_time);
-        let mut to_probe: BTreeSet<u32> = proc_pids.clone();
-        if let KernelView::Used(k) = &kernel_view {
-            to_probe.extend(k.keys().copied());
-        }
-        let to_probe: Vec<u32> = to_probe.into_iter().collect();
-
-        // L and S each wait on a child process; D is CPU-bound on /proc
-        // reads. Run them side by side.
-        let ((libc, l_time), (ps, s_time), (probes, d_time)) = std::thread::scope(|s| {
-            let libc = s.spawn(|| timed(LibcListing::take));
-            let ps = s.spawn(|| {
-                timed(|| {
-                    ps::programs()
-                        .into_iter()
-                        .map(|p| PsListing::take(&p))
-                        .collect::<Vec<_>>()
-                })
-            });
-            let probes = timed(|| probes::probe_all(&to_probe));
-            (
-                libc.join().unwrap_or_else(|_| {
-                    (
-                        Err("the libc listing thread panicked".into()),
-                        Duration::ZERO,
-                    )
-                }),
-                ps.join().unwrap_or_default(),
-                probes,
-            )
-        });
-        took.extend([("L", l_time), ("S", s_time), ("D", d_time)]);
-        let mut own_pids = BTreeSet::from([std::process::id()]);
-        own_pids.extend(libc.as_ref().ok().map(|l| l.helper_pid));
-        own_pids.extend(ps.iter().filter_map(|p| p.helper_pid));
-        Ok(Snapshot {
-            kernel: kernel_view,
-            proc_pids,
-            libc,
-            ps,
-            probes,
-            proc_mounts: mounts::proc_pid_mounts()
-                .map_err(|e| format!("reading /proc/self/mountinfo: {e}")),
-            own_pids,
-            took,
-        })
+        Snapshot::start().finish(kernel)
     }
 
+    /// Starts the views that wait on helper processes (L, S), so that the
+    /// caller can load the kernel side meanwhile; [`Started::finish`] takes
+    /// the rest.
+    pub fn start() -> Started {
+        let libc = std::thread::spawn(|| timed(LibcListing::take));
+        let ps = std::thread::spawn(|| {
+            timed(|| {
+                ps::programs()
+                    .into_iter()
+                    .map(|p| PsListing::take(&p))
+                    .collect::<Vec<_>>()
+            })
+        });
+        Started { libc, ps }
+    }
     /// The best record of a process: /proc's (it has exe and arguments)
     /// when /proc answered for this very PID, else the kernel's.
     pub fn process(&self, pid: u32) -> Option<Process> {
@@ -155,6 +115,66 @@ impl Snapshot {
         pids.into_iter()
             .filter_map(|pid| self.process(pid))
             .collect()
+    }
+}
+
+/// A snapshot whose helper views (L, S) are running.
+pub struct Started {
+    libc: std::thread::JoinHandle<(Result<LibcListing, String>, Duration)>,
+    ps: std::thread::JoinHandle<(Vec<PsListing>, Duration)>,
+}
+
+impl Started {
+    /// Takes K, P and D (CPU-bound /proc reads) on this thread while the
+    /// helpers run, then collects them. `kernel` is the loaded kernel side,
+    /// or the reason the kernel view is skipped.
+    pub fn finish(self, kernel: &mut Result<crate::kernel::Kernel, String>) -> Result<Snapshot> {
+        let (kernel_view, k_time) = timed(|| match kernel {
+            Ok(k) => KernelView::take(k),
+            Err(why) => KernelView::Skipped(why.clone()),
+        });
+        let (proc_pids, p_time) = timed(crate::proc::list_pids);
+        let mut to_probe: BTreeSet<u32> = BTreeSet::new();
+        if let Ok(pids) = &proc_pids {
+            to_probe.extend(pids);
+        }
+        if let KernelView::Used(k) = &kernel_view {
+            to_probe.extend(k.keys().copied());
+        }
+        let to_probe: Vec<u32> = to_probe.into_iter().collect();
+        let (probes, d_time) = timed(|| probes::probe_all(&to_probe));
+        let proc_mounts =
+            mounts::proc_pid_mounts().map_err(|e| format!("reading /proc/self/mountinfo: {e}"));
+        let (libc, l_time) = self.libc.join().unwrap_or_else(|_| {
+            (
+                Err("the libc listing thread panicked".into()),
+                Duration::ZERO,
+            )
+        });
+        let (ps, s_time) = self.ps.join().unwrap_or_default();
+        let proc_pids: BTreeSet<u32> = proc_pids
+            .context("listing /proc with getdents64")?
+            .into_iter()
+            .collect();
+        let mut own_pids = BTreeSet::from([std::process::id()]);
+        own_pids.extend(libc.as_ref().ok().map(|l| l.helper_pid));
+        own_pids.extend(ps.iter().filter_map(|p| p.helper_pid));
+        Ok(Snapshot {
+            kernel: kernel_view,
+            proc_pids,
+            libc,
+            ps,
+            probes,
+            proc_mounts,
+            own_pids,
+            took: BTreeMap::from([
+                ("K", k_time),
+                ("P", p_time),
+                ("L", l_time),
+                ("S", s_time),
+                ("D", d_time),
+            ]),
+        })
     }
 }
 

@@ -7,42 +7,117 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
 
-use super::{median, tail, timed, verdict, Proc};
+use super::{tail, timed, verdict, Proc};
 
+/// Extra processes the scans run beside; the bars are at PROCS.
+const SIZES: [usize; 3] = [1_000, PROCS, 30_000];
 const PROCS: usize = 10_000;
+const MAX_PS_RATIO: f64 = 1.25;
+const MAX_GROWTH: f64 = 1.15;
 const TRACER_RUNS: usize = 3;
 const TRACER_CAP: Duration = Duration::from_secs(60);
 const UNHIDE_TESTS: [&str; 4] = ["procall", "procfs", "sys", "brute"];
 const UNHIDE_CAP: Duration = Duration::from_secs(120);
-const MAX_SCAN_SECS: f64 = 1.0;
 
 pub fn run(tracer: &Path) -> Result<bool> {
     let dir = crate::scratch("bench/hidden")?;
-    make_room(PROCS + 2_000)?;
-    let mut sleepers = Proc::spawn(
-        "sleepers",
-        Command::new(crate::self_exe())
-            .args(["__sleepers", &PROCS.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    )?;
-    let mut ready = String::new();
-    BufReader::new(sleepers.child.stdout.take().unwrap()).read_line(&mut ready)?;
-    ensure!(
-        ready.trim() == "ready",
-        "could not start {PROCS} sleeping processes"
-    );
-    println!(
-        "bench hidden: {PROCS} extra sleeping processes, {} processes in all",
-        count_processes()
-    );
+    let mut failures = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut sleepers = Vec::new();
+    let mut started = 0;
+    let mut unhide = Vec::new();
+    for size in SIZES {
+        sleepers.push(Sleepers::start(size - started)?);
+        started = size;
+        let row = scan(tracer, &dir, size)?;
+        if size == PROCS {
+            unhide = unhide_runs(&dir)?;
+        }
+        rows.push(row);
+    }
+    for s in sleepers {
+        s.stop()?;
+    }
 
-    let mut tracer_secs = Vec::new();
+    println!();
+    println!(
+        "{:>8} {:>10} {:>9} {:>9} {:>30} {:>12}",
+        "extra", "processes", "hidden s", "ps in it", "views ms (K P L S D)", "ms/1000 proc"
+    );
+    for r in &rows {
+        println!(
+            "{:>8} {:>10} {:>9.3} {:>9.3} {:>30} {:>12.1}",
+            r.size,
+            r.processes,
+            r.secs,
+            r.ps_secs,
+            r.views,
+            r.secs * 1e6 / r.processes as f64
+        );
+    }
+    let at = |size: usize| rows.iter().find(|r| r.size == size);
+    if let Some(r) = at(PROCS) {
+        let ratio = r.secs / r.ps_secs;
+        println!("hidden / the ps run it contains, at {PROCS}: {ratio:.2}x");
+        if ratio.is_nan() || ratio > MAX_PS_RATIO {
+            failures.push(format!("hidden took {ratio:.2}x its ps run at {PROCS}"));
+        }
+        for (test, secs) in &unhide {
+            let (shown, ratio) = match secs {
+                Some(s) => (format!("{s:.3} s"), format!("{:.4}", r.secs / s)),
+                None => (
+                    format!("> {} s (cap)", UNHIDE_CAP.as_secs()),
+                    format!("< {:.4}", r.secs / UNHIDE_CAP.as_secs_f64()),
+                ),
+            };
+            println!("  unhide {test:<8} {shown:>12}   tracer/unhide {ratio}");
+            if secs.is_some_and(|s| s <= r.secs) {
+                failures.push(format!("unhide {test} was as fast"));
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (at(PROCS), at(SIZES[SIZES.len() - 1])) {
+        // Per process, the larger host may cost at most 15% more (noise).
+        let growth = (b.secs / b.processes as f64) / (a.secs / a.processes as f64);
+        println!(
+            "cost per process, {} vs {PROCS} extra: {growth:.2}x (1.00 = linear)",
+            b.size
+        );
+        if growth > MAX_GROWTH {
+            failures.push(format!("per-process cost grew {growth:.2}x"));
+        }
+    }
+    Ok(verdict(
+        "bench hidden",
+        &format!(
+            "at {PROCS} extra processes: <= {MAX_PS_RATIO}x its ps run, faster \
+             than every unhide test; growth to {} no worse than linear (+15%)",
+            SIZES[SIZES.len() - 1]
+        ),
+        &failures,
+    ))
+}
+
+struct Row {
+    size: usize,
+    processes: usize,
+    /// Median wall time of `tracer hidden --json`.
+    secs: f64,
+    /// The S view's time in that run.
+    ps_secs: f64,
+    views: String,
+}
+
+/// `tracer hidden --json` TRACER_RUNS times; the median run.
+fn scan(tracer: &Path, dir: &Path, size: usize) -> Result<Row> {
+    let processes = count_processes();
+    println!("bench hidden: {size} extra sleeping processes, {processes} processes in all");
+    let mut runs = Vec::new();
     for i in 1..=TRACER_RUNS {
-        let out = dir.join(format!("tracer-{i}.out"));
+        let out = dir.join(format!("tracer-{size}-{i}.json"));
         let t = timed(
             "tracer hidden",
-            Command::new(tracer).arg("hidden"),
+            Command::new(tracer).args(["hidden", "--json"]),
             &out,
             TRACER_CAP,
         )?;
@@ -53,65 +128,42 @@ pub fn run(tracer: &Path) -> Result<bool> {
             t.status,
             tail(&out.with_extension("err"))
         );
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)
+            .with_context(|| format!("reading {}", out.display()))?;
+        let ms = |v: &str| report["views"][v]["ms"].as_f64().unwrap_or(f64::NAN);
+        let views = ["K", "P", "L", "S", "D"]
+            .map(|v| format!("{:.0}", ms(v)))
+            .join(" ");
         let note = if code == Some(1) {
             format!(" (exit 1: findings, see {})", out.display())
         } else {
             String::new()
         };
-        println!("  tracer hidden run {i}: {:.3} s{note}", t.secs);
-        tracer_secs.push(t.secs);
+        println!("  run {i}: {:.3} s, views ms {views}{note}", t.secs);
+        runs.push((t.secs, ms("S") / 1e3, views));
     }
-    let tracer = median(&tracer_secs);
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (secs, ps_secs, views) = runs.swap_remove(runs.len() / 2);
+    Ok(Row {
+        size,
+        processes,
+        secs,
+        ps_secs,
+        views,
+    })
+}
 
+fn unhide_runs(dir: &Path) -> Result<Vec<(&'static str, Option<f64>)>> {
     let mut unhide = Vec::new();
     for test in UNHIDE_TESTS {
         let out = dir.join(format!("unhide-{test}.out"));
         let t = timed("unhide", Command::new("unhide").arg(test), &out, UNHIDE_CAP)?;
-        let secs = t.status.map(|_| t.secs);
-        println!(
-            "  unhide {test}: {}",
-            secs.map_or(format!("> {} s (cap)", UNHIDE_CAP.as_secs()), |s| format!(
-                "{s:.3} s"
-            ))
-        );
-        unhide.push((test, secs));
+        unhide.push((test, t.status.map(|_| t.secs)));
     }
-
-    // Close the helper's stdin: it kills and reaps its children.
-    drop(sleepers.child.stdin.take());
-    if sleepers.wait_timeout(Duration::from_secs(60))?.is_none() {
-        println!("  sleepers helper did not finish: killing its group");
-    }
-    drop(sleepers);
-
-    println!();
-    println!("{:<16} {:>10} {:>14}", "scan", "seconds", "tracer/other");
-    println!("{:<16} {tracer:>10.3} {:>14}", "tracer (median)", "-");
-    let mut failures = Vec::new();
-    if tracer >= MAX_SCAN_SECS {
-        failures.push(format!("tracer scan {tracer:.3} s >= {MAX_SCAN_SECS} s"));
-    }
-    for (test, secs) in unhide {
-        let (shown, ratio) = match secs {
-            Some(s) => (format!("{s:.3}"), format!("{:.3}", tracer / s)),
-            None => (
-                format!("> {}", UNHIDE_CAP.as_secs()),
-                format!("< {:.4}", tracer / UNHIDE_CAP.as_secs_f64()),
-            ),
-        };
-        println!("{:<16} {shown:>10} {ratio:>14}", format!("unhide {test}"));
-        if secs.is_some_and(|s| s <= tracer) {
-            failures.push(format!("unhide {test} was as fast"));
-        }
-    }
-    Ok(verdict(
-        "bench hidden",
-        &format!("full scan < {MAX_SCAN_SECS} s at {PROCS} extra processes and faster than every unhide test"),
-        &failures,
-    ))
+    Ok(unhide)
 }
 
-fn count_processes() -> usize {
+pub fn count_processes() -> usize {
     std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -151,6 +203,39 @@ pub fn make_room(extra: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `count` idle processes beside the bench (children of one helper), gone
+/// when dropped.
+pub struct Sleepers(Proc);
+
+impl Sleepers {
+    pub fn start(count: usize) -> Result<Sleepers> {
+        make_room(count + 2_000)?;
+        let mut helper = Proc::spawn(
+            "sleepers",
+            Command::new(crate::self_exe())
+                .args(["__sleepers", &count.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )?;
+        let mut ready = String::new();
+        BufReader::new(helper.child.stdout.take().unwrap()).read_line(&mut ready)?;
+        ensure!(
+            ready.trim() == "ready",
+            "could not start {count} sleeping processes"
+        );
+        Ok(Sleepers(helper))
+    }
+
+    /// Closes the helper's stdin: it kills and reaps its children.
+    pub fn stop(mut self) -> Result<()> {
+        drop(self.0.child.stdin.take());
+        if self.0.wait_timeout(Duration::from_secs(60))?.is_none() {
+            println!("  sleepers helper did not finish: killing its group");
+        }
+        Ok(())
+    }
 }
 
 /// Helper process: forks `count` children that pause, prints `ready`, and

@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod exec;
 pub mod hidden;
+pub mod ioc;
 pub mod net;
 
 use std::fs::File;
@@ -41,6 +42,7 @@ enum Which {
     Hidden,
     Connect,
     Net,
+    Ioc,
     All,
 }
 
@@ -68,6 +70,7 @@ pub fn run(args: &Args) -> Result<u8> {
     bench(Which::Hidden, "hidden", &|| hidden::run(&tracer));
     bench(Which::Connect, "connect", &|| connect::run(&tracer));
     bench(Which::Net, "net", &|| net::run(&tracer));
+    bench(Which::Ioc, "ioc", &|| ioc::run(&tracer));
     let mut all_pass = true;
     for (name, result) in &verdicts {
         let verdict = match result {
@@ -314,8 +317,17 @@ pub fn boottime_ns() -> u64 {
 
 /// Peak resident set (VmHWM) of a live process, in KiB.
 pub fn vm_hwm_kib(pid: i32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set (VmRSS) of a live process, in KiB.
+pub fn vm_rss_kib(pid: i32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: i32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

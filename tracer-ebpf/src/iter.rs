@@ -9,7 +9,7 @@ use crate::{maps, task};
 /// `struct bpf_iter_meta`: only the seq_file pointer is used.
 #[repr(C)]
 pub struct IterMeta {
-    seq: *mut aya_ebpf::bindings::seq_file,
+    pub seq: *mut aya_ebpf::bindings::seq_file,
     session_id: u64,
     seq_num: u64,
 }

@@ -7,13 +7,16 @@ use anyhow::Result;
 
 use crate::{
     cli::HiddenArgs,
-    detect::{hidden, masquerade},
+    detect::{self, hidden, masquerade},
     error::{exit, UserError},
     kernel::Kernel,
     model::Finding,
-    output::findings::{self, Report, ViewSummary},
+    output::{
+        findings::{self, Report, ViewSummary},
+        kernel::KernelSection,
+    },
     table::ProcessTable,
-    views::{host::Host, Snapshot},
+    views::{host::Host, kernel_hooks::KernelInput, Snapshot},
 };
 
 /// Views in the order the summary line names them.
@@ -22,6 +25,12 @@ const VIEW_ORDER: &[&str] = &["K", "P", "L", "S", "S2", "D"];
 pub fn run(args: HiddenArgs) -> Result<i32> {
     let started = Instant::now();
     let mut kernel = load_kernel(&args);
+    // The kernel checks need tracer's programs only briefly; the rest
+    // (kallsyms, tracefs, bpf syscalls) runs beside the process views.
+    let kernel_checks = (!args.no_kernel_checks).then(|| {
+        let input = KernelInput::collect(kernel.as_mut().map_err(|why| why.as_str()));
+        std::thread::spawn(move || input.finish())
+    });
     let snap = Snapshot::take(&mut kernel)?;
     let host = Host::load();
     let mut table = ProcessTable::new();
@@ -35,6 +44,12 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     let mut found = hidden::findings(&confirmed, &snap, &table, &host);
     found.extend(masquerade::detect(&snap, &table, &host));
     sort_findings(&mut found);
+    let kernel_state = kernel_checks.map(|t| t.join().unwrap_or_default());
+    let mut kernel_found = match &kernel_state {
+        Some(state) => detect::kernel::link(detect::kernel::detect(state), &mut found),
+        None => Vec::new(),
+    };
+    sort_findings(&mut kernel_found);
 
     let report = Report {
         views: view_summaries(&snap),
@@ -44,6 +59,10 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         },
         elapsed_ms: started.elapsed().as_millis() as u64,
         findings: &found,
+        kernel: kernel_state.as_ref().map(|state| KernelSection {
+            findings: &kernel_found,
+            state,
+        }),
     };
     let mut out = io::stdout().lock();
     if args.json {
@@ -51,7 +70,7 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     } else {
         findings::write_human(&mut out, &report, VIEW_ORDER)?;
     }
-    Ok(if found.is_empty() {
+    Ok(if found.is_empty() && kernel_found.is_empty() {
         exit::OK
     } else {
         exit::FINDINGS

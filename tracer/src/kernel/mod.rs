@@ -1,6 +1,8 @@
 //! Kernel side of tracer: loads the embedded eBPF object with offsets
 //! resolved from BTF, chooses and attaches hooks, runs the task iterator,
 //! and hands out the event ring buffer and the loss counters.
+pub mod bpf_files;
+pub mod bpf_sys;
 pub mod events;
 pub mod offsets;
 
@@ -13,7 +15,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use serde::Serialize;
-use tracer_common::{TaskRecord, LOST_SLOTS};
+use tracer_common::{BpfFileRecord, TaskRecord, LOST_SLOTS};
 
 use crate::error::UserError;
 
@@ -36,6 +38,9 @@ pub struct Kernel {
     /// released once they are loaded (see `release_btf`), as it is large.
     btf: Option<Btf>,
     pub hooks: Vec<HookChoice>,
+    /// Why the BPF-file iterator is not available, if it is not: the rest
+    /// of tracer works without it.
+    bpf_files_unavailable: Option<String>,
 }
 
 /// CAP_PERFMON (38) and CAP_BPF (39), or CAP_SYS_ADMIN (21) which implies both.
@@ -75,6 +80,9 @@ impl Kernel {
         let btf_rs = offsets::load_vmlinux_btf()?;
         let offsets =
             offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
+        // Not fatal: without these offsets only the BPF-file iterator is lost.
+        let bpf_file_offsets = bpf_files::resolve(&btf_rs, std::process::id());
+        let bpf_file_globals = bpf_file_offsets.as_ref().copied().unwrap_or_default();
         drop(btf_rs);
         // EbpfLoader::new() parses the kernel BTF on its own; drop that copy
         // before parsing the one we keep, so only one (~20 MB) is ever held.
@@ -95,6 +103,7 @@ impl Kernel {
         let ebpf = loader
             .btf(Some(&btf))
             .set_global("OFFSETS", &offsets, true)
+            .set_global("BPF_FILE_OFFSETS", &bpf_file_globals, true)
             .load(EBPF_OBJECT)
             .context("loading tracer's eBPF object")?;
         drop(loader);
@@ -102,8 +111,14 @@ impl Kernel {
             ebpf,
             btf: Some(btf),
             hooks: Vec::new(),
+            bpf_files_unavailable: None,
         };
         kernel.load_task_iterator()?;
+        let bpf_files = bpf_file_offsets
+            .and_then(|_| kernel.load_bpf_files_iterator());
+        if let Err(e) = bpf_files {
+            kernel.bpf_files_unavailable = Some(format!("{e:#}"));
+        }
         Ok(kernel)
     }
 
@@ -127,6 +142,17 @@ impl Kernel {
             .context("task iterator missing from object")?
             .try_into()?;
         iter.load("task", btf).context("loading the task iterator")
+    }
+
+    fn load_bpf_files_iterator(&mut self) -> Result<()> {
+        let Kernel { ebpf, btf, .. } = self;
+        let btf = btf.as_ref().context(BTF_RELEASED)?;
+        let iter: &mut Iter = ebpf
+            .program_mut("bpf_files_iter")
+            .context("BPF-file iterator missing from object")?
+            .try_into()?;
+        iter.load("task_file", btf)
+            .context("loading the BPF-file iterator")
     }
 
     fn tp_btf(&mut self, prog: &str, tracepoint: &str) -> Result<()> {
@@ -233,26 +259,64 @@ impl Kernel {
     /// Every task the kernel has right now, threads included, from the
     /// `iter/task` program. Does not look at /proc at all.
     pub fn tasks(&mut self) -> Result<Vec<TaskRecord>> {
+        let bytes = self.run_iterator("task_iter")?;
+        Ok(events::decode_task_records(&bytes))
+    }
+
+    /// Every BPF program, link and perf event any process holds open, and
+    /// the function pointers behind tracer's own open files, from the
+    /// `iter/task_file` program.
+    pub fn bpf_files(&mut self) -> Result<Vec<BpfFileRecord>> {
+        if let Some(why) = &self.bpf_files_unavailable {
+            anyhow::bail!("the BPF-file iterator did not load: {why}");
+        }
+        let bytes = self.run_iterator("bpf_files_iter")?;
+        Ok(bpf_files::decode(&bytes))
+    }
+
+    /// Ids of the programs this process loaded.
+    pub fn own_program_ids(&self) -> Vec<u32> {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
+            .collect()
+    }
+
+    /// Names of the programs in tracer's object, as the kernel keeps them
+    /// (at most 15 bytes).
+    pub fn program_names(&self) -> Vec<String> {
+        self.ebpf
+            .programs()
+            .map(|(name, _)| name.chars().take(15).collect())
+            .collect()
+    }
+
+    /// Attaches iterator program `name` once and reads all it writes.
+    fn run_iterator(&mut self, name: &str) -> Result<Vec<u8>> {
         let iter: &mut Iter = self
             .ebpf
-            .program_mut("task_iter")
-            .context("task iterator missing from object")?
+            .program_mut(name)
+            .with_context(|| format!("{name} missing from object"))?
             .try_into()?;
-        let link_id = iter.attach().context("attaching the task iterator")?;
+        let link_id = iter.attach().with_context(|| format!("attaching {name}"))?;
         let link = iter.take_link(link_id)?;
-        let mut file = link.into_file().context("creating the task iterator")?;
+        let mut file = link
+            .into_file()
+            .with_context(|| format!("creating {name}"))?;
         // Read in large chunks: a read smaller than one record makes the
         // kernel's seq_file drop the rest of that record.
         let mut bytes = Vec::with_capacity(256 * 1024);
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            let n = file.read(&mut chunk).context("reading the task iterator")?;
+            let n = file
+                .read(&mut chunk)
+                .with_context(|| format!("reading {name}"))?;
             if n == 0 {
                 break;
             }
             bytes.extend_from_slice(&chunk[..n]);
         }
-        Ok(events::decode_task_records(&bytes))
+        Ok(bytes)
     }
 
     /// The ring buffer every event arrives through.

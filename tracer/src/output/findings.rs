@@ -32,6 +32,10 @@ pub struct Report<'a> {
     pub kernel_view: String,
     pub elapsed_ms: u64,
     pub findings: &'a [Finding],
+    /// Kernel-layer findings and checks (BPF programs, hooks, modules);
+    /// absent when they were not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<super::kernel::KernelSection<'a>>,
 }
 
 pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
@@ -42,6 +46,9 @@ pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
 /// The findings, then a note for each missing view, then one summary line.
 pub fn write_human(w: &mut impl Write, report: &Report, view_order: &[&str]) -> io::Result<()> {
     write_findings(w, report.findings)?;
+    if let Some(k) = &report.kernel {
+        super::kernel::write_human(w, k)?;
+    }
     if let Some(why) = report.kernel_view.strip_prefix("skipped: ") {
         writeln!(w, "kernel view skipped: {why}")?;
     }
@@ -115,6 +122,7 @@ mod tests {
             kernel_view: "skipped: not root".into(),
             elapsed_ms: 42,
             findings,
+            kernel: None,
         }
     }
 

@@ -16,8 +16,11 @@
 //! may lie (L, S) after them, so a PID in a reference view and missing from
 //! a later view either exited in between or is hidden — which the detector
 //! then settles by probing that PID again.
+pub mod bpf;
 pub mod host;
+pub mod kallsyms;
 pub mod kernel;
+pub mod kernel_hooks;
 pub mod libc_readdir;
 pub mod mounts;
 pub mod net;

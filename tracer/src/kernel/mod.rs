@@ -114,8 +114,7 @@ impl Kernel {
             bpf_files_unavailable: None,
         };
         kernel.load_task_iterator()?;
-        let bpf_files = bpf_file_offsets
-            .and_then(|_| kernel.load_bpf_files_iterator());
+        let bpf_files = bpf_file_offsets.and_then(|_| kernel.load_bpf_files_iterator());
         if let Err(e) = bpf_files {
             kernel.bpf_files_unavailable = Some(format!("{e:#}"));
         }

@@ -240,3 +240,35 @@ fn pinned_program_held_by_no_process_is_reported_with_its_pin() {
         .unwrap()
         .contains(&pin.display().to_string()));
 }
+
+#[test]
+fn status_lists_bpf_programs_that_are_not_tracers() {
+    if !running_as_root("kernel_status") {
+        return;
+    }
+    let bt = bpftrace("tracepoint:syscalls:sys_enter_getpgid { @n = count(); }");
+    let id = held_program_id(bt.pid());
+    let r = run(&mut tracer(&["status", "--json"]), LIMIT);
+    let status = r.json();
+    let programs = status["bpf_programs"].as_array().unwrap();
+    let mine = programs
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap_or_else(|| panic!("program {id} not listed:\n{}", r.describe()));
+    assert_eq!(mine["attach"][0], "tracepoint/sys_enter_getpgid");
+    assert_eq!(mine["owners"][0]["pid"], bt.pid());
+    assert!(
+        programs.iter().all(|p| p["tracer_own"] == false),
+        "status lists only programs that are not tracer's"
+    );
+    let human = run(&mut tracer(&["status"]), LIMIT);
+    assert!(
+        human
+            .stdout
+            .lines()
+            .any(|l| l.contains(&format!("prog {id} "))
+                && l.contains(&format!("{}(bpftrace)", bt.pid()))),
+        "{}",
+        human.describe()
+    );
+}

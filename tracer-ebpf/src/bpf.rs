@@ -133,3 +133,29 @@ pub extern "C" fn bpf_files_iter(ctx: *const IterTaskFileCtx) -> i32 {
     }
     0
 }
+
+/// `struct bpf_iter__bpf_prog`.
+#[repr(C)]
+pub struct IterBpfProgCtx {
+    meta: *const IterMeta,
+    prog: *const u8,
+}
+
+/// `iter/bpf_prog`: the id of every program the kernel has, from its own
+/// program table rather than the `bpf(2)` id listing that a rootkit can
+/// doctor, so user space can diff the two.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/bpf_prog")]
+pub extern "C" fn bpf_progs_iter(ctx: *const IterBpfProgCtx) -> i32 {
+    unsafe {
+        let prog = core::ptr::read_volatile(&(*ctx).prog);
+        let seq = (*(*ctx).meta).seq;
+        if prog.is_null() {
+            return 0;
+        }
+        let off: BpfFileOffsets = core::ptr::read_volatile(&BPF_FILE_OFFSETS);
+        let id: u32 = task::read_at(task::read_ptr(prog, off.prog_aux), off.prog_aux_id);
+        bpf_seq_write(seq, &id as *const u32 as *const _, 4);
+    }
+    0
+}

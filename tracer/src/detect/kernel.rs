@@ -200,6 +200,13 @@ fn hook_finding(h: &FtraceHook) -> (Finding, Vec<Hides>) {
 fn program_finding(p: &BpfProgram) -> Option<(Finding, Vec<Hides>)> {
     let mut reasons: Vec<(Severity, &str, String)> = Vec::new();
     let mut hides = Vec::new();
+    if p.unlisted {
+        reasons.push((
+            Severity::Critical,
+            "bpf-hidden-program",
+            "the kernel's program table (iter/bpf_prog) or a holder's fd shows it, the bpf(2) id listing does not: something doctors the listing".into(),
+        ));
+    }
     for (helper, why) in DANGEROUS_HELPERS {
         if p.helpers.iter().any(|h| h == helper) {
             reasons.push((
@@ -419,6 +426,18 @@ mod tests {
         assert_eq!(
             (f.kind.as_str(), f.severity),
             ("bpf-dangerous-helper", Severity::High)
+        );
+    }
+
+    #[test]
+    fn program_missing_from_the_id_listing_is_critical() {
+        let mut p = prog();
+        p.attach = vec!["tracepoint/sched_switch".into()];
+        p.unlisted = true;
+        let (f, _) = program_finding(&p).unwrap();
+        assert_eq!(
+            (f.kind.as_str(), f.severity),
+            ("bpf-hidden-program", Severity::Critical)
         );
     }
 

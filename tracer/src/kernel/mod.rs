@@ -146,12 +146,18 @@ impl Kernel {
     fn load_bpf_files_iterator(&mut self) -> Result<()> {
         let Kernel { ebpf, btf, .. } = self;
         let btf = btf.as_ref().context(BTF_RELEASED)?;
-        let iter: &mut Iter = ebpf
-            .program_mut("bpf_files_iter")
-            .context("BPF-file iterator missing from object")?
-            .try_into()?;
-        iter.load("task_file", btf)
-            .context("loading the BPF-file iterator")
+        for (name, target) in [
+            ("bpf_files_iter", "task_file"),
+            ("bpf_progs_iter", "bpf_prog"),
+        ] {
+            let iter: &mut Iter = ebpf
+                .program_mut(name)
+                .with_context(|| format!("{name} missing from object"))?
+                .try_into()?;
+            iter.load(target, btf)
+                .with_context(|| format!("loading the iter/{target} program"))?;
+        }
+        Ok(())
     }
 
     fn tp_btf(&mut self, prog: &str, tracepoint: &str) -> Result<()> {
@@ -271,6 +277,18 @@ impl Kernel {
         }
         let bytes = self.run_iterator("bpf_files_iter")?;
         Ok(bpf_files::decode(&bytes))
+    }
+
+    /// The id of every BPF program, from the kernel's `iter/bpf_prog`.
+    pub fn bpf_prog_ids(&mut self) -> Result<Vec<u32>> {
+        if let Some(why) = &self.bpf_files_unavailable {
+            anyhow::bail!("the BPF iterators did not load: {why}");
+        }
+        let bytes = self.run_iterator("bpf_progs_iter")?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+            .collect())
     }
 
     /// Ids of the programs this process loaded.

@@ -50,6 +50,10 @@ pub struct BpfProgram {
     pub pins: Vec<PathBuf>,
     /// Loaded by tracer (this run or another running tracer).
     pub tracer_own: bool,
+    /// In the kernel's program table but left out of the `bpf(2)` id
+    /// listing (`BPF_PROG_GET_NEXT_ID`) that bpftool and tracer read: the
+    /// listing is being doctored.
+    pub unlisted: bool,
 }
 
 /// Everything the inventory saw, plus what it could not check.
@@ -95,12 +99,19 @@ impl BpfInventory {
     /// `own` the ids and names of tracer's programs; `ksyms` names helpers.
     pub fn take(
         files: Result<Vec<BpfFileRecord>, String>,
+        kernel_ids: Result<Vec<u32>, String>,
         own: &OwnPrograms,
         ksyms: Option<&Kallsyms>,
     ) -> BpfInventory {
         let mut inv = BpfInventory::default();
         let files = files.unwrap_or_else(|why| {
             inv.notes.push(format!("BPF owners not checked: {why}"));
+            Vec::new()
+        });
+        let kernel_ids = kernel_ids.unwrap_or_else(|why| {
+            inv.notes.push(format!(
+                "BPF programs hidden from the bpf(2) listing not checked: {why}"
+            ));
             Vec::new()
         });
         let ids = match bpf_sys::program_ids() {
@@ -112,10 +123,26 @@ impl BpfInventory {
                 return inv;
             }
         };
+        let listed: BTreeSet<u32> = ids.iter().copied().collect();
+        // Programs the kernel's own tables show (iter/bpf_prog, and the fds
+        // processes hold) that the id listing left out.
+        let unlisted: BTreeSet<u32> = kernel_ids
+            .iter()
+            .copied()
+            .chain(
+                files
+                    .iter()
+                    .filter(|r| matches!(r.kind, BPF_FILE_PROG | BPF_FILE_PERF_EVENT))
+                    .map(|r| r.obj_id),
+            )
+            .filter(|id| *id != 0 && !listed.contains(id))
+            .collect();
         let mut programs: BTreeMap<u32, BpfProgram> = BTreeMap::new();
         let mut helpers_withheld = false;
-        for id in ids {
-            // A program can go between listing and opening: skip it.
+        for id in ids.into_iter().chain(unlisted.iter().copied()) {
+            // A program can go between listing and opening: skip it. One
+            // the listing missed and that cannot be opened is taken as gone
+            // (a hider that also blocks opening by id is not caught here).
             let Ok(fd) = bpf_sys::program_fd(id) else {
                 continue;
             };
@@ -136,6 +163,7 @@ impl BpfInventory {
                     helpers: ksyms
                         .map(|k| helper_names(&info.xlated, k))
                         .unwrap_or_default(),
+                    unlisted: unlisted.contains(&id),
                     ..Default::default()
                 },
             );

@@ -36,6 +36,7 @@ pub struct KernelState {
 /// rest (`finish`) can run on another thread.
 pub struct KernelInput {
     files: Result<Vec<BpfFileRecord>, String>,
+    kernel_ids: Result<Vec<u32>, String>,
     own: OwnPrograms,
     targets: OpenTargets,
     started: std::time::Instant,
@@ -45,15 +46,21 @@ impl KernelInput {
     pub fn collect(kernel: Result<&mut Kernel, &str>) -> KernelInput {
         let started = std::time::Instant::now();
         let targets = OpenTargets::open();
-        let (files, own) = match kernel {
+        let (files, kernel_ids, own) = match kernel {
             Ok(k) => (
                 k.bpf_files().map_err(|e| format!("{e:#}")),
+                k.bpf_prog_ids().map_err(|e| format!("{e:#}")),
                 OwnPrograms::of(k),
             ),
-            Err(why) => (Err(why.to_string()), OwnPrograms::default()),
+            Err(why) => (
+                Err(why.to_string()),
+                Err(why.to_string()),
+                OwnPrograms::default(),
+            ),
         };
         KernelInput {
             files,
+            kernel_ids,
             own,
             targets,
             started,
@@ -65,7 +72,8 @@ impl KernelInput {
     pub fn finish(self) -> KernelState {
         let mut notes = Vec::new();
         let ksyms = Kallsyms::read();
-        let mut bpf = BpfInventory::take(self.files, &self.own, ksyms.as_ref().ok());
+        let mut bpf =
+            BpfInventory::take(self.files, self.kernel_ids, &self.own, ksyms.as_ref().ok());
         let pointers = self.targets.check(
             &bpf.own_files,
             ksyms.as_ref().map_err(String::as_str),

@@ -226,7 +226,7 @@ fn program_finding(p: &BpfProgram) -> Option<(Finding, Vec<Hides>)> {
             ));
         }
     }
-    if p.owners.is_empty() {
+    if p.owners_known && p.owners.is_empty() {
         if p.pins.is_empty() {
             reasons.push((
                 Severity::Medium,
@@ -389,6 +389,7 @@ mod tests {
                 fd: 9,
                 via: "perf_event",
             }],
+            owners_known: true,
             ..Default::default()
         }
     }
@@ -455,6 +456,11 @@ mod tests {
             .any(|(l, v)| l == "pins" && v == "/tmp/x/hideme"));
         p.pins.clear();
         assert_eq!(program_finding(&p).unwrap().0.kind, "bpf-no-owner");
+        p.owners_known = false;
+        assert!(
+            program_finding(&p).is_none(),
+            "owners unknown is not no owner"
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct BpfProgram {
     pub link_ids: Vec<u32>,
     /// Processes holding the program, one of its links or its perf event.
     pub owners: Vec<Owner>,
+    /// Whether `owners` was looked up (the BPF-file iterator ran).
+    pub owners_known: bool,
     pub pins: Vec<PathBuf>,
     /// Loaded by tracer (this run or another running tracer).
     pub tracer_own: bool,
@@ -104,6 +106,7 @@ impl BpfInventory {
         ksyms: Option<&Kallsyms>,
     ) -> BpfInventory {
         let mut inv = BpfInventory::default();
+        let owners_known = files.is_ok();
         let files = files.unwrap_or_else(|why| {
             inv.notes.push(format!("BPF owners not checked: {why}"));
             Vec::new()
@@ -164,6 +167,7 @@ impl BpfInventory {
                         .map(|k| helper_names(&info.xlated, k))
                         .unwrap_or_default(),
                     unlisted: unlisted.contains(&id),
+                    owners_known,
                     ..Default::default()
                 },
             );

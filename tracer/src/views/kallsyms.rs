@@ -15,8 +15,8 @@ impl Kallsyms {
     /// Reads `/proc/kallsyms` with raw reads. Fails when the file cannot be
     /// read, or shows only zero addresses (not root, or `kptr_restrict`).
     pub fn read() -> Result<Kallsyms, String> {
-        let text = crate::proc::read_file("/proc/kallsyms")
-            .map_err(|e| format!("/proc/kallsyms unreadable: {e}"))?;
+        let text =
+            read_all("/proc/kallsyms").map_err(|e| format!("/proc/kallsyms unreadable: {e}"))?;
         let k = Kallsyms::parse(text);
         if k.syms.is_empty() {
             return Err(
@@ -87,6 +87,25 @@ impl Kallsyms {
 /// Owners in kallsyms that are not loadable modules.
 const PSEUDO_MODULES: &[&str] = &["bpf", "__builtin__ftrace", "__builtin__kprobes"];
 
+/// Reads a large /proc file in 1 MiB reads (kallsyms is ~5 MB: 4 KiB
+/// reads would cost a thousand system calls).
+fn read_all(path: &str) -> std::io::Result<Vec<u8>> {
+    use rustix::fs::{open, Mode, OFlags};
+    let fd = open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut out: Vec<u8> = Vec::with_capacity(8 << 20);
+    loop {
+        if out.capacity() - out.len() < 1 << 20 {
+            out.reserve(1 << 20);
+        }
+        let n = rustix::io::read(&fd, out.spare_capacity_mut())?.0.len();
+        if n == 0 {
+            return Ok(out);
+        }
+        // SAFETY: read just initialised these n bytes.
+        unsafe { out.set_len(out.len() + n) };
+    }
+}
+
 fn memchr(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
 }
@@ -94,7 +113,10 @@ fn memchr(b: &[u8]) -> Option<usize> {
 /// `ffffffff81000000 T _stext` (optionally `\t[module]`): the address and
 /// the name's byte range within the whole text.
 fn parse_line(line: &[u8], offset: usize) -> Option<(u64, Range<usize>)> {
-    let addr = u64::from_str_radix(std::str::from_utf8(line.get(..16)?).ok()?, 16).ok()?;
+    let addr = line.get(..16)?.iter().try_fold(0u64, |acc, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(acc << 4 | d as u64)
+    })?;
     if addr == 0 || line.get(16) != Some(&b' ') {
         return None;
     }

@@ -22,8 +22,10 @@ const LIMIT: Duration = Duration::from_secs(60);
 const TRACEFS: &str =
     "grep -q ' /sys/kernel/tracing ' /proc/self/mountinfo || mount -t tracefs tracefs /sys/kernel/tracing";
 
-/// bpftrace running `script`, attached (it holds a perf event) on return.
-fn bpftrace(script: &str) -> Planted {
+/// bpftrace running `script`, and the id of the program it attached
+/// (as `bpftool perf` sees it: bpftrace's own feature probes open and
+/// close other programs and perf events first).
+fn bpftrace(script: &str) -> (Planted, u32) {
     let bin = Path::new("/usr/bin/bpftrace");
     assert!(bin.exists(), "bpftrace missing: run `cargo xtask setup`");
     let planted = Planted::spawn(&mut in_private_mounts(
@@ -32,35 +34,29 @@ fn bpftrace(script: &str) -> Planted {
         &["--unsafe", "-e", script],
     ));
     let pid = planted.pid();
+    let mut id = None;
     assert!(
-        wait_until(Duration::from_secs(30), || bpf_fd_ids(pid, "[perf_event]")
-            .is_some_and(|n| !n.is_empty())),
+        wait_until(Duration::from_secs(30), || {
+            id = attached_program(pid);
+            id.is_some()
+        }),
         "bpftrace {pid} never attached its probe"
     );
-    planted
+    (planted, id.unwrap())
 }
 
-/// The fds of `pid` whose anonymous inode is `name`, or `None` when the
-/// process is gone.
-fn bpf_fd_ids(pid: u32, name: &str) -> Option<Vec<u32>> {
-    let want = format!("anon_inode:{name}");
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    Some(
-        fds.flatten()
-            .filter(|e| fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .collect(),
-    )
-}
-
-/// The id of the BPF program `pid` holds, from its fd's fdinfo.
-fn held_program_id(pid: u32) -> u32 {
-    let fd = bpf_fd_ids(pid, "bpf-prog").unwrap_or_default()[0];
-    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("prog_id:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("prog_id in fdinfo")
+/// The program `pid` has attached through a perf event, per `bpftool perf`.
+fn attached_program(pid: u32) -> Option<u32> {
+    let out = Command::new("bpftool")
+        .args(["perf", "show", "--json"])
+        .output()
+        .ok()?;
+    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+    list.as_array()?
+        .iter()
+        .find(|a| a["pid"] == pid)
+        .and_then(|a| a["prog_id"].as_u64())
+        .map(|id| id as u32)
 }
 
 fn kernel_findings(run: &TracerRun) -> Vec<Value> {
@@ -141,10 +137,9 @@ fn getdents64_program_is_reported_with_attach_point_and_owner() {
     }
     // Counts the test's own getdents64 calls: harmless.
     let me = std::process::id();
-    let bt = bpftrace(&format!(
+    let (bt, id) = bpftrace(&format!(
         "tracepoint:syscalls:sys_exit_getdents64 /pid == {me}/ {{ @n = count(); }}"
     ));
-    let id = held_program_id(bt.pid());
     let r = hidden();
     let f = program_finding(&r, id)
         .unwrap_or_else(|| panic!("no finding for program {id}:\n{}", r.describe()));
@@ -170,11 +165,10 @@ fn signal_program_is_high_severity_and_goes_when_stopped() {
     // signal() only ever fires for a sleeper this test owns, and sleep
     // never calls getpid: the program is armed but never signals.
     let target = Planted::spawn(Command::new("sleep").arg("600"));
-    let bt = bpftrace(&format!(
+    let (bt, id) = bpftrace(&format!(
         "tracepoint:syscalls:sys_enter_getpid /pid == {}/ {{ signal(\"SIGSTOP\"); }}",
         target.pid()
     ));
-    let id = held_program_id(bt.pid());
     let r = hidden();
     assert_eq!(r.code, 1, "{}", r.describe());
     let f = program_finding(&r, id)
@@ -205,8 +199,7 @@ fn pinned_program_held_by_no_process_is_reported_with_its_pin() {
     let bpffs = scratch.path().join("bpffs");
     fs::create_dir_all(&bpffs).unwrap();
     let pin = bpffs.join("kl_pinned");
-    let bt = bpftrace("tracepoint:syscalls:sys_enter_getppid { @n = count(); }");
-    let id = held_program_id(bt.pid());
+    let (bt, id) = bpftrace("tracepoint:syscalls:sys_enter_getppid { @n = count(); }");
     // In tracer's private namespace: mount a bpffs, pin bpftrace's
     // program there, stop bpftrace and wait until its fds are closed, so
     // only the pin keeps the program. The bpffs (and so the program) goes
@@ -246,8 +239,7 @@ fn status_lists_bpf_programs_that_are_not_tracers() {
     if !running_as_root("kernel_status") {
         return;
     }
-    let bt = bpftrace("tracepoint:syscalls:sys_enter_getpgid { @n = count(); }");
-    let id = held_program_id(bt.pid());
+    let (bt, id) = bpftrace("tracepoint:syscalls:sys_enter_getpgid { @n = count(); }");
     let r = run(&mut tracer(&["status", "--json"]), LIMIT);
     let status = r.json();
     let programs = status["bpf_programs"].as_array().unwrap();

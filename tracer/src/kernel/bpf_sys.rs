@@ -38,9 +38,6 @@ impl Attr {
     fn get_u32(&self, at: usize) -> u32 {
         u32::from_ne_bytes(self.0[at..at + 4].try_into().unwrap())
     }
-    fn get_u64(&self, at: usize) -> u64 {
-        u64::from_ne_bytes(self.0[at..at + 8].try_into().unwrap())
-    }
 }
 
 fn bpf(cmd: u32, attr: &mut Attr) -> io::Result<i64> {
@@ -263,7 +260,6 @@ pub fn task_fd_query(pid: u32, fd: u32) -> io::Result<FdAttach> {
         5 => "uretprobe",
         _ => "perf_event",
     };
-    let _ = attr.get_u64(32);
     Ok(FdAttach {
         prog_id: attr.get_u32(24),
         target: format!("{kind}/{name}"),

@@ -242,6 +242,55 @@ pub struct SocketOffsets {
     pub packet_num: u32,
 }
 
+/// What a `BpfFileRecord` describes.
+pub const BPF_FILE_PROG: u32 = 1;
+pub const BPF_FILE_LINK: u32 = 2;
+/// A perf event (tracepoint, kprobe, uprobe); `obj_id` is the attached program.
+pub const BPF_FILE_PERF_EVENT: u32 = 3;
+/// One of tracer's own open files, with the function pointers behind it.
+pub const BPF_FILE_OWN: u32 = 4;
+
+/// One open file of one process, from tracer's `iter/task_file` program:
+/// a BPF program, link or perf event it holds, or (for tracer's own
+/// process only) the function pointers behind one of its files.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BpfFileRecord {
+    pub tgid: u32,
+    pub fd: u32,
+    /// `BPF_FILE_*`.
+    pub kind: u32,
+    /// Program id (prog, perf event) or link id; 0 when none.
+    pub obj_id: u32,
+    pub comm: [u8; COMM_LEN],
+    /// For `BPF_FILE_OWN`: `file->f_op`, `f_op->iterate_shared`, and
+    /// `((struct seq_file *)file->private_data)->op->show`.
+    pub f_op: u64,
+    pub iterate_shared: u64,
+    pub seq_show: u64,
+}
+
+/// Structure offsets for the BPF-file iterator, from BTF, plus the tgid
+/// whose files get their function pointers read.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct BpfFileOffsets {
+    pub ready: u32,
+    pub own_tgid: u32,
+    pub file_dentry: u32,
+    pub dentry_name: u32,
+    pub file_private_data: u32,
+    pub file_f_op: u32,
+    pub fops_iterate_shared: u32,
+    pub seq_file_op: u32,
+    pub seq_ops_show: u32,
+    pub prog_aux: u32,
+    pub prog_aux_id: u32,
+    pub link_id: u32,
+    pub perf_event_prog: u32,
+    pub _pad: u32,
+}
+
 const _: () = {
     assert!(core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + PATH_LEN + ARGV_LEN);
     assert!(core::mem::size_of::<ForkEvent>() == 32 + COMM_LEN);
@@ -251,6 +300,8 @@ const _: () = {
     assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
     assert!(core::mem::size_of::<SocketRecord>() == 48 + 32);
     assert!(core::mem::size_of::<SocketOffsets>() == 16 * 4);
+    assert!(core::mem::size_of::<BpfFileRecord>() == 16 + COMM_LEN + 24);
+    assert!(core::mem::size_of::<BpfFileOffsets>() == 14 * 4);
 };
 
 #[cfg(feature = "user")]
@@ -259,6 +310,7 @@ mod pod {
     // that carry meaning, valid for any bit pattern.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::SocketOffsets {}
+    unsafe impl aya::Pod for super::BpfFileOffsets {}
 }
 
 /// The bytes of a fixed-size, NUL-padded kernel string up to the first NUL.

@@ -88,6 +88,9 @@ pub struct HiddenArgs {
     /// Skip the kernel (eBPF) view even when running as root.
     #[arg(long)]
     pub no_kernel: bool,
+    /// Skip the kernel checks (BPF programs, kernel hooks, hidden modules).
+    #[arg(long)]
+    pub no_kernel_checks: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -8,15 +8,19 @@ use anyhow::Result;
 
 use crate::{
     cli::HiddenArgs,
-    detect::{hidden, hidden_net, masquerade},
+    detect::{self, hidden, hidden_net, masquerade},
     error::{exit, UserError},
     kernel::Kernel,
     model::Finding,
-    output::findings::{self, Report, Unchecked, ViewSummary},
+    output::{
+        findings::{self, Report, Unchecked, ViewSummary},
+        kernel::KernelSection,
+    },
     table::ProcessTable,
     views::{
         self,
         host::Host,
+        kernel_hooks::KernelInput,
         net::{libc, NetSnapshot, SocketListing},
         Snapshot,
     },
@@ -32,6 +36,12 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     // ps and the libc lister run while the kernel side loads.
     let started_views = Snapshot::start();
     let mut kernel = load_kernel(&args);
+    // The kernel checks need tracer's programs only briefly; the rest
+    // (kallsyms, tracefs, bpf syscalls) runs beside the process views.
+    let kernel_checks = (!args.no_kernel_checks).then(|| {
+        let input = KernelInput::collect(kernel.as_mut().map_err(|why| why.as_str()));
+        std::thread::spawn(move || input.finish())
+    });
     let snap = started_views.finish(&mut kernel)?;
     let host = Host::load();
     let mut table = ProcessTable::new();
@@ -74,6 +84,12 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     ));
     hidden_net::link_related(&mut found);
     sort_findings(&mut found);
+    let kernel_state = kernel_checks.map(|t| t.join().unwrap_or_default());
+    let mut kernel_found = match &kernel_state {
+        Some(state) => detect::kernel::link(detect::kernel::detect(state), &mut found),
+        None => Vec::new(),
+    };
+    sort_findings(&mut kernel_found);
 
     let report = Report {
         views: view_summaries(&snap),
@@ -85,6 +101,10 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         elapsed_ms: started.elapsed().as_millis() as u64,
         unchecked: unchecked(&snap),
         findings: &found,
+        kernel: kernel_state.as_ref().map(|state| KernelSection {
+            findings: &kernel_found,
+            state,
+        }),
     };
     let mut out = io::stdout().lock();
     if args.json {
@@ -94,7 +114,7 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     }
     let incomplete =
         report.unchecked.count > 0 || (snap.kernel.skipped().is_some() && !args.no_kernel);
-    Ok(if !found.is_empty() {
+    Ok(if !found.is_empty() || !kernel_found.is_empty() {
         exit::FINDINGS
     } else if incomplete {
         exit::INCOMPLETE

@@ -6,6 +6,8 @@ use crate::{
     cli::StatusArgs,
     error::exit,
     kernel::{self, offsets::VMLINUX_BTF, sockets::IteratorStatus, HookChoice, Kernel},
+    model::host_str::escape,
+    views::{bpf::BpfProgram, kernel_hooks::KernelInput},
 };
 
 #[derive(Serialize)]
@@ -19,6 +21,10 @@ struct Status {
     kernel_tasks: Option<usize>,
     /// Whether each socket iterator loaded, and the fallback when not.
     socket_iterators: Vec<IteratorStatus>,
+    /// Loaded BPF programs that are not tracer's.
+    bpf_programs: Vec<BpfProgram>,
+    /// Kernel checks that cannot run here, one line each.
+    kernel_checks: Vec<String>,
     error: Option<String>,
 }
 
@@ -32,10 +38,26 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         hooks: Vec::new(),
         kernel_tasks: None,
         socket_iterators: Vec::new(),
+        bpf_programs: Vec::new(),
+        kernel_checks: Vec::new(),
         error: None,
     };
     // Load and attach for real: the only honest answer to "which hooks work".
-    let probe = Kernel::load("status").and_then(|mut k| {
+    let mut loaded = Kernel::load("status");
+    let kernel_state = KernelInput::collect(
+        loaded
+            .as_mut()
+            .map_err(|_| "tracer's programs did not load"),
+    )
+    .finish();
+    status.bpf_programs = kernel_state
+        .bpf
+        .programs
+        .into_iter()
+        .filter(|p| !p.tracer_own)
+        .collect();
+    status.kernel_checks = kernel_state.notes;
+    let probe = loaded.and_then(|mut k| {
         k.attach_watch()?;
         let tasks = k.tasks()?;
         Ok((k.hooks.clone(), tasks.len(), k.socket_iterators.clone()))
@@ -78,6 +100,54 @@ pub fn run(args: StatusArgs) -> Result<i32> {
             } else {
                 println!("sockets     {:<16} {}", it.iterator, it.fallback);
             }
+        }
+        println!(
+            "bpf         {} program{} not tracer's",
+            status.bpf_programs.len(),
+            if status.bpf_programs.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+        for p in &status.bpf_programs {
+            let mut owners: Vec<String> = p
+                .owners
+                .iter()
+                .map(|o| format!("{}({})", o.pid, escape(&o.comm)))
+                .collect();
+            owners.dedup();
+            println!(
+                "  prog {:<6} {:<14} {:<16} attach {}  owners {}{}",
+                p.id,
+                p.prog_type,
+                escape(&p.name),
+                if p.attach.is_empty() {
+                    "-".into()
+                } else {
+                    p.attach.join(",")
+                },
+                if owners.is_empty() {
+                    "none".into()
+                } else {
+                    owners.join(",")
+                },
+                if p.pins.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "  pinned {}",
+                        p.pins
+                            .iter()
+                            .map(|x| x.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                }
+            );
+        }
+        for note in &status.kernel_checks {
+            println!("check       {}", escape(note));
         }
         if let Some(e) = &status.error {
             println!("error       {e}");

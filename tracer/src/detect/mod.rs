@@ -3,4 +3,5 @@ pub mod connections;
 pub mod hidden;
 pub mod hidden_net;
 pub mod indicators;
+pub mod kernel;
 pub mod masquerade;

@@ -1,6 +1,8 @@
 //! Kernel side of tracer: loads the embedded eBPF object with offsets
 //! resolved from BTF, chooses and attaches hooks, runs the task iterator,
 //! and hands out the event ring buffer and the loss counters.
+pub mod bpf_files;
+pub mod bpf_sys;
 pub mod events;
 pub mod offsets;
 pub mod sockets;
@@ -14,7 +16,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use serde::Serialize;
-use tracer_common::{TaskRecord, LOST_SLOTS};
+use tracer_common::{BpfFileRecord, TaskRecord, LOST_SLOTS};
 
 use crate::error::UserError;
 
@@ -39,6 +41,9 @@ pub struct Kernel {
     pub hooks: Vec<HookChoice>,
     /// Whether each socket iterator loaded, and why not (`tracer status`).
     pub socket_iterators: Vec<sockets::IteratorStatus>,
+    /// Why the BPF-file iterator is not available, if it is not: the rest
+    /// of tracer works without it.
+    bpf_files_unavailable: Option<String>,
 }
 
 /// CAP_PERFMON (38) and CAP_BPF (39), or CAP_SYS_ADMIN (21) which implies both.
@@ -82,6 +87,9 @@ impl Kernel {
         // stay unloaded and say why, and everything else still runs.
         let socket_offsets = offsets::resolve_sockets(&btf_rs)
             .map_err(|e| format!("socket fields not in this kernel's BTF: {e:#}"));
+        // Not fatal: without these offsets only the BPF-file iterator is lost.
+        let bpf_file_offsets = bpf_files::resolve(&btf_rs, std::process::id());
+        let bpf_file_globals = bpf_file_offsets.as_ref().copied().unwrap_or_default();
         drop(btf_rs);
         let socket_globals = socket_offsets.as_ref().copied().unwrap_or_default();
         // EbpfLoader::new() parses the kernel BTF on its own; drop that copy
@@ -104,6 +112,7 @@ impl Kernel {
             .btf(Some(&btf))
             .set_global("OFFSETS", &offsets, true)
             .set_global("SOCKET_OFFSETS", &socket_globals, true)
+            .set_global("BPF_FILE_OFFSETS", &bpf_file_globals, true)
             .load(EBPF_OBJECT)
             .context("loading tracer's eBPF object")?;
         drop(loader);
@@ -112,9 +121,14 @@ impl Kernel {
             btf: Some(btf),
             hooks: Vec::new(),
             socket_iterators: Vec::new(),
+            bpf_files_unavailable: None,
         };
         kernel.load_task_iterator()?;
         kernel.load_socket_iterators(socket_offsets.map(|_| ()));
+        let bpf_files = bpf_file_offsets.and_then(|_| kernel.load_bpf_files_iterator());
+        if let Err(e) = bpf_files {
+            kernel.bpf_files_unavailable = Some(format!("{e:#}"));
+        }
         Ok(kernel)
     }
 
@@ -138,6 +152,23 @@ impl Kernel {
             .context("task iterator missing from object")?
             .try_into()?;
         iter.load("task", btf).context("loading the task iterator")
+    }
+
+    fn load_bpf_files_iterator(&mut self) -> Result<()> {
+        let Kernel { ebpf, btf, .. } = self;
+        let btf = btf.as_ref().context(BTF_RELEASED)?;
+        for (name, target) in [
+            ("bpf_files_iter", "task_file"),
+            ("bpf_progs_iter", "bpf_prog"),
+        ] {
+            let iter: &mut Iter = ebpf
+                .program_mut(name)
+                .with_context(|| format!("{name} missing from object"))?
+                .try_into()?;
+            iter.load(target, btf)
+                .with_context(|| format!("loading the iter/{target} program"))?;
+        }
+        Ok(())
     }
 
     fn tp_btf(&mut self, prog: &str, tracepoint: &str) -> Result<()> {
@@ -246,6 +277,46 @@ impl Kernel {
     pub fn tasks(&mut self) -> Result<Vec<TaskRecord>> {
         let bytes = self.run_iterator("task_iter", None)?;
         Ok(events::decode_task_records(&bytes))
+    }
+
+    /// Every BPF program, link and perf event any process holds open, and
+    /// the function pointers behind tracer's own open files, from the
+    /// `iter/task_file` program.
+    pub fn bpf_files(&mut self) -> Result<Vec<BpfFileRecord>> {
+        if let Some(why) = &self.bpf_files_unavailable {
+            anyhow::bail!("the BPF-file iterator did not load: {why}");
+        }
+        let bytes = self.run_iterator("bpf_files_iter", None)?;
+        Ok(bpf_files::decode(&bytes))
+    }
+
+    /// The id of every BPF program, from the kernel's `iter/bpf_prog`.
+    pub fn bpf_prog_ids(&mut self) -> Result<Vec<u32>> {
+        if let Some(why) = &self.bpf_files_unavailable {
+            anyhow::bail!("the BPF iterators did not load: {why}");
+        }
+        let bytes = self.run_iterator("bpf_progs_iter", None)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+            .collect())
+    }
+
+    /// Ids of the programs this process loaded.
+    pub fn own_program_ids(&self) -> Vec<u32> {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
+            .collect()
+    }
+
+    /// Names of the programs in tracer's object, as the kernel keeps them
+    /// (at most 15 bytes).
+    pub fn program_names(&self) -> Vec<String> {
+        self.ebpf
+            .programs()
+            .map(|(name, _)| name.chars().take(15).collect())
+            .collect()
     }
 
     /// Attaches a loaded iterator program, creates one iterator from it and

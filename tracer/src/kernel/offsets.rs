@@ -9,7 +9,7 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Finds `field` in struct `name`, looking through anonymous nested structs
 /// and unions (mm_struct keeps `arg_start` in one), and returns its byte
 /// offset and whether it is a bitfield.
-fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
+pub(crate) fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
     let st = btf
         .resolve_types_by_name(name)
         .with_context(|| format!("struct {name} not in BTF"))?

@@ -42,6 +42,10 @@ pub struct Report<'a> {
     /// Processes some checks could not run on, and why.
     pub unchecked: Unchecked,
     pub findings: &'a [Finding],
+    /// Kernel-layer findings and checks (BPF programs, hooks, modules);
+    /// absent when they were not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<super::kernel::KernelSection<'a>>,
 }
 
 /// Processes that could not be fully checked.
@@ -68,6 +72,9 @@ pub fn write_human(
     connection_view_order: &[&str],
 ) -> io::Result<()> {
     write_findings(w, report.findings)?;
+    if let Some(k) = &report.kernel {
+        super::kernel::write_human(w, k)?;
+    }
     if let Some(why) = report.kernel_view.strip_prefix("skipped: ") {
         writeln!(w, "kernel view skipped: {}", escape(why))?;
     }
@@ -181,6 +188,7 @@ mod tests {
             elapsed_ms: 42,
             unchecked: Unchecked::default(),
             findings,
+            kernel: None,
         }
     }
 

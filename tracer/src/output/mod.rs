@@ -1,5 +1,6 @@
 //! Renderers: the same events and findings as human lines or JSON.
 pub mod events;
 pub mod findings;
+pub mod kernel;
 pub mod net;
 pub mod plan;

@@ -17,8 +17,11 @@
 //! reference view (K, P) and missing from another either came or went in
 //! between or is hidden, which the detector then settles by asking the
 //! lying layer again and probing that PID (the only serial pass).
+pub mod bpf;
 pub mod host;
+pub mod kallsyms;
 pub mod kernel;
+pub mod kernel_hooks;
 pub mod libc_readdir;
 pub mod mounts;
 pub mod net;

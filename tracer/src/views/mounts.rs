@@ -53,6 +53,29 @@ pub fn parse_proc_pid_mounts(mountinfo: &str) -> Vec<ProcMount> {
         .collect()
 }
 
+/// Mount points of every mount of `fs_type` (`bpf`, `tracefs`) in
+/// mountinfo text.
+pub fn mount_points_of_type(mountinfo: &str, fs_type: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let mount_point = fields.get(4)?;
+            (*fields.get(dash + 1)? == fs_type).then(|| unescape(mount_point))
+        })
+        .collect()
+}
+
+/// Mount points of `fs_type` in tracer's own mount namespace.
+pub fn own_mount_points_of_type(fs_type: &str) -> io::Result<Vec<String>> {
+    let bytes = crate::proc::read_file("/proc/self/mountinfo")?;
+    Ok(mount_points_of_type(
+        &String::from_utf8_lossy(&bytes),
+        fs_type,
+    ))
+}
+
 /// Undoes mountinfo's octal escapes (`\040` for a space and so on).
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
@@ -112,6 +135,14 @@ mod tests {
             ]
         );
         assert!(mounts[1].line.contains("/77 /proc/4343"));
+    }
+
+    #[test]
+    fn mounts_are_found_by_type() {
+        let text = format!("{MOUNTINFO}94 22 0:53 / /tmp/b\\040f rw - bpf bpf rw\n");
+        assert_eq!(mount_points_of_type(&text, "bpf"), ["/tmp/b f"]);
+        assert_eq!(mount_points_of_type(&text, "tmpfs").len(), 3);
+        assert!(mount_points_of_type(&text, "tracefs").is_empty());
     }
 
     #[test]

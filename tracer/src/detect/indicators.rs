@@ -1165,7 +1165,9 @@ mod tests {
     #[test]
     fn a_long_bad_line_is_quoted_as_a_short_prefix() {
         let text = format!("{}\n", "x".repeat(10 << 20));
-        let e = parse_file(&mut Parsed::default(), "big.txt", &text).unwrap_err().to_string();
+        let e = parse_file(&mut Parsed::default(), "big.txt", &text)
+            .unwrap_err()
+            .to_string();
         assert!(e.len() < 600, "{} bytes", e.len());
         assert!(e.starts_with("big.txt:1: `xxxx") && e.contains("(10485760 bytes)"));
     }

@@ -278,7 +278,13 @@ fn unknown_flag_prints_usage() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage:"));
+    // One line: what was wrong and where to look, not clap's usage block.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("'--no-such-flag'") && stderr.contains("tracer --help"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -358,13 +358,13 @@ fn crontab_and_rc_local_lines_are_reported_inside_a_private_namespace() {
     );
     assert!(
         stdout.contains(&format!(
-            "/etc/crontab:3  [crontab] */5 * * * * root {dir}/miner 1000"
+            "/etc/crontab:3  [crontab, T1053.003] */5 * * * * root {dir}/miner 1000"
         )),
         "{stdout}"
     );
     assert!(
         stdout.contains(&format!(
-            "/etc/rc.local:2  [rc.local] cd {dir} && ./miner 1000 &"
+            "/etc/rc.local:2  [rc.local, T1037.004] cd {dir} && ./miner 1000 &"
         )),
         "{stdout}"
     );

@@ -32,8 +32,12 @@ fn usage_error(e: clap::Error) -> ! {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or_default();
             let first = first.strip_prefix("error: ").unwrap_or(first);
+            let usage = text
+                .lines()
+                .find(|l| l.starts_with("Usage:"))
+                .map_or(String::new(), |u| format!(" ({})", u.trim_end()));
             eprintln!(
-                "tracer: {}; see `tracer --help`",
+                "tracer: {}{usage}; see `tracer --help`",
                 cut(&escape(first.trim_end()))
             );
             std::process::exit(error::exit::ERROR)

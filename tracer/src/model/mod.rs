@@ -21,8 +21,8 @@ pub fn boottime_ns_to_ticks(ns: u64) -> u64 {
 /// task, never a process to watch or stop). The error says why, in words.
 pub fn parse_pid(arg: &str) -> Result<u32, String> {
     match arg.trim().parse::<i64>() {
-        Ok(0) => Err("PID 0 is not a process (it is the kernel's idle task)".into()),
-        Ok(n) if n < 0 => Err(format!("{n} is a negative number, not a PID")),
+        Ok(0) => Err("`0` is not a PID (0 is the kernel's idle task, not a process)".into()),
+        Ok(n) if n < 0 => Err(format!("`{n}` is not a PID (a PID is a positive number)")),
         Ok(n) => u32::try_from(n)
             .ok()
             .filter(|&n| n <= 4_194_304)

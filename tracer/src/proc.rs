@@ -29,22 +29,10 @@ pub fn read_link(path: &str) -> io::Result<HostStr> {
 
 /// Lists the numeric entries of a directory with `getdents64`.
 pub fn list_numeric_dir(path: &str) -> io::Result<Vec<u32>> {
-    let fd = rfs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut out = Vec::new();
-    for entry in rfs::Dir::new(fd)? {
-        let entry = entry?;
-        if let Some(n) = std::str::from_utf8(entry.file_name().to_bytes())
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-        {
-            out.push(n);
-        }
-    }
-    Ok(out)
+    Ok(list_dir_names(path)?
+        .iter()
+        .filter_map(|name| std::str::from_utf8(name).ok()?.parse().ok())
+        .collect())
 }
 
 /// The names in a directory, as bytes (they are the host's), without `.`

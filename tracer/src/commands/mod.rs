@@ -1,4 +1,5 @@
 //! One module per command; each wires the shared parts together.
+pub mod generate;
 pub mod hidden;
 pub mod kill_tree;
 pub mod status;
@@ -16,5 +17,6 @@ pub fn run(command: Command) -> Result<i32> {
         Command::KillTree(args) => kill_tree::run(args),
         Command::Status(args) => status::run(args),
         Command::LibcReaddir => crate::views::libc_readdir::print_listing(),
+        Command::Generate { dir } => generate::run(&dir),
     }
 }

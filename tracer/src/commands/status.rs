@@ -1,5 +1,6 @@
 //! `tracer status`: what this kernel offers and which hooks tracer chooses.
 use anyhow::Result;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
@@ -8,16 +9,17 @@ use crate::{
     kernel::{self, offsets::VMLINUX_BTF, HookChoice, Kernel},
 };
 
-#[derive(Serialize)]
-struct Status {
-    tracer: &'static str,
-    kernel: String,
-    btf: bool,
-    privileged: bool,
-    static_build: bool,
-    hooks: Vec<HookChoice>,
-    kernel_tasks: Option<usize>,
-    error: Option<String>,
+/// What `tracer status --json` prints.
+#[derive(Serialize, JsonSchema)]
+pub struct Status {
+    pub tracer: &'static str,
+    pub kernel: String,
+    pub btf: bool,
+    pub privileged: bool,
+    pub static_build: bool,
+    pub hooks: Vec<HookChoice>,
+    pub kernel_tasks: Option<usize>,
+    pub error: Option<String>,
 }
 
 pub fn run(args: StatusArgs) -> Result<i32> {
@@ -45,7 +47,7 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         Err(e) => status.error = Some(format!("{e:#}")),
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        crate::output::schema::write_pretty(&mut std::io::stdout().lock(), &status)?;
     } else {
         println!("tracer {}", status.tracer);
         println!("kernel      {}", status.kernel);

@@ -79,7 +79,6 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         // may stop us at once, and must get a clean detach and a summary.
         let stop = Stop::install()?;
         w.out.start(&StartOut {
-            kind: "start",
             kernel: crate::kernel::kernel_release(),
             hooks: &hooks,
             processes: w.table.live_count(),
@@ -96,7 +95,6 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         connect: lost[4],
     };
     let summary = SummaryOut {
-        kind: "summary",
         events_seen: w.seen.exec + w.seen.fork + w.seen.exit + w.seen.connect,
         events_lost: lost.exec + lost.fork + lost.exit + lost.connect,
         seen: w.seen,
@@ -303,7 +301,6 @@ impl<W: Write> Watcher<W> {
             .unwrap_or_default();
         let users = &self.users;
         let out = ExecOut {
-            kind: "exec",
             ktime_ns: e.ktime_ns,
             pid: e.tgid,
             tid: e.pid,
@@ -345,7 +342,6 @@ impl<W: Write> Watcher<W> {
         }
         let users = &self.users;
         let out = ConnectOut {
-            kind: "connect",
             ktime_ns: c.ktime_ns,
             pid: c.tgid,
             tid: c.pid,
@@ -373,7 +369,6 @@ impl<W: Write> Watcher<W> {
             let severity = self.indicators.severity(&m, process);
             let kill_tree = proposed_kill_tree(&self.table, c.tgid, &mut self.persistence_cache);
             self.out.alert(&AlertOut {
-                kind: "alert",
                 severity,
                 indicator: &m.indicator,
                 indicator_source: &m.source,

@@ -2,6 +2,7 @@
 //! findings and their severity.
 pub mod socket;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// Clock ticks per second used by /proc for start times (USER_HZ). Linux
@@ -15,7 +16,7 @@ pub fn boottime_ns_to_ticks(ns: u64) -> u64 {
 }
 
 /// A process identity. PIDs are recycled; (pid, start time) is not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 pub struct ProcessId {
     pub pid: u32,
     /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -23,7 +24,7 @@ pub struct ProcessId {
 }
 
 /// What tracer knows about one process, from whichever source saw it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
 pub struct Process {
     pub pid: u32,
     pub ppid: u32,
@@ -61,7 +62,7 @@ impl Process {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -83,7 +84,7 @@ impl std::fmt::Display for Severity {
 
 /// One thing a detector found. Every detector returns these; every
 /// renderer prints them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Finding {
     /// Short stable identifier of what was found, e.g. `hidden-from-libc`.
     pub kind: String,

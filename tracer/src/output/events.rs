@@ -4,16 +4,18 @@
 //! change them only with a note there.
 use std::io::{self, Write};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
     kernel::HookChoice,
     model::{Process, Severity},
+    output::schema::{self, Record},
     users::Users,
 };
 
 /// An ancestor or the acting process, as shown in events.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct ProcessOut<'a> {
     pub pid: u32,
     pub ppid: u32,
@@ -42,10 +44,8 @@ impl<'a> ProcessOut<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct ExecOut<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub ktime_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -63,10 +63,8 @@ pub struct ExecOut<'a> {
     pub ancestry: Vec<ProcessOut<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct ConnectOut<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub ktime_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -85,7 +83,7 @@ pub struct ConnectOut<'a> {
 }
 
 /// The kill-tree tracer would propose for an alert's process.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, JsonSchema, Clone, Debug)]
 pub struct KillPlanSummary {
     /// The exact command that carries the plan out.
     pub command: String,
@@ -95,10 +93,8 @@ pub struct KillPlanSummary {
     pub persistence: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct AlertOut<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub severity: Severity,
     pub indicator: &'a str,
     pub indicator_source: &'a str,
@@ -107,16 +103,14 @@ pub struct AlertOut<'a> {
     pub kill_tree: Option<KillPlanSummary>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct StartOut<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub kernel: String,
     pub hooks: &'a [HookChoice],
     pub processes: usize,
 }
 
-#[derive(Serialize, Default, Clone, Copy)]
+#[derive(Serialize, JsonSchema, Default, Clone, Copy)]
 pub struct Counts {
     pub exec: u64,
     pub fork: u64,
@@ -124,10 +118,8 @@ pub struct Counts {
     pub connect: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct SummaryOut {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub events_seen: u64,
     pub events_lost: u64,
     pub seen: Counts,
@@ -163,9 +155,8 @@ impl<W: Write> EventWriter<W> {
         EventWriter { out, json }
     }
 
-    fn json_line<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, v)?;
-        self.out.write_all(b"\n")
+    fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
+        schema::write_line(&mut self.out, r)
     }
 
     pub fn start(&mut self, s: &StartOut) -> io::Result<()> {

@@ -8,12 +8,13 @@ use std::{
     io::{self, Write},
 };
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::model::Finding;
 
 /// One view's contribution, as the report shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct ViewSummary {
     /// Processes (or PIDs) the view listed; `None` when it was not taken.
     pub count: Option<usize>,
@@ -24,7 +25,7 @@ pub struct ViewSummary {
 }
 
 /// A findings report.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct Report<'a> {
     /// By view letter: K, P, L, S (S2 for a second ps), D.
     pub views: BTreeMap<String, ViewSummary>,
@@ -35,8 +36,7 @@ pub struct Report<'a> {
 }
 
 pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *w, report)?;
-    writeln!(w)
+    super::schema::write_pretty(w, report)
 }
 
 /// The findings, then a note for each missing view, then one summary line.

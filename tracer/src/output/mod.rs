@@ -1,4 +1,7 @@
 //! Renderers: the same events and findings as human lines or JSON.
 pub mod events;
 pub mod findings;
+pub mod manual;
 pub mod plan;
+pub mod schema;
+pub mod sink;

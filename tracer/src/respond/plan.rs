@@ -17,6 +17,7 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{persistence::PersistenceHit, program};
@@ -27,7 +28,7 @@ use crate::{
 };
 
 /// The plan `kill-tree` prints, and with `--kill` carries out.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct KillPlan {
     pub target: u32,
     /// Members top-down: each process comes before its descendants.
@@ -44,7 +45,7 @@ pub struct KillPlan {
     pub command: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct PlanMember {
     pub process: Process,
     /// Why it is in the set, in a few words.

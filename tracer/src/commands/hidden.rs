@@ -11,7 +11,10 @@ use crate::{
     error::{exit, UserError},
     kernel::Kernel,
     model::Finding,
-    output::findings::{self, Report, ViewSummary},
+    output::{
+        findings::{self, Report, ViewSummary},
+        style,
+    },
     table::ProcessTable,
     views::{host::Host, Snapshot},
 };
@@ -49,7 +52,8 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     if args.json {
         findings::write_json(&mut out, &report)?;
     } else {
-        findings::write_human(&mut out, &report, VIEW_ORDER)?;
+        let colour = style::colour_for(io::IsTerminal::is_terminal(&io::stdout()));
+        findings::write_human(&mut out, &report, VIEW_ORDER, colour)?;
     }
     Ok(if found.is_empty() {
         exit::OK

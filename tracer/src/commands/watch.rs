@@ -1,7 +1,7 @@
 //! `tracer watch`: the kernel event stream, with ancestry and alerts.
 use std::{
     collections::{HashMap, HashSet},
-    io::{self, BufWriter, Write},
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
@@ -17,15 +17,19 @@ use tracer_common::{ConnectEvent, ExecEvent, HOOK_FENTRY};
 use crate::{
     cli::WatchArgs,
     detect::indicators::{self, Indicators},
-    error::exit,
+    error::{exit, UserError},
     kernel::{
         events::{decode, text, KernelEvent},
         Kernel,
     },
     model::{boottime_ns_to_ticks, Process},
-    output::events::{
-        AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, ProcessOut, StartOut,
-        SummaryOut,
+    output::{
+        events::{
+            AlertOut, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, ProcessOut,
+            StartOut, SummaryOut,
+        },
+        sink::{RotatingFile, Sink},
+        style,
     },
     proc, respond,
     table::ProcessTable,
@@ -46,6 +50,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     // loaded into the kernel.
     crate::kernel::check_privileges("watch")?;
     let indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
+    let sink = open_output(&args)?;
     let mut kernel = Kernel::load("watch")?;
     kernel.attach_watch()?;
     kernel.release_btf();
@@ -55,15 +60,17 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let table = seed_table(&mut kernel);
 
     let json = args.json;
+    let colour = style::colour_for(sink.is_terminal());
+    let to_file = args.output.is_some();
     let mut w = Watcher {
         args,
         table,
         users: Users::load(),
         indicators,
-        out: EventWriter::new(
-            BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
-            json,
-        ),
+        out: EventWriter::new(sink, json).with_colour(colour),
+        // A person at the terminal gets a human summary on stderr when the
+        // records go elsewhere (JSON, a file).
+        summary_to_stderr: json || to_file,
         seen: Counts::default(),
         malformed: 0,
         alerts: 0,
@@ -84,31 +91,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
             processes: w.table.live_count(),
         })?;
         w.out.flush()?;
-        w.stream(ring, stop).await
+        w.stream(ring, stop, &kernel).await
     });
 
-    let lost = kernel.lost().unwrap_or_default();
-    let lost = Counts {
-        exec: lost[1],
-        fork: lost[2],
-        exit: lost[3],
-        connect: lost[4],
-    };
-    let summary = SummaryOut {
-        events_seen: w.seen.exec + w.seen.fork + w.seen.exit + w.seen.connect,
-        events_lost: lost.exec + lost.fork + lost.exit + lost.connect,
-        seen: w.seen,
-        lost,
-        malformed: w.malformed,
-        alerts: w.alerts,
-        shown: w.shown,
-    };
-    // The summary goes to stdout with the events (JSON consumers read it
-    // there) and, in JSON mode, to stderr for the human at the terminal.
-    let _ = w.out.summary(&summary).and_then(|_| w.out.flush());
-    if json {
-        let _ = EventWriter::new(io::stderr(), false).summary(&summary);
-    }
+    let _ = w.report_summary(&kernel, true);
     drop(kernel); // detaches every program and link
     stream_result?;
     Ok(exit::OK)
@@ -143,10 +129,30 @@ fn seed_table(kernel: &mut Kernel) -> ProcessTable {
     table
 }
 
-/// SIGINT and SIGTERM, caught so that watch always detaches and reports.
+/// Where records go: `--output FILE` (rotated) or stdout. A file that
+/// cannot be opened stops watch before anything is loaded.
+fn open_output(args: &WatchArgs) -> Result<Sink> {
+    let Some(path) = &args.output else {
+        return Ok(Sink::stdout());
+    };
+    let file = RotatingFile::open(path, args.output_max_size, args.output_keep).map_err(|e| {
+        UserError::BadInput(format!(
+            "cannot write --output {}: {}; give a file in an existing, writable directory",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    Ok(Sink::File(file))
+}
+
+/// SIGINT and SIGTERM, caught so that watch always detaches and reports;
+/// SIGUSR1 (summary so far) and SIGHUP (re-open the output file), caught
+/// so that they never stop it.
 struct Stop {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
+    sigusr1: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
 }
 
 impl Stop {
@@ -154,16 +160,19 @@ impl Stop {
         Ok(Stop {
             sigint: signal(SignalKind::interrupt())?,
             sigterm: signal(SignalKind::terminate())?,
+            sigusr1: signal(SignalKind::user_defined1())?,
+            sighup: signal(SignalKind::hangup())?,
         })
     }
 }
 
-struct Watcher<W: Write> {
+struct Watcher {
     args: WatchArgs,
     table: ProcessTable,
     users: Users,
     indicators: Indicators,
-    out: EventWriter<W>,
+    out: EventWriter<Sink>,
+    summary_to_stderr: bool,
     seen: Counts,
     /// Records too short or of an unknown kind (never expected; counted so
     /// that nothing disappears unnoticed).
@@ -174,9 +183,14 @@ struct Watcher<W: Write> {
     persistence_cache: HashMap<String, Vec<String>>,
 }
 
-impl<W: Write> Watcher<W> {
+impl Watcher {
     /// Drains the ring buffer until SIGINT or SIGTERM, then once more.
-    async fn stream(&mut self, ring: RingBuf<MapData>, mut stop: Stop) -> Result<()> {
+    async fn stream(
+        &mut self,
+        ring: RingBuf<MapData>,
+        mut stop: Stop,
+        kernel: &Kernel,
+    ) -> Result<()> {
         #[allow(deprecated)]
         let mut ring = AsyncFd::new(ring).context("polling the event ring buffer")?;
         let mut refresh = tokio::time::interval(IOC_REFRESH);
@@ -197,6 +211,19 @@ impl<W: Write> Watcher<W> {
                 }
                 _ = stop.sigint.recv() => break,
                 _ = stop.sigterm.recv() => break,
+                _ = stop.sigusr1.recv() => {
+                    if self.drain(ring.get_mut())? {
+                        return Ok(());
+                    }
+                    self.report_summary(kernel, false)?;
+                }
+                _ = stop.sighup.recv() => {
+                    // A file moved away keeps what was written; the rest
+                    // goes to a new one under the same name.
+                    if let Err(e) = self.out.flush().and_then(|_| self.out.get_mut().reopen()) {
+                        eprintln!("tracer: re-opening the output file after SIGHUP failed: {e}; still writing to the old one");
+                    }
+                }
                 _ = drain_tick.tick() => {
                     if self.drain(ring.get_mut())? {
                         return Ok(());
@@ -207,6 +234,34 @@ impl<W: Write> Watcher<W> {
         }
         self.drain(ring.get_mut())?;
         Ok(())
+    }
+
+    /// Counts so far: with the events (JSON consumers read it there) and,
+    /// when those are not human lines on the terminal, on stderr too.
+    fn report_summary(&mut self, kernel: &Kernel, is_final: bool) -> io::Result<()> {
+        let lost = kernel.lost().unwrap_or_default();
+        let lost = Counts {
+            exec: lost[1],
+            fork: lost[2],
+            exit: lost[3],
+            connect: lost[4],
+        };
+        let summary = SummaryOut {
+            timestamp: style::now(),
+            is_final,
+            events_seen: self.seen.exec + self.seen.fork + self.seen.exit + self.seen.connect,
+            events_lost: lost.exec + lost.fork + lost.exit + lost.connect,
+            seen: self.seen,
+            lost,
+            malformed: self.malformed,
+            alerts: self.alerts,
+            shown: self.shown,
+        };
+        let written = self.out.summary(&summary).and_then(|_| self.out.flush());
+        if self.summary_to_stderr {
+            let _ = EventWriter::new(io::stderr(), false).summary(&summary);
+        }
+        written
     }
 
     /// Handles every queued record; returns true when stdout is gone.
@@ -301,6 +356,7 @@ impl<W: Write> Watcher<W> {
             .unwrap_or_default();
         let users = &self.users;
         let out = ExecOut {
+            timestamp: style::event_time(e.ktime_ns),
             ktime_ns: e.ktime_ns,
             pid: e.tgid,
             tid: e.pid,
@@ -342,6 +398,7 @@ impl<W: Write> Watcher<W> {
         }
         let users = &self.users;
         let out = ConnectOut {
+            timestamp: style::event_time(c.ktime_ns),
             ktime_ns: c.ktime_ns,
             pid: c.tgid,
             tid: c.pid,

@@ -10,7 +10,10 @@ use serde::Serialize;
 use crate::{
     kernel::HookChoice,
     model::{Process, Severity},
-    output::schema::{self, Record},
+    output::{
+        schema::{self, Record},
+        style,
+    },
     users::Users,
 };
 
@@ -46,6 +49,8 @@ impl<'a> ProcessOut<'a> {
 
 #[derive(Serialize, JsonSchema)]
 pub struct ExecOut<'a> {
+    /// Wall-clock time of the event, RFC 3339 UTC.
+    pub timestamp: String,
     pub ktime_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -65,6 +70,8 @@ pub struct ExecOut<'a> {
 
 #[derive(Serialize, JsonSchema)]
 pub struct ConnectOut<'a> {
+    /// Wall-clock time of the event, RFC 3339 UTC.
+    pub timestamp: String,
     pub ktime_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -120,6 +127,11 @@ pub struct Counts {
 
 #[derive(Serialize, JsonSchema)]
 pub struct SummaryOut {
+    /// When the summary was made, RFC 3339 UTC.
+    pub timestamp: String,
+    /// False for a summary asked for with SIGUSR1 while watch goes on.
+    #[serde(rename = "final")]
+    pub is_final: bool,
     pub events_seen: u64,
     pub events_lost: u64,
     pub seen: Counts,
@@ -133,6 +145,8 @@ pub struct SummaryOut {
 pub struct EventWriter<W: Write> {
     out: W,
     json: bool,
+    /// Severity in colour (human lines on a terminal only).
+    colour: bool,
 }
 
 fn chain_text(ancestry: &[ProcessOut]) -> String {
@@ -152,7 +166,22 @@ fn chain_text(ancestry: &[ProcessOut]) -> String {
 
 impl<W: Write> EventWriter<W> {
     pub fn new(out: W, json: bool) -> Self {
-        EventWriter { out, json }
+        EventWriter {
+            out,
+            json,
+            colour: false,
+        }
+    }
+
+    /// Colours severities in human lines when `colour` is true.
+    pub fn with_colour(mut self, colour: bool) -> Self {
+        self.colour = colour && !self.json;
+        self
+    }
+
+    /// The writer underneath (to re-open a file).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 
     fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
@@ -163,6 +192,7 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(s);
         }
+        write!(self.out, "{} ", style::now())?;
         writeln!(
             self.out,
             "tracer: watching (kernel {}, {} processes known); Ctrl-C to stop",
@@ -179,6 +209,7 @@ impl<W: Write> EventWriter<W> {
             return self.json_line(e);
         }
         let args = e.argv.join(" ");
+        write!(self.out, "{} ", e.timestamp)?;
         write!(
             self.out,
             "EXEC    pid={} ppid={} user={} {} [{}]{}",
@@ -199,6 +230,7 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(c);
         }
+        write!(self.out, "{} ", c.timestamp)?;
         writeln!(
             self.out,
             "CONNECT pid={} user={} {} {} -> {}\n        chain: {}",
@@ -216,10 +248,11 @@ impl<W: Write> EventWriter<W> {
             return self.json_line(a);
         }
         let c = a.connect;
+        write!(self.out, "{} ", c.timestamp)?;
         writeln!(
             self.out,
             "ALERT [{}] {} (pid {}) connects to {}: matches {} ({}); {}",
-            a.severity,
+            style::severity(a.severity, false, self.colour),
             c.comm,
             c.pid,
             endpoint(&c.daddr, c.dport),
@@ -254,6 +287,7 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(s);
         }
+        write!(self.out, "{} ", s.timestamp)?;
         writeln!(
             self.out,
             "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}), {} lost in the kernel, {} malformed, {} alerts",

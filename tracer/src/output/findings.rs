@@ -11,7 +11,7 @@ use std::{
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::model::Finding;
+use crate::{model::Finding, output::style};
 
 /// One view's contribution, as the report shows it.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -39,9 +39,15 @@ pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
     super::schema::write_pretty(w, report)
 }
 
-/// The findings, then a note for each missing view, then one summary line.
-pub fn write_human(w: &mut impl Write, report: &Report, view_order: &[&str]) -> io::Result<()> {
-    write_findings(w, report.findings)?;
+/// The findings, then a note for each missing view, then one summary line;
+/// severities in colour when `colour` is on (see `style::colour_for`).
+pub fn write_human(
+    w: &mut impl Write,
+    report: &Report,
+    view_order: &[&str],
+    colour: bool,
+) -> io::Result<()> {
+    write_findings_styled(w, report.findings, colour)?;
     if let Some(why) = report.kernel_view.strip_prefix("skipped: ") {
         writeln!(w, "kernel view skipped: {why}")?;
     }
@@ -71,18 +77,25 @@ pub fn write_human(w: &mut impl Write, report: &Report, view_order: &[&str]) -> 
 /// Each finding as a block: a header line, the summary, the evidence and
 /// the next step.
 pub fn write_findings(w: &mut impl Write, findings: &[Finding]) -> io::Result<()> {
+    write_findings_styled(w, findings, false)
+}
+
+fn write_findings_styled(w: &mut impl Write, findings: &[Finding], colour: bool) -> io::Result<()> {
     for f in findings {
+        // Padded before colouring: escape codes have no width.
+        let severity = format!("{:<8}", f.severity.to_string().to_uppercase());
+        let severity = severity.replacen(
+            f.severity.to_string().to_uppercase().as_str(),
+            &style::severity(f.severity, true, colour),
+            1,
+        );
         let (pid, comm) = f.process.as_ref().map_or((String::from("-"), "-"), |p| {
             (p.pid.to_string(), p.comm.as_str())
         });
         writeln!(
             w,
-            "{:<8} {:<10} pid {:<7} {:<16} {}",
-            f.severity.to_string().to_uppercase(),
-            f.layer,
-            pid,
-            comm,
-            f.kind
+            "{severity} {:<10} pid {:<7} {:<16} {}",
+            f.layer, pid, comm, f.kind
         )?;
         writeln!(w, "    {}", f.summary)?;
         for (label, value) in f.evidence.iter().filter(|(l, _)| l != "pid") {
@@ -142,7 +155,7 @@ mod tests {
     fn human_report_lists_findings_then_skipped_views_then_one_summary_line() {
         let findings = [finding()];
         let mut out = Vec::new();
-        write_human(&mut out, &report(&findings), &["K", "P", "L"]).unwrap();
+        write_human(&mut out, &report(&findings), &["K", "P", "L"], false).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(

@@ -5,3 +5,4 @@ pub mod manual;
 pub mod plan;
 pub mod schema;
 pub mod sink;
+pub mod style;

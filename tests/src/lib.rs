@@ -4,6 +4,7 @@
 //! removed; mounts only ever live in private mount namespaces, which vanish
 //! with their last process).
 pub mod hidden;
+pub mod schema;
 
 use std::{
     fs,
@@ -228,14 +229,17 @@ pub struct TracerRun {
 }
 
 impl TracerRun {
-    /// The JSON report (the run must have used --json).
+    /// The JSON report (the run must have used --json), checked against
+    /// its schema.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+        let report = serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "tracer printed no JSON ({e}):\n{}\nstderr: {}",
                 self.stdout, self.stderr
             )
-        })
+        });
+        schema::check(&report);
+        report
     }
 
     /// Every finding of a --json run.

@@ -95,6 +95,7 @@ fn wait_for(watch: &Watch, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         };
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|_| panic!("watch printed a line that is not JSON: {line}"));
+        tracer_tests::schema::check(&v);
         if pred(&v) {
             return v;
         }

@@ -140,11 +140,14 @@ impl RotatingFile {
         if self.keep == 0 {
             self.file.set_len(0)?;
         } else {
-            for n in (1..self.keep).rev() {
-                let from = numbered(&self.path, n);
-                if from.exists() {
-                    std::fs::rename(&from, numbered(&self.path, n + 1))?;
-                }
+            // Rotated files are numbered without gaps: only those present
+            // are looked at, however many may be kept.
+            let mut last = 0;
+            while last < self.keep && numbered(&self.path, last + 1).exists() {
+                last += 1;
+            }
+            for n in (1..=last.min(self.keep - 1)).rev() {
+                std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1))?;
             }
             std::fs::rename(&self.path, numbered(&self.path, 1))?;
             self.file = open_append(&self.path)?;

@@ -295,7 +295,12 @@ fn unknown_flag_prints_usage() {
 fn human_output_names_the_hooks_and_the_chain() {
     let watch = Watch::spawn(&["--exec-only"]);
     let first = watch.next_line("the start line");
-    assert!(first.starts_with("tracer: watching"), "{first}");
+    // Every human line starts with its time (RFC 3339 UTC).
+    let (stamp, rest) = first.split_once(' ').unwrap();
+    assert!(
+        stamp.ends_with('Z') && rest.starts_with("tracer: watching"),
+        "{first}"
+    );
     let hooks: Vec<String> = (0..4).map(|_| watch.next_line("a hook line")).collect();
     assert!(hooks.iter().any(
         |h| h.contains("connect") && h.contains("inet_sock_set_state")
@@ -313,7 +318,10 @@ fn human_output_names_the_hooks_and_the_chain() {
             break line;
         }
     };
-    assert!(exec_line.starts_with("EXEC"), "{exec_line}");
+    assert!(
+        exec_line.split_once(' ').unwrap().1.starts_with("EXEC"),
+        "{exec_line}"
+    );
     let chain = watch.next_line("the chain line");
     assert!(
         chain.contains(&format!("({})", std::process::id())),

@@ -553,6 +553,7 @@ fn losses_are_reported_in_the_stream_and_ancestry_is_right_again_afterwards() {
         Duration::from_secs(90),
     );
     let loss: Value = serde_json::from_slice(lines.last().unwrap()).unwrap();
+    tracer_tests::schema::check(&loss);
     assert!(loss["lost"]["exec"].as_u64().unwrap() > 0, "{loss}");
     assert!(loss["total_lost"].as_u64().unwrap() >= loss["lost"]["exec"].as_u64().unwrap());
     // Every exec before it was one the kernel did queue: the loss record
@@ -567,6 +568,7 @@ fn losses_are_reported_in_the_stream_and_ancestry_is_right_again_afterwards() {
         Duration::from_secs(90),
     );
     let exec: Value = serde_json::from_slice(lines.last().unwrap()).unwrap();
+    tracer_tests::schema::check(&exec);
     let first = &exec["ancestry"][0];
     assert_eq!(first["pid"], parent.pid(), "{exec:#}");
     assert_eq!(first["comm"], "sh", "{exec:#}");

@@ -5,6 +5,7 @@
 //! with their last process).
 pub mod hidden;
 pub mod net;
+pub mod schema;
 
 use std::{
     fs,
@@ -229,14 +230,17 @@ pub struct TracerRun {
 }
 
 impl TracerRun {
-    /// The JSON report (the run must have used --json).
+    /// The JSON report (the run must have used --json), checked against
+    /// its schema.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+        let report = serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "tracer printed no JSON ({e}):\n{}\nstderr: {}",
                 self.stdout, self.stderr
             )
-        })
+        });
+        schema::check(&report);
+        report
     }
 
     /// Every finding of a --json run.

@@ -59,7 +59,10 @@ impl HumanWatch {
         });
         let watch = HumanWatch { child, lines };
         watch.until(
-            |l| l.starts_with(b"tracer: watching") || l.starts_with(br#"{"type":"start""#),
+            |l| {
+                after_stamp(l).starts_with(b"tracer: watching")
+                    || l.starts_with(br#"{"type":"start""#)
+            },
             "the start line",
         );
         watch
@@ -115,6 +118,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A human watch line without its leading timestamp (`2026-...Z `); other
+/// lines (chains, hooks, JSON) as they are.
+fn after_stamp(line: &[u8]) -> &[u8] {
+    match line.iter().position(|&b| b == b' ') {
+        Some(at) if line[0].is_ascii_digit() && line[..at].ends_with(b"Z") => &line[at + 1..],
+        _ => line,
+    }
+}
+
 #[test]
 fn watch_shows_escape_sequences_and_newlines_escaped_never_raw_or_as_forged_lines() {
     if !running_as_root("terminal_injection") {
@@ -132,7 +144,7 @@ fn watch_shows_escape_sequences_and_newlines_escaped_never_raw_or_as_forged_line
         .status()
         .unwrap();
     let lines = watch.until(
-        |l| l.starts_with(b"EXEC") && contains(l, marker.as_bytes()),
+        |l| after_stamp(l).starts_with(b"EXEC") && contains(l, marker.as_bytes()),
         "the planted exec",
     );
     // And the chain line that belongs to it.
@@ -150,7 +162,11 @@ fn watch_shows_escape_sequences_and_newlines_escaped_never_raw_or_as_forged_line
             !line.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f),
             "a raw control byte reached the terminal: {line:?}"
         );
-        assert!(!line.starts_with(b"EXEC    pid=1 ppid=0"), "a forged line");
+        assert!(
+            !line.starts_with(b"EXEC    pid=1 ppid=0")
+                && !after_stamp(line).starts_with(b"EXEC    pid=1 ppid=0"),
+            "a forged line"
+        );
     }
 }
 
@@ -381,7 +397,7 @@ fn a_thread_named_xmrig_is_named_in_hidden_kill_tree_and_watch() {
     let watch = HumanWatch::start(&["--exec-only", "--no-default-iocs"]);
     std::fs::write(&trigger, b"").unwrap();
     watch.until(
-        |l| l.starts_with(b"EXEC") && contains(l, marker.as_bytes()),
+        |l| after_stamp(l).starts_with(b"EXEC") && contains(l, marker.as_bytes()),
         "the exec of the threaded process's child",
     );
     let chain = watch.until(|l| l.starts_with(b"        chain:"), "its chain");
@@ -553,6 +569,7 @@ fn losses_are_reported_in_the_stream_and_ancestry_is_right_again_afterwards() {
         Duration::from_secs(90),
     );
     let loss: Value = serde_json::from_slice(lines.last().unwrap()).unwrap();
+    tracer_tests::schema::check(&loss);
     assert!(loss["lost"]["exec"].as_u64().unwrap() > 0, "{loss}");
     assert!(loss["total_lost"].as_u64().unwrap() >= loss["lost"]["exec"].as_u64().unwrap());
     // Every exec before it was one the kernel did queue: the loss record
@@ -567,6 +584,7 @@ fn losses_are_reported_in_the_stream_and_ancestry_is_right_again_afterwards() {
         Duration::from_secs(90),
     );
     let exec: Value = serde_json::from_slice(lines.last().unwrap()).unwrap();
+    tracer_tests::schema::check(&exec);
     let first = &exec["ancestry"][0];
     assert_eq!(first["pid"], parent.pid(), "{exec:#}");
     assert_eq!(first["comm"], "sh", "{exec:#}");

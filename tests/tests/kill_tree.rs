@@ -266,6 +266,7 @@ fn watchdog_loop_and_miner_are_killed_and_quarantined() {
     );
     assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
     let plan: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    tracer_tests::schema::check(&plan);
     let members: Vec<u64> = plan["members"]
         .as_array()
         .unwrap()
@@ -421,6 +422,7 @@ fn persistence_root_can_point_at_a_scratch_tree() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    tracer_tests::schema::check(&plan);
     let hits: Vec<(String, u64)> = plan["persistence"]
         .as_array()
         .unwrap()

@@ -95,6 +95,7 @@ fn wait_for(watch: &Watch, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         };
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|_| panic!("watch printed a line that is not JSON: {line}"));
+        tracer_tests::schema::check(&v);
         if pred(&v) {
             return v;
         }
@@ -291,7 +292,12 @@ fn unknown_flag_prints_usage() {
 fn human_output_names_the_hooks_and_the_chain() {
     let watch = Watch::spawn(&["--exec-only"]);
     let first = watch.next_line("the start line");
-    assert!(first.starts_with("tracer: watching"), "{first}");
+    // Every human line starts with its time (RFC 3339 UTC).
+    let (stamp, rest) = first.split_once(' ').unwrap();
+    assert!(
+        stamp.ends_with('Z') && rest.starts_with("tracer: watching"),
+        "{first}"
+    );
     let hooks: Vec<String> = (0..4).map(|_| watch.next_line("a hook line")).collect();
     assert!(hooks.iter().any(
         |h| h.contains("connect") && h.contains("inet_sock_set_state")
@@ -309,7 +315,10 @@ fn human_output_names_the_hooks_and_the_chain() {
             break line;
         }
     };
-    assert!(exec_line.starts_with("EXEC"), "{exec_line}");
+    assert!(
+        exec_line.split_once(' ').unwrap().1.starts_with("EXEC"),
+        "{exec_line}"
+    );
     let chain = watch.next_line("the chain line");
     assert!(
         chain.contains(&format!("({})", std::process::id())),

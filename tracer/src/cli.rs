@@ -49,6 +49,12 @@ pub enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         lookups: u32,
     },
+    /// Internal: write man pages, shell completions and JSON schemas into DIR.
+    #[command(name = "__generate", hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -78,6 +84,16 @@ pub struct WatchArgs {
     /// Internal (benchmarks): add a `timing` object to each alert.
     #[arg(long, hide = true)]
     pub timing: bool,
+    /// Append records to FILE instead of stdout, rotated by size (SIGHUP re-opens it).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Rotate the --output file before it would exceed SIZE (bytes, or with K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "100M", requires = "output",
+          value_parser = crate::output::sink::parse_size)]
+    pub output_max_size: u64,
+    /// Rotated --output files kept: FILE.1 (newest) to FILE.N; 0 truncates FILE instead.
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "output")]
+    pub output_keep: u32,
 }
 
 #[derive(Args, Debug, Clone, Default)]

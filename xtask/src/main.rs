@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the machine, build, test, run and benchmark tracer.
 mod bench;
 mod build;
+mod dist;
 mod setup;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum Cmd {
     },
     /// Set up, then build a static (musl) release binary.
     BuildStatic,
+    /// Set up, build static, and package: .deb, .tar.gz and SHA256SUMS in target/xtask/dist.
+    Dist,
     /// Set up, build (release) and run the tracer as root with ARGS.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::run().map(|()| 0),
         Cmd::Build { release } => build::build(release).map(|()| 0),
         Cmd::BuildStatic => build::build_static().map(|()| 0),
+        Cmd::Dist => dist::dist(),
         Cmd::Run { args } => build::run_tracer(&args),
         Cmd::Test { args } => build::test(&args),
         Cmd::Bench(args) => bench::run(&args),

@@ -15,6 +15,7 @@ use crate::{
     output::{
         findings::{self, Report, Unchecked, ViewSummary},
         kernel::KernelSection,
+        style,
     },
     table::ProcessTable,
     views::{
@@ -110,7 +111,8 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     if args.json {
         findings::write_json(&mut out, &report)?;
     } else {
-        findings::write_human(&mut out, &report, VIEW_ORDER, CONNECTION_VIEW_ORDER)?;
+        let colour = style::colour_for(io::IsTerminal::is_terminal(&io::stdout()));
+        findings::write_human(&mut out, &report, VIEW_ORDER, CONNECTION_VIEW_ORDER, colour)?;
     }
     let incomplete =
         report.unchecked.count > 0 || (snap.kernel.skipped().is_some() && !args.no_kernel);

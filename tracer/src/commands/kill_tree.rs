@@ -10,14 +10,14 @@
 //! Exit codes: 0 done (or dry run); 1 something survived, came back, or
 //! could not be signalled; 3 --kill without root; 5 target refused (not a
 //! PID, no such process, PID 1, kernel thread, tracer or its ancestors).
-use std::path::Path;
+use std::{io, path::Path};
 
 use anyhow::Result;
 
 use crate::{
     cli::KillTreeArgs,
     error::{exit, UserError},
-    output::plan as render,
+    output::{plan as render, schema},
     respond::{self, respawn, KillPlan},
     table::ProcessTable,
     users::Users,
@@ -47,7 +47,7 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
 
     if !args.kill {
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            schema::write_pretty(&mut io::stdout().lock(), &plan)?;
         } else {
             print!(
                 "{}",
@@ -63,7 +63,7 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
 fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
     let users = Users::load();
     if args.json {
-        println!("{}", serde_json::json!({ "plan": plan }));
+        schema::write_line(&mut io::stdout().lock(), plan)?;
     } else {
         print!(
             "{}",
@@ -73,7 +73,7 @@ fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
     }
     let mut announce = |m: &respond::PlanMember| {
         if args.json {
-            println!("{}", serde_json::json!({ "joined": m }));
+            let _ = schema::write_line(&mut io::stdout().lock(), m);
         } else {
             println!("{}", render::joined_text(m));
         }
@@ -87,7 +87,7 @@ fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
     let ex = respond::execute(&to_stop, args.quarantine.as_deref(), &users, &mut announce)?;
     let check = respawn::check_duration();
     if args.json {
-        println!("{}", serde_json::json!({ "execution": &ex }));
+        schema::write_line(&mut io::stdout().lock(), &ex)?;
     } else {
         print!("{}", render::execution_text(&ex));
         println!(
@@ -103,8 +103,12 @@ fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
         .filter(|r| respawn::still_running(&r.process))
         .collect();
     if args.json {
-        println!("{}", serde_json::json!({ "respawn": &report }));
-        println!("{}", serde_json::json!({ "relatives_alive": &living }));
+        schema::write_line(&mut io::stdout().lock(), &report)?;
+        let relatives_alive = living.iter().map(|m| (*m).clone()).collect();
+        schema::write_line(
+            &mut io::stdout().lock(),
+            &respond::plan::RelativesAlive { relatives_alive },
+        )?;
     } else {
         print!("{}", render::respawn_text(&report));
         print!("{}", render::relatives_text(&living, args.relatives));

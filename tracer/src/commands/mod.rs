@@ -1,4 +1,5 @@
 //! One module per command; each wires the shared parts together.
+pub mod generate;
 pub mod hidden;
 pub mod ioc_bench;
 pub mod kill_tree;
@@ -21,5 +22,6 @@ pub fn run(command: Command) -> Result<i32> {
         Command::LibcReaddir => crate::views::libc_readdir::print_listing(),
         Command::LibcCat { files } => crate::views::net::libc::print_files(&files),
         Command::IocBench { files, lookups } => ioc_bench::run(&files, lookups),
+        Command::Generate { dir } => generate::run(&dir),
     }
 }

@@ -1,5 +1,6 @@
 //! `tracer status`: what this kernel offers and which hooks tracer chooses.
 use anyhow::Result;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
@@ -10,22 +11,23 @@ use crate::{
     views::{bpf::BpfProgram, kernel_hooks::KernelInput},
 };
 
-#[derive(Serialize)]
-struct Status {
-    tracer: &'static str,
-    kernel: String,
-    btf: bool,
-    privileged: bool,
-    static_build: bool,
-    hooks: Vec<HookChoice>,
-    kernel_tasks: Option<usize>,
+/// What `tracer status --json` prints.
+#[derive(Serialize, JsonSchema)]
+pub struct Status {
+    pub tracer: &'static str,
+    pub kernel: String,
+    pub btf: bool,
+    pub privileged: bool,
+    pub static_build: bool,
+    pub hooks: Vec<HookChoice>,
+    pub kernel_tasks: Option<usize>,
     /// Whether each socket iterator loaded, and the fallback when not.
-    socket_iterators: Vec<IteratorStatus>,
+    pub socket_iterators: Vec<IteratorStatus>,
     /// Loaded BPF programs that are not tracer's.
-    bpf_programs: Vec<BpfProgram>,
+    pub bpf_programs: Vec<BpfProgram>,
     /// Kernel checks that cannot run here, one line each.
-    kernel_checks: Vec<String>,
-    error: Option<String>,
+    pub kernel_checks: Vec<String>,
+    pub error: Option<String>,
 }
 
 pub fn run(args: StatusArgs) -> Result<i32> {
@@ -71,7 +73,7 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         Err(e) => status.error = Some(format!("{e:#}")),
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        crate::output::schema::write_pretty(&mut std::io::stdout().lock(), &status)?;
     } else {
         println!("tracer {}", status.tracer);
         println!("kernel      {}", status.kernel);

@@ -1,7 +1,7 @@
 //! `tracer watch`: the kernel event stream, with ancestry and alerts.
 use std::{
     collections::HashMap,
-    io::{self, BufWriter, Write},
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
@@ -20,15 +20,19 @@ use crate::{
         connections,
         indicators::{self, Indicators},
     },
-    error::exit,
+    error::{exit, UserError},
     kernel::{
         events::{decode, text, KernelEvent},
         Kernel,
     },
     model::{boottime_ns_to_ticks, socket::Socket, HostStr, Process},
-    output::events::{
-        AlertOut, AlertTiming, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary, LossOut,
-        ProcessOut, StartOut, SummaryOut,
+    output::{
+        events::{
+            AlertOut, AlertTiming, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary,
+            LossOut, ProcessOut, StartOut, SummaryOut,
+        },
+        sink::{RotatingFile, Sink},
+        style,
     },
     proc, respond,
     table::ProcessTable,
@@ -54,6 +58,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     // loaded into the kernel.
     crate::kernel::check_privileges("watch")?;
     let indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
+    let sink = open_output(&args)?;
     let mut kernel = Kernel::load("watch")?;
     kernel.attach_watch()?;
     kernel.release_btf();
@@ -66,15 +71,17 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let open = views::net::kernel::take(&mut kernel);
 
     let json = args.json;
+    let colour = style::colour_for(sink.is_terminal());
+    let to_file = args.output.is_some();
     let mut w = Watcher {
         args,
         table,
         users: Users::load(),
         indicators,
-        out: EventWriter::new(
-            BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
-            json,
-        ),
+        out: EventWriter::new(sink, json).with_colour(colour),
+        // A person at the terminal gets a human summary on stderr when the
+        // records go elsewhere (JSON, a file).
+        summary_to_stderr: json || to_file,
         seen: Counts::default(),
         malformed: 0,
         alerts: 0,
@@ -95,7 +102,6 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         // may stop us at once, and must get a clean detach and a summary.
         let stop = Stop::install()?;
         w.out.start(&StartOut {
-            kind: "start",
             kernel: crate::kernel::kernel_release(),
             hooks: &hooks,
             processes: w.table.live_count(),
@@ -119,23 +125,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         w.stream(ring, stop).await
     });
 
-    let lost = lost_counts(&w.kernel);
-    let summary = SummaryOut {
-        kind: "summary",
-        events_seen: w.seen.exec + w.seen.fork + w.seen.exit + w.seen.connect,
-        events_lost: total(&lost),
-        seen: w.seen,
-        lost,
-        malformed: w.malformed,
-        alerts: w.alerts,
-        shown: w.shown,
-    };
-    // The summary goes to stdout with the events (JSON consumers read it
-    // there) and, in JSON mode, to stderr for the human at the terminal.
-    let _ = w.out.summary(&summary).and_then(|_| w.out.flush());
-    if json {
-        let _ = EventWriter::new(io::stderr(), false).summary(&summary);
-    }
+    let _ = w.report_summary(true);
     drop(w); // detaches every program and link
     stream_result?;
     Ok(exit::OK)
@@ -156,10 +146,30 @@ fn total(c: &Counts) -> u64 {
     c.exec + c.fork + c.exit + c.connect
 }
 
-/// SIGINT and SIGTERM, caught so that watch always detaches and reports.
+/// Where records go: `--output FILE` (rotated) or stdout. A file that
+/// cannot be opened stops watch before anything is loaded.
+fn open_output(args: &WatchArgs) -> Result<Sink> {
+    let Some(path) = &args.output else {
+        return Ok(Sink::stdout());
+    };
+    let file = RotatingFile::open(path, args.output_max_size, args.output_keep).map_err(|e| {
+        UserError::BadInput(format!(
+            "cannot write --output {}: {}; give a file in an existing, writable directory",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    Ok(Sink::File(file))
+}
+
+/// SIGINT and SIGTERM, caught so that watch always detaches and reports;
+/// SIGUSR1 (summary so far) and SIGHUP (re-open the output file), caught
+/// so that they never stop it.
 struct Stop {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
+    sigusr1: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
 }
 
 impl Stop {
@@ -167,16 +177,19 @@ impl Stop {
         Ok(Stop {
             sigint: signal(SignalKind::interrupt())?,
             sigterm: signal(SignalKind::terminate())?,
+            sigusr1: signal(SignalKind::user_defined1())?,
+            sighup: signal(SignalKind::hangup())?,
         })
     }
 }
 
-struct Watcher<W: Write> {
+struct Watcher {
     args: WatchArgs,
     table: ProcessTable,
     users: Users,
     indicators: Indicators,
-    out: EventWriter<W>,
+    out: EventWriter<Sink>,
+    summary_to_stderr: bool,
     seen: Counts,
     /// Records too short or of an unknown kind (never expected; counted so
     /// that nothing disappears unnoticed).
@@ -197,7 +210,7 @@ struct Watcher<W: Write> {
     woken_ns: u64,
 }
 
-impl<W: Write> Watcher<W> {
+impl Watcher {
     /// Drains the ring buffer until SIGINT or SIGTERM, then once more.
     async fn stream(&mut self, ring: RingBuf<MapData>, mut stop: Stop) -> Result<()> {
         #[allow(deprecated)]
@@ -220,6 +233,19 @@ impl<W: Write> Watcher<W> {
                 }
                 _ = stop.sigint.recv() => break,
                 _ = stop.sigterm.recv() => break,
+                _ = stop.sigusr1.recv() => {
+                    if self.drain(ring.get_mut())? {
+                        return Ok(());
+                    }
+                    self.report_summary(false)?;
+                }
+                _ = stop.sighup.recv() => {
+                    // A file moved away keeps what was written; the rest
+                    // goes to a new one under the same name.
+                    if let Err(e) = self.out.flush().and_then(|_| self.out.get_mut().reopen()) {
+                        eprintln!("tracer: re-opening the output file after SIGHUP failed: {e}; still writing to the old one");
+                    }
+                }
                 _ = drain_tick.tick() => {
                     if self.drain(ring.get_mut())? {
                         return Ok(());
@@ -230,6 +256,28 @@ impl<W: Write> Watcher<W> {
         }
         self.drain(ring.get_mut())?;
         Ok(())
+    }
+
+    /// Counts so far: with the events (JSON consumers read it there) and,
+    /// when those are not human lines on the terminal, on stderr too.
+    fn report_summary(&mut self, is_final: bool) -> io::Result<()> {
+        let lost = lost_counts(&self.kernel);
+        let summary = SummaryOut {
+            timestamp: style::now(),
+            is_final,
+            events_seen: self.seen.exec + self.seen.fork + self.seen.exit + self.seen.connect,
+            events_lost: total(&lost),
+            seen: self.seen,
+            lost,
+            malformed: self.malformed,
+            alerts: self.alerts,
+            shown: self.shown,
+        };
+        let written = self.out.summary(&summary).and_then(|_| self.out.flush());
+        if self.summary_to_stderr {
+            let _ = EventWriter::new(io::stderr(), false).summary(&summary);
+        }
+        written
     }
 
     /// Handles every queued record; returns true when stdout is gone.
@@ -285,7 +333,7 @@ impl<W: Write> Watcher<W> {
             self.last_loss_report = Some(Instant::now());
             self.resync_pending_since.get_or_insert_with(Instant::now);
             self.out.loss(&LossOut {
-                kind: "loss",
+                timestamp: style::now(),
                 lost: Counts {
                     exec: now.exec.saturating_sub(last.exec),
                     fork: now.fork.saturating_sub(last.fork),
@@ -398,7 +446,7 @@ impl<W: Write> Watcher<W> {
             .unwrap_or_default();
         let users = &self.users;
         let out = ExecOut {
-            kind: "exec",
+            timestamp: style::event_time(e.ktime_ns),
             ktime_ns: e.ktime_ns,
             pid: e.tgid,
             tid: e.pid,
@@ -498,7 +546,7 @@ impl<W: Write> Watcher<W> {
         }
         let users = &self.users;
         let out = ConnectOut {
-            kind: "connect",
+            timestamp: style::event_time(c.ktime_ns),
             ktime_ns: c.ktime_ns,
             pid: c.pid,
             tid: c.tid,
@@ -526,7 +574,6 @@ impl<W: Write> Watcher<W> {
             clock.timing.plan_ns = clock.lap();
             clock.timing.alert_write_ns = clock.last;
             self.out.alert(&AlertOut {
-                kind: "alert",
                 severity,
                 indicator: &m.indicator,
                 indicator_source: &m.source,

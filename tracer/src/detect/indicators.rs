@@ -49,7 +49,7 @@ pub const LOAD_RESOLVE_WAIT: Duration = Duration::from_millis(1500);
 pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// A connection that matched an indicator.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct IndicatorMatch {
     /// The indicator as written in its file.
     pub indicator: String,

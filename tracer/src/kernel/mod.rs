@@ -15,6 +15,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, Iter, RawTracePoint},
     Btf, Ebpf, EbpfLoader,
 };
+use schemars::JsonSchema;
 use serde::Serialize;
 use tracer_common::{BpfFileRecord, TaskRecord, LOST_SLOTS};
 
@@ -26,7 +27,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const BTF_RELEASED: &str = "kernel BTF already released: load programs before release_btf";
 
 /// Which kernel hook feeds one kind of event, and why it was chosen.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct HookChoice {
     pub event: &'static str,
     pub hook: String,

@@ -37,7 +37,7 @@ pub const UDP: SocketIterator = SocketIterator {
 pub const ALL: [&SocketIterator; 3] = [&TASK_FILE, &TCP, &UDP];
 
 /// Whether one socket iterator loaded on this kernel (`tracer status`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct IteratorStatus {
     /// `iter/task_file`, `iter/tcp`, `iter/udp`.
     pub iterator: String,

@@ -189,6 +189,31 @@ impl fmt::Debug for HostStr {
     }
 }
 
+/// A string when the bytes are UTF-8, else `{text, hex}` (see `Serialize`).
+impl schemars::JsonSchema for HostStr {
+    fn schema_name() -> Cow<'static, str> {
+        "HostStr".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Bytes from the host: a string when they are UTF-8, else an object with the escaped text and the bytes in hex.",
+            "oneOf": [
+                { "type": "string" },
+                {
+                    "type": "object",
+                    "properties": {
+                        "text": { "type": "string", "description": "Escaped for display (see README, host strings)." },
+                        "hex": { "type": "string", "pattern": "^([0-9a-f]{2})*$", "description": "The original bytes." }
+                    },
+                    "required": ["text", "hex"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
 impl Serialize for HostStr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if self.is_utf8() {

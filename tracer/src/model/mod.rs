@@ -5,6 +5,7 @@ pub mod socket;
 
 pub use host_str::HostStr;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// Clock ticks per second used by /proc for start times (USER_HZ). Linux
@@ -35,7 +36,7 @@ pub fn parse_pid(arg: &str) -> Result<u32, String> {
 }
 
 /// A process identity. PIDs are recycled; (pid, start time) is not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 pub struct ProcessId {
     pub pid: u32,
     /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -43,7 +44,7 @@ pub struct ProcessId {
 }
 
 /// What tracer knows about one process, from whichever source saw it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
 pub struct Process {
     pub pid: u32,
     pub ppid: u32,
@@ -96,13 +97,13 @@ impl Process {
 }
 
 /// A thread of a process, by its own name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ThreadName {
     pub tid: u32,
     pub comm: HostStr,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -124,7 +125,7 @@ impl std::fmt::Display for Severity {
 
 /// One thing a detector found. Every detector returns these; every
 /// renderer prints them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Finding {
     /// Identifies this finding within a report (`related` names others by
     /// it): the kind and what it is about, so the same thing found twice

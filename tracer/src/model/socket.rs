@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 /// Address family, as `socket(2)` names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     /// `AF_INET`.
@@ -39,7 +41,9 @@ impl Family {
 }
 
 /// Transport protocol, as `ss` and `netstat` group sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -104,7 +108,9 @@ pub struct SocketKey {
 }
 
 /// A process that holds a socket open, through one of its descriptors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
 pub struct SocketOwner {
     pub pid: u32,
     pub fd: u32,
@@ -112,7 +118,7 @@ pub struct SocketOwner {
 
 /// One socket as one view saw it. Views fill in what they know; the kernel
 /// view knows everything.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Socket {
     pub netns: u64,
     pub family: Family,
@@ -134,7 +140,7 @@ pub struct Socket {
     pub owners: Vec<SocketOwner>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 pub struct PacketBinding {
     pub ethertype: u16,
     pub ifindex: u32,

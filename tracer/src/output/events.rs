@@ -6,16 +6,21 @@
 //! shows goes through `escape`.
 use std::io::{self, Write};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
     kernel::HookChoice,
     model::{host_str::escape, HostStr, Process, Severity, ThreadName},
+    output::{
+        schema::{self, Record},
+        style,
+    },
     users::Users,
 };
 
 /// An ancestor or the acting process, as shown in events.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct ProcessOut<'a> {
     pub pid: u32,
     pub ppid: u32,
@@ -48,10 +53,10 @@ impl<'a> ProcessOut<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct ExecOut<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    /// Wall-clock time of the event, RFC 3339 UTC.
+    pub timestamp: String,
     pub ktime_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -69,10 +74,10 @@ pub struct ExecOut<'a> {
     pub ancestry: Vec<ProcessOut<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct ConnectOut<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    /// Wall-clock time of the event, RFC 3339 UTC.
+    pub timestamp: String,
     pub ktime_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -94,7 +99,7 @@ pub struct ConnectOut<'a> {
 }
 
 /// The kill-tree tracer would propose for an alert's process.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, JsonSchema, Clone, Debug)]
 pub struct KillPlanSummary {
     /// The exact command that carries the plan out.
     pub command: String,
@@ -104,10 +109,8 @@ pub struct KillPlanSummary {
     pub persistence: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct AlertOut<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub severity: Severity,
     pub indicator: &'a str,
     pub indicator_source: &'a str,
@@ -123,7 +126,7 @@ pub struct AlertOut<'a> {
 /// Boot-time stamps and stage durations of one alert, in nanoseconds.
 /// With the connect's `ktime_ns` and the reader's arrival time they split
 /// connect-to-alert latency into its parts.
-#[derive(Serialize, Default, Clone, Copy, Debug)]
+#[derive(Serialize, JsonSchema, Default, Clone, Copy, Debug)]
 pub struct AlertTiming {
     /// When the reader woke to drain the ring buffer holding the record.
     pub woken_ns: u64,
@@ -142,10 +145,8 @@ pub struct AlertTiming {
     pub alert_write_ns: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct StartOut<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub kernel: String,
     pub hooks: &'a [HookChoice],
     pub processes: usize,
@@ -157,7 +158,7 @@ pub struct StartOut<'a> {
     pub connections_gaps: Vec<String>,
 }
 
-#[derive(Serialize, Default, Clone, Copy)]
+#[derive(Serialize, JsonSchema, Default, Clone, Copy)]
 pub struct Counts {
     pub exec: u64,
     pub fork: u64,
@@ -168,20 +169,23 @@ pub struct Counts {
 /// Events the kernel could not queue since the last `loss` record (or the
 /// start), per kind. Once losses stop, the table is re-read from the
 /// kernel's task list.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct LossOut {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    /// When the loss was reported, RFC 3339 UTC.
+    pub timestamp: String,
     /// Since the last loss record.
     pub lost: Counts,
     /// Since watch started.
     pub total_lost: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct SummaryOut {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    /// When the summary was made, RFC 3339 UTC.
+    pub timestamp: String,
+    /// False for a summary asked for with SIGUSR1 while watch goes on.
+    #[serde(rename = "final")]
+    pub is_final: bool,
     pub events_seen: u64,
     pub events_lost: u64,
     pub seen: Counts,
@@ -195,6 +199,8 @@ pub struct SummaryOut {
 pub struct EventWriter<W: Write> {
     out: W,
     json: bool,
+    /// Severity in colour (human lines on a terminal only).
+    colour: bool,
 }
 
 /// `sh(300) < cron(200,exited)`; a thread named differently from its
@@ -226,12 +232,26 @@ fn chain_text(ancestry: &[ProcessOut]) -> String {
 
 impl<W: Write> EventWriter<W> {
     pub fn new(out: W, json: bool) -> Self {
-        EventWriter { out, json }
+        EventWriter {
+            out,
+            json,
+            colour: false,
+        }
     }
 
-    fn json_line<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, v)?;
-        self.out.write_all(b"\n")
+    /// Colours severities in human lines when `colour` is true.
+    pub fn with_colour(mut self, colour: bool) -> Self {
+        self.colour = colour && !self.json;
+        self
+    }
+
+    /// The writer underneath (to re-open a file).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
+        schema::write_line(&mut self.out, r)
     }
 
     pub fn start(&mut self, s: &StartOut) -> io::Result<()> {
@@ -241,6 +261,7 @@ impl<W: Write> EventWriter<W> {
         let connections = s.connections.map_or("connections unknown".into(), |n| {
             format!("{n} open connections")
         });
+        write!(self.out, "{} ", style::now())?;
         writeln!(
             self.out,
             "tracer: watching (kernel {}, {} processes known, {connections}); Ctrl-C to stop",
@@ -260,6 +281,7 @@ impl<W: Write> EventWriter<W> {
             return self.json_line(e);
         }
         let args = HostStr::join(e.argv, " ");
+        write!(self.out, "{} ", e.timestamp)?;
         write!(
             self.out,
             "EXEC    pid={} ppid={} user={} {} [{}]{}",
@@ -284,6 +306,7 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(c);
         }
+        write!(self.out, "{} ", c.timestamp)?;
         writeln!(
             self.out,
             "CONNECT pid={} user={} {} {} -> {}{}\n        chain: {}",
@@ -306,10 +329,11 @@ impl<W: Write> EventWriter<W> {
             return self.json_line(a);
         }
         let c = a.connect;
+        write!(self.out, "{} ", c.timestamp)?;
         writeln!(
             self.out,
             "ALERT [{}] {} (pid {}) {} {}: matches {} ({}); {}",
-            a.severity,
+            style::severity(a.severity, false, self.colour),
             c.comm.escaped(),
             c.pid,
             if c.established_before_start {
@@ -359,6 +383,7 @@ impl<W: Write> EventWriter<W> {
             return self.json_line(l);
         }
         let n = l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect;
+        write!(self.out, "{} ", l.timestamp)?;
         writeln!(
             self.out,
             "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}) since the last \
@@ -371,6 +396,7 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(s);
         }
+        write!(self.out, "{} ", s.timestamp)?;
         writeln!(
             self.out,
             "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}), {} lost in the kernel, {} malformed, {} alerts",

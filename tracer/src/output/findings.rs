@@ -8,12 +8,16 @@ use std::{
     io::{self, Write},
 };
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::model::{host_str::escape, Finding};
+use crate::{
+    model::{host_str::escape, Finding},
+    output::style,
+};
 
 /// One view's contribution, as the report shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct ViewSummary {
     /// Processes (or PIDs) the view listed; `None` when it was not taken.
     pub count: Option<usize>,
@@ -28,7 +32,7 @@ pub struct ViewSummary {
 }
 
 /// A findings report.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct Report<'a> {
     /// By view letter: K, P, L, S (S2 for a second ps), D.
     pub views: BTreeMap<String, ViewSummary>,
@@ -49,7 +53,7 @@ pub struct Report<'a> {
 }
 
 /// Processes that could not be fully checked.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Unchecked {
     pub count: usize,
     /// Why, and what to do; empty when `count` is 0.
@@ -59,19 +63,20 @@ pub struct Unchecked {
 }
 
 pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *w, report)?;
-    writeln!(w)
+    super::schema::write_pretty(w, report)
 }
 
 /// The findings, then a note for each missing or incomplete view, the
-/// connection views' counts, then one summary line.
+/// connection views' counts, then one summary line; severities in colour
+/// when `colour` is on (see `style::colour_for`).
 pub fn write_human(
     w: &mut impl Write,
     report: &Report,
     view_order: &[&str],
     connection_view_order: &[&str],
+    colour: bool,
 ) -> io::Result<()> {
-    write_findings(w, report.findings)?;
+    write_findings_styled(w, report.findings, colour)?;
     if let Some(k) = &report.kernel {
         super::kernel::write_human(w, k)?;
     }
@@ -134,8 +139,19 @@ fn counts(views: &BTreeMap<String, ViewSummary>, order: &[&str]) -> Vec<String> 
 /// Each finding as a block: a header line, the summary, the evidence and
 /// the next step.
 pub fn write_findings(w: &mut impl Write, findings: &[Finding]) -> io::Result<()> {
+    write_findings_styled(w, findings, false)
+}
+
+fn write_findings_styled(w: &mut impl Write, findings: &[Finding], colour: bool) -> io::Result<()> {
     for f in findings {
         // Every string below may quote the attacker: all are escaped.
+        // Padded before colouring: escape codes have no width.
+        let severity = format!("{:<8}", f.severity.to_string().to_uppercase());
+        let severity = severity.replacen(
+            f.severity.to_string().to_uppercase().as_str(),
+            &style::severity(f.severity, true, colour),
+            1,
+        );
         let (pid, comm) = f
             .process
             .as_ref()
@@ -144,8 +160,7 @@ pub fn write_findings(w: &mut impl Write, findings: &[Finding]) -> io::Result<()
             });
         writeln!(
             w,
-            "{:<8} {:<10} pid {:<7} {:<16} {}",
-            f.severity.to_string().to_uppercase(),
+            "{severity} {:<10} pid {:<7} {:<16} {}",
             escape(&f.layer),
             pid,
             comm,
@@ -219,7 +234,7 @@ mod tests {
     fn human_report_lists_findings_then_skipped_views_then_one_summary_line() {
         let findings = [finding()];
         let mut out = Vec::new();
-        write_human(&mut out, &report(&findings), &["K", "P", "L"], &[]).unwrap();
+        write_human(&mut out, &report(&findings), &["K", "P", "L"], &[], false).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(
@@ -246,7 +261,7 @@ mod tests {
             pids: vec![1, 2, 3],
         };
         let mut out = Vec::new();
-        write_human(&mut out, &partial, &["P"], &[]).unwrap();
+        write_human(&mut out, &partial, &["P"], &[], false).unwrap();
         assert!(String::from_utf8(out).unwrap().ends_with(
             "0 findings (views: P=120) in 42 ms; 3 processes not fully checked \
              (other users' executables need root)\n"
@@ -307,7 +322,7 @@ mod tests {
             ("S".to_string(), view(None, vec![])),
         ]);
         let mut out = Vec::new();
-        write_human(&mut out, &r, &["K", "P", "L"], &["K", "P", "N", "S"]).unwrap();
+        write_human(&mut out, &r, &["K", "P", "L"], &["K", "P", "N", "S"], false).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("    related: connection-hidden-from-ss:1:99\n"));
         assert!(text.contains("    related: hidden-from-libc:77:0\n"));

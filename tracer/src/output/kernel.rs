@@ -2,6 +2,7 @@
 //! line per check that could not run, then a count of BPF programs.
 use std::io::{self, Write};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
@@ -11,7 +12,7 @@ use crate::{
 };
 
 /// Kernel findings with everything the checks saw (JSON `kernel`).
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct KernelSection<'a> {
     pub findings: &'a [Finding],
     #[serde(flatten)]

@@ -2,5 +2,9 @@
 pub mod events;
 pub mod findings;
 pub mod kernel;
+pub mod manual;
 pub mod net;
 pub mod plan;
+pub mod schema;
+pub mod sink;
+pub mod style;

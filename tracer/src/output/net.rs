@@ -9,6 +9,7 @@ use std::{
     io::{self, Write},
 };
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::events::ProcessOut;
@@ -25,7 +26,7 @@ use crate::{
 };
 
 /// A process holding a socket, through descriptor `fd`.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct OwnerOut<'a> {
     pub pid: u32,
     pub fd: u32,
@@ -37,7 +38,7 @@ pub struct OwnerOut<'a> {
 }
 
 /// One socket with its holders, and the indicator its peer matches.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct ConnectionOut<'a> {
     pub netns: u64,
     pub protocol: Protocol,
@@ -108,7 +109,7 @@ impl<'a> ConnectionOut<'a> {
 }
 
 /// Counts for the summary line.
-#[derive(Serialize, Default, Debug, PartialEq)]
+#[derive(Serialize, JsonSchema, Default, Debug, PartialEq)]
 pub struct NetSummary {
     pub sockets: usize,
     /// By protocol, then state (`tcp` -> `ESTAB` -> 3).
@@ -173,7 +174,7 @@ impl NetSummary {
 }
 
 /// What `tracer net --json` prints: one object.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct NetReport<'a> {
     /// Which socket iterators ran.
     pub iterators: &'a [IteratorStatus],
@@ -188,8 +189,7 @@ pub struct NetReport<'a> {
 }
 
 pub fn write_json(out: &mut impl Write, r: &NetReport) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, r)?;
-    writeln!(out)
+    super::schema::write_pretty(out, r)
 }
 
 pub fn write_human(out: &mut impl Write, r: &NetReport) -> io::Result<()> {

@@ -27,6 +27,7 @@ use std::{
 
 use anyhow::Result;
 use rustix::process::Signal;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 pub use persistence::PersistenceHit;
@@ -48,7 +49,7 @@ pub fn attach_threads(plan: &mut KillPlan) {
 }
 
 /// What carrying out a plan did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, JsonSchema)]
 pub struct Execution {
     /// Children forked by members after the plan was made, stopped and
     /// killed with them (announced before they were signalled).

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// The set's open connections, as the plan shows them.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct PlanNetwork {
     /// Each member's open sockets, by member.
     pub connections: Vec<MemberConnection>,
@@ -32,7 +32,7 @@ pub struct PlanNetwork {
     pub gaps: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct MemberConnection {
     pub pid: u32,
     pub fd: u32,

@@ -35,6 +35,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{plan::ChainClues, program};
@@ -50,7 +51,7 @@ const MAX_FILE_BYTES: u64 = 1 << 20;
 /// Longest line quoted in a report.
 const MAX_LINE_CHARS: usize = 300;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct PersistenceHit {
     /// What kind of persistence: `crontab`, `systemd unit`, `udev rule`...
     pub kind: String,

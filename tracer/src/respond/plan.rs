@@ -17,6 +17,7 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{persistence::PersistenceHit, program};
@@ -27,7 +28,7 @@ use crate::{
 };
 
 /// The plan `kill-tree` prints, and with `--kill` carries out.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct KillPlan {
     pub target: u32,
     /// Members top-down: each process comes before its descendants.
@@ -53,7 +54,7 @@ pub struct KillPlan {
     pub network: Option<super::network::PlanNetwork>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct PlanMember {
     pub process: Process,
     /// Why it is in the set, in a few words.
@@ -61,6 +62,13 @@ pub struct PlanMember {
     /// Thread ids at planning time, when read (see `super::attach_threads`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub threads: Vec<u32>,
+}
+
+/// Relatives still alive after a kill (`kill-tree --kill --json`): a plan
+/// is not done while one of them lives.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct RelativesAlive {
+    pub relatives_alive: Vec<PlanMember>,
 }
 
 /// Plans stopping `target`: the tree (see [`plan_tree`]) plus the

@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use schemars::JsonSchema;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -27,7 +28,7 @@ use crate::{
 };
 
 /// What happened to one member's program.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct QuarantineOutcome {
     pub pid: u32,
     pub original_path: String,
@@ -35,7 +36,7 @@ pub struct QuarantineOutcome {
     pub result: Quarantined,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Quarantined {
     /// Copied to `file`.

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{program, KillPlan, PlanMember};
@@ -30,7 +31,7 @@ pub fn check_duration() -> Duration {
         .unwrap_or(DEFAULT_CHECK)
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, JsonSchema)]
 pub struct RespawnReport {
     pub watched_ms: u64,
     /// Members still running (same identity).

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// A process holding a BPF object open.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Owner {
     pub pid: u32,
     pub comm: HostStr,
@@ -29,7 +29,7 @@ pub struct Owner {
     pub via: &'static str,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct BpfProgram {
     pub id: u32,
     #[serde(rename = "type")]
@@ -60,7 +60,7 @@ pub struct BpfProgram {
 }
 
 /// Everything the inventory saw, plus what it could not check.
-#[derive(Default, Serialize)]
+#[derive(Default, Serialize, schemars::JsonSchema)]
 pub struct BpfInventory {
     pub programs: Vec<BpfProgram>,
     /// One line per check that could not run.

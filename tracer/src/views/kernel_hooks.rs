@@ -20,7 +20,7 @@ use crate::{
 /// Everything the kernel checks look at: the BPF inventory, the function
 /// pointers, ftrace and kprobe hooks, hidden modules, and one note per check
 /// that could not run.
-#[derive(Default, Serialize)]
+#[derive(Default, Serialize, schemars::JsonSchema)]
 pub struct KernelState {
     pub bpf: BpfInventory,
     pub pointers: Vec<PointerCheck>,
@@ -154,7 +154,7 @@ pub const TARGETS: &[Target] = &[
 ];
 
 /// What a pointer turned out to be.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// The expected function.
@@ -165,7 +165,7 @@ pub enum Verdict {
     OutsideKernelText,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct PointerCheck {
     /// e.g. `/proc/net/tcp seq_ops->show`.
     pub what: String,
@@ -289,7 +289,7 @@ impl OpenTargets {
 }
 
 /// A function some ftrace user has hooked, or a kprobe.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct FtraceHook {
     pub function: String,
     /// The rest of the `enabled_functions` line (flags, trampoline, callback)
@@ -439,7 +439,7 @@ pub struct ModuleSources {
     pub btf: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct HiddenModule {
     pub name: String,
     /// The places that still show it.

@@ -191,6 +191,14 @@ mod tests {
         };
         let since = crate::model::boottime_ns_to_ticks(crate::proc::boottime_ns());
         let mut again = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        // Watch only once the child runs the program (exec can lag on a
+        // loaded machine); at most 5 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while crate::proc::read_exe(again.id()).is_none_or(|e| e.as_str() != exe_s)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let report = watch(&plan, &[], since, Duration::from_millis(300));
         let _ = again.kill();
         let _ = again.wait();

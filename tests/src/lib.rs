@@ -68,6 +68,25 @@ pub fn running_as_root(test: &str) -> bool {
     root
 }
 
+/// Makes `cmd` run as `nobody` (uid and gid 65534, no supplementary
+/// groups; the change of uid drops every capability), for the tests of
+/// what tracer does without root.
+pub fn as_nobody(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setgroups/setgid/setuid between fork and exec, nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

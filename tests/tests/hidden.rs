@@ -216,19 +216,7 @@ fn without_root_the_kernel_view_is_skipped_in_one_line_and_the_rest_still_works(
     let as_nobody = |args: &[&str]| {
         let mut c = tracer(args);
         c.env("PATH", fake.path_var());
-        // SAFETY: setgid/setuid between fork and exec, nothing else.
-        unsafe {
-            c.pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        run(&mut c, LIMIT)
+        run(tracer_tests::as_nobody(&mut c), LIMIT)
     };
     let human = as_nobody(&["hidden"]);
     let skipped: Vec<&str> = human

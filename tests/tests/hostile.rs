@@ -243,20 +243,7 @@ fn a_process_whose_name_is_not_utf8_gets_exactly_the_findings_of_its_ascii_twin(
 
 /// `tracer ARGS` as nobody.
 fn as_nobody(args: &[&str]) -> tracer_tests::TracerRun {
-    let mut c = tracer(args);
-    // SAFETY: setgroups/setgid/setuid between fork and exec, nothing else.
-    unsafe {
-        c.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(65534) != 0
-                || libc::setuid(65534) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    run(&mut c, LIMIT)
+    run(tracer_tests::as_nobody(&mut tracer(args)), LIMIT)
 }
 
 #[test]

@@ -407,17 +407,11 @@ fn status_says_whether_each_socket_iterator_loaded() {
 
 #[test]
 fn net_without_root_is_one_line_and_exit_3() {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(tracer_tests::tracer_bin())
-        .args(["net", "--no-default-iocs"])
-        .output()
-        .unwrap();
+    let out = tracer_tests::as_nobody(
+        Command::new(tracer_tests::tracer_bin()).args(["net", "--no-default-iocs"]),
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");

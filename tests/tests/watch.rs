@@ -255,15 +255,7 @@ fn sigterm_also_detaches_cleanly() {
 
 #[test]
 fn not_root_gets_one_line_and_exit_code_3() {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(tracer_bin())
-        .arg("watch")
+    let out = tracer_tests::as_nobody(Command::new(tracer_bin()).arg("watch"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));

@@ -292,6 +292,30 @@ impl TracerRun {
             })
     }
 
+    /// Checks the exit code of a whole-host `hidden --json` scan: clean,
+    /// findings, or incomplete (6) only because of processes this test did
+    /// not start (a sandbox's init that even root may not inspect, say).
+    /// Panics with the report otherwise.
+    pub fn assert_host_scan_completed(&self) {
+        const INCOMPLETE: i32 = 6;
+        let unchecked_ours: Vec<u64> = match self.code {
+            0 | 1 => Vec::new(),
+            INCOMPLETE => self.json()["unchecked"]["pids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .filter(|&pid| descends_from_this_test(pid as u32))
+                .collect(),
+            _ => panic!("unexpected exit code:\n{}", self.describe()),
+        };
+        assert!(
+            unchecked_ours.is_empty(),
+            "processes this test started were left unchecked {unchecked_ours:?}:\n{}",
+            self.describe()
+        );
+    }
+
     /// Everything the run printed, for failure messages.
     pub fn describe(&self) -> String {
         format!(
@@ -299,6 +323,23 @@ impl TracerRun {
             self.code, self.stdout, self.stderr
         )
     }
+}
+
+/// `pid` is this test process or runs below it, by the parent links of
+/// /proc/PID/stat.
+pub fn descends_from_this_test(pid: u32) -> bool {
+    let me = std::process::id();
+    let mut pid = pid;
+    for _ in 0..64 {
+        if pid == me {
+            return true;
+        }
+        match stat_field(pid, 4).and_then(|p| p.parse().ok()) {
+            Some(parent) if parent != 0 && parent != pid => pid = parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The PIDs of an `ancestry` array, nearest parent first.

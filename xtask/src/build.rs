@@ -96,6 +96,8 @@ pub fn test(args: &[String]) -> Result<u8> {
         .args([
             "test",
             "--workspace",
+            // Every failing test binary is reported, not only the first.
+            "--no-fail-fast",
             "--exclude",
             "tracer-ebpf",
             "--",

@@ -132,8 +132,8 @@ fn kernel_socket_listing(kernel: &mut Kernel) -> Result<SocketListing, String> {
         .map_err(|e| format!("{e:#}"))
 }
 
-/// Processes whose executable (and open files) the kernel would not show:
-/// other users' processes, without root. Their exe rules did not run.
+/// Processes whose executable (and open files) the kernel would not show.
+/// Their exe rules did not run.
 fn unchecked(snap: &Snapshot) -> Unchecked {
     let pids: Vec<u32> = snap
         .probes
@@ -141,15 +141,24 @@ fn unchecked(snap: &Snapshot) -> Unchecked {
         .filter(|p| p.exe_denied && !p.is_defunct() && !snap.own_pids.contains(&p.pid))
         .map(|p| p.pid)
         .collect();
-    Unchecked {
-        count: pids.len(),
-        why: if pids.is_empty() {
-            String::new()
-        } else {
+    let why = match (pids.is_empty(), rustix::process::geteuid().is_root()) {
+        (true, _) => "",
+        (false, false) => {
             "the kernel refused their executables and open files: other users' processes \
              need root; run `sudo tracer hidden`"
-                .into()
-        },
+        }
+        // Root is refused when the target is privileged beyond tracer (a
+        // capability missing from tracer's bounding set, a sandbox's init,
+        // a security module): nothing a re-run fixes, so say what to check.
+        (false, true) => {
+            "the kernel refused their executables and open files even to root (the ptrace \
+             access check: they hold privileges this tracer lacks); check them by hand from \
+             a fully privileged shell"
+        }
+    };
+    Unchecked {
+        count: pids.len(),
+        why: why.into(),
         pids,
     }
 }

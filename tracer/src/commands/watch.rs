@@ -23,7 +23,7 @@ use crate::{
     error::{exit, UserError},
     kernel::{
         events::{decode, text, KernelEvent},
-        Kernel,
+        Kernel, Needs,
     },
     model::{boottime_ns_to_ticks, socket::Socket, HostStr, Process},
     output::{
@@ -59,7 +59,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     crate::kernel::check_privileges("watch")?;
     let indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
     let sink = open_output(&args)?;
-    let mut kernel = Kernel::load("watch")?;
+    let mut kernel = Kernel::load_for("watch", Needs::WATCH)?;
     kernel.attach_watch()?;
     kernel.release_btf();
     let ring = kernel.take_events()?;

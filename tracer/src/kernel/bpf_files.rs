@@ -2,14 +2,13 @@
 //! events each process holds (and the function pointers behind tracer's own
 //! files): its offsets from BTF and the decoding of its records.
 use anyhow::Result;
-use btf_rs::Btf;
 use tracer_common::{BpfFileOffsets, BpfFileRecord};
 
-use super::offsets::field_offset;
+use super::offsets::KernelBtf;
 
 /// Offsets for `bpf_files_iter`, from the running kernel's BTF.
-pub fn resolve(btf: &Btf, own_tgid: u32) -> Result<BpfFileOffsets> {
-    let f = |s, m| field_offset(btf, s, m);
+pub fn resolve(btf: &KernelBtf, own_tgid: u32) -> Result<BpfFileOffsets> {
+    let f = |s, m| btf.field_offset(s, m);
     Ok(BpfFileOffsets {
         ready: 1,
         own_tgid,

@@ -1,6 +1,7 @@
 //! Kernel side of tracer: loads the embedded eBPF object with offsets
 //! resolved from BTF, chooses and attaches hooks, runs the task iterator,
 //! and hands out the event ring buffer and the loss counters.
+pub mod attach_btf;
 pub mod bpf_files;
 pub mod bpf_sys;
 pub mod events;
@@ -76,12 +77,70 @@ pub fn check_privileges(command: &str) -> Result<()> {
     }
 }
 
+/// What a command needs of the kernel object beside the task iterator:
+/// each iterator costs a verifier pass at start-up, and the event ring
+/// buffer megabytes the kernel must zero.
+#[derive(Clone, Copy, Debug)]
+pub struct Needs {
+    /// `iter/task_file`, `iter/tcp`, `iter/udp` for sockets.
+    pub sockets: bool,
+    /// The BPF-file and BPF-program iterators of the kernel checks.
+    pub bpf_files: bool,
+    /// A full-size event ring buffer, for commands that attach hooks.
+    pub events: bool,
+}
+
+impl Needs {
+    pub const ALL: Needs = Needs {
+        sockets: true,
+        bpf_files: true,
+        events: true,
+    };
+    /// A one-shot look at sockets and processes (`net`, `kill-tree`).
+    pub const SOCKETS: Needs = Needs {
+        sockets: true,
+        bpf_files: false,
+        events: false,
+    };
+    /// `watch`: events, and sockets for its start-up snapshot.
+    pub const WATCH: Needs = Needs {
+        sockets: true,
+        bpf_files: false,
+        events: true,
+    };
+}
+
 impl Kernel {
-    /// Loads the object (maps created, no program loaded yet). `command`
-    /// names the subcommand for the privilege error message.
+    /// Loads the object and every iterator. `command` names the subcommand
+    /// for the privilege error message.
     pub fn load(command: &str) -> Result<Self> {
+        Self::load_for(command, Needs::ALL)
+    }
+
+    /// Loads the object and the iterators `needs` names; hooks are
+    /// attached later by the command that wants them.
+    pub fn load_for(command: &str, needs: Needs) -> Result<Self> {
         check_privileges(command)?;
-        let btf_rs = offsets::load_vmlinux_btf()?;
+        // aya's EbpfLoader::new() always parses all of the kernel BTF
+        // (~25 ms), a copy we drop (offsets come as globals, not
+        // relocations): let it run beside our own indexed lookup.
+        let (btf_rs, loader) = std::thread::scope(|s| {
+            let loader = s.spawn(|| {
+                let mut loader = EbpfLoader::new();
+                loader.btf(None);
+                loader
+            });
+            let btf_rs = offsets::load_vmlinux_btf();
+            (
+                btf_rs,
+                loader
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("BTF loader thread panicked")),
+            )
+        });
+        let btf_rs = btf_rs?;
+        let mut loader = loader?;
+        let btf = attach_btf::build(btf_rs.attach_targets())?;
         let offsets =
             offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
         // The socket iterators are optional: without their offsets they
@@ -93,11 +152,6 @@ impl Kernel {
         let bpf_file_globals = bpf_file_offsets.as_ref().copied().unwrap_or_default();
         drop(btf_rs);
         let socket_globals = socket_offsets.as_ref().copied().unwrap_or_default();
-        // EbpfLoader::new() parses the kernel BTF on its own; drop that copy
-        // before parsing the one we keep, so only one (~20 MB) is ever held.
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
-        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
         // eBPF memory is charged to the memory cgroup since Linux 5.11; on
         // older kernels a low RLIMIT_MEMLOCK fails the load, so try to raise
         // it, but do not insist (raising needs CAP_SYS_RESOURCE).
@@ -110,7 +164,6 @@ impl Kernel {
         );
         #[allow(deprecated)]
         let ebpf = loader
-            .btf(Some(&btf))
             .set_global("OFFSETS", &offsets, true)
             .set_global("SOCKET_OFFSETS", &socket_globals, true)
             .set_global("BPF_FILE_OFFSETS", &bpf_file_globals, true)
@@ -125,8 +178,14 @@ impl Kernel {
             bpf_files_unavailable: None,
         };
         kernel.load_task_iterator()?;
-        kernel.load_socket_iterators(socket_offsets.map(|_| ()));
-        let bpf_files = bpf_file_offsets.and_then(|_| kernel.load_bpf_files_iterator());
+        if needs.sockets {
+            kernel.load_socket_iterators(socket_offsets.map(|_| ()));
+        }
+        let bpf_files = if needs.bpf_files {
+            bpf_file_offsets.and_then(|_| kernel.load_bpf_files_iterator())
+        } else {
+            Err(anyhow::anyhow!("not loaded by this command"))
+        };
         if let Err(e) = bpf_files {
             kernel.bpf_files_unavailable = Some(format!("{e:#}"));
         }
@@ -325,6 +384,17 @@ impl Kernel {
     /// thread that first joins that network namespace: `iter/tcp` and
     /// `iter/udp` walk the namespace of the task that creates them.
     fn run_iterator(&mut self, prog: &str, netns: Option<BorrowedFd<'_>>) -> Result<Vec<u8>> {
+        let file = self.open_iterator(prog, netns)?;
+        read_iterator(file, prog)
+    }
+
+    /// Creates an iterator of `prog` (in `netns`, see [`Self::run_iterator`])
+    /// without reading it, so that several can be read side by side.
+    fn open_iterator(
+        &mut self,
+        prog: &str,
+        netns: Option<BorrowedFd<'_>>,
+    ) -> Result<std::fs::File> {
         let iter: &mut Iter = self
             .ebpf
             .program_mut(prog)
@@ -332,7 +402,7 @@ impl Kernel {
             .try_into()?;
         let link_id = iter.attach().with_context(|| format!("attaching {prog}"))?;
         let link = iter.take_link(link_id)?;
-        let mut file = match netns {
+        Ok(match netns {
             None => link.into_file()?,
             Some(ns) => std::thread::scope(|s| {
                 s.spawn(move || -> Result<std::fs::File> {
@@ -346,21 +416,7 @@ impl Kernel {
                 .join()
                 .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
             })?,
-        };
-        // Read in large chunks: a read smaller than one record makes the
-        // kernel's seq_file drop the rest of that record.
-        let mut bytes = Vec::with_capacity(256 * 1024);
-        let mut chunk = vec![0u8; 256 * 1024];
-        loop {
-            let n = file
-                .read(&mut chunk)
-                .with_context(|| format!("reading {prog}"))?;
-            if n == 0 {
-                break;
-            }
-            bytes.extend_from_slice(&chunk[..n]);
-        }
-        Ok(bytes)
+        })
     }
 
     /// The ring buffer every event arrives through.
@@ -392,4 +448,22 @@ pub fn kernel_release() -> String {
         .release()
         .to_string_lossy()
         .into_owned()
+}
+
+/// Reads an iterator of `prog` to the end.
+fn read_iterator(mut file: std::fs::File, prog: &str) -> Result<Vec<u8>> {
+    // Read in large chunks: a read smaller than one record makes the
+    // kernel's seq_file drop the rest of that record.
+    let mut bytes = Vec::with_capacity(256 * 1024);
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = file
+            .read(&mut chunk)
+            .with_context(|| format!("reading {prog}"))?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    Ok(bytes)
 }

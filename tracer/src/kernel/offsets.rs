@@ -1,26 +1,125 @@
 //! Resolves the structure offsets the kernel programs need from the running
 //! kernel's BTF (`/sys/kernel/btf/vmlinux`), so no offset is compiled in.
+use std::collections::HashMap;
+
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Type};
 use tracer_common::{KernelOffsets, SocketOffsets};
 
+use super::attach_btf::{AttachTarget, TargetKind};
+
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Finds `field` in struct `name`, looking through anonymous nested structs
-/// and unions (mm_struct keeps `arg_start` in one), and returns its byte
-/// offset and whether it is a bitfield.
-pub(crate) fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
-    let st = btf
-        .resolve_types_by_name(name)
-        .with_context(|| format!("struct {name} not in BTF"))?
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Struct(s) => Some(s),
-            _ => None,
+/// Every struct the programs read a field of. A name lookup in the mmap
+/// backend scans all of vmlinux's types (~1 ms each), so these are found
+/// together in one scan; a name missing here still resolves, by its own scan.
+const STRUCTS: &[&str] = &[
+    "task_struct",
+    "cred",
+    "mm_struct",
+    "linux_binprm",
+    "sock",
+    "sock_common",
+    "packet_sock",
+    "socket",
+    "file",
+    "inode",
+    "net",
+    "ns_common",
+    "path",
+    "dentry",
+    "qstr",
+    "file_operations",
+    "seq_file",
+    "seq_operations",
+    "bpf_prog",
+    "bpf_prog_aux",
+    "bpf_link",
+    "perf_event",
+];
+
+/// Kernel functions fentry programs attach to (see `attach_watch`); a
+/// new one must be added here to be found.
+const FENTRY_FUNCTIONS: &[&str] = &["tcp_connect"];
+
+/// The running kernel's BTF, with the structs tracer reads indexed by name,
+/// and every attach target (iterators, BTF tracepoints, fentry functions).
+pub struct KernelBtf {
+    btf: Btf,
+    structs: HashMap<String, btf_rs::Struct>,
+    attach_targets: Vec<AttachTarget>,
+}
+
+impl KernelBtf {
+    fn new(btf: Btf) -> Result<Self> {
+        let names = STRUCTS
+            .iter()
+            .chain(FENTRY_FUNCTIONS)
+            .map(|n| regex::escape(n))
+            .collect::<Vec<_>>();
+        let pattern = regex::Regex::new(&format!(
+            "^(?:{}|bpf_iter_\\w+|btf_trace_\\w+)$",
+            names.join("|")
+        ))?;
+        let mut structs = HashMap::new();
+        let mut attach_targets = Vec::new();
+        for id in btf.resolve_ids_by_regex(&pattern)? {
+            match btf.resolve_type_by_id(id)? {
+                Type::Struct(st) => {
+                    let name = btf.resolve_name(&st)?;
+                    // A declaration-only duplicate has no members: keep the full one.
+                    if !st.members.is_empty() || !structs.contains_key(&name) {
+                        structs.insert(name, st);
+                    }
+                }
+                Type::Func(f) => attach_targets.push(AttachTarget {
+                    name: btf.resolve_name(&f)?,
+                    id,
+                    kind: TargetKind::Func,
+                }),
+                Type::Typedef(t) => attach_targets.push(AttachTarget {
+                    name: btf.resolve_name(&t)?,
+                    id,
+                    kind: TargetKind::Typedef,
+                }),
+                _ => {}
+            }
+        }
+        Ok(KernelBtf {
+            btf,
+            structs,
+            attach_targets,
         })
-        .ok_or_else(|| anyhow!("struct {name} not in BTF"))?;
-    find_in(btf, &st, field)?
-        .ok_or_else(|| anyhow!("field {name}.{field} not in this kernel's BTF"))
+    }
+
+    /// Every function and typedef a program may attach to, with its id.
+    pub fn attach_targets(&self) -> &[AttachTarget] {
+        &self.attach_targets
+    }
+
+    fn find_struct(&self, name: &str) -> Result<btf_rs::Struct> {
+        if let Some(st) = self.structs.get(name) {
+            return Ok(st.clone());
+        }
+        self.btf
+            .resolve_types_by_name(name)
+            .with_context(|| format!("struct {name} not in BTF"))?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("struct {name} not in BTF"))
+    }
+
+    /// Finds `field` in struct `name`, looking through anonymous nested
+    /// structs and unions (mm_struct keeps `arg_start` in one), and returns
+    /// its byte offset. A bitfield is an error.
+    pub(crate) fn field_offset(&self, name: &str, field: &str) -> Result<u32> {
+        let st = self.find_struct(name)?;
+        find_in(&self.btf, &st, field)?
+            .ok_or_else(|| anyhow!("field {name}.{field} not in this kernel's BTF"))
+    }
 }
 
 fn find_in(btf: &Btf, st: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
@@ -52,11 +151,12 @@ fn find_in(btf: &Btf, st: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
 }
 
 /// Every offset the programs read, from the given BTF.
-pub fn resolve(btf: &Btf) -> Result<KernelOffsets> {
-    let task = |f| field_offset(btf, "task_struct", f);
+pub fn resolve(btf: &KernelBtf) -> Result<KernelOffsets> {
+    let field_offset = |s, f| btf.field_offset(s, f);
+    let task = |f| field_offset("task_struct", f);
     let sk = |f| -> Result<u32> {
         // sock_common sits at the start of struct sock as `__sk_common`.
-        Ok(field_offset(btf, "sock", "__sk_common")? + field_offset(btf, "sock_common", f)?)
+        Ok(field_offset("sock", "__sk_common")? + field_offset("sock_common", f)?)
     };
     Ok(KernelOffsets {
         ready: 1,
@@ -69,10 +169,10 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets> {
         task_flags: task("flags")?,
         task_mm: task("mm")?,
         task_start_boottime: task("start_boottime")?,
-        cred_uid: field_offset(btf, "cred", "uid")?,
-        mm_arg_start: field_offset(btf, "mm_struct", "arg_start")?,
-        mm_arg_end: field_offset(btf, "mm_struct", "arg_end")?,
-        binprm_filename: field_offset(btf, "linux_binprm", "filename")?,
+        cred_uid: field_offset("cred", "uid")?,
+        mm_arg_start: field_offset("mm_struct", "arg_start")?,
+        mm_arg_end: field_offset("mm_struct", "arg_end")?,
+        binprm_filename: field_offset("linux_binprm", "filename")?,
         sk_family: sk("skc_family")?,
         sk_daddr: sk("skc_daddr")?,
         sk_rcv_saddr: sk("skc_rcv_saddr")?,
@@ -80,7 +180,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets> {
         sk_num: sk("skc_num")?,
         sk_v6_daddr: sk("skc_v6_daddr")?,
         sk_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
-        sk_protocol: field_offset(btf, "sock", "sk_protocol")?,
+        sk_protocol: field_offset("sock", "sk_protocol")?,
         _pad: 0,
     })
 }
@@ -89,10 +189,11 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets> {
 /// that a kernel missing one of these fields loses the socket view (and
 /// says so) rather than every program. `packet_sock` is optional: without
 /// it packet sockets are listed without their ethertype and interface.
-pub fn resolve_sockets(btf: &Btf) -> Result<SocketOffsets> {
-    let sock_common = field_offset(btf, "sock", "__sk_common")?;
-    let packet = field_offset(btf, "packet_sock", "ifindex")
-        .and_then(|ifindex| Ok((ifindex, field_offset(btf, "packet_sock", "num")?)));
+pub fn resolve_sockets(btf: &KernelBtf) -> Result<SocketOffsets> {
+    let field_offset = |s, f| btf.field_offset(s, f);
+    let sock_common = field_offset("sock", "__sk_common")?;
+    let packet = field_offset("packet_sock", "ifindex")
+        .and_then(|ifindex| Ok((ifindex, field_offset("packet_sock", "num")?)));
     let (packet_ready, packet_ifindex, packet_num) = match packet {
         Ok((ifindex, num)) => (1, ifindex, num),
         Err(_) => (0, 0, 0),
@@ -100,32 +201,33 @@ pub fn resolve_sockets(btf: &Btf) -> Result<SocketOffsets> {
     Ok(SocketOffsets {
         ready: 1,
         packet_ready,
-        file_inode: field_offset(btf, "file", "f_inode")?,
-        file_private_data: field_offset(btf, "file", "private_data")?,
-        inode_mode: field_offset(btf, "inode", "i_mode")?,
-        inode_ino: field_offset(btf, "inode", "i_ino")?,
-        socket_type: field_offset(btf, "socket", "type")?,
-        socket_sk: field_offset(btf, "socket", "sk")?,
-        socket_file: field_offset(btf, "socket", "file")?,
-        sk_state: sock_common + field_offset(btf, "sock_common", "skc_state")?,
-        sk_net: sock_common + field_offset(btf, "sock_common", "skc_net")?,
-        net_ns_inum: field_offset(btf, "net", "ns")? + field_offset(btf, "ns_common", "inum")?,
-        sk_uid: field_offset(btf, "sock", "sk_uid")?,
-        sk_socket: field_offset(btf, "sock", "sk_socket")?,
+        file_inode: field_offset("file", "f_inode")?,
+        file_private_data: field_offset("file", "private_data")?,
+        inode_mode: field_offset("inode", "i_mode")?,
+        inode_ino: field_offset("inode", "i_ino")?,
+        socket_type: field_offset("socket", "type")?,
+        socket_sk: field_offset("socket", "sk")?,
+        socket_file: field_offset("socket", "file")?,
+        sk_state: sock_common + field_offset("sock_common", "skc_state")?,
+        sk_net: sock_common + field_offset("sock_common", "skc_net")?,
+        net_ns_inum: field_offset("net", "ns")? + field_offset("ns_common", "inum")?,
+        sk_uid: field_offset("sock", "sk_uid")?,
+        sk_socket: field_offset("sock", "sk_socket")?,
         packet_ifindex,
         packet_num,
     })
 }
 
 /// Loads the running kernel's BTF.
-pub fn load_vmlinux_btf() -> Result<Btf> {
+pub fn load_vmlinux_btf() -> Result<KernelBtf> {
     if !std::path::Path::new(VMLINUX_BTF).exists() {
         bail!(crate::error::UserError::NoBtf);
     }
     // Mmap backend: types are decoded on demand, so a lookup of a few
     // structs costs a few MB instead of decoding all of vmlinux (~40 MB).
-    Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap)
-        .with_context(|| format!("cannot parse {VMLINUX_BTF}"))
+    let btf = Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap)
+        .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+    KernelBtf::new(btf).with_context(|| format!("cannot index {VMLINUX_BTF}"))
 }
 
 #[cfg(test)]

@@ -99,4 +99,32 @@ impl Kernel {
         let bytes = self.run_iterator(it.program, netns)?;
         Ok(read_records(&bytes))
     }
+
+    /// [`Self::socket_records`] in two steps: the iterator is created
+    /// here, and read by [`PendingSockets::read`], which needs no access
+    /// to the kernel object and so can run beside other reads.
+    pub fn open_socket_records(
+        &mut self,
+        it: &'static SocketIterator,
+        netns: Option<BorrowedFd<'_>>,
+    ) -> Result<PendingSockets> {
+        if !self.has_socket_iterator(it) {
+            bail!("iter/{} is not loaded on this kernel", it.iterator);
+        }
+        let file = self.open_iterator(it.program, netns)?;
+        Ok(PendingSockets { it, file })
+    }
+}
+
+/// A socket iterator created but not yet read.
+pub struct PendingSockets {
+    pub it: &'static SocketIterator,
+    file: std::fs::File,
+}
+
+impl PendingSockets {
+    pub fn read(self) -> Result<Vec<SocketRecord>> {
+        let bytes = super::read_iterator(self.file, self.it.program)?;
+        Ok(read_records(&bytes))
+    }
 }

@@ -12,7 +12,7 @@ use super::KillPlan;
 use crate::{
     detect::connections::{held_by, remote_addresses},
     error::UserError,
-    kernel::Kernel,
+    kernel::{Kernel, Needs},
     model::socket::{Family, Protocol, Socket},
     views::net::kernel::KernelSockets,
 };
@@ -45,7 +45,7 @@ pub struct MemberConnection {
 
 /// Lists the set's connections from the kernel view, or says why not.
 pub fn collect(plan: &KillPlan) -> PlanNetwork {
-    let view = Kernel::load("kill-tree").and_then(|mut k| {
+    let view = Kernel::load_for("kill-tree", Needs::SOCKETS).and_then(|mut k| {
         k.release_btf();
         crate::views::net::kernel::take(&mut k)
     });

@@ -47,18 +47,19 @@ pub struct KernelSockets {
 /// Takes the K view. Fails only when `iter/task_file` itself cannot run:
 /// without it there is no kernel socket view at all.
 pub fn take(kernel: &mut Kernel) -> Result<KernelSockets> {
-    let held = kernel
-        .socket_records(&sockets::TASK_FILE, None)
-        .with_context(|| {
-            format!(
-                "kernel socket view unavailable: {}",
-                sockets::TASK_FILE.fallback
-            )
-        })?;
+    let unavailable = || {
+        format!(
+            "kernel socket view unavailable: {}",
+            sockets::TASK_FILE.fallback
+        )
+    };
+    let task_file = kernel
+        .open_socket_records(&sockets::TASK_FILE, None)
+        .with_context(unavailable)?;
     let mut gaps = Vec::new();
     let mut unheld = Vec::new();
     let mut namespaces = Vec::new();
-    let unheld_iterators: Vec<&SocketIterator> = [&sockets::TCP, &sockets::UDP]
+    let unheld_iterators: Vec<&'static SocketIterator> = [&sockets::TCP, &sockets::UDP]
         .into_iter()
         .filter(|it| {
             let loaded = kernel.has_socket_iterator(it);
@@ -68,23 +69,56 @@ pub fn take(kernel: &mut Kernel) -> Result<KernelSockets> {
             loaded
         })
         .collect();
+    // tracer's own namespace (usually the only one) is walked beside the
+    // file tables; the others are known only from the held sockets.
+    let own: Vec<_> = unheld_iterators
+        .iter()
+        .map(|it| (*it, kernel.open_socket_records(it, None)))
+        .collect();
+    let (held, own) = std::thread::scope(|s| {
+        let own = s.spawn(|| {
+            own.into_iter()
+                .map(|(it, pending)| (it, pending.and_then(|p| p.read())))
+                .collect::<Vec<_>>()
+        });
+        (task_file.read(), own.join())
+    });
+    let held = held.with_context(unavailable)?;
+    let mut own = Some(own.map_err(|_| anyhow::anyhow!("socket iterator thread panicked"))?);
     if !unheld_iterators.is_empty() {
         for ns in namespaces_in_use(&held) {
-            let fd = match ns.open() {
-                Ok(fd) => fd,
-                Err(why) => {
-                    gaps.push(format!(
-                        "network namespace {}: sockets no process holds not listed ({why})",
-                        ns.inode
-                    ));
-                    continue;
-                }
+            let records = if ns.is_own() {
+                own.take()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(it, recs)| (it, recs.map_err(|e| format!("{e:#}"))))
+                    .collect::<Vec<_>>()
+            } else {
+                let fd = match ns.open() {
+                    Ok(fd) => fd,
+                    Err(why) => {
+                        gaps.push(format!(
+                            "network namespace {}: sockets no process holds not listed ({why})",
+                            ns.inode
+                        ));
+                        continue;
+                    }
+                };
+                unheld_iterators
+                    .iter()
+                    .map(|it| {
+                        let recs = kernel
+                            .socket_records(it, fd.as_ref().map(|f| f.as_fd()))
+                            .map_err(|e| format!("{e:#}"));
+                        (*it, recs)
+                    })
+                    .collect()
             };
-            for it in &unheld_iterators {
-                match kernel.socket_records(it, fd.as_ref().map(|f| f.as_fd())) {
+            for (it, recs) in records {
+                match recs {
                     Ok(recs) => unheld.extend(recs),
                     Err(e) => gaps.push(format!(
-                        "network namespace {}: iter/{} failed ({e:#}): {}",
+                        "network namespace {}: iter/{} failed ({e}): {}",
                         ns.inode, it.iterator, it.fallback
                     )),
                 }
@@ -253,6 +287,11 @@ struct Namespace {
 const PATHS_PER_NAMESPACE: usize = 8;
 
 impl Namespace {
+    /// tracer's own namespace (no path needed to enter it).
+    fn is_own(&self) -> bool {
+        self.paths.is_empty()
+    }
+
     /// A descriptor of the namespace, from the first path that still names
     /// it (checked by inode: a PID may have been reused); `None` for
     /// tracer's own.

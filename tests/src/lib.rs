@@ -342,13 +342,14 @@ pub fn descends_from_this_test(pid: u32) -> bool {
     false
 }
 
-/// The PIDs of an `ancestry` array, nearest parent first.
+/// The PIDs of an `ancestry` array, nearest parent first: an array of
+/// processes, or of PIDs (`tracer net` names parents by PID).
 pub fn pids_of(ancestry: &Value) -> Vec<u64> {
     ancestry
         .as_array()
         .expect("an ancestry array")
         .iter()
-        .map(|a| a["pid"].as_u64().expect("a pid"))
+        .map(|a| a.as_u64().or(a["pid"].as_u64()).expect("a pid"))
         .collect()
 }
 

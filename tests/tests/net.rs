@@ -109,6 +109,11 @@ fn ipv4_ipv6_v4_mapped_and_udp_are_listed_with_their_owner() {
         tracer_tests::stat_field(me, 4).and_then(|p| p.parse().ok())
     );
     assert_eq!(ch.last(), Some(&1), "whole chain to PID 1: {ch:?}");
+    // Each parent is described once, in the report's `processes`.
+    let parent = &out.json()["processes"][ch[0].to_string()];
+    assert_eq!(parent["pid"].as_u64(), Some(ch[0]), "{}", out.describe());
+    let comm = fs::read_to_string(format!("/proc/{}/comm", ch[0])).unwrap();
+    assert_eq!(parent["comm"].as_str(), Some(comm.trim_end()));
 
     let l = held(
         &out,

@@ -19,7 +19,7 @@ use crate::{
     error::{exit, UserError},
     kernel::{self, Kernel},
     model::socket::Socket,
-    output::net::{self as render, ConnectionOut, NetReport, NetSummary},
+    output::net::{self as render, Ancestors, ConnectionOut, NetReport, NetSummary},
     table::ProcessTable,
     users::Users,
     views,
@@ -29,7 +29,7 @@ pub fn run(args: NetArgs) -> Result<i32> {
     let started = Instant::now();
     kernel::check_privileges("net")?;
     let mut indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
-    let mut kernel = Kernel::load("net")?;
+    let mut kernel = Kernel::load_for("net", kernel::Needs::SOCKETS)?;
     kernel.release_btf();
     let view = views::net::kernel::take(&mut kernel)
         .map_err(|e| UserError::KernelUnsupported(format!("{e:#}")))?;
@@ -45,6 +45,7 @@ pub fn run(args: NetArgs) -> Result<i32> {
     let selected = selected_pids(&table, &args.pids)?;
     let users = Users::load();
 
+    let mut processes = Ancestors::new();
     let mut connections: Vec<ConnectionOut> = view
         .sockets
         .iter()
@@ -61,7 +62,7 @@ pub fn run(args: NetArgs) -> Result<i32> {
                     .unwrap_or_else(|| severity_of(&m, &[]));
                 (m, severity)
             });
-            ConnectionOut::new(s, &table, &users, matched)
+            ConnectionOut::new(s, &table, &users, matched, &mut processes)
         })
         .collect();
     // Matches first, most severe first; otherwise the view's order.
@@ -73,6 +74,7 @@ pub fn run(args: NetArgs) -> Result<i32> {
         elapsed_ms: started.elapsed().as_millis() as u64,
         summary: NetSummary::of(&connections),
         connections,
+        processes,
     };
     // Buffered: stdout is line-buffered, and 10,000 connections are
     // hundreds of thousands of lines.

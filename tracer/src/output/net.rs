@@ -33,9 +33,14 @@ pub struct OwnerOut<'a> {
     /// The process, when the table knows it (absent if it exited mid-scan).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessOut<'a>>,
-    /// Its parents, nearest first, up to PID 1.
-    pub ancestry: Vec<ProcessOut<'a>>,
+    /// PIDs of its parents, nearest first, up to PID 1; each is described
+    /// once in the report's `processes` (a few parents hold thousands of
+    /// connections: repeating them made the report 5 times larger).
+    pub ancestry: Vec<u32>,
 }
+
+/// Every parent named in an `ancestry`, by PID.
+pub type Ancestors<'a> = BTreeMap<u32, ProcessOut<'a>>;
 
 /// One socket with its holders, and the indicator its peer matches.
 #[derive(Serialize, JsonSchema)]
@@ -63,11 +68,14 @@ pub struct ConnectionOut<'a> {
 }
 
 impl<'a> ConnectionOut<'a> {
+    /// `s` with its owners from `table`; their parents are added to
+    /// `ancestors`.
     pub fn new(
         s: &Socket,
         table: &'a ProcessTable,
         users: &Users,
         matched: Option<(IndicatorMatch, Severity)>,
+        ancestors: &mut Ancestors<'a>,
     ) -> Self {
         let (indicator, severity) = matched.map_or((None, None), |(m, sev)| (Some(m), Some(sev)));
         ConnectionOut {
@@ -97,7 +105,12 @@ impl<'a> ConnectionOut<'a> {
                                 table
                                     .ancestry(&p.id())
                                     .into_iter()
-                                    .map(|a| ProcessOut::new(a, users))
+                                    .map(|a| {
+                                        ancestors
+                                            .entry(a.pid)
+                                            .or_insert_with(|| ProcessOut::new(a, users));
+                                        a.pid
+                                    })
                                     .collect()
                             })
                             .unwrap_or_default(),
@@ -186,6 +199,8 @@ pub struct NetReport<'a> {
     pub summary: NetSummary,
     /// Matching connections first, then in the kernel view's order.
     pub connections: Vec<ConnectionOut<'a>>,
+    /// The parents named in the owners' `ancestry`, by PID.
+    pub processes: Ancestors<'a>,
 }
 
 pub fn write_json(out: &mut impl Write, r: &NetReport) -> io::Result<()> {
@@ -202,13 +217,13 @@ pub fn write_human(out: &mut impl Write, r: &NetReport) -> io::Result<()> {
         "netid", "state", "local", "peer"
     )?;
     for c in &r.connections {
-        out.write_all(connection_text(c).as_bytes())?;
+        out.write_all(connection_text(c, &r.processes).as_bytes())?;
     }
     writeln!(out, "{} (in {} ms)", r.summary.line(), r.elapsed_ms)
 }
 
 /// One connection, its holders and their chains, as human lines.
-pub fn connection_text(c: &ConnectionOut) -> String {
+pub fn connection_text(c: &ConnectionOut, ancestors: &Ancestors) -> String {
     let mut out = String::new();
     if let (Some(m), Some(sev)) = (&c.indicator, c.severity) {
         let _ = writeln!(
@@ -265,7 +280,10 @@ pub fn connection_text(c: &ConnectionOut) -> String {
             let chain: Vec<String> = o
                 .ancestry
                 .iter()
-                .map(|a| format!("{}({})", escape(a.comm), a.pid))
+                .map(|pid| {
+                    let comm = ancestors.get(pid).map_or("?", |a| a.comm.as_str());
+                    format!("{}({pid})", escape(comm))
+                })
                 .collect();
             let _ = writeln!(out, "        chain: {}", chain.join(" < "));
         }
@@ -317,14 +335,16 @@ mod tests {
             port_only: false,
         };
         let s = socket(1, "127.0.0.1:3333", vec![SocketOwner { pid: 60, fd: 5 }]);
-        let c = ConnectionOut::new(&s, &t, &users, Some((m, Severity::High)));
+        let mut ancestors = Ancestors::new();
+        let c = ConnectionOut::new(&s, &t, &users, Some((m, Severity::High)), &mut ancestors);
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["owners"][0]["process"]["pid"], 60);
-        assert_eq!(json["owners"][0]["ancestry"][0]["comm"], "bash");
-        assert_eq!(json["owners"][0]["ancestry"][1]["pid"], 1);
+        assert_eq!(json["owners"][0]["ancestry"], serde_json::json!([50, 1]));
+        assert_eq!(ancestors.keys().copied().collect::<Vec<_>>(), [1, 50]);
+        assert_eq!(ancestors[&50].comm.as_str(), "bash");
         assert_eq!(json["indicator"]["source"], "iocs.txt:1");
         assert_eq!(json["state"], "ESTAB");
-        let text = connection_text(&c);
+        let text = connection_text(&c, &ancestors);
         assert!(
             text.starts_with("!! [high] peer 127.0.0.1:3333 matches"),
             "{text}"
@@ -346,7 +366,7 @@ mod tests {
         ];
         let conns: Vec<_> = sockets
             .iter()
-            .map(|s| ConnectionOut::new(s, &t, &users, None))
+            .map(|s| ConnectionOut::new(s, &t, &users, None, &mut Ancestors::new()))
             .collect();
         let sum = NetSummary::of(&conns);
         assert_eq!(sum.sockets, 4);

@@ -258,6 +258,9 @@ impl Drop for Proc {
 /// The outcome of a command run under a time cap.
 pub struct Timed {
     pub secs: f64,
+    /// User + system CPU seconds of the command and the children it
+    /// waited for: unlike `secs`, not inflated by other load.
+    pub cpu_secs: f64,
     /// None: the cap was hit and the command killed.
     pub status: Option<ExitStatus>,
 }
@@ -267,11 +270,30 @@ pub fn timed(name: &str, cmd: &mut Command, out: &Path, cap: Duration) -> Result
     cmd.stdin(Stdio::null())
         .stdout(File::create(out)?)
         .stderr(File::create(out.with_extension("err"))?);
+    let cpu_before = children_cpu_secs();
     let start = Instant::now();
     let mut proc = Proc::spawn(name, cmd)?;
     let status = proc.wait_timeout(cap)?;
     let secs = start.elapsed().as_secs_f64();
-    Ok(Timed { secs, status })
+    // Every child reaped meanwhile is this one: the others are still alive.
+    let cpu_secs = children_cpu_secs() - cpu_before;
+    Ok(Timed {
+        secs,
+        cpu_secs,
+        status,
+    })
+}
+
+/// CPU seconds of every child this process has reaped so far.
+fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Reads lines in a thread, each stamped with CLOCK_BOOTTIME at arrival.

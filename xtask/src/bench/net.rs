@@ -22,7 +22,7 @@ use super::{
 const PROCS: usize = 100;
 const PAIRS_PER_PROC: usize = 50;
 const CONNECTIONS: usize = PROCS * PAIRS_PER_PROC * 2;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 const CAP: Duration = Duration::from_secs(120);
 const MAX_HIDDEN_SECS: f64 = 1.0;
 const MAX_WATCH_START_EXTRA_SECS: f64 = 0.5;
@@ -65,31 +65,36 @@ pub fn run(tracer: &Path) -> Result<bool> {
         ("netstat -tanp", "netstat", &["-tanp"], netstat_owned),
         ("lsof -i -n -P", "lsof", &["-i", "-n", "-P"], lsof_owned),
     ];
-    let mut results = Vec::new();
-    for (name, program, args, parse) in tools {
-        let mut secs = Vec::new();
-        let mut owned = Owned::new();
-        let mut listed = 0;
-        for i in 1..=RUNS {
-            let out = dir.join(format!("{}-{i}.out", name.split(' ').next().unwrap()));
-            let t = timed(name, Command::new(program).args(args), &out, CAP)?;
+    // Rounds, each tool once per round: load that comes and goes on the
+    // machine falls on every tool alike.
+    let mut runs: Vec<(Vec<f64>, Vec<f64>, usize, Owned)> =
+        tools.iter().map(|_| Default::default()).collect();
+    for round in 1..=RUNS {
+        for ((name, program, args, parse), run) in tools.iter().zip(&mut runs) {
+            let out = dir.join(format!("{}-{round}.out", name.split(' ').next().unwrap()));
+            let t = timed(name, Command::new(program).args(*args), &out, CAP)?;
             ensure!(
                 t.status.is_some_and(|s| s.success()),
                 "{name} failed ({:?}): {}",
                 t.status,
                 tail(&out.with_extension("err"))
             );
-            secs.push(t.secs);
+            run.0.push(t.secs);
+            run.1.push(t.cpu_secs);
             let text = std::fs::read_to_string(&out).or_else(|_| {
                 std::fs::read(&out).map(|b| String::from_utf8_lossy(&b).into_owned())
             })?;
-            (listed, owned) = parse(&text).with_context(|| format!("reading {}", out.display()))?;
+            (run.2, run.3) = parse(&text).with_context(|| format!("reading {}", out.display()))?;
         }
+    }
+    let mut results = Vec::new();
+    for ((name, ..), (secs, cpu, listed, owned)) in tools.iter().zip(runs) {
         println!(
-            "  {name}: {} s (median of {RUNS}), {listed} TCP connections with an owner",
-            fmt(median(&secs))
+            "  {name}: {} s, {} s CPU (medians of {RUNS}), {listed} TCP connections with an owner",
+            fmt(median(&secs)),
+            fmt(median(&cpu))
         );
-        results.push((name, median(&secs), listed, owned));
+        results.push((*name, median(&secs), median(&cpu), listed, owned));
     }
 
     let hidden = median_of("tracer hidden", RUNS, |i| {
@@ -125,12 +130,12 @@ pub fn run(tracer: &Path) -> Result<bool> {
 
     println!();
     println!(
-        "{:<16} {:>9} {:>8} {:>13} {:>20}",
-        "tool", "seconds", "owned", "tracer/tool", "missed by tracer"
+        "{:<16} {:>9} {:>9} {:>8} {:>13} {:>20}",
+        "tool", "seconds", "CPU s", "owned", "tracer/tool", "missed by tracer"
     );
-    let (_, tracer_secs, _, tracer_set) = &results[0];
+    let (_, tracer_secs, _, _, tracer_set) = &results[0];
     let mut failures = Vec::new();
-    for (name, secs, listed, owned) in &results {
+    for (name, secs, cpu, listed, owned) in &results {
         let ours: Owned = owned.iter().filter(|c| is_load(c)).cloned().collect();
         let missed = ours.difference(tracer_set).count();
         let ratio = if *name == "tracer net" {
@@ -139,8 +144,9 @@ pub fn run(tracer: &Path) -> Result<bool> {
             format!("{:.3}", tracer_secs / secs)
         };
         println!(
-            "{name:<16} {:>9} {listed:>8} {ratio:>13} {missed:>20}",
-            fmt(*secs)
+            "{name:<16} {:>9} {:>9} {listed:>8} {ratio:>13} {missed:>20}",
+            fmt(*secs),
+            fmt(*cpu)
         );
         if missed > 0 {
             failures.push(format!(

@@ -190,67 +190,77 @@ fn ipv6_connect_reports_v6_addresses() {
     );
 }
 
-/// Names under which the kernel lists tracer's programs (up to 15 bytes, more with BTF).
-const PROGRAM_NAMES: [&str; 6] = [
-    "exec_tp_btf",
-    "exec_raw_tp",
-    "fork_tp_btf",
-    "exit_tp_btf",
-    "connect_state_raw_tp",
-    "connect_fentry",
-];
-
-fn loaded_tracer_programs() -> Vec<String> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show"])
-        .output()
-        .expect("bpftool (installed by `cargo xtask setup`)");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            PROGRAM_NAMES
-                .iter()
-                .any(|n| l.contains(&format!("name {n} ")))
+/// IDs of the BPF programs `pid` holds (program and link descriptors name
+/// them in /proc/PID/fdinfo): other tracers may run on the host at the
+/// same time.
+fn programs_held_by(pid: u32) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|id| id.trim().parse().ok())
+                .collect::<Vec<u64>>()
         })
-        .map(str::to_string)
-        .collect()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Whether a program with this ID is still loaded.
+fn program_loaded(id: u64) -> bool {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn stopping_watch_detaches_everything_and_reports_losses() {
     let watch = Watch::start(&[]);
+    let held = programs_held_by(watch.child.id());
     assert!(
-        loaded_tracer_programs().len() >= 3,
-        "while watching, the programs are loaded"
+        held.len() >= 3,
+        "while watching, the programs are loaded: {held:?}"
     );
+    // At least one event to count.
+    let mut t = Command::new("true").spawn().unwrap();
+    let pid = t.id();
+    t.wait().unwrap();
+    wait_for(&watch, "the exec of true", |v| {
+        v["type"] == "exec" && v["pid"].as_u64() == Some(pid as u64)
+    });
     let (status, summary) = watch.stop();
     assert!(status.success(), "watch exits 0 on SIGINT");
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["events_lost"].as_u64(), Some(0));
     assert!(summary["events_seen"].as_u64().unwrap() > 0);
-    assert_programs_unloaded();
+    assert_programs_unloaded(&held);
 }
 
 /// The kernel frees a program after its last reference closes, through RCU,
 /// so give it a moment before calling a program left behind.
-fn assert_programs_unloaded() {
+fn assert_programs_unloaded(held: &[u64]) {
     let gone = wait_until(Duration::from_secs(3), || {
-        loaded_tracer_programs().is_empty()
+        !held.iter().any(|&id| program_loaded(id))
     });
-    assert!(
-        gone,
-        "programs still loaded after exit: {:?}",
-        loaded_tracer_programs()
-    );
+    let left: Vec<&u64> = held.iter().filter(|&&id| program_loaded(id)).collect();
+    assert!(gone, "programs still loaded after exit: {left:?}");
 }
 
 #[test]
 fn sigterm_also_detaches_cleanly() {
     let watch = Watch::start(&[]);
+    let held = programs_held_by(watch.child.id());
+    assert!(!held.is_empty(), "while watching, the programs are loaded");
     let (status, summary) = watch.stop_with(libc::SIGTERM);
     assert!(status.success());
     assert_eq!(summary["type"], "summary");
-    assert_programs_unloaded();
+    assert_programs_unloaded(&held);
 }
 
 #[test]

@@ -242,6 +242,15 @@ pub fn read_exe(pid: u32) -> Option<HostStr> {
     read_link(&format!("/proc/{pid}/exe")).ok()
 }
 
+/// Fills in exe and command line from /proc, when /proc still shows the
+/// same process (its start time matches). Kernel threads have neither.
+pub fn read_details(p: &mut Process) {
+    if !p.kernel_thread && start_ticks(p.pid) == Some(p.start_ticks) {
+        p.exe = read_exe(p.pid);
+        p.cmdline = read_cmdline(p.pid);
+    }
+}
+
 /// Reads `/proc/PID/stat` start time only: the cheap re-check of identity.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     read_stat(pid).ok().map(|s| s.starttime)

@@ -6,7 +6,7 @@
 //! exited processes stay while anything that descends from them lives, so a
 //! chain such as cron -> sh -> watchdog -> miner survives the watchdog's
 //! parent dying.
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::model::{HostStr, Process, ProcessId};
 
@@ -34,6 +34,9 @@ pub struct ProcessTable {
     /// entries come and go, so a walk down a tree costs the size of that
     /// tree, never a pass over the whole host.
     links: BTreeSet<(ProcessId, ProcessId)>,
+    /// Processes seeded without their exe and command line, to be read
+    /// from /proc when an event first shows them.
+    details_pending: HashSet<ProcessId>,
 }
 
 /// The lowest and highest identities, bounds for a range over `links`.
@@ -80,6 +83,9 @@ impl ProcessTable {
     /// `ppid`, unless `parent` names one explicitly.
     pub fn upsert(&mut self, process: Process, parent: Option<ProcessId>) {
         let id = process.id();
+        if process.exe.is_some() || !process.cmdline.is_empty() {
+            self.details_pending.remove(&id);
+        }
         let parent = parent.or_else(|| self.live.get(&process.ppid).copied().filter(|p| *p != id));
         if let Some(old) = self.live.insert(process.pid, id) {
             if old != id {
@@ -129,6 +135,10 @@ impl ProcessTable {
         child.start_ticks = start_ticks;
         child.exited_at_ns = None;
         child.kernel_thread = false;
+        if parent.is_some_and(|p| self.details_pending.contains(&p)) {
+            // Its copy of the parent has nothing to copy yet.
+            self.details_pending.insert(child.id());
+        }
         self.upsert(child, parent);
     }
 
@@ -145,6 +155,7 @@ impl ProcessTable {
         argv: Vec<HostStr>,
     ) -> ProcessId {
         let id = ProcessId { pid, start_ticks };
+        self.details_pending.remove(&id);
         // exec keeps the process group and session of the process.
         let (pgid, sid) = self.by_id(&id).map_or((0, 0), |p| (p.pgid, p.sid));
         let process = Process {
@@ -208,6 +219,7 @@ impl ProcessTable {
     }
 
     fn remove(&mut self, id: ProcessId) {
+        self.details_pending.remove(&id);
         if let Some(e) = self.entries.remove(&id) {
             if let Some(parent) = e.parent {
                 self.links.remove(&(parent, id));
@@ -277,6 +289,43 @@ impl ProcessTable {
         }
     }
 
+    /// Seeds like [`Self::seed`]; the processes without exe and command
+    /// line (a kernel-only view) get them from /proc on first use.
+    pub fn seed_deferred(&mut self, processes: Vec<Process>) {
+        self.details_pending.extend(
+            processes
+                .iter()
+                .filter(|p| !p.kernel_thread && p.exe.is_none() && p.cmdline.is_empty())
+                .map(Process::id),
+        );
+        self.seed(processes);
+    }
+
+    /// Reads from /proc the exe and command line still pending for `id`,
+    /// its ancestors and its descendants: everything an event, alert or
+    /// kill-tree plan about `id` shows. Each process is read once; the cost
+    /// is the size of that family, never of the host.
+    pub fn read_pending_details(&mut self, id: &ProcessId) {
+        if self.details_pending.is_empty() {
+            return;
+        }
+        let mut family: Vec<ProcessId> = vec![*id];
+        family.extend(self.ancestry(id).iter().map(|p| p.id()));
+        let mut below = vec![*id];
+        while let Some(cur) = below.pop() {
+            let children: Vec<ProcessId> = self.children_of(&cur).map(Process::id).collect();
+            family.extend(&children);
+            below.extend(children);
+        }
+        for id in family {
+            if self.details_pending.remove(&id) {
+                if let Some(e) = self.entries.get_mut(&id) {
+                    crate::proc::read_details(&mut e.process);
+                }
+            }
+        }
+    }
+
     /// Brings the table back in line with the system after events were
     /// lost: `processes` is what runs now. Live entries not in it exited
     /// unseen (kept, marked exited, for ancestry); new ones are added and
@@ -324,6 +373,37 @@ mod tests {
     fn chain(t: &ProcessTable, pid: u32) -> Vec<String> {
         let id = t.get(pid).unwrap().id();
         t.ancestry(&id).iter().map(|p| p.comm.to_string()).collect()
+    }
+
+    // Against the real /proc: this test process, seeded as the kernel view
+    // has it (no exe, no command line), gets both on first use, once, and
+    // a forked child of a pending process is pending too.
+    #[test]
+    fn deferred_details_are_read_from_proc_on_first_use() {
+        let me = std::process::id();
+        let start = crate::proc::start_ticks(me).unwrap();
+        let mut t = ProcessTable::new();
+        t.seed_deferred(vec![proc(1, 0, "init", 1), proc(me, 1, "test", start)]);
+        let id = t.get(me).unwrap().id();
+        assert!(t.get(me).unwrap().exe.is_none());
+        t.on_fork(me, 4_000_000, 7, 0);
+        let child = t.get(4_000_000).unwrap().id();
+        t.read_pending_details(&id);
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(
+            t.get(me)
+                .unwrap()
+                .exe
+                .as_ref()
+                .map(|e| e.as_str().to_string()),
+            Some(exe.to_string_lossy().into_owned())
+        );
+        assert!(!t.get(me).unwrap().cmdline.is_empty());
+        // The child (no such process in /proc) was tried and is done with.
+        assert!(!t.details_pending.contains(&child));
+        assert!(!t.details_pending.contains(&id));
+        // init is an ancestor: tried too (its start time does not match).
+        assert!(t.details_pending.is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `tracer watch`: the kernel event stream, with ancestry and alerts.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
@@ -63,12 +63,19 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     kernel.attach_watch()?;
     kernel.release_btf();
     let ring = kernel.take_events()?;
-    // The table is seeded after the programs are attached, so nothing that
-    // starts in between is missed: it is either in the snapshot or an event.
-    let table = views::kernel::process_table(&mut kernel);
     // Connections already open: counted in the start record, and those
     // that match an indicator alerted at once.
     let open = views::net::kernel::take(&mut kernel);
+    // The table is seeded after the programs are attached, so nothing that
+    // starts in between is missed: it is either in the snapshot or an event.
+    // /proc is read now only for the holders of open connections (and their
+    // parents); everyone else when an event first shows them.
+    let holders: HashSet<u32> = open
+        .iter()
+        .flat_map(|v| &v.sockets)
+        .flat_map(|s| s.owners.iter().map(|o| o.pid))
+        .collect();
+    let table = views::kernel::process_table_deferred(&mut kernel, &holders);
 
     let json = args.json;
     let colour = style::colour_for(sink.is_terminal());
@@ -435,6 +442,7 @@ impl Watcher {
         if self.args.connect_only {
             return Ok(());
         }
+        self.table.read_pending_details(&id);
         let ancestry = self.table.ancestry(&id);
         if !self.selected(comm.as_str(), e.tgid, &ancestry) {
             return Ok(());
@@ -533,10 +541,13 @@ impl Watcher {
                 self.table.upsert(p, None);
             }
         }
-        let Some(process) = self.table.get(c.pid) else {
+        let Some(id) = self.table.get(c.pid).map(Process::id) else {
             return Ok(());
         };
-        let id = process.id();
+        self.table.read_pending_details(&id);
+        let Some(process) = self.table.by_id(&id) else {
+            return Ok(());
+        };
         let ancestry = self.table.ancestry(&id);
         clock.timing.ancestry_ns = clock.lap();
         let matched = self.indicators.match_connect(c.daddr, c.dport);

@@ -100,6 +100,16 @@ pub fn process_table_for(kernel: &mut Kernel, wanted: Option<&HashSet<u32>>) -> 
     table
 }
 
+/// Like [`process_table_for`] with `wanted`, the other processes' exe and
+/// command line left for the table to read on first use
+/// ([`ProcessTable::read_pending_details`]): watch starts in the time of
+/// one kernel walk however many processes run.
+pub fn process_table_deferred(kernel: &mut Kernel, wanted: &HashSet<u32>) -> ProcessTable {
+    let mut table = ProcessTable::new();
+    table.seed_deferred(running_processes_for(kernel, Some(wanted)));
+    table
+}
+
 /// Every process from the kernel's task list, enriched with /proc's view
 /// of each (exe, command line) where /proc agrees on its identity.
 /// Processes /proc shows but the iterator does not (the iterator walks only
@@ -154,11 +164,7 @@ fn running_processes_for(kernel: &mut Kernel, wanted: Option<&HashSet<u32>>) -> 
 /// when /proc agrees on its identity.
 pub fn with_proc_details(k: &KernelProcess) -> Process {
     let mut p = k.to_process();
-    // Kernel threads have neither: skip the reads.
-    if !p.kernel_thread && crate::proc::start_ticks(k.tgid) == Some(k.start_ticks) {
-        p.exe = crate::proc::read_exe(k.tgid);
-        p.cmdline = crate::proc::read_cmdline(k.tgid);
-    }
+    crate::proc::read_details(&mut p);
     p
 }
 

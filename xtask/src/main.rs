@@ -58,6 +58,10 @@ enum Cmd {
     /// Bench helper: PROCS processes each holding PAIRS loopback connections (both ends).
     #[command(name = "__holders", hide = true)]
     Holders { procs: usize, pairs: usize },
+    /// Bench helper: prints, for each boot-time stamp read from stdin, how
+    /// many ns after it the line arrived (a process wakeup through a pipe).
+    #[command(name = "__wakeups", hide = true)]
+    Wakeups,
     /// Bench helper: a tree of sleeping processes, each printing its pid.
     #[command(name = "__tree", hide = true)]
     Tree { fanouts: Vec<usize> },
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             interval_us,
         } => bench::connect::chain(levels, port, count, interval_us),
         Cmd::Tree { fanouts } => bench::connect::tree(&fanouts),
+        Cmd::Wakeups => bench::connect::wakeups(),
         Cmd::Holders { procs, pairs } => bench::net::holders(procs, pairs),
     };
     match result {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
-use super::{event_type, hidden::Sleepers, line_reader, median, percentile, tail, verdict, Proc};
+use super::{
+    boottime_ns, event_type, hidden::Sleepers, line_reader, median, percentile, tail, verdict, Proc,
+};
 
 const CONNECTS: u32 = 10_000;
 /// Gap between connects: latency is measured at a steady rate (1,000/s),
@@ -47,6 +49,8 @@ pub fn run(tracer: &Path) -> Result<bool> {
         rows.push((extra, r));
     }
 
+    let floor = wakeup_floor()?;
+
     println!();
     println!(
         "connect-to-alert, ms ({CONNECTS} connects, one every {INTERVAL_US} us), median / p99:"
@@ -67,6 +71,14 @@ pub fn run(tracer: &Path) -> Result<bool> {
         }
         println!();
     }
+    // What no event path can beat here: a process woken through a pipe at
+    // the same cadence. An alert takes two such wakeups (the kernel wakes
+    // watch, watch's line wakes its reader).
+    println!(
+        "{:<34} {:>22}   (one process wakeup through a pipe, same cadence: this machine's floor)",
+        "wakeup floor",
+        format!("{:.3} / {:.3}", median(&floor), percentile(&floor, 99.0))
+    );
     for (extra, r) in &rows {
         let (med, p99) = (median(&r.latency_ms), percentile(&r.latency_ms, 99.0));
         if med >= MAX_MEDIAN_MS || p99 >= MAX_P99_MS {
@@ -561,4 +573,48 @@ fn grow(fanouts: &[usize]) -> ! {
             libc::pause();
         }
     }
+}
+
+/// Latencies (ms) of [`CONNECTS`] pipe wakeups of a helper process, one
+/// every [`INTERVAL_US`].
+fn wakeup_floor() -> Result<Vec<f64>> {
+    use std::io::{BufRead, Write};
+    let mut child = Command::new(crate::self_exe())
+        .arg("__wakeups")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the wakeup helper")?;
+    let mut stdin = child.stdin.take().unwrap();
+    for _ in 0..CONNECTS {
+        writeln!(stdin, "{}", boottime_ns())?;
+        std::thread::sleep(Duration::from_micros(INTERVAL_US));
+    }
+    drop(stdin);
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let latencies = out
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .map(|ns| ns / 1e6)
+        .collect();
+    child.wait()?;
+    Ok(latencies)
+}
+
+/// The `__wakeups` helper: one line out per stamp in, written at the end.
+pub fn wakeups() -> Result<u8> {
+    use std::io::{BufRead, Write};
+    let mut delays = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let arrived = boottime_ns();
+        if let Ok(sent) = line?.trim().parse::<u64>() {
+            delays.push(arrived.saturating_sub(sent));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for d in delays {
+        writeln!(out, "{d}")?;
+    }
+    Ok(0)
 }

@@ -28,7 +28,8 @@ use crate::{
 pub fn run(args: NetArgs) -> Result<i32> {
     let started = Instant::now();
     kernel::check_privileges("net")?;
-    let mut indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
+    let mut indicators =
+        Indicators::load(&args.ioc_files, !args.no_default_iocs, args.resolve_domains)?;
     let mut kernel = Kernel::load("net")?;
     kernel.release_btf();
     let view = views::net::kernel::take(&mut kernel)

@@ -1,0 +1,217 @@
+//! Domains without lookups: watch learns which domain an address came from
+//! by reading the host's own DNS answers. A test resolver on loopback
+//! (port 53 of a 127/8 address of its own) answers a test domain with a
+//! loopback address; the test queries it directly and connects there. No
+//! lookup leaves the host: the only name is the test's own, in an
+//! indicator file, with the built-in (pool) indicators off.
+use std::{
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use simple_dns::{
+    rdata::{RData, A},
+    Name, Packet, Question, ResourceRecord, CLASS, QCLASS, QTYPE, TYPE,
+};
+use tracer_tests::{running_as_root, tracer_bin, watch_run::WatchRun, Scratch};
+
+/// A DNS server on `ADDR:53` that answers every A question with `answer`.
+struct TestResolver {
+    socket: UdpSocket,
+    answer: Ipv4Addr,
+}
+
+impl TestResolver {
+    /// Binds port 53 on a 127/8 address derived from the test's PID, so
+    /// no other test (or the host's stub resolver on 127.0.0.53) collides.
+    fn start(answer: Ipv4Addr) -> TestResolver {
+        let pid = std::process::id();
+        for n in 0..64u32 {
+            let x = pid.wrapping_add(n * 7919);
+            let addr = Ipv4Addr::new(127, 53, (x >> 8) as u8, (x as u8).clamp(1, 254));
+            if let Ok(socket) = UdpSocket::bind((addr, 53)) {
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                return TestResolver { socket, answer };
+            }
+        }
+        panic!("no free loopback address for the test resolver's port 53");
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// Answers one query.
+    fn serve_one(&self) {
+        let mut buf = [0u8; 512];
+        let (n, from) = self.socket.recv_from(&mut buf).expect("a query");
+        let query = Packet::parse(&buf[..n]).expect("a DNS query");
+        let mut reply = Packet::new_reply(query.id());
+        for q in &query.questions {
+            reply.questions.push(q.clone());
+            reply.answers.push(ResourceRecord::new(
+                q.qname.clone(),
+                CLASS::IN,
+                5, // a short TTL: watch keeps it longer (MIN_KEEP)
+                RData::A(A {
+                    address: u32::from(self.answer),
+                }),
+            ));
+        }
+        self.socket
+            .send_to(&reply.build_bytes_vec().unwrap(), from)
+            .unwrap();
+    }
+}
+
+/// Asks `resolver` for `name` from a client socket, as a program would,
+/// and returns the address answered.
+fn query(resolver: &TestResolver, name: &str) -> Ipv4Addr {
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut q = Packet::new_query(0x7e57);
+    q.questions.push(Question::new(
+        Name::new_unchecked(name),
+        QTYPE::TYPE(TYPE::A),
+        QCLASS::CLASS(CLASS::IN),
+        false,
+    ));
+    client
+        .send_to(&q.build_bytes_vec().unwrap(), resolver.addr())
+        .unwrap();
+    resolver.serve_one();
+    let mut buf = [0u8; 512];
+    let n = client.recv(&mut buf).expect("the test resolver's answer");
+    let answer = Packet::parse(&buf[..n]).unwrap();
+    match &answer.answers[0].rdata {
+        RData::A(a) => Ipv4Addr::from(a.address),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+/// A loopback address of its own for the "pool" (each test its own
+/// `net`: every watch on the host learns every answer), and a listener.
+fn pool_listener(net: u8) -> (TcpListener, Ipv4Addr) {
+    let pid = std::process::id();
+    let addr = Ipv4Addr::new(127, net, (pid >> 8) as u8, (pid as u8).clamp(1, 254));
+    (TcpListener::bind((addr, 0)).unwrap(), addr)
+}
+
+#[test]
+fn a_connect_to_an_address_a_dns_answer_named_raises_the_domain_alert() {
+    if !running_as_root("a_connect_to_an_address_a_dns_answer_named_raises_the_domain_alert") {
+        return;
+    }
+    let domain = format!("pool-{}.tracer-test.invalid", std::process::id());
+    let dir = Scratch::under(&std::env::temp_dir(), "tracer-dns");
+    let iocs = dir.write("iocs.txt", &format!("# test pool\n{domain}\n"), 0o644);
+    let (listener, pool) = pool_listener(54);
+    let port = listener.local_addr().unwrap().port();
+    let resolver = TestResolver::start(pool);
+
+    let (mut watch, start) = WatchRun::start(
+        &[
+            "--connect-only",
+            "--no-default-iocs",
+            "--ioc",
+            iocs.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        start["dns"].as_str().unwrap().starts_with("AF_PACKET"),
+        "watch reads DNS answers: {start}"
+    );
+    // Before any answer: a connect to the pool address is not tagged.
+    drop(TcpStream::connect((pool, port)).unwrap());
+    let untagged = watch.wait_for("the connect before the answer", |v| {
+        v["type"] == "connect" && v["dport"].as_u64() == Some(port.into())
+    });
+    assert!(untagged.get("domain").is_none(), "{untagged}");
+
+    assert_eq!(query(&resolver, &domain), pool);
+    drop(TcpStream::connect((pool, port)).unwrap());
+    let alert = watch.wait_for("the domain alert", |v| {
+        v["type"] == "alert" && v["connect"]["dport"].as_u64() == Some(port.into())
+    });
+    assert_eq!(alert["indicator"], domain.as_str(), "{alert}");
+    assert_eq!(alert["connect"]["domain"], domain.as_str(), "{alert}");
+    assert_eq!(alert["connect"]["daddr"], pool.to_string());
+    assert_eq!(
+        alert["connect"]["pid"].as_u64(),
+        Some(std::process::id().into())
+    );
+    assert!(alert["indicator_source"]
+        .as_str()
+        .unwrap()
+        .ends_with("iocs.txt:2"));
+    // An address named by a domain indicator: high, or critical with a
+    // second sign (none expected of the test binary, but its path is CI's).
+    assert!(
+        ["high", "critical"].contains(&alert["severity"].as_str().unwrap()),
+        "{alert}"
+    );
+    let (code, stderr) = watch.stop();
+    assert_eq!(code, 0, "{stderr}");
+    // Nothing was looked up: a lookup of this name would have failed
+    // (.invalid) and said so.
+    assert!(!stderr.contains("resolve"), "{stderr}");
+}
+
+#[test]
+fn human_lines_name_the_domain_of_the_connect_and_the_alert() {
+    if !running_as_root("human_lines_name_the_domain_of_the_connect_and_the_alert") {
+        return;
+    }
+    let domain = format!("human-{}.tracer-test.invalid", std::process::id());
+    let dir = Scratch::under(&std::env::temp_dir(), "tracer-dns-human");
+    let iocs = dir.write("iocs.txt", &format!("{domain}\n"), 0o644);
+    let (listener, pool) = pool_listener(55);
+    let port = listener.local_addr().unwrap().port();
+    let resolver = TestResolver::start(pool);
+
+    let mut child = Command::new(tracer_bin())
+        .args(["watch", "--connect-only", "--no-default-iocs", "--ioc"])
+        .arg(&iocs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(tracer_tests::watch_run::RECORD_WAIT)
+            .expect("a line from watch in time")
+    };
+    while !next().contains("  dns ") {}
+
+    assert_eq!(query(&resolver, &domain), pool);
+    drop(TcpStream::connect((pool, port)).unwrap());
+    let wanted = format!("{pool}:{port} ({domain})");
+    let (mut connect, mut alert) = (None, None);
+    while connect.is_none() || alert.is_none() {
+        let line = next();
+        if line.contains(&wanted) && line.contains("CONNECT") {
+            connect = Some(line);
+        } else if line.contains(&wanted) && line.contains("ALERT") {
+            alert = Some(line);
+        }
+    }
+    assert!(alert.unwrap().contains(&format!("matches {domain}")));
+    // SAFETY: kill(2) of the watch we started, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child.wait().unwrap();
+}

@@ -4,11 +4,7 @@
 //! whole tree down with it, leaving an unrelated sibling in the same
 //! session alone. The state directory is the test's own
 //! (`TRACER_STATE_DIR`), removed on drop.
-use std::{
-    fs,
-    process::Command,
-    time::Duration,
-};
+use std::{fs, process::Command, time::Duration};
 
 use serde_json::Value;
 use tracer_tests::{
@@ -24,7 +20,11 @@ fn dead(pid: u32) -> bool {
 fn sleepers(pgid: u32, arg: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -109,9 +109,9 @@ fn kill_tree_with_watch_running_takes_grandchildren_reparented_to_init() {
     );
     let _cleanup: Vec<Planted> = grandchildren.iter().map(|&g| Planted::adopt(g)).collect();
     assert!(
-        wait_until(Duration::from_secs(5), || fs::read_to_string(
-            format!("/proc/{pgid}/comm")
-        )
+        wait_until(Duration::from_secs(5), || fs::read_to_string(format!(
+            "/proc/{pgid}/comm"
+        ))
         .is_ok_and(|c| c == "sleep\n")),
         "the target never exec'd sleep"
     );
@@ -137,7 +137,11 @@ fn kill_tree_with_watch_running_takes_grandchildren_reparented_to_init() {
                 .unwrap_or_default();
             let pids: Vec<u64> = saved["entries"]
                 .as_array()
-                .map(|e| e.iter().filter_map(|e| e["process"]["pid"].as_u64()).collect())
+                .map(|e| {
+                    e.iter()
+                        .filter_map(|e| e["process"]["pid"].as_u64())
+                        .collect()
+                })
                 .unwrap_or_default();
             grandchildren.iter().all(|g| pids.contains(&(*g as u64)))
         }),

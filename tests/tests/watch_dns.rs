@@ -125,7 +125,10 @@ fn a_connect_to_an_address_a_dns_answer_named_raises_the_domain_alert() {
         &[],
     );
     assert!(
-        start["dns"].as_str().unwrap().starts_with("AF_PACKET"),
+        start["dns"]
+            .as_str()
+            .unwrap()
+            .starts_with("AF_PACKET sockets"),
         "watch reads DNS answers: {start}"
     );
     // Before any answer: a connect to the pool address is not tagged.

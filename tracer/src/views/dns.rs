@@ -2,8 +2,9 @@
 //!
 //! Resolving a pool domain from a compromised host puts the lookup into the
 //! incident's DNS logs (and the SOC's alerts). Instead, watch reads the
-//! answers the host already receives: an `AF_PACKET` socket (the host's
-//! network namespace, every interface) with a classic BPF filter that keeps
+//! answers the host already receives: `AF_PACKET` sockets for IPv4 and
+//! IPv6 (the host's network namespace, every interface, received packets
+//! only) with a classic BPF filter that keeps
 //! only IPv4 and IPv6 UDP and TCP packets from source port 53 arriving at
 //! the host (answers to its programs, including those of a local stub
 //! resolver on loopback). The kernel filters; user space reads the packets
@@ -211,38 +212,33 @@ pub fn answers(message: &[u8]) -> Vec<Learned> {
     out
 }
 
-/// The packet socket that reads DNS answers, and what it learned.
+/// The packet sockets that read DNS answers, and what they taught.
 pub struct DnsWatch {
-    fd: OwnedFd,
+    /// One for IPv4, one for IPv6.
+    fds: Vec<OwnedFd>,
     pub cache: DnsCache,
     buf: Vec<u8>,
-    /// Answers seen (A and AAAA records taken in).
-    pub learned: u64,
 }
 
 /// How DNS answers are read, for the start record.
 pub const SOURCE: &str =
-    "AF_PACKET socket, classic BPF filter on UDP and TCP source port 53 (answers arriving at this host, its network namespace)";
+    "AF_PACKET sockets (IPv4, IPv6), classic BPF filter on UDP and TCP source port 53 (answers arriving at this host, its network namespace)";
 
 impl DnsWatch {
-    /// Opens the packet socket with its filter. Needs CAP_NET_RAW.
+    /// Opens a packet socket per IP version, each with its filter. Bound
+    /// to one protocol (not `ETH_P_ALL`), a packet socket sees only
+    /// packets received, so the host's outgoing traffic is never copied
+    /// to it. Needs CAP_NET_RAW.
     pub fn open() -> Result<Self> {
-        use rustix::net::{eth, socket_with, AddressFamily, SocketFlags, SocketType};
-        let fd = socket_with(
-            AddressFamily::PACKET,
-            SocketType::DGRAM,
-            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            Some(eth::ALL),
-        )
-        .context("opening a packet socket for DNS answers")?;
-        attach_filter(&fd).context("attaching the port-53 filter to the packet socket")?;
-        // Drained every few tens of ms: room for bursts between drains.
-        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 1 << 20);
+        use rustix::net::eth;
+        let fds = [eth::IP, eth::IPV6]
+            .into_iter()
+            .map(open_filtered)
+            .collect::<Result<Vec<_>>>()?;
         Ok(DnsWatch {
-            fd,
+            fds,
             cache: DnsCache::default(),
             buf: vec![0; 65_536],
-            learned: 0,
         })
     }
 
@@ -251,22 +247,23 @@ impl DnsWatch {
     /// reached the host before the connect is always taken in first.
     pub fn drain(&mut self) {
         let now = Instant::now();
-        for _ in 0..MAX_PACKETS_PER_DRAIN {
-            let n = match rustix::net::recv(
-                &self.fd,
-                &mut self.buf[..],
-                rustix::net::RecvFlags::DONTWAIT,
-            ) {
-                Ok((n, _)) => n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => return, // EAGAIN: nothing left
-            };
-            let Some(msg) = dns_payload(&self.buf[..n.min(self.buf.len())]) else {
-                continue;
-            };
-            for l in answers(msg) {
-                self.learned += 1;
-                self.cache.learn(l, now);
+        for fd in &self.fds {
+            for _ in 0..MAX_PACKETS_PER_DRAIN {
+                let n = match rustix::net::recv(
+                    fd,
+                    &mut self.buf[..],
+                    rustix::net::RecvFlags::DONTWAIT,
+                ) {
+                    Ok((n, _)) => n,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => break, // EAGAIN: nothing left
+                };
+                let Some(msg) = dns_payload(&self.buf[..n.min(self.buf.len())]) else {
+                    continue;
+                };
+                for l in answers(msg) {
+                    self.cache.learn(l, now);
+                }
             }
         }
     }
@@ -277,8 +274,8 @@ impl DnsWatch {
     }
 }
 
-/// Classic BPF: keep packets arriving at the host (not our own outgoing
-/// copies) that are IPv4 or IPv6, UDP or TCP, from source port 53, and
+/// Classic BPF: keep packets arriving at the host (never outgoing copies,
+/// should a socket see them) that are IPv4 or IPv6, UDP or TCP, from source port 53, and
 /// not a later IPv4 fragment. Offsets are from the network header (a
 /// `SOCK_DGRAM` packet socket).
 fn filter() -> Vec<libc::sock_filter> {
@@ -317,6 +314,22 @@ fn filter() -> Vec<libc::sock_filter> {
         /* 18 */ s(RET_K, 0, 0, 0xffff),
         /* 19 */ s(RET_K, 0, 0, 0),
     ]
+}
+
+/// A non-blocking packet socket for `protocol`, with the port-53 filter.
+fn open_filtered(protocol: rustix::net::Protocol) -> Result<OwnedFd> {
+    use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
+    let fd = socket_with(
+        AddressFamily::PACKET,
+        SocketType::DGRAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        Some(protocol),
+    )
+    .context("opening a packet socket for DNS answers")?;
+    attach_filter(&fd).context("attaching the port-53 filter to the packet socket")?;
+    // Drained every few tens of ms: room for bursts between drains.
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 1 << 20);
+    Ok(fd)
 }
 
 fn attach_filter(fd: &OwnedFd) -> std::io::Result<()> {

@@ -30,6 +30,15 @@ pub fn run(args: NetArgs) -> Result<i32> {
     kernel::check_privileges("net")?;
     let mut indicators =
         Indicators::load(&args.ioc_files, !args.no_default_iocs, args.resolve_domains)?;
+    if !args.resolve_domains && indicators.domain_count() > 0 {
+        // Said, never passed off as checked: net sees no DNS answers.
+        eprintln!(
+            "tracer: note: {} indicator domains are not looked up (a lookup from this host lands \
+             in the incident's DNS logs); watch matches them on the host's own DNS answers, \
+             or give --resolve-domains",
+            indicators.domain_count()
+        );
+    }
     let mut kernel = Kernel::load("net")?;
     kernel.release_btf();
     let view = views::net::kernel::take(&mut kernel)

@@ -1,6 +1,6 @@
-//! A running `tracer watch --json` for tests that need watch beside
-//! something else (a DNS exchange, a kill-tree): its records arrive on a
-//! channel, checked against their schema; its stderr is kept; it is
+//! A running `tracer watch` for tests that need watch beside something
+//! else (a DNS exchange, a kill-tree): its lines arrive on a channel (JSON
+//! records checked against their schema); its stderr is kept; it is
 //! stopped (SIGINT) on drop.
 use std::{
     io::{BufRead, BufReader, Read},
@@ -25,9 +25,15 @@ impl WatchRun {
     /// Starts `tracer watch --json ARGS` with `env`, and returns once its
     /// start record is out (its programs and sockets are in place).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> (WatchRun, Value) {
+        let mut w = WatchRun::spawn(&[&["--json"], args].concat(), env);
+        let start = w.wait_for("the start record", |v| v["type"] == "start");
+        (w, start)
+    }
+
+    /// Starts `tracer watch ARGS` with `env` (human lines unless `--json`).
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> WatchRun {
         let mut child = Command::new(tracer_bin())
             .arg("watch")
-            .arg("--json")
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -44,9 +50,14 @@ impl WatchRun {
                 }
             }
         });
-        let mut w = WatchRun { child, records };
-        let start = w.wait_for("the start record", |v| v["type"] == "start");
-        (w, start)
+        WatchRun { child, records }
+    }
+
+    /// The next line, failing the test after [`RECORD_WAIT`].
+    pub fn next_line(&mut self, what: &str) -> String {
+        self.records
+            .recv_timeout(RECORD_WAIT)
+            .unwrap_or_else(|_| panic!("watch never showed {what}"))
     }
 
     /// The first record that satisfies `pred`, failing the test after

@@ -5,9 +5,7 @@
 //! lookup leaves the host: the only name is the test's own, in an
 //! indicator file, with the built-in (pool) indicators off.
 use std::{
-    io::{BufRead, BufReader},
     net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -15,7 +13,7 @@ use simple_dns::{
     rdata::{RData, A},
     Name, Packet, Question, ResourceRecord, CLASS, QCLASS, QTYPE, TYPE,
 };
-use tracer_tests::{running_as_root, tracer_bin, watch_run::WatchRun, Scratch};
+use tracer_tests::{running_as_root, watch_run::WatchRun, Scratch};
 
 /// A DNS server on `ADDR:53` that answers every A question with `answer`.
 struct TestResolver {
@@ -95,12 +93,56 @@ fn query(resolver: &TestResolver, name: &str) -> Ipv4Addr {
     }
 }
 
-/// A loopback address of its own for the "pool" (each test its own
-/// `net`: every watch on the host learns every answer), and a listener.
-fn pool_listener(net: u8) -> (TcpListener, Ipv4Addr) {
-    let pid = std::process::id();
-    let addr = Ipv4Addr::new(127, net, (pid >> 8) as u8, (pid as u8).clamp(1, 254));
-    (TcpListener::bind((addr, 0)).unwrap(), addr)
+/// One test's "pool": a domain listed in an indicator file, a listener on
+/// a loopback address of its own (each test its own `net`: every watch on
+/// the host learns every answer), and the resolver that answers it.
+struct Pool {
+    domain: String,
+    _dir: Scratch,
+    /// `--ioc FILE` and the options every test gives watch.
+    args: Vec<String>,
+    _listener: TcpListener,
+    addr: Ipv4Addr,
+    port: u16,
+    resolver: TestResolver,
+}
+
+impl Pool {
+    fn new(name: &str, net: u8) -> Pool {
+        let pid = std::process::id();
+        let domain = format!("{name}-{pid}.tracer-test.invalid");
+        let dir = Scratch::under(&std::env::temp_dir(), "tracer-dns");
+        let iocs = dir.write("iocs.txt", &format!("# test pool\n{domain}\n"), 0o644);
+        let addr = Ipv4Addr::new(127, net, (pid >> 8) as u8, (pid as u8).clamp(1, 254));
+        let listener = TcpListener::bind((addr, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let args = ["--connect-only", "--no-default-iocs", "--ioc"]
+            .map(String::from)
+            .into_iter()
+            .chain([iocs.display().to_string()])
+            .collect();
+        Pool {
+            domain,
+            _dir: dir,
+            args,
+            _listener: listener,
+            addr,
+            port,
+            resolver: TestResolver::start(addr),
+        }
+    }
+
+    fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+
+    /// A program's lookup of the domain (answered by the test resolver),
+    /// then its connect to the address answered.
+    fn resolve_and_connect(&self) {
+        let answered = query(&self.resolver, &self.domain);
+        assert_eq!(answered, self.addr);
+        drop(TcpStream::connect((answered, self.port)).unwrap());
+    }
 }
 
 #[test]
@@ -108,22 +150,8 @@ fn a_connect_to_an_address_a_dns_answer_named_raises_the_domain_alert() {
     if !running_as_root("a_connect_to_an_address_a_dns_answer_named_raises_the_domain_alert") {
         return;
     }
-    let domain = format!("pool-{}.tracer-test.invalid", std::process::id());
-    let dir = Scratch::under(&std::env::temp_dir(), "tracer-dns");
-    let iocs = dir.write("iocs.txt", &format!("# test pool\n{domain}\n"), 0o644);
-    let (listener, pool) = pool_listener(54);
-    let port = listener.local_addr().unwrap().port();
-    let resolver = TestResolver::start(pool);
-
-    let (mut watch, start) = WatchRun::start(
-        &[
-            "--connect-only",
-            "--no-default-iocs",
-            "--ioc",
-            iocs.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let p = Pool::new("pool", 54);
+    let (mut watch, start) = WatchRun::start(&p.args(), &[]);
     assert!(
         start["dns"]
             .as_str()
@@ -132,20 +160,19 @@ fn a_connect_to_an_address_a_dns_answer_named_raises_the_domain_alert() {
         "watch reads DNS answers: {start}"
     );
     // Before any answer: a connect to the pool address is not tagged.
-    drop(TcpStream::connect((pool, port)).unwrap());
+    drop(TcpStream::connect((p.addr, p.port)).unwrap());
     let untagged = watch.wait_for("the connect before the answer", |v| {
-        v["type"] == "connect" && v["dport"].as_u64() == Some(port.into())
+        v["type"] == "connect" && v["dport"].as_u64() == Some(p.port.into())
     });
     assert!(untagged.get("domain").is_none(), "{untagged}");
 
-    assert_eq!(query(&resolver, &domain), pool);
-    drop(TcpStream::connect((pool, port)).unwrap());
+    p.resolve_and_connect();
     let alert = watch.wait_for("the domain alert", |v| {
-        v["type"] == "alert" && v["connect"]["dport"].as_u64() == Some(port.into())
+        v["type"] == "alert" && v["connect"]["dport"].as_u64() == Some(p.port.into())
     });
-    assert_eq!(alert["indicator"], domain.as_str(), "{alert}");
-    assert_eq!(alert["connect"]["domain"], domain.as_str(), "{alert}");
-    assert_eq!(alert["connect"]["daddr"], pool.to_string());
+    assert_eq!(alert["indicator"], p.domain.as_str(), "{alert}");
+    assert_eq!(alert["connect"]["domain"], p.domain.as_str(), "{alert}");
+    assert_eq!(alert["connect"]["daddr"], p.addr.to_string());
     assert_eq!(
         alert["connect"]["pid"].as_u64(),
         Some(std::process::id().into())
@@ -172,49 +199,21 @@ fn human_lines_name_the_domain_of_the_connect_and_the_alert() {
     if !running_as_root("human_lines_name_the_domain_of_the_connect_and_the_alert") {
         return;
     }
-    let domain = format!("human-{}.tracer-test.invalid", std::process::id());
-    let dir = Scratch::under(&std::env::temp_dir(), "tracer-dns-human");
-    let iocs = dir.write("iocs.txt", &format!("{domain}\n"), 0o644);
-    let (listener, pool) = pool_listener(55);
-    let port = listener.local_addr().unwrap().port();
-    let resolver = TestResolver::start(pool);
+    let p = Pool::new("human", 55);
+    let mut watch = WatchRun::spawn(&p.args(), &[]);
+    while !watch.next_line("the start lines").contains("  dns ") {}
 
-    let mut child = Command::new(tracer_bin())
-        .args(["watch", "--connect-only", "--no-default-iocs", "--ioc"])
-        .arg(&iocs)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next = || {
-        rx.recv_timeout(tracer_tests::watch_run::RECORD_WAIT)
-            .expect("a line from watch in time")
-    };
-    while !next().contains("  dns ") {}
-
-    assert_eq!(query(&resolver, &domain), pool);
-    drop(TcpStream::connect((pool, port)).unwrap());
-    let wanted = format!("{pool}:{port} ({domain})");
+    p.resolve_and_connect();
+    let wanted = format!("{}:{} ({})", p.addr, p.port, p.domain);
     let (mut connect, mut alert) = (None, None);
     while connect.is_none() || alert.is_none() {
-        let line = next();
+        let line = watch.next_line("the connect and alert lines");
         if line.contains(&wanted) && line.contains("CONNECT") {
             connect = Some(line);
         } else if line.contains(&wanted) && line.contains("ALERT") {
             alert = Some(line);
         }
     }
-    assert!(alert.unwrap().contains(&format!("matches {domain}")));
-    // SAFETY: kill(2) of the watch we started, not yet reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    child.wait().unwrap();
+    assert!(alert.unwrap().contains(&format!("matches {}", p.domain)));
+    assert_eq!(watch.stop().0, 0);
 }

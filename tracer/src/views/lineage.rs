@@ -16,7 +16,7 @@
 //!   [`SAVE_INTERVAL`], and only when events came in since; at most
 //!   [`MAX_ENTRIES`] entries and [`MAX_BYTES`] (live reparented children
 //!   first, then exited processes, most recent first). watch removes it
-//!   when it stops.
+//!   (and the directory, when empty) when it stops.
 //! - Fresh, so `kill-tree` uses it: same boot (`boot_id`), and either its
 //!   writer (pid and start time) still runs, or it was written at most
 //!   [`FRESH_WITHOUT_WRITER`] ago (a watch that just died). A file that is
@@ -202,6 +202,8 @@ impl LineageWriter {
         if let Ok(f) = read_file(&path) {
             if f.writer == self.writer {
                 let _ = fs::remove_file(path);
+                // Only when empty: no other watch's file goes with it.
+                let _ = fs::remove_dir(&self.dir);
             }
         }
     }
@@ -434,7 +436,7 @@ mod tests {
         let src = merge_from(&mut ProcessTable::new(), &dir);
         assert_eq!(src.source, "proc");
         assert!(src.detail.contains("not present"), "{}", src.detail);
-        fs::remove_dir_all(&dir).unwrap();
+        assert!(!dir.exists(), "the emptied state directory is removed");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! lookup leaves the host: the only name is the test's own, in an
 //! indicator file, with the built-in (pool) indicators off.
 use std::{
+    io::{Read, Write},
     net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
     time::Duration,
 };
@@ -18,6 +19,7 @@ use tracer_tests::{running_as_root, watch_run::WatchRun, Scratch};
 /// A DNS server on `ADDR:53` that answers every A question with `answer`.
 struct TestResolver {
     socket: UdpSocket,
+    tcp: TcpListener,
     answer: Ipv4Addr,
 }
 
@@ -29,11 +31,17 @@ impl TestResolver {
         for n in 0..64u32 {
             let x = pid.wrapping_add(n * 7919);
             let addr = Ipv4Addr::new(127, 53, (x >> 8) as u8, (x as u8).clamp(1, 254));
-            if let Ok(socket) = UdpSocket::bind((addr, 53)) {
+            if let (Ok(socket), Ok(tcp)) =
+                (UdpSocket::bind((addr, 53)), TcpListener::bind((addr, 53)))
+            {
                 socket
                     .set_read_timeout(Some(Duration::from_secs(5)))
                     .unwrap();
-                return TestResolver { socket, answer };
+                return TestResolver {
+                    socket,
+                    tcp,
+                    answer,
+                };
             }
         }
         panic!("no free loopback address for the test resolver's port 53");
@@ -47,7 +55,25 @@ impl TestResolver {
     fn serve_one(&self) {
         let mut buf = [0u8; 512];
         let (n, from) = self.socket.recv_from(&mut buf).expect("a query");
-        let query = Packet::parse(&buf[..n]).expect("a DNS query");
+        self.socket.send_to(&self.reply(&buf[..n]), from).unwrap();
+    }
+
+    /// Answers one query over TCP (each message after its 2-byte length).
+    fn serve_one_tcp(&self) {
+        let (mut conn, _) = self.tcp.accept().expect("a TCP query");
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).unwrap();
+        let mut query = vec![0u8; u16::from_be_bytes(len).into()];
+        conn.read_exact(&mut query).unwrap();
+        let reply = self.reply(&query);
+        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&reply);
+        conn.write_all(&framed).unwrap();
+    }
+
+    /// The answer to `query`: each A question answered with `answer`.
+    fn reply(&self, query: &[u8]) -> Vec<u8> {
+        let query = Packet::parse(query).expect("a DNS query");
         let mut reply = Packet::new_reply(query.id());
         for q in &query.questions {
             reply.questions.push(q.clone());
@@ -60,10 +86,20 @@ impl TestResolver {
                 }),
             ));
         }
-        self.socket
-            .send_to(&reply.build_bytes_vec().unwrap(), from)
-            .unwrap();
+        reply.build_bytes_vec().unwrap()
     }
+}
+
+/// A query for the A record of `name`.
+fn question(name: &str) -> Vec<u8> {
+    let mut q = Packet::new_query(0x7e57);
+    q.questions.push(Question::new(
+        Name::new_unchecked(name),
+        QTYPE::TYPE(TYPE::A),
+        QCLASS::CLASS(CLASS::IN),
+        false,
+    ));
+    q.build_bytes_vec().unwrap()
 }
 
 /// Asks `resolver` for `name` from a client socket, as a program would,
@@ -73,20 +109,33 @@ fn query(resolver: &TestResolver, name: &str) -> Ipv4Addr {
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut q = Packet::new_query(0x7e57);
-    q.questions.push(Question::new(
-        Name::new_unchecked(name),
-        QTYPE::TYPE(TYPE::A),
-        QCLASS::CLASS(CLASS::IN),
-        false,
-    ));
-    client
-        .send_to(&q.build_bytes_vec().unwrap(), resolver.addr())
-        .unwrap();
+    client.send_to(&question(name), resolver.addr()).unwrap();
     resolver.serve_one();
     let mut buf = [0u8; 512];
     let n = client.recv(&mut buf).expect("the test resolver's answer");
-    let answer = Packet::parse(&buf[..n]).unwrap();
+    first_address(&buf[..n])
+}
+
+/// The same over TCP, as a resolver does after a truncated answer.
+fn query_tcp(resolver: &TestResolver, name: &str) -> Ipv4Addr {
+    let mut client = TcpStream::connect(resolver.addr()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let q = question(name);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    client.write_all(&framed).unwrap();
+    resolver.serve_one_tcp();
+    let mut len = [0u8; 2];
+    client.read_exact(&mut len).unwrap();
+    let mut answer = vec![0u8; u16::from_be_bytes(len).into()];
+    client.read_exact(&mut answer).unwrap();
+    first_address(&answer)
+}
+
+fn first_address(message: &[u8]) -> Ipv4Addr {
+    let answer = Packet::parse(message).unwrap();
     match &answer.answers[0].rdata {
         RData::A(a) => Ipv4Addr::from(a.address),
         other => panic!("unexpected answer {other:?}"),
@@ -138,8 +187,12 @@ impl Pool {
 
     /// A program's lookup of the domain (answered by the test resolver),
     /// then its connect to the address answered.
-    fn resolve_and_connect(&self) {
-        let answered = query(&self.resolver, &self.domain);
+    fn resolve_and_connect(&self, over_tcp: bool) {
+        let answered = if over_tcp {
+            query_tcp(&self.resolver, &self.domain)
+        } else {
+            query(&self.resolver, &self.domain)
+        };
         assert_eq!(answered, self.addr);
         drop(TcpStream::connect((answered, self.port)).unwrap());
     }
@@ -166,7 +219,7 @@ fn a_connect_to_an_address_a_dns_answer_named_raises_the_domain_alert() {
     });
     assert!(untagged.get("domain").is_none(), "{untagged}");
 
-    p.resolve_and_connect();
+    p.resolve_and_connect(false);
     let alert = watch.wait_for("the domain alert", |v| {
         v["type"] == "alert" && v["connect"]["dport"].as_u64() == Some(p.port.into())
     });
@@ -203,7 +256,7 @@ fn human_lines_name_the_domain_of_the_connect_and_the_alert() {
     let mut watch = WatchRun::spawn(&p.args(), &[]);
     while !watch.next_line("the start lines").contains("  dns ") {}
 
-    p.resolve_and_connect();
+    p.resolve_and_connect(false);
     let wanted = format!("{}:{} ({})", p.addr, p.port, p.domain);
     let (mut connect, mut alert) = (None, None);
     while connect.is_none() || alert.is_none() {
@@ -216,4 +269,19 @@ fn human_lines_name_the_domain_of_the_connect_and_the_alert() {
     }
     assert!(alert.unwrap().contains(&format!("matches {}", p.domain)));
     assert_eq!(watch.stop().0, 0);
+}
+
+#[test]
+fn an_answer_over_tcp_tags_the_connect_too() {
+    if !running_as_root("an_answer_over_tcp_tags_the_connect_too") {
+        return;
+    }
+    let p = Pool::new("tcp", 56);
+    let (mut watch, _) = WatchRun::start(&p.args(), &[]);
+    p.resolve_and_connect(true);
+    let alert = watch.wait_for("the domain alert", |v| {
+        v["type"] == "alert" && v["connect"]["dport"].as_u64() == Some(p.port.into())
+    });
+    assert_eq!(alert["connect"]["domain"], p.domain.as_str(), "{alert}");
+    assert_eq!(alert["indicator"], p.domain.as_str(), "{alert}");
 }

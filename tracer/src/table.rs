@@ -299,9 +299,11 @@ impl ProcessTable {
     }
 
     /// What /proc can no longer tell, for watch's lineage file: every
-    /// exited entry (with its parent), and every live entry whose parent
-    /// exited (the kernel has reparented it to init or a subreaper). Live
-    /// processes first, then exited ones, most recently exited first.
+    /// exited entry that still has children in the table (with its
+    /// parent), and every live entry whose parent exited (the kernel has
+    /// reparented it to init or a subreaper). Exited leaves are left out:
+    /// they link nothing. Live processes first, then exited ones, most
+    /// recently exited first.
     pub fn lineage_entries(&self) -> Vec<(&Process, Option<ProcessId>)> {
         let parent_exited = |e: &Entry| {
             e.parent
@@ -319,6 +321,7 @@ impl ProcessTable {
             .exited
             .iter()
             .rev()
+            .filter(|(_, id)| self.has_children(*id))
             .filter_map(|(_, id)| self.entries.get(id))
             .filter(|e| e.process.exited_at_ns.is_some());
         live.into_iter()

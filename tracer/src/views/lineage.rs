@@ -4,8 +4,8 @@
 //! A child whose parent exits is reparented by the kernel to init (or a
 //! subreaper), so /proc cannot tell it belonged to a tree; a running watch
 //! saw the fork. While it runs, watch saves its table's lineage (the
-//! entries [`ProcessTable::lineage_entries`] picks: exited processes and
-//! the live children they left, with start times and parent links, as the
+//! entries [`ProcessTable::lineage_entries`] picks: exited processes that
+//! still have children, and the live children they left, with start times and parent links, as the
 //! table's own `Process` records) to `STATE_DIR/lineage.json`, and
 //! `kill-tree` merges it back into its table ([`ProcessTable::merge_lineage`]).
 //!
@@ -493,10 +493,16 @@ mod tests {
     }
 
     #[test]
-    fn the_file_is_bounded() {
+    fn the_file_is_bounded_and_leaves_out_exited_leaves() {
         let mut t = ProcessTable::new();
         t.seed([proc(1, 0, 1)]);
-        for pid in 100..400 {
+        // 300 exited parents, each with a live child; 100 exited leaves.
+        for pid in (1000..1600).step_by(2) {
+            t.on_fork(1, pid, pid as u64, 0);
+            t.on_fork(pid, pid + 1, pid as u64 + 1, 0);
+            t.on_exit(pid, pid as u64, pid as u64);
+        }
+        for pid in 2000..2100 {
             t.on_fork(1, pid, pid as u64, 0);
             t.on_exit(pid, pid as u64, pid as u64);
         }
@@ -508,10 +514,13 @@ mod tests {
         assert!(small.len() <= 8192, "{}", small.len());
         let f: LineageFile = serde_json::from_slice(&small).unwrap();
         assert!(f.truncated && !f.entries.is_empty());
-        // Most recently exited first.
-        assert_eq!(f.entries[0].process.pid, 399);
+        // The reparented children first.
+        assert_eq!(f.entries[0].process.pid, 1001);
         let all: LineageFile =
             serde_json::from_slice(&encode(&t, writer, "b", 0, MAX_BYTES).unwrap()).unwrap();
-        assert_eq!((all.entries.len(), all.truncated), (300, false));
+        assert_eq!((all.entries.len(), all.truncated), (600, false));
+        // Then the exited parents, most recently exited first.
+        assert_eq!(all.entries[300].process.pid, 1598);
+        assert!(all.entries.iter().all(|e| e.process.pid < 2000));
     }
 }

@@ -28,9 +28,14 @@ use crate::{
 pub fn run(args: NetArgs) -> Result<i32> {
     let started = Instant::now();
     kernel::check_privileges("net")?;
-    let mut indicators =
-        Indicators::load(&args.ioc_files, !args.no_default_iocs, args.resolve_domains)?;
-    if !args.resolve_domains && indicators.domain_count() > 0 {
+    let mut indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
+    let mut kernel = Kernel::load("net")?;
+    kernel.release_btf();
+    let view = views::net::kernel::take(&mut kernel)
+        .map_err(|e| UserError::KernelUnsupported(format!("{e:#}")))?;
+    if args.resolve_domains {
+        indicators.resolve_domains();
+    } else if indicators.domain_count() > 0 {
         // Said, never passed off as checked: net sees no DNS answers.
         eprintln!(
             "tracer: note: {} indicator domains are not looked up (a lookup from this host lands \
@@ -39,10 +44,6 @@ pub fn run(args: NetArgs) -> Result<i32> {
             indicators.domain_count()
         );
     }
-    let mut kernel = Kernel::load("net")?;
-    kernel.release_btf();
-    let view = views::net::kernel::take(&mut kernel)
-        .map_err(|e| UserError::KernelUnsupported(format!("{e:#}")))?;
     let owners: HashSet<u32> = view
         .sockets
         .iter()

@@ -57,8 +57,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     // Cheap checks first: privileges, then bad input, before anything is
     // loaded into the kernel.
     crate::kernel::check_privileges("watch")?;
-    let indicators =
-        Indicators::load(&args.ioc_files, !args.no_default_iocs, args.resolve_domains)?;
+    let mut indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
+    if args.resolve_domains {
+        indicators.resolve_domains();
+    }
     let sink = open_output(&args)?;
     let mut kernel = Kernel::load("watch")?;
     kernel.attach_watch()?;

@@ -85,7 +85,7 @@ mod tests {
     fn open_connections_match_by_peer_and_listeners_never() {
         let dir = std::env::temp_dir().join(format!("tracer-conn-ioc-{}", std::process::id()));
         std::fs::write(&dir, "127.0.0.9:3333\n").unwrap();
-        let iocs = Indicators::load(std::slice::from_ref(&dir), false, false).unwrap();
+        let iocs = Indicators::load(std::slice::from_ref(&dir), false).unwrap();
         std::fs::remove_file(&dir).unwrap();
         let sockets = [
             conn(10, "127.0.0.9:3333", 1),

@@ -249,17 +249,20 @@ impl Default for Indicators {
 const MAX_AWAITED_DOMAINS: usize = 256;
 
 impl Indicators {
-    /// Parses every file (and the built-in list when `with_defaults`), then
-    /// starts resolving domains and waits at most [`LOAD_RESOLVE_WAIT`] for
-    /// those of the files (when there are at most [`MAX_AWAITED_DOMAINS`]).
-    /// Fails on the first malformed line, before any lookup. Without
-    /// `resolve`, no domain is ever looked up (see the module comment).
-    pub fn load(files: &[PathBuf], with_defaults: bool, resolve: bool) -> Result<Self> {
-        let mut indicators = Self::parse(files, with_defaults)?;
-        indicators.resolve = resolve;
-        if !resolve {
-            return Ok(indicators);
-        }
+    /// Parses every file (and the built-in list when `with_defaults`).
+    /// Fails on the first malformed line. Looks nothing up: domains match
+    /// on DNS answers seen, unless [`Self::resolve_domains`] is called.
+    pub fn load(files: &[PathBuf], with_defaults: bool) -> Result<Self> {
+        Self::parse(files, with_defaults)
+    }
+
+    /// Opt-in (`--resolve-domains`): starts resolving domains, and from now
+    /// on again every [`RESOLVE_INTERVAL`]; waits at most
+    /// [`LOAD_RESOLVE_WAIT`] for those of the files (when there are at most
+    /// [`MAX_AWAITED_DOMAINS`]).
+    pub fn resolve_domains(&mut self) {
+        let indicators = self;
+        indicators.resolve = true;
         indicators.resolver.start_round(indicators.parsed.domains());
         // Wait for the domains the user listed; the built-in ones come in
         // through refresh(), so that a host without DNS starts at once.
@@ -273,7 +276,7 @@ impl Indicators {
                  each matches once its answer arrives",
                 from_files.len()
             );
-            return Ok(indicators);
+            return;
         }
         indicators.resolver.wait_for(&from_files, LOAD_RESOLVE_WAIT);
         indicators.apply_resolutions();
@@ -288,7 +291,6 @@ impl Indicators {
             LOAD_RESOLVE_WAIT.as_millis()
         );
         indicators.warn_unresolved(unanswered, &what);
-        Ok(indicators)
     }
 
     /// Reads, parses and indexes the indicators without resolving any
@@ -1200,7 +1202,8 @@ mod tests {
         // `.invalid` never resolves (RFC 6761), without asking any server.
         std::fs::write(&file, "localhost:3333\nno-such-pool.invalid\n").unwrap();
         let started = Instant::now();
-        let mut i = Indicators::load(std::slice::from_ref(&file), false, true).unwrap();
+        let mut i = Indicators::load(std::slice::from_ref(&file), false).unwrap();
+        i.resolve_domains();
         assert!(started.elapsed() < LOAD_RESOLVE_WAIT + Duration::from_millis(500));
         let m = i.match_connect(ip("127.0.0.1"), 3333).unwrap();
         assert_eq!(
@@ -1219,7 +1222,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("iocs.txt");
         std::fs::write(&file, "localhost:3333\n").unwrap();
-        let mut i = Indicators::load(std::slice::from_ref(&file), true, false).unwrap();
+        let mut i = Indicators::load(std::slice::from_ref(&file), true).unwrap();
         i.refresh();
         assert!(i.resolver.last_round.is_none() && i.resolver.pending.is_empty());
         // At most the built-in port-only match for 3333: never the domain.
@@ -1293,8 +1296,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_bad_input() {
-        let e =
-            Indicators::load(&[PathBuf::from("/nonexistent/iocs.txt")], false, false).unwrap_err();
+        let e = Indicators::load(&[PathBuf::from("/nonexistent/iocs.txt")], false).unwrap_err();
         assert_eq!(crate::error::exit_code_of(&e), exit::ERROR);
         assert!(e.to_string().contains("/nonexistent/iocs.txt"));
     }

@@ -57,10 +57,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     // Cheap checks first: privileges, then bad input, before anything is
     // loaded into the kernel.
     crate::kernel::check_privileges("watch")?;
-    let mut indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
-    if args.resolve_domains {
-        indicators.resolve_domains();
-    }
+    let indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
     let sink = open_output(&args)?;
     let mut kernel = Kernel::load("watch")?;
     kernel.attach_watch()?;
@@ -72,7 +69,13 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     // Connections already open: counted in the start record, and those
     // that match an indicator alerted at once.
     let open = views::net::kernel::take(&mut kernel);
-    // Domains come from the host's own DNS answers, never from a lookup.
+
+    // Domains come from the host's own DNS answers; looked up only when
+    // asked (a lookup lands in the incident's DNS logs).
+    let mut indicators = indicators;
+    if args.resolve_domains {
+        indicators.resolve_domains();
+    }
     let dns = views::dns::DnsWatch::open();
     let dns_status = match &dns {
         Ok(_) => views::dns::SOURCE.to_string(),

@@ -81,6 +81,10 @@ pub struct WatchArgs {
     /// Do not load the built-in mining-pool indicators.
     #[arg(long)]
     pub no_default_iocs: bool,
+    /// Also look indicator domains up through the host's resolver (off by
+    /// default: the lookups land in the incident's DNS logs).
+    #[arg(long)]
+    pub resolve_domains: bool,
     /// Internal (benchmarks): add a `timing` object to each alert.
     #[arg(long, hide = true)]
     pub timing: bool,
@@ -144,6 +148,10 @@ pub struct NetArgs {
     /// Do not load the built-in mining-pool indicators.
     #[arg(long)]
     pub no_default_iocs: bool,
+    /// Also look indicator domains up through the host's resolver (off by
+    /// default: the lookups land in the incident's DNS logs).
+    #[arg(long)]
+    pub resolve_domains: bool,
     /// Only listening TCP sockets and bound, unconnected datagram sockets.
     #[arg(long)]
     pub listening: bool,

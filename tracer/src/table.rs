@@ -347,6 +347,85 @@ impl ProcessTable {
         self.prune(now_ns);
     }
 
+    /// What /proc can no longer tell, for watch's lineage file: every
+    /// exited entry that still has children in the table (with its
+    /// parent), and every live entry whose parent exited (the kernel has
+    /// reparented it to init or a subreaper). Exited leaves are left out:
+    /// they link nothing. Live processes first, then exited ones, most
+    /// recently exited first.
+    pub fn lineage_entries(&self) -> Vec<(&Process, Option<ProcessId>)> {
+        let parent_exited = |e: &Entry| {
+            e.parent
+                .and_then(|p| self.entries.get(&p))
+                .is_some_and(|p| p.process.exited_at_ns.is_some())
+        };
+        let mut live: Vec<&Entry> = self
+            .live
+            .values()
+            .filter_map(|id| self.entries.get(id))
+            .filter(|e| parent_exited(e))
+            .collect();
+        live.sort_by_key(|e| e.process.id());
+        let exited = self
+            .exited
+            .iter()
+            .rev()
+            .filter(|(_, id)| self.has_children(*id))
+            .filter_map(|(_, id)| self.entries.get(id))
+            .filter(|e| e.process.exited_at_ns.is_some());
+        live.into_iter()
+            .chain(exited)
+            .map(|e| (&e.process, e.parent))
+            .collect()
+    }
+
+    /// Takes in lineage saved by watch (see [`Self::lineage_entries`]):
+    /// exited processes the table lacks join it as exited, and a process
+    /// the table holds under the same identity takes back the parent it was
+    /// forked from when that parent is known, so a child reparented to init
+    /// hangs under its real tree again. Returns how many links changed.
+    pub fn merge_lineage(&mut self, saved: Vec<(Process, Option<ProcessId>)>) -> usize {
+        for (p, _) in &saved {
+            let id = p.id();
+            if self.entries.contains_key(&id) || self.live.get(&p.pid) == Some(&id) {
+                continue;
+            }
+            let mut p = p.clone();
+            // Saved alive but not running now: it exited since.
+            let when = p.exited_at_ns.unwrap_or(0);
+            p.exited_at_ns = Some(when);
+            self.entries.insert(
+                id,
+                Entry {
+                    process: p,
+                    parent: None,
+                },
+            );
+            self.exited.push_back((when, id));
+        }
+        let mut relinked = 0;
+        for (p, parent) in saved {
+            let (id, Some(parent)) = (p.id(), parent) else {
+                continue;
+            };
+            if parent == id || !self.entries.contains_key(&parent) {
+                continue;
+            }
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            if e.parent == Some(parent) {
+                continue;
+            }
+            if let Some(old) = e.parent.replace(parent) {
+                self.links.remove(&(old, id));
+            }
+            self.links.insert((parent, id));
+            relinked += 1;
+        }
+        relinked
+    }
+
     /// Builds a table from /proc (read through raw system calls).
     pub fn from_proc() -> Self {
         let mut t = Self::new();
@@ -493,6 +572,60 @@ mod tests {
         assert_eq!(t.get(10).unwrap().comm, "bash");
         assert_eq!(chain(&t, 30), ["bash", "init"]);
         assert_eq!(t.live_count(), 3);
+    }
+
+    #[test]
+    fn saved_lineage_puts_reparented_grandchildren_back_under_their_tree() {
+        // What watch saw: sh(10) forked a middle shell (20) that forked two
+        // sleepers (30, 31) and exited.
+        let mut w = ProcessTable::new();
+        w.seed([proc(1, 0, "init", 1), proc(10, 1, "sh", 10)]);
+        w.on_fork(10, 20, 20, 0);
+        w.on_fork(20, 30, 30, 0);
+        w.on_fork(20, 31, 31, 0);
+        w.on_fork(10, 40, 40, 0); // a live child of a live parent: not saved
+        w.on_exit(20, 20, 5);
+        let saved: Vec<(Process, Option<ProcessId>)> = w
+            .lineage_entries()
+            .into_iter()
+            .map(|(p, parent)| (p.clone(), parent))
+            .collect();
+        let pids: Vec<u32> = saved.iter().map(|(p, _)| p.pid).collect();
+        assert_eq!(pids, [30, 31, 20]);
+        // What /proc shows later: the sleepers under init.
+        let mut t = ProcessTable::new();
+        t.seed([
+            proc(1, 0, "init", 1),
+            proc(10, 1, "sh", 10),
+            proc(30, 1, "sh", 30),
+            proc(31, 1, "sh", 31),
+            proc(40, 10, "sh", 40),
+        ]);
+        assert_eq!(chain(&t, 30), ["init"]);
+        assert_eq!(t.merge_lineage(saved.clone()), 3);
+        assert_eq!(chain(&t, 30), ["sh", "sh", "init"]);
+        let sh = t.get(10).unwrap().id();
+        let middle = ProcessId {
+            pid: 20,
+            start_ticks: 20,
+        };
+        assert_eq!(
+            t.children_of(&sh).map(|p| p.pid).collect::<Vec<_>>(),
+            [20, 40]
+        );
+        assert_eq!(
+            t.children_of(&middle).map(|p| p.pid).collect::<Vec<_>>(),
+            [30, 31]
+        );
+        assert!(t.by_id(&middle).unwrap().exited_at_ns.is_some());
+        assert!(t.get(20).is_none());
+        // Twice changes nothing; a saved identity /proc no longer has (PID
+        // recycled) is only an exited entry, never a live one.
+        assert_eq!(t.merge_lineage(saved), 0);
+        let mut stale = proc(10, 1, "old", 3);
+        stale.exited_at_ns = None;
+        t.merge_lineage(vec![(stale, None)]);
+        assert_eq!(t.get(10).unwrap().comm, "sh");
     }
 
     #[test]

@@ -21,13 +21,17 @@ use crate::{
     respond::{self, respawn, KillPlan},
     table::ProcessTable,
     users::Users,
+    views,
 };
 
 pub fn run(args: KillTreeArgs) -> Result<i32> {
     let requested = respond::parse_target(&args.pid)?;
-    let table = ProcessTable::from_proc();
+    let mut table = ProcessTable::from_proc();
+    // A running watch saw the forks that /proc no longer shows.
+    let lineage = views::lineage::merge_into(&mut table);
     let target = thread_group_of(&table, requested);
     let mut plan = respond::plan(&table, target, std::process::id())?;
+    plan.lineage = Some(lineage);
     respond::attach_threads(&mut plan);
     plan.command = command_line(target, args.quarantine.as_deref(), args.relatives);
     if args.kill {

@@ -33,6 +33,17 @@ pub fn run(args: NetArgs) -> Result<i32> {
     kernel.release_btf();
     let view = views::net::kernel::take(&mut kernel)
         .map_err(|e| UserError::KernelUnsupported(format!("{e:#}")))?;
+    if args.resolve_domains {
+        indicators.resolve_domains();
+    } else if indicators.domain_count() > 0 {
+        // Said, never passed off as checked: net sees no DNS answers.
+        eprintln!(
+            "tracer: note: {} indicator domains are not looked up (a lookup from this host lands \
+             in the incident's DNS logs); watch matches them on the host's own DNS answers, \
+             or give --resolve-domains",
+            indicators.domain_count()
+        );
+    }
     let owners: HashSet<u32> = view
         .sockets
         .iter()

@@ -84,6 +84,25 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         .collect();
     let table = views::kernel::process_table_deferred(&mut kernel, &holders);
 
+    // Domains come from the host's own DNS answers; looked up only when
+    // asked (a lookup lands in the incident's DNS logs).
+    let mut indicators = indicators;
+    if args.resolve_domains {
+        indicators.resolve_domains();
+    }
+    let dns = views::dns::DnsWatch::open();
+    let dns_status = match &dns {
+        Ok(_) => views::dns::SOURCE.to_string(),
+        Err(e) => format!(
+            "not read: {e:#}; connects are not tagged with domains{}",
+            if indicators.domain_count() > 0 && !args.resolve_domains {
+                ", and domain indicators match only with --resolve-domains"
+            } else {
+                ""
+            }
+        ),
+    };
+
     let json = args.json;
     let colour = style::colour_for(sink.is_terminal());
     let to_file = args.output.is_some();
@@ -106,6 +125,8 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         last_loss_report: None,
         resync_pending_since: None,
         woken_ns: 0,
+        dns: dns.ok(),
+        lineage: views::lineage::LineageWriter::new(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -131,6 +152,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
                     "{e:#}; connections open before watch started are not checked"
                 )],
             },
+            dns: &dns_status,
         })?;
         if let Ok(v) = &open {
             w.report_open(&v.sockets)?;
@@ -140,6 +162,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     });
 
     let _ = w.report_summary(true);
+    w.lineage.remove_own();
     drop(w); // detaches every program and link
     stream_result?;
     Ok(exit::OK)
@@ -222,6 +245,10 @@ struct Watcher {
     resync_pending_since: Option<std::time::Instant>,
     /// When the current drain began (boot-time ns), for `--timing`.
     woken_ns: u64,
+    /// DNS answers read from the host's traffic (None: could not open).
+    dns: Option<views::dns::DnsWatch>,
+    /// The lineage file for kill-tree.
+    lineage: views::lineage::LineageWriter,
 }
 
 impl Watcher {
@@ -235,6 +262,7 @@ impl Watcher {
         // tracer-ebpf maps::batched_submit_flags): drain them on a timer.
         let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lineage_tick = tokio::time::interval(views::lineage::SAVE_INTERVAL);
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -266,6 +294,10 @@ impl Watcher {
                     }
                 }
                 _ = refresh.tick() => self.indicators.refresh(),
+                _ = lineage_tick.tick() => {
+                    let events = self.seen.exec + self.seen.fork + self.seen.exit;
+                    self.lineage.maybe_save(&self.table, events);
+                }
             }
         }
         self.drain(ring.get_mut())?;
@@ -298,6 +330,9 @@ impl Watcher {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<bool> {
         if self.args.timing {
             self.woken_ns = proc::boottime_ns();
+        }
+        if let Some(dns) = &mut self.dns {
+            dns.drain();
         }
         while let Some(item) = ring.next() {
             let event = decode(&item);
@@ -557,7 +592,18 @@ impl Watcher {
         };
         let ancestry = self.table.ancestry(&id);
         clock.timing.ancestry_ns = clock.lap();
-        let matched = self.indicators.match_connect(c.daddr, c.dport);
+        // An answer that reached the host before this connect is queued on
+        // the DNS socket: take it in first.
+        let names: Vec<HostStr> = match &mut self.dns {
+            Some(dns) => {
+                dns.drain();
+                dns.names(c.daddr).to_vec()
+            }
+            None => Vec::new(),
+        };
+        let matched = self
+            .indicators
+            .match_connect_named(c.daddr, c.dport, &names);
         clock.timing.match_ns = clock.lap();
         if matched.is_none() && !self.selected(c.comm.as_str(), c.pid, &ancestry) {
             return Ok(());
@@ -578,6 +624,7 @@ impl Watcher {
             sport: c.sport,
             daddr: c.daddr.to_string(),
             dport: c.dport,
+            domain: names.first(),
             hook: c.hook,
             established_before_start: c.established_before_start,
             ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),

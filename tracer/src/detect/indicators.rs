@@ -8,7 +8,13 @@
 //! `DOMAIN:PORT`); `#` starts a comment. A malformed line is an error naming
 //! the file and line, raised before anything is resolved.
 //!
-//! Domains are resolved in background threads: at load, tracer waits at most
+//! Domains match in two ways. Without any lookup (the default): watch learns
+//! the names behind each address from the host's own DNS answers
+//! (`views::dns`) and [`Indicators::match_connect_named`] matches them, a
+//! name matching an indicator for itself or for a domain above it. With
+//! `--resolve-domains` (opt-in: a lookup from a compromised host lands in
+//! the incident's DNS logs and the SOC's alerts), domains are also
+//! resolved in background threads: at load, tracer waits at most
 //! [`LOAD_RESOLVE_WAIT`] for those of --ioc files (not for the built-in
 //! ones), then goes on; `refresh()` never blocks: it takes in answers that
 //! arrived since, and starts a new round every [`RESOLVE_INTERVAL`]. Call it
@@ -224,6 +230,10 @@ pub struct Indicators {
     by_port: HashMap<u16, u32>,
     /// Addresses the domains resolved to, last time they did.
     resolved: HashMap<IpAddr, Vec<u32>>,
+    /// Domain entries by name (lower case, no trailing dot); file order.
+    by_domain: HashMap<String, Vec<u32>>,
+    /// Whether domains are looked up (`--resolve-domains`).
+    resolve: bool,
     resolver: Resolver,
 }
 
@@ -239,12 +249,20 @@ impl Default for Indicators {
 const MAX_AWAITED_DOMAINS: usize = 256;
 
 impl Indicators {
-    /// Parses every file (and the built-in list when `with_defaults`), then
-    /// starts resolving domains and waits at most [`LOAD_RESOLVE_WAIT`] for
-    /// those of the files (when there are at most [`MAX_AWAITED_DOMAINS`]).
-    /// Fails on the first malformed line, before any lookup.
+    /// Parses every file (and the built-in list when `with_defaults`).
+    /// Fails on the first malformed line. Looks nothing up: domains match
+    /// on DNS answers seen, unless [`Self::resolve_domains`] is called.
     pub fn load(files: &[PathBuf], with_defaults: bool) -> Result<Self> {
-        let mut indicators = Self::parse(files, with_defaults)?;
+        Self::parse(files, with_defaults)
+    }
+
+    /// Opt-in (`--resolve-domains`): starts resolving domains, and from now
+    /// on again every [`RESOLVE_INTERVAL`]; waits at most
+    /// [`LOAD_RESOLVE_WAIT`] for those of the files (when there are at most
+    /// [`MAX_AWAITED_DOMAINS`]).
+    pub fn resolve_domains(&mut self) {
+        let indicators = self;
+        indicators.resolve = true;
         indicators.resolver.start_round(indicators.parsed.domains());
         // Wait for the domains the user listed; the built-in ones come in
         // through refresh(), so that a host without DNS starts at once.
@@ -258,7 +276,7 @@ impl Indicators {
                  each matches once its answer arrives",
                 from_files.len()
             );
-            return Ok(indicators);
+            return;
         }
         indicators.resolver.wait_for(&from_files, LOAD_RESOLVE_WAIT);
         indicators.apply_resolutions();
@@ -273,7 +291,6 @@ impl Indicators {
             LOAD_RESOLVE_WAIT.as_millis()
         );
         indicators.warn_unresolved(unanswered, &what);
-        Ok(indicators)
     }
 
     /// Reads, parses and indexes the indicators without resolving any
@@ -300,6 +317,8 @@ impl Indicators {
             v6_nets: PrefixMap::new(),
             by_port: HashMap::new(),
             resolved: HashMap::new(),
+            by_domain: HashMap::new(),
+            resolve: false,
             resolver: Resolver::default(),
         };
         for (n, e) in i.parsed.entries.iter().enumerate() {
@@ -338,7 +357,9 @@ impl Indicators {
                 Target::Port(p) => {
                     i.by_port.entry(*p).or_insert(n);
                 }
-                Target::Domain { .. } => {}
+                Target::Domain { name, .. } => {
+                    i.by_domain.entry(name.clone()).or_default().push(n);
+                }
             }
         }
         i.v4_addrs.shrink_to_fit();
@@ -359,6 +380,9 @@ impl Indicators {
     /// a new resolution round when [`RESOLVE_INTERVAL`] has passed. Never
     /// blocks: lookups run in background threads.
     pub fn refresh(&mut self) {
+        if !self.resolve {
+            return;
+        }
         self.apply_resolutions();
         if self.resolver.round_due() {
             self.resolver.start_round(self.parsed.domains());
@@ -407,6 +431,50 @@ impl Indicators {
             .or_else(domain)
             .or_else(|| self.by_port.get(&dport).copied())
             .map(|i| self.parsed.to_match(i as usize))
+    }
+
+    /// Domain indicators, counted (to say that they match only on DNS
+    /// answers seen when they are not resolved).
+    pub fn domain_count(&self) -> usize {
+        self.by_domain.values().map(Vec::len).sum()
+    }
+
+    /// Like [`Self::match_connect`], with the names DNS answers gave for
+    /// `daddr` (see `views::dns`): after literal addresses and blocks, a
+    /// domain indicator matches one of `names` itself or a domain above it
+    /// (`pool.example.org` matches `example.org`), its port if it names
+    /// one; the first name (the one asked for) first.
+    pub fn match_connect_named(
+        &self,
+        daddr: IpAddr,
+        dport: u16,
+        names: &[HostStr],
+    ) -> Option<IndicatorMatch> {
+        let found = self.match_connect(daddr, dport);
+        if names.is_empty() || found.as_ref().is_some_and(|m| !m.port_only) {
+            return found;
+        }
+        self.match_names(names, dport).or(found)
+    }
+
+    /// The first domain indicator one of `names` falls under.
+    fn match_names(&self, names: &[HostStr], dport: u16) -> Option<IndicatorMatch> {
+        for name in names {
+            let name = name.as_str().trim_end_matches('.');
+            let mut suffix = Some(name);
+            while let Some(s) = suffix {
+                if let Some(ids) = self.by_domain.get(s) {
+                    if let Some(&i) = ids
+                        .iter()
+                        .find(|&&i| self.parsed.entries[i as usize].port_accepts(dport))
+                    {
+                        return Some(self.parsed.to_match(i as usize));
+                    }
+                }
+                suffix = s.split_once('.').map(|(_, rest)| rest);
+            }
+        }
+        None
     }
 
     /// How bad a match is for this process: see [`severity_of`].
@@ -1135,6 +1203,7 @@ mod tests {
         std::fs::write(&file, "localhost:3333\nno-such-pool.invalid\n").unwrap();
         let started = Instant::now();
         let mut i = Indicators::load(std::slice::from_ref(&file), false).unwrap();
+        i.resolve_domains();
         assert!(started.elapsed() < LOAD_RESOLVE_WAIT + Duration::from_millis(500));
         let m = i.match_connect(ip("127.0.0.1"), 3333).unwrap();
         assert_eq!(
@@ -1145,6 +1214,59 @@ mod tests {
         i.refresh(); // nothing new, and not due: must not block or change anything
         assert!(i.match_connect(ip("127.0.0.1"), 3333).is_some());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn domains_are_never_looked_up_unless_asked() {
+        let dir = std::env::temp_dir().join(format!("tracer-ioc-nores-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("iocs.txt");
+        std::fs::write(&file, "localhost:3333\n").unwrap();
+        let mut i = Indicators::load(std::slice::from_ref(&file), true).unwrap();
+        i.refresh();
+        assert!(i.resolver.last_round.is_none() && i.resolver.pending.is_empty());
+        // At most the built-in port-only match for 3333: never the domain.
+        assert!(i
+            .match_connect(ip("127.0.0.1"), 3333)
+            .is_none_or(|m| m.port_only));
+        assert!(i.domain_count() > 1); // the built-in pool domains, unresolved
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn names_from_dns_answers_match_domains_and_the_domains_above_them() {
+        let i = parse("pool.example.org:3333\nexample.net\n10.9.9.9\n:4444\n");
+        let names = |v: &[&str]| v.iter().map(|n| HostStr::from(*n)).collect::<Vec<_>>();
+        let a = ip("192.0.2.10");
+        let m = i
+            .match_connect_named(a, 3333, &names(&["pool.example.org"]))
+            .unwrap();
+        assert_eq!(
+            (m.indicator.as_str(), m.port_only),
+            ("pool.example.org:3333", false)
+        );
+        // Wrong port for a DOMAIN:PORT line; no other indicator.
+        assert!(i
+            .match_connect_named(a, 80, &names(&["pool.example.org"]))
+            .is_none());
+        // A subdomain, through a CNAME chain (any name in it).
+        let m = i
+            .match_connect_named(a, 80, &names(&["cdn.other.com", "eu.xmr.example.net"]))
+            .unwrap();
+        assert_eq!(m.indicator, "example.net");
+        // Not a label boundary.
+        assert!(i
+            .match_connect_named(a, 80, &names(&["badexample.net"]))
+            .is_none());
+        // A domain beats a port-only match; a literal address beats a domain.
+        let m = i
+            .match_connect_named(a, 4444, &names(&["example.net"]))
+            .unwrap();
+        assert_eq!(m.indicator, "example.net");
+        let m = i
+            .match_connect_named(ip("10.9.9.9"), 80, &names(&["example.net"]))
+            .unwrap();
+        assert_eq!(m.indicator, "10.9.9.9");
     }
 
     #[test]

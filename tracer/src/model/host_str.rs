@@ -23,7 +23,7 @@
 //!   `{"text": <escaped form>, "hex": <the raw bytes in hex>}`.
 use std::{borrow::Cow, fmt};
 
-use serde::{ser::SerializeMap, Serialize, Serializer};
+use serde::{ser::SerializeMap, Deserialize, Deserializer, Serialize, Serializer};
 
 /// First of the 128 private-use characters that stand for bytes 0x80..=0xFF.
 const RAW_BYTE_BASE: u32 = 0x10_FE80;
@@ -226,6 +226,24 @@ impl Serialize for HostStr {
     }
 }
 
+/// The inverse of `Serialize`: a string, or `{text, hex}` read from its bytes.
+impl<'de> Deserialize<'de> for HostStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Bytes { hex: String },
+        }
+        match Form::deserialize(d)? {
+            Form::Text(s) => Ok(HostStr::from(s)),
+            Form::Bytes { hex } => hex::decode(hex)
+                .map(|b| HostStr::from_bytes(&b))
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 impl std::ops::Deref for HostStr {
     type Target = str;
     fn deref(&self) -> &str {
@@ -279,6 +297,21 @@ impl PartialEq<&str> for HostStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_every_byte() {
+        for bytes in [
+            &b"plain"[..],
+            b"tw\xffin",
+            b"\xef\xbf\xbd\x00",
+            "\u{10FEFF}".as_bytes(),
+        ] {
+            let h = HostStr::from_bytes(bytes);
+            let json = serde_json::to_string(&h).unwrap();
+            let back: HostStr = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.to_bytes(), bytes, "{json}");
+        }
+    }
 
     #[test]
     fn control_bytes_and_invalid_utf8_are_escaped_unambiguously() {

@@ -6,7 +6,7 @@ pub mod socket;
 pub use host_str::HostStr;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Clock ticks per second used by /proc for start times (USER_HZ). Linux
 /// fixes it at 100 on every architecture tracer runs on.
@@ -36,7 +36,9 @@ pub fn parse_pid(arg: &str) -> Result<u32, String> {
 }
 
 /// A process identity. PIDs are recycled; (pid, start time) is not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct ProcessId {
     pub pid: u32,
     /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -44,16 +46,17 @@ pub struct ProcessId {
 }
 
 /// What tracer knows about one process, from whichever source saw it.
-#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+// Deserialize: kill-tree reads it back from watch's lineage file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Process {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
     /// Process group and session, from /proc (0 when the source did not
     /// say: kernel records, exec events).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub pgid: u32,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub sid: u32,
     /// The kernel's 15-byte task name.
     pub comm: HostStr,
@@ -66,10 +69,10 @@ pub struct Process {
     pub kernel_thread: bool,
     /// Threads whose name differs from `comm` (a miner's worker thread
     /// named `xmrig` in a process named like a daemon).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub threads: Vec<ThreadName>,
     /// When the process was seen to exit (boot-time ns), if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exited_at_ns: Option<u64>,
 }
 
@@ -97,7 +100,7 @@ impl Process {
 }
 
 /// A thread of a process, by its own name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ThreadName {
     pub tid: u32,
     pub comm: HostStr,

@@ -91,6 +91,10 @@ pub struct ConnectOut<'a> {
     pub sport: u16,
     pub daddr: String,
     pub dport: u16,
+    /// The name a DNS answer seen by watch gave for `daddr` (the name asked
+    /// for, before any CNAME), when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<&'a HostStr>,
     pub hook: &'static str,
     /// The connection was already open when watch started (found by the
     /// start-up snapshot, not by a connect event).
@@ -156,6 +160,8 @@ pub struct StartOut<'a> {
     /// Why the open connections were not (all) listed, if so.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connections_gaps: Vec<String>,
+    /// How connects get their domain: the DNS answer source, or why none.
+    pub dns: &'a str,
 }
 
 #[derive(Serialize, JsonSchema, Default, Clone, Copy)]
@@ -273,6 +279,7 @@ impl<W: Write> EventWriter<W> {
         for h in s.hooks {
             writeln!(self.out, "  {:<8} {}  ({})", h.event, h.hook, h.reason)?;
         }
+        writeln!(self.out, "  {:<8} {}", "dns", escape(s.dns))?;
         Ok(())
     }
 
@@ -309,12 +316,13 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", c.timestamp)?;
         writeln!(
             self.out,
-            "CONNECT pid={} user={} {} {} -> {}{}\n        chain: {}",
+            "CONNECT pid={} user={} {} {} -> {}{}{}\n        chain: {}",
             c.pid,
             c.user.escaped(),
             c.comm.escaped(),
             endpoint(&c.saddr, c.sport),
             endpoint(&c.daddr, c.dport),
+            domain_text(c.domain),
             if c.established_before_start {
                 " (open before watch started)"
             } else {
@@ -332,7 +340,7 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", c.timestamp)?;
         writeln!(
             self.out,
-            "ALERT [{}] {} (pid {}) {} {}: matches {} ({}); {}",
+            "ALERT [{}] {} (pid {}) {} {}{}: matches {} ({}); {}",
             style::severity(a.severity, false, self.colour),
             c.comm.escaped(),
             c.pid,
@@ -342,6 +350,7 @@ impl<W: Write> EventWriter<W> {
                 "connects to"
             },
             endpoint(&c.daddr, c.dport),
+            domain_text(c.domain),
             escape(a.indicator),
             escape(a.indicator_source),
             escape(&a.reason)
@@ -414,6 +423,11 @@ impl<W: Write> EventWriter<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// ` (domain)` after an address, escaped; empty without one.
+fn domain_text(domain: Option<&HostStr>) -> String {
+    domain.map_or(String::new(), |d| format!(" ({})", d.escaped()))
 }
 
 /// `addr:port`, with brackets for IPv6 and `?` for an unknown port.

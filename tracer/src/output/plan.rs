@@ -28,6 +28,9 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
             threads
         ),
     );
+    if let Some(l) = &plan.lineage {
+        push_line(&mut out, &format!("Lineage: {}.", l.detail));
+    }
     out.push('\n');
     out.push_str(&tree_text(plan, users));
     if let (Some(b), Some(why)) = (&plan.boundary, &plan.boundary_reason) {

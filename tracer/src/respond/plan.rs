@@ -52,6 +52,10 @@ pub struct KillPlan {
     /// by `kill-tree` from the kernel socket view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<super::network::PlanNetwork>,
+    /// Where the table's lineage came from: /proc alone, or with a running
+    /// watch's lineage file (filled in by `kill-tree`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<crate::views::lineage::LineageSource>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -169,8 +173,15 @@ pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<Kil
         .into_iter()
         .map(|p| {
             let reason = reasons.get(&p.id()).cloned().unwrap_or_else(|| {
-                let parent = table.get(p.ppid).map(|pp| pp.comm.as_str()).unwrap_or("?");
-                format!("descendant of {} ({parent})", p.ppid)
+                // The parent it was forked from (watch's lineage may know
+                // it though the kernel has reparented the process).
+                match table.parent_of(&p.id()).and_then(|id| table.by_id(&id)) {
+                    Some(pp) => format!("descendant of {} ({})", pp.pid, pp.comm.as_str()),
+                    None => {
+                        let parent = table.get(p.ppid).map(|pp| pp.comm.as_str()).unwrap_or("?");
+                        format!("descendant of {} ({parent})", p.ppid)
+                    }
+                }
             });
             PlanMember {
                 process: p.clone(),
@@ -199,6 +210,7 @@ pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<Kil
         persistence: Vec::new(),
         command: format!("sudo tracer kill-tree {target} --kill"),
         network: None,
+        lineage: None,
     })
 }
 

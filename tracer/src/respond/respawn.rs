@@ -188,6 +188,7 @@ mod tests {
             persistence: vec![],
             command: String::new(),
             network: None,
+            lineage: None,
         };
         let since = crate::model::boottime_ns_to_ticks(crate::proc::boottime_ns());
         let mut again = std::process::Command::new(&exe).arg("30").spawn().unwrap();

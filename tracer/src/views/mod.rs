@@ -18,11 +18,13 @@
 //! between or is hidden, which the detector then settles by asking the
 //! lying layer again and probing that PID (the only serial pass).
 pub mod bpf;
+pub mod dns;
 pub mod host;
 pub mod kallsyms;
 pub mod kernel;
 pub mod kernel_hooks;
 pub mod libc_readdir;
+pub mod lineage;
 pub mod mounts;
 pub mod net;
 pub mod probes;

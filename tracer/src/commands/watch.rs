@@ -40,6 +40,8 @@ use crate::{
     views,
 };
 
+mod live_writes;
+
 /// How often resolved indicator domains are taken in. `refresh` never
 /// blocks: lookups run in the background and are started anew every few
 /// minutes by the indicators themselves.
@@ -69,6 +71,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     // Connections already open: counted in the start record, and those
     // that match an indicator alerted at once.
     let open = views::net::kernel::take(&mut kernel);
+    let (live_writes, write_hook) = live_writes::start();
 
     let json = args.json;
     let colour = style::colour_for(sink.is_terminal());
@@ -92,11 +95,13 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         last_loss_report: None,
         resync_pending_since: None,
         woken_ns: 0,
+        live_writes,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let hooks = w.kernel.hooks.clone();
+    let mut hooks = w.kernel.hooks.clone();
+    hooks.push(write_hook);
     let stream_result = rt.block_on(async {
         // Signal handlers go in before the start line: whoever waits for it
         // may stop us at once, and must get a clean detach and a summary.
@@ -208,6 +213,8 @@ struct Watcher {
     resync_pending_since: Option<std::time::Instant>,
     /// When the current drain began (boot-time ns), for `--timing`.
     woken_ns: u64,
+    /// Writes to persistence places (see `live_writes`).
+    live_writes: live_writes::LiveWrites,
 }
 
 impl Watcher {
@@ -215,6 +222,7 @@ impl Watcher {
     async fn stream(&mut self, ring: RingBuf<MapData>, mut stop: Stop) -> Result<()> {
         #[allow(deprecated)]
         let mut ring = AsyncFd::new(ring).context("polling the event ring buffer")?;
+        let writes = live_writes::register(&mut self.live_writes)?;
         let mut refresh = tokio::time::interval(IOC_REFRESH);
         refresh.tick().await;
         // exec, fork and exit records do not wake us one by one (see
@@ -252,6 +260,18 @@ impl Watcher {
                     }
                 }
                 _ = refresh.tick() => self.indicators.refresh(),
+                Some(guard) = live_writes::readable(writes.as_ref()) => {
+                    let mut guard = guard?;
+                    // The writer's fork and exec first, so its chain is known.
+                    if self.drain(ring.get_mut())? {
+                        return Ok(());
+                    }
+                    match self.on_file_writes(guard.get_inner()) {
+                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                        r => r?,
+                    }
+                    guard.clear_ready();
+                }
             }
         }
         self.drain(ring.get_mut())?;

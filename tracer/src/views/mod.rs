@@ -18,6 +18,7 @@
 //! between or is hidden, which the detector then settles by asking the
 //! lying layer again and probing that PID (the only serial pass).
 pub mod bpf;
+pub mod file_writes;
 pub mod host;
 pub mod kallsyms;
 pub mod kernel;

@@ -74,18 +74,23 @@ impl Findings {
         panic!("watch never showed {what}");
     }
 
-    /// The first finding about `file`, checked to be the first finding
-    /// watch raised by a process of this test.
-    fn finding_about(&self, file: &str) -> Value {
+    /// The first finding watch raised about a process of this test.
+    fn first_finding(&self, what: &str) -> Value {
         let me = std::process::id() as u64;
-        let f = self.next(
+        self.next(
             |v| {
                 v["type"] == "finding"
                     && (v["process"]["pid"].as_u64() == Some(me)
                         || pids_of(&v["ancestry"]).contains(&me))
             },
-            &format!("a finding about {file}"),
-        );
+            what,
+        )
+    }
+
+    /// The first finding about a process of this test, checked to be
+    /// about `file`.
+    fn finding_about(&self, file: &str) -> Value {
+        let f = self.first_finding(&format!("a finding about {file}"));
         assert_eq!(evidence(&f, "file"), Some(file), "first finding: {f}");
         f
     }
@@ -190,5 +195,60 @@ fn ld_so_preload_written_in_a_private_mount_namespace_is_high() {
         std::fs::read_to_string(etc.path().join("ld.so.preload")).unwrap(),
         "/nonexistent/hook.so\n",
         "the write landed in the scratch file"
+    );
+}
+
+#[test]
+fn bind_mount_over_proc_pid_in_a_private_namespace_names_the_mounter_and_its_chain() {
+    if !running_as_root(
+        "bind_mount_over_proc_pid_in_a_private_namespace_names_the_mounter_and_its_chain",
+    ) {
+        return;
+    }
+    let hidden = Planted::spawn(Command::new("sleep").arg("60"));
+    let empty = Scratch::new("live-mount-empty");
+    let watch = Findings::watch(&[]);
+    let hook = watch.start["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["event"] == "mount")
+        .expect("the start record names the mount hook");
+    assert!(
+        hook["hook"]
+            .as_str()
+            .unwrap()
+            .starts_with("tracepoint/syscalls/"),
+        "{hook}"
+    );
+    let script = format!(
+        "mount --bind {} /proc/{} && sleep 3",
+        empty.path().display(),
+        hidden.pid()
+    );
+    let shell = Planted::spawn_group(Command::new("unshare").args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+
+    let f = watch.first_finding("the mount over /proc/PID");
+    assert_eq!(f["kind"], "proc-pid-mount", "{f}");
+    assert_eq!(f["severity"], "high");
+    assert_eq!(f["process"]["comm"], "mount");
+    let hides = format!("/proc/{}", hidden.pid());
+    assert_eq!(evidence(&f, "hides"), Some(hides.as_str()));
+    assert_eq!(evidence(&f, "mount point"), Some(hides.as_str()));
+    assert_eq!(
+        pids_of(&f["ancestry"])[..2],
+        [shell.pid() as u64, std::process::id() as u64],
+        "mount < sh (the unshare'd shell) < this test: {f}"
+    );
+    assert!(
+        evidence(&f, "mount namespace").is_some_and(|ns| ns.starts_with("mnt:[")),
+        "the mounter's namespace is named: {f}"
     );
 }

@@ -63,6 +63,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let sink = open_output(&args)?;
     let mut kernel = Kernel::load("watch")?;
     kernel.attach_watch()?;
+    crate::kernel::mounts::attach(&mut kernel);
     kernel.release_btf();
     let ring = kernel.take_events()?;
     // The table is seeded after the programs are attached, so nothing that
@@ -425,6 +426,7 @@ impl Watcher {
                 self.seen.connect += 1;
                 self.on_connect(&c)
             }
+            KernelEvent::Mount(m) => self.on_mount(&m),
         }
     }
 

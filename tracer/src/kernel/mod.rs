@@ -4,6 +4,7 @@
 pub mod bpf_files;
 pub mod bpf_sys;
 pub mod events;
+pub mod mounts;
 pub mod offsets;
 pub mod sockets;
 

@@ -13,6 +13,7 @@
 //! A write is seen when the writer closes the file; the event's PID is the
 //! process that closed it (the thread group, in tracer's PID namespace; 0
 //! when it is outside it). fanotify needs CAP_SYS_ADMIN.
+use crate::{kernel::HookChoice, respond::persistence::Place};
 use std::{
     collections::HashSet,
     ffi::CString,
@@ -23,6 +24,45 @@ use std::{
     },
     path::{Path, PathBuf},
 };
+
+/// Starts watching writes to `places`, with the hook line that says how
+/// (the filesystems marked), or that they are not watched and why.
+pub fn watch_places(places: &[Place]) -> (Option<FileWrites>, HookChoice) {
+    // Accounts whose home is /dev (`sys`) would mark devtmpfs, where every
+    // `> /dev/null` is a write: kernel file systems hold no persistence.
+    let kernel_fs = |p: &Path| ["/dev", "/proc", "/sys"].iter().any(|k| p.starts_with(k));
+    let paths = places.iter().map(|p| p.path.as_path()).filter(|p| !kernel_fs(p));
+    match FileWrites::start(paths) {
+        Ok(s) => {
+            let marked: Vec<String> = s.marked.iter().map(|p| p.display().to_string()).collect();
+            let unmarked = if s.unmarked.is_empty() {
+                String::new()
+            } else {
+                format!("; not watched: {}", s.unmarked.join("; "))
+            };
+            let hook = HookChoice {
+                event: "write",
+                hook: "fanotify FAN_CLOSE_WRITE".into(),
+                reason: format!(
+                    "filesystem marks on {}: writes to {} persistence places (ld.so.preload, cron, systemd, shell profiles...), in any mount namespace{unmarked}",
+                    marked.join(", "),
+                    places.len()
+                ),
+            };
+            (Some(s), hook)
+        }
+        Err(e) => (
+            None,
+            HookChoice {
+                event: "write",
+                hook: "none".into(),
+                reason: format!(
+                    "fanotify refused ({e}; it needs CAP_SYS_ADMIN): writes to persistence places are NOT watched"
+                ),
+            },
+        ),
+    }
+}
 
 /// One file closed after writing.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,20 +1,22 @@
 //! watch's part in "hiding and persistence as they happen": the file-write
 //! source (`views::file_writes`) matched against `kill-tree`'s persistence
-//! places, each hit turned into a finding by `detect::live_writes` with the
-//! writer's chain from the process table.
+//! places, and the kernel's mount records (`kernel::mounts`), each hit
+//! turned into a finding by `detect::live_writes` with the acting process's
+//! chain from the process table.
 use std::io;
 
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tracer_common::{MountEvent, MOUNT_SYSCALL_MOUNT};
 
 use super::Watcher;
 use crate::{
     detect::live_writes::{self, Actor, LiveEvent},
-    kernel::HookChoice,
+    kernel::{events::text, HookChoice},
     model::{Finding, HostStr},
     output::live_finding,
     proc,
     respond::persistence::{self, Place},
-    views::file_writes::FileWrites,
+    views::file_writes::{self, FileWrites},
 };
 
 /// The places watched and the source of writes, until the stream starts.
@@ -28,37 +30,10 @@ pub(super) struct LiveWrites {
 /// `TRACER_PERSISTENCE_ROOT`); the hook line says how, or why not.
 pub(super) fn start() -> (LiveWrites, HookChoice) {
     let places = persistence::places(&persistence::Roots::from_env());
-    let source = FileWrites::start(places.iter().map(|p| p.path.as_path()));
-    let hook = match &source {
-        Ok(s) => HookChoice {
-            event: "write",
-            hook: "fanotify FAN_CLOSE_WRITE".into(),
-            reason: format!(
-                "filesystem marks on {}: writes to {} persistence places (ld.so.preload, cron, systemd, shell profiles...), in any mount namespace{}",
-                s.marked
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                places.len(),
-                if s.unmarked.is_empty() {
-                    String::new()
-                } else {
-                    format!("; not watched: {}", s.unmarked.join("; "))
-                }
-            ),
-        },
-        Err(e) => HookChoice {
-            event: "write",
-            hook: "none".into(),
-            reason: format!(
-                "fanotify refused ({e}; it needs CAP_SYS_ADMIN): writes to persistence places are NOT watched"
-            ),
-        },
-    };
+    let (source, hook) = file_writes::watch_places(&places);
     let live = LiveWrites {
         places,
-        source: source.ok(),
+        source,
         own_mount_ns: proc::read_link("/proc/self/ns/mnt").ok(),
     };
     (live, hook)
@@ -96,7 +71,8 @@ impl Watcher {
             if !self.live_writes.places.iter().any(|p| p.covers(&w.path)) {
                 continue;
             }
-            let finding = self.live_finding(w.pid, &LiveEvent::FileWritten { path: &w.path });
+            let ns = proc::read_link(&format!("/proc/{}/ns/mnt", w.pid)).ok();
+            let finding = self.live_finding(w.pid, ns, &LiveEvent::FileWritten { path: &w.path });
             if let Some(f) = finding {
                 self.raise_live(&f)?;
             }
@@ -106,7 +82,12 @@ impl Watcher {
 
     /// The finding for `event` by `pid`, with its chain from the table (a
     /// process not seen start is read from /proc once and kept).
-    fn live_finding(&mut self, pid: u32, event: &LiveEvent) -> Option<Finding> {
+    fn live_finding(
+        &mut self,
+        pid: u32,
+        mount_ns: Option<HostStr>,
+        event: &LiveEvent,
+    ) -> Option<Finding> {
         if pid != 0 && self.table.latest(pid).is_none() {
             if let Some(p) = proc::read_process(pid) {
                 self.table.upsert(p, None);
@@ -116,18 +97,38 @@ impl Watcher {
         let ancestry = process
             .map(|p| self.table.ancestry(&p.id()))
             .unwrap_or_default();
-        let ns = (pid != 0)
-            .then(|| proc::read_link(&format!("/proc/{pid}/ns/mnt")).ok())
-            .flatten();
         let actor = Actor {
             pid,
             process,
             ancestry: &ancestry,
-            other_mount_ns: ns
+            other_mount_ns: mount_ns
                 .filter(|ns| Some(ns) != self.live_writes.own_mount_ns.as_ref())
                 .map(|ns| ns.escaped().into_owned()),
         };
         live_writes::detect(event, &self.live_writes.places, &actor)
+    }
+
+    /// A mount the kernel saw succeed: a finding when it covers /proc/PID.
+    pub(super) fn on_mount(&mut self, m: &MountEvent) -> io::Result<()> {
+        let field = |bytes: &[u8], len: u32| text(&bytes[..(len as usize).min(bytes.len())]);
+        let target = absolute_target(m, field(&m.target, m.target_len));
+        let source = field(&m.source, m.source_len);
+        let fstype = field(&m.fstype, m.fstype_len);
+        let event = LiveEvent::Mounted {
+            target: &target,
+            syscall: if m.syscall == MOUNT_SYSCALL_MOUNT {
+                "mount"
+            } else {
+                "move_mount"
+            },
+            source: (m.source_len > 0).then_some(&source),
+            fstype: (m.fstype_len > 0).then_some(&fstype),
+        };
+        let ns = HostStr::from_text(&format!("mnt:[{}]", m.mnt_ns));
+        match self.live_finding(m.tgid, Some(ns), &event) {
+            Some(f) => self.raise_live(&f),
+            None => Ok(()),
+        }
     }
 
     /// Interim hook: writes the `finding` record. The merge replaces it by
@@ -135,5 +136,29 @@ impl Watcher {
     fn raise_live(&mut self, f: &Finding) -> io::Result<()> {
         live_finding::write(self.out.get_mut(), self.args.json, f)?;
         self.out.flush()
+    }
+}
+
+/// The mount point as an absolute path: a relative target (or
+/// `move_mount`'s empty one, the directory descriptor itself) is resolved
+/// through the caller's working directory or descriptor while it lives;
+/// otherwise it stays as given.
+fn absolute_target(m: &MountEvent, target: HostStr) -> HostStr {
+    if target.as_str().starts_with('/') {
+        return target;
+    }
+    let base = if m.target_dfd == -100 {
+        format!("/proc/{}/cwd", m.tgid)
+    } else {
+        format!("/proc/{}/fd/{}", m.tgid, m.target_dfd)
+    };
+    match proc::read_link(&base) {
+        Ok(dir) if target.byte_len() == 0 => dir,
+        Ok(dir) => HostStr::from_text(&format!(
+            "{}/{}",
+            dir.as_str().trim_end_matches('/'),
+            target.as_str()
+        )),
+        Err(_) => target,
     }
 }

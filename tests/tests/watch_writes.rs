@@ -107,8 +107,8 @@ impl Drop for Findings {
 }
 
 /// Runs `script` under sh and returns its PID once it is done; sh itself
-/// writes (a redirected builtin), so the writer is that PID and its parent
-/// is this test.
+/// writes (a redirected builtin, or a program it `exec`s), so the writer is
+/// that PID and its parent is this test.
 fn sh_writes(script: &str) -> u32 {
     let mut child = Command::new("sh").args(["-c", script]).spawn().unwrap();
     let pid = child.id();
@@ -156,6 +156,19 @@ fn cron_file_written_in_a_fake_root_names_the_writer_and_its_chain() {
     // Medium, or high when the machine's own agent (run from a memfd) is
     // in the chain: never low.
     assert!(f["severity"] == "medium" || f["severity"] == "high", "{f}");
+
+    // A file moved in (a rename writes nothing at the place) is seen too.
+    let staged = root.write("staged-job", "* * * * * root /dev/shm/.x/run\n", 0o644);
+    let moved = root.path().join("etc/cron.d/moved-job");
+    let mover = sh_writes(&format!("exec mv {} {}", staged.display(), moved.display()));
+    let f = watch.finding_about(moved.to_str().unwrap());
+    assert_eq!(f["kind"], "persistence-written");
+    assert_eq!(f["process"]["pid"].as_u64(), Some(mover as u64));
+    assert_eq!(f["process"]["comm"], "mv");
+    assert!(
+        f["summary"].as_str().unwrap().contains("moved a file to"),
+        "{f}"
+    );
 }
 
 #[test]

@@ -20,13 +20,14 @@ use crate::{
     detect::masquerade,
     model::{Finding, HostStr, Process, Severity},
     respond::{persistence::Place, program},
+    views::file_writes::WriteKind,
 };
 
 /// Something the host did that watch checks.
 pub enum LiveEvent<'a> {
-    /// A file closed after writing, named as the writer's mount namespace
-    /// sees it.
-    FileWritten { path: &'a Path },
+    /// A file written (named as the writer's mount namespace sees it),
+    /// moved in or linked.
+    FileWritten { path: &'a Path, how: WriteKind },
     /// A mount attached at `target` (as the caller named it: absolute, or
     /// relative to its working directory `cwd` when known).
     Mounted {
@@ -70,9 +71,9 @@ const PACKAGE_MANAGERS: &[&str] = &[
 /// place, or a mount elsewhere than /proc/PID, is none.
 pub fn detect(event: &LiveEvent, places: &[Place], actor: &Actor) -> Option<Finding> {
     match event {
-        LiveEvent::FileWritten { path } => {
+        LiveEvent::FileWritten { path, how } => {
             let place = places.iter().find(|p| p.covers(path))?;
-            Some(written(path, place, actor))
+            Some(written(path, *how, place, actor))
         }
         LiveEvent::Mounted {
             target,
@@ -86,7 +87,7 @@ pub fn detect(event: &LiveEvent, places: &[Place], actor: &Actor) -> Option<Find
     }
 }
 
-fn written(path: &Path, place: &Place, actor: &Actor) -> Finding {
+fn written(path: &Path, how: WriteKind, place: &Place, actor: &Actor) -> Finding {
     let file = HostStr::from_bytes(path.as_os_str().as_encoded_bytes());
     let preload = place.kind == "ld.so.preload";
     let (kind, mut severity) = if preload {
@@ -115,15 +116,20 @@ fn written(path: &Path, place: &Place, actor: &Actor) -> Finding {
         ));
     }
     push_actor_evidence(&mut evidence, actor);
+    let did = match how {
+        WriteKind::Written => "wrote",
+        WriteKind::MovedIn => "moved a file to",
+        WriteKind::Linked => "created a symbolic link at",
+    };
     let who = who(actor);
     let summary = if preload {
         format!(
-            "{who} wrote {}: every dynamically linked program will load what it names",
+            "{who} {did} {}: every dynamically linked program will load what it names",
             file.escaped()
         )
     } else {
         format!(
-            "{who} wrote {}, a {} place ({})",
+            "{who} {did} {}, a {} place ({})",
             file.escaped(),
             place.kind,
             place.technique
@@ -310,6 +316,7 @@ mod tests {
         detect(
             &LiveEvent::FileWritten {
                 path: Path::new(path),
+                how: WriteKind::Written,
             },
             &places,
             &actor,

@@ -855,6 +855,15 @@ pub struct Place {
 }
 
 impl Place {
+    /// The directory whose entries this place is: the file's parent, or
+    /// the directory itself.
+    pub fn directory(&self) -> &Path {
+        match self.pattern {
+            Pattern::File => self.path.parent().unwrap_or(&self.path),
+            _ => &self.path,
+        }
+    }
+
     /// Whether a file at `path` (as the writer named it) belongs to this
     /// place: the file itself, a file directly in the directory (with the
     /// suffix, if any), or anywhere below a tree.

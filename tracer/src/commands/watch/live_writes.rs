@@ -72,7 +72,11 @@ impl Watcher {
                 continue;
             }
             let ns = proc::read_link(&format!("/proc/{}/ns/mnt", w.pid)).ok();
-            let finding = self.live_finding(w.pid, ns, &LiveEvent::FileWritten { path: &w.path });
+            let event = LiveEvent::FileWritten {
+                path: &w.path,
+                how: w.kind,
+            };
+            let finding = self.live_finding(w.pid, ns, &event);
             if let Some(f) = finding {
                 self.raise_live(&f)?;
             }

@@ -145,11 +145,12 @@ fn lost_counts(kernel: &Kernel) -> Counts {
         fork: lost[2],
         exit: lost[3],
         connect: lost[4],
+        mount: lost[tracer_common::EventKind::Mount as usize],
     }
 }
 
 fn total(c: &Counts) -> u64 {
-    c.exec + c.fork + c.exit + c.connect
+    c.exec + c.fork + c.exit + c.connect + c.mount
 }
 
 /// Where records go: `--output FILE` (rotated) or stdout. A file that
@@ -286,7 +287,7 @@ impl Watcher {
         let summary = SummaryOut {
             timestamp: style::now(),
             is_final,
-            events_seen: self.seen.exec + self.seen.fork + self.seen.exit + self.seen.connect,
+            events_seen: total(&self.seen),
             events_lost: total(&lost),
             seen: self.seen,
             lost,
@@ -360,6 +361,7 @@ impl Watcher {
                     fork: now.fork.saturating_sub(last.fork),
                     exit: now.exit.saturating_sub(last.exit),
                     connect: now.connect.saturating_sub(last.connect),
+                    mount: now.mount.saturating_sub(last.mount),
                 },
                 total_lost: total(&now),
             })?;
@@ -426,7 +428,10 @@ impl Watcher {
                 self.seen.connect += 1;
                 self.on_connect(&c)
             }
-            KernelEvent::Mount(m) => self.on_mount(&m),
+            KernelEvent::Mount(m) => {
+                self.seen.mount += 1;
+                self.on_mount(&m)
+            }
         }
     }
 

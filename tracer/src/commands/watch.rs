@@ -270,9 +270,11 @@ impl Watcher {
                     }
                     match self.on_file_writes(guard.get_inner()) {
                         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-                        r => r?,
+                        Ok(true) => guard.clear_ready(),
+                        r => {
+                            r?;
+                        }
                     }
-                    guard.clear_ready();
                 }
             }
         }

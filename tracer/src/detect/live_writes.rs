@@ -19,7 +19,10 @@ use std::path::Path;
 use crate::{
     detect::masquerade,
     model::{Finding, HostStr, Process, Severity},
-    respond::{persistence::Place, program},
+    respond::{
+        persistence::{Place, PlaceIndex},
+        program,
+    },
     views::file_writes::WriteKind,
 };
 
@@ -69,10 +72,10 @@ const PACKAGE_MANAGERS: &[&str] = &[
 
 /// The finding for `event` by `actor`, if it is one: a write outside every
 /// place, or a mount elsewhere than /proc/PID, is none.
-pub fn detect(event: &LiveEvent, places: &[Place], actor: &Actor) -> Option<Finding> {
+pub fn detect(event: &LiveEvent, places: &PlaceIndex, actor: &Actor) -> Option<Finding> {
     match event {
         LiveEvent::FileWritten { path, how } => {
-            let place = places.iter().find(|p| p.covers(path))?;
+            let place = places.find(path)?;
             Some(written(path, *how, place, actor))
         }
         LiveEvent::Mounted {
@@ -287,7 +290,7 @@ fn proc_pid_of(target: &str, actor_pid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::respond::persistence::{places, Roots};
+    use crate::respond::persistence::{places, PlaceIndex, Roots};
 
     fn process(pid: u32, comm: &str, exe: &str) -> Process {
         Process {
@@ -306,7 +309,7 @@ mod tests {
     }
 
     fn check(path: &str, writer: &Process, ancestry: &[&Process]) -> Option<Finding> {
-        let places = places(&roots());
+        let places = PlaceIndex::new(places(&roots()));
         let actor = Actor {
             pid: writer.pid,
             process: Some(writer),
@@ -425,7 +428,7 @@ mod tests {
             source: Some(&source),
             fstype: None,
         };
-        let f = detect(&event, &[], &actor).unwrap();
+        let f = detect(&event, &PlaceIndex::new(Vec::new()), &actor).unwrap();
         assert_eq!(
             (f.kind.as_str(), f.severity),
             ("proc-pid-mount", Severity::High)
@@ -443,6 +446,6 @@ mod tests {
             source: None,
             fstype: None,
         };
-        assert!(detect(&event, &[], &actor).is_none());
+        assert!(detect(&event, &PlaceIndex::new(Vec::new()), &actor).is_none());
     }
 }

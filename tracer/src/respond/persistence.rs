@@ -884,6 +884,43 @@ impl Place {
     }
 }
 
+/// The places, indexed by directory: which place a path belongs to costs
+/// a hash lookup per ancestor directory, not a pass over every place (watch
+/// asks it for every file closed after writing on the host).
+pub struct PlaceIndex {
+    places: Vec<Place>,
+    by_dir: std::collections::HashMap<PathBuf, Vec<usize>>,
+}
+
+impl PlaceIndex {
+    pub fn new(places: Vec<Place>) -> Self {
+        let mut by_dir: std::collections::HashMap<PathBuf, Vec<usize>> = Default::default();
+        for (i, p) in places.iter().enumerate() {
+            by_dir
+                .entry(p.directory().to_path_buf())
+                .or_default()
+                .push(i);
+        }
+        PlaceIndex { places, by_dir }
+    }
+
+    pub fn places(&self) -> &[Place] {
+        &self.places
+    }
+
+    /// The first place (in the list's order) that `path` belongs to.
+    pub fn find(&self, path: &Path) -> Option<&Place> {
+        path.ancestors()
+            .skip(1)
+            .filter_map(|dir| self.by_dir.get(dir))
+            .flatten()
+            .copied()
+            .filter(|&i| self.places[i].covers(path))
+            .min()
+            .map(|i| &self.places[i])
+    }
+}
+
 /// Every place persistence is written to under `roots`, system-wide first,
 /// then each user's.
 pub fn places(roots: &Roots) -> Vec<Place> {
@@ -977,9 +1014,16 @@ mod tests {
         let root = Root::new("places");
         root.write("/etc/passwd", "u:x:1000:1000::/home/u:/bin/sh\n");
         let places = places(&root.roots());
+        let index = PlaceIndex::new(places.clone());
         let kind_of = |abs: &str| {
             let path = root.0.join(abs.trim_start_matches('/'));
-            places.iter().find(|p| p.covers(&path)).map(|p| p.kind)
+            let linear = places.iter().find(|p| p.covers(&path)).map(|p| p.kind);
+            let indexed = index.find(&path).map(|p| p.kind);
+            assert_eq!(
+                indexed, linear,
+                "the index agrees with a pass over the list"
+            );
+            indexed
         };
         assert_eq!(kind_of("/etc/crontab"), Some("crontab"));
         assert_eq!(kind_of("/etc/cron.d/job"), Some("crontab"));

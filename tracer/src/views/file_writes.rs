@@ -274,13 +274,20 @@ impl FileWrites {
         Ok(self.dirs.len())
     }
 
-    /// Every event queued now (never blocks), and how many times the
-    /// kernel said its queue overflowed. `own_pid`'s writes are left out.
-    pub fn read(&self, own_pid: u32) -> io::Result<(Vec<FileWrite>, u64)> {
+    /// Events queued now, a bounded batch (never blocks): the writes, how
+    /// many times the kernel said its queue overflowed, and whether both
+    /// queues were emptied. `own_pid`'s writes are left out.
+    pub fn read(&self, own_pid: u32) -> io::Result<(Vec<FileWrite>, u64, bool)> {
+        const READS_PER_BATCH: usize = 8;
         let mut writes = Vec::new();
         let mut overflows = 0;
         let mut buf = vec![0u8; 64 * 1024];
-        while let Some(n) = read_some(&self.fd, &mut buf)? {
+        let mut reads = 0;
+        while reads < READS_PER_BATCH {
+            let Some(n) = read_some(&self.fd, &mut buf)? else {
+                break;
+            };
+            reads += 1;
             for event in parse_events(&buf[..n]) {
                 // Own the descriptor first, so it is closed whatever follows.
                 // SAFETY: the kernel opened it for us with this event.
@@ -305,8 +312,14 @@ impl FileWrites {
                 }
             }
         }
+        let mut emptied = reads < READS_PER_BATCH;
         if let Some(fd) = &self.entries_fd {
-            while let Some(n) = read_some(fd, &mut buf)? {
+            let mut entry_reads = 0;
+            while entry_reads < READS_PER_BATCH {
+                let Some(n) = read_some(fd, &mut buf)? else {
+                    break;
+                };
+                entry_reads += 1;
                 for event in parse_events(&buf[..n]) {
                     if event.mask & libc::FAN_Q_OVERFLOW != 0 {
                         overflows += 1;
@@ -335,8 +348,9 @@ impl FileWrites {
                     writes.push(FileWrite { pid, path, kind });
                 }
             }
+            emptied &= entry_reads < READS_PER_BATCH;
         }
-        Ok((writes, overflows))
+        Ok((writes, overflows, emptied))
     }
 }
 

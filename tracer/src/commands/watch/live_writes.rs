@@ -15,13 +15,13 @@ use crate::{
     model::{Finding, HostStr},
     output::live_finding,
     proc,
-    respond::persistence::{self, Place},
+    respond::persistence::{self, PlaceIndex},
     views::file_writes::{self, FileWrites},
 };
 
 /// The places watched and the source of writes, until the stream starts.
 pub(super) struct LiveWrites {
-    places: Vec<Place>,
+    places: PlaceIndex,
     source: Option<FileWrites>,
     own_mount_ns: Option<HostStr>,
 }
@@ -32,7 +32,7 @@ pub(super) fn start() -> (LiveWrites, HookChoice) {
     let places = persistence::places(&persistence::Roots::from_env());
     let (source, hook) = file_writes::watch_places(&places);
     let live = LiveWrites {
-        places,
+        places: PlaceIndex::new(places),
         source,
         own_mount_ns: proc::read_link("/proc/self/ns/mnt").ok(),
     };
@@ -57,18 +57,20 @@ pub(super) async fn readable(
 }
 
 impl Watcher {
-    /// Every write queued: those at a persistence place become findings.
-    /// The ring buffer is drained first by the caller, so the writer's
-    /// fork and exec are in the table.
-    pub(super) fn on_file_writes(&mut self, source: &FileWrites) -> io::Result<()> {
-        let (writes, overflows) = source.read(std::process::id())?;
+    /// A batch of queued writes: those at a persistence place become
+    /// findings. Returns whether the queue was emptied (a busy host's
+    /// writes are taken a batch at a time, between signals and the ring
+    /// buffer). The ring buffer is drained first by the caller, so the
+    /// writer's fork and exec are in the table.
+    pub(super) fn on_file_writes(&mut self, source: &FileWrites) -> io::Result<bool> {
+        let (writes, overflows, emptied) = source.read(std::process::id())?;
         if overflows > 0 {
             eprintln!(
                 "tracer: the kernel's file-write queue overflowed {overflows} time(s): some writes to persistence places were not seen"
             );
         }
         for w in writes {
-            if !self.live_writes.places.iter().any(|p| p.covers(&w.path)) {
+            if self.live_writes.places.find(&w.path).is_none() {
                 continue;
             }
             let ns = proc::read_link(&format!("/proc/{}/ns/mnt", w.pid)).ok();
@@ -81,7 +83,7 @@ impl Watcher {
                 self.raise_live(&f)?;
             }
         }
-        Ok(())
+        Ok(emptied)
     }
 
     /// The finding for `event` by `pid`, with its chain from the table (a

@@ -62,6 +62,14 @@ impl Findings {
         f
     }
 
+    /// The hook the start record names for `event`.
+    fn hook(&self, event: &str) -> String {
+        let hooks = self.start["hooks"].as_array().unwrap();
+        let hook = hooks.iter().find(|h| h["event"] == event);
+        let hook = hook.unwrap_or_else(|| panic!("no {event} hook in {}", self.start));
+        hook["hook"].as_str().unwrap().to_string()
+    }
+
     fn next(&self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
         let deadline = Instant::now() + WAIT;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -125,13 +133,8 @@ fn cron_file_written_in_a_fake_root_names_the_writer_and_its_chain() {
     std::fs::create_dir_all(root.path().join("etc/cron.d")).unwrap();
     let root_path = root.path().to_str().unwrap();
     let watch = Findings::watch(&[("TRACER_PERSISTENCE_ROOT", root_path)]);
-    let hook = watch.start["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["event"] == "write")
-        .expect("the start record names the write hook");
-    assert_eq!(hook["hook"], "fanotify FAN_CLOSE_WRITE", "{hook}");
+    let hook = watch.hook("write");
+    assert_eq!(hook, "fanotify FAN_CLOSE_WRITE");
 
     // Not a persistence place: no finding; then the cron file.
     let other = root.path().join("etc/hostname");
@@ -221,19 +224,8 @@ fn bind_mount_over_proc_pid_in_a_private_namespace_names_the_mounter_and_its_cha
     let hidden = Planted::spawn(Command::new("sleep").arg("60"));
     let empty = Scratch::new("live-mount-empty");
     let watch = Findings::watch(&[]);
-    let hook = watch.start["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["event"] == "mount")
-        .expect("the start record names the mount hook");
-    assert!(
-        hook["hook"]
-            .as_str()
-            .unwrap()
-            .starts_with("tracepoint/syscalls/"),
-        "{hook}"
-    );
+    let hook = watch.hook("mount");
+    assert!(hook.starts_with("tracepoint/syscalls/"), "{hook}");
     let script = format!(
         "mount --bind {} /proc/{} && sleep 3",
         empty.path().display(),

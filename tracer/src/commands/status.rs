@@ -9,8 +9,7 @@ use crate::{
     kernel::{self, offsets::VMLINUX_BTF, sockets::IteratorStatus, HookChoice, Kernel},
     model::host_str::escape,
     respond::persistence,
-    views::file_writes,
-    views::{bpf::BpfProgram, kernel_hooks::KernelInput},
+    views::{bpf::BpfProgram, file_writes, kernel_hooks::KernelInput},
 };
 
 /// What `tracer status --json` prints.

@@ -108,14 +108,11 @@ fn written(path: &Path, how: WriteKind, place: &Place, actor: &Actor) -> Finding
     if let Some(why) = dropped_writer(actor) {
         severity = severity.max(Severity::High);
         evidence.push(("writer".into(), why));
-    } else if !preload && package_manager(actor).is_some() {
+    } else if let Some(manager) = package_manager(actor).filter(|_| !preload) {
         severity = Severity::Low;
         evidence.push((
             "writer".into(),
-            format!(
-                "run by the package manager ({})",
-                package_manager(actor).unwrap_or_default()
-            ),
+            format!("run by the package manager ({manager})"),
         ));
     }
     push_actor_evidence(&mut evidence, actor);
@@ -366,21 +363,11 @@ mod tests {
             .iter()
             .any(|(l, v)| l == "writer" && v.contains("/dev/shm/.x")));
 
+        let unit = "/nonexistent-root/lib/systemd/system/a.service";
         let dpkg = process(20, "dpkg", "/usr/bin/dpkg");
-        let f = check(
-            "/nonexistent-root/lib/systemd/system/a.service",
-            &sh,
-            &[&dpkg],
-        )
-        .unwrap();
-        assert_eq!(f.severity, Severity::Low);
+        assert_eq!(check(unit, &sh, &[&dpkg]).unwrap().severity, Severity::Low);
         let fake_dpkg = process(20, "dpkg", "/tmp/dpkg");
-        let f = check(
-            "/nonexistent-root/lib/systemd/system/a.service",
-            &sh,
-            &[&fake_dpkg],
-        )
-        .unwrap();
+        let f = check(unit, &sh, &[&fake_dpkg]).unwrap();
         assert_eq!(
             f.severity,
             Severity::High,

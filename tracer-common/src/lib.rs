@@ -298,6 +298,12 @@ pub struct BpfFileOffsets {
 pub const MOUNT_SOURCE_LEN: usize = 64;
 pub const MOUNT_FSTYPE_LEN: usize = 32;
 
+/// Which program produced a mount record: the capability check that
+/// allows the call (`tp_btf/cap_capable`, the call's result unseen), or
+/// the syscall tracepoints (sent once the call returned 0).
+pub const MOUNT_HOOK_CAPABLE: u32 = 1;
+pub const MOUNT_HOOK_SYSCALL: u32 = 2;
+
 /// Which system call attached a mount.
 pub const MOUNT_SYSCALL_MOUNT: u32 = 1;
 pub const MOUNT_SYSCALL_MOVE_MOUNT: u32 = 2;
@@ -325,6 +331,9 @@ pub struct MountEvent {
     pub target_len: u32,
     pub source_len: u32,
     pub fstype_len: u32,
+    /// `MOUNT_HOOK_*`: which program saw it.
+    pub hook: u32,
+    pub _pad: u32,
     pub comm: [u8; COMM_LEN],
     pub target: [u8; PATH_LEN],
     /// `mount`'s source, or `move_mount`'s `from_pathname`.
@@ -348,12 +357,21 @@ pub const MOUNT_FIELD_RET: u32 = 7;
 pub const MOUNT_FIELD_TASK_NSPROXY: u32 = 8;
 pub const MOUNT_FIELD_NSPROXY_MNT_NS: u32 = 9;
 pub const MOUNT_FIELD_MNT_NS_INUM: u32 = 10;
-pub const MOUNT_FIELDS: u32 = 11;
+/// `pt_regs` fields (x86-64: the syscall number, then arguments 1 to 4)
+/// and the numbers of `mount` and `move_mount` on this architecture.
+pub const MOUNT_FIELD_REGS_NR: u32 = 11;
+pub const MOUNT_FIELD_REGS_ARG1: u32 = 12;
+pub const MOUNT_FIELD_REGS_ARG2: u32 = 13;
+pub const MOUNT_FIELD_REGS_ARG3: u32 = 14;
+pub const MOUNT_FIELD_REGS_ARG4: u32 = 15;
+pub const MOUNT_FIELD_NR_MOUNT: u32 = 16;
+pub const MOUNT_FIELD_NR_MOVE_MOUNT: u32 = 17;
+pub const MOUNT_FIELDS: u32 = 18;
 
 const _: () = {
     assert!(
         core::mem::size_of::<MountEvent>()
-            == 56 + COMM_LEN + PATH_LEN + MOUNT_SOURCE_LEN + MOUNT_FSTYPE_LEN
+            == 64 + COMM_LEN + PATH_LEN + MOUNT_SOURCE_LEN + MOUNT_FSTYPE_LEN
     );
     assert!(core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + PATH_LEN + ARGV_LEN);
     assert!(core::mem::size_of::<ForkEvent>() == 32 + COMM_LEN);

@@ -40,6 +40,9 @@ pub enum LiveEvent<'a> {
         /// `mount(2)`'s source and file system type, when given.
         source: Option<&'a HostStr>,
         fstype: Option<&'a HostStr>,
+        /// The call was seen to return 0 (else: the kernel allowed it and
+        /// its result was not seen).
+        returned: bool,
     },
 }
 
@@ -83,9 +86,23 @@ pub fn detect(event: &LiveEvent, places: &PlaceIndex, actor: &Actor) -> Option<F
             syscall,
             source,
             fstype,
+            returned,
         } => {
             let covered = proc_pid_of(target.as_str(), actor.pid)?;
-            Some(mounted(target, covered, syscall, *source, *fstype, actor))
+            let mut f = mounted(target, covered, syscall, *source, *fstype, actor);
+            f.evidence.insert(
+                2,
+                (
+                    "result".into(),
+                    if *returned {
+                        "returned 0".into()
+                    } else {
+                        "allowed by the kernel's CAP_SYS_ADMIN check (the call's return is not seen)"
+                            .into()
+                    },
+                ),
+            );
+            Some(f)
         }
     }
 }
@@ -414,6 +431,7 @@ mod tests {
             syscall: "mount",
             source: Some(&source),
             fstype: None,
+            returned: false,
         };
         let f = detect(&event, &PlaceIndex::new(Vec::new()), &actor).unwrap();
         assert_eq!(
@@ -421,6 +439,10 @@ mod tests {
             ("proc-pid-mount", Severity::High)
         );
         assert!(f.evidence.contains(&("hides".into(), "/proc/1234".into())));
+        assert!(f
+            .evidence
+            .iter()
+            .any(|(l, v)| l == "result" && v.starts_with("allowed by the kernel")));
         assert!(f
             .evidence
             .iter()
@@ -432,6 +454,7 @@ mod tests {
             syscall: "mount",
             source: None,
             fstype: None,
+            returned: true,
         };
         assert!(detect(&event, &PlaceIndex::new(Vec::new()), &actor).is_none());
     }

@@ -6,7 +6,7 @@
 use std::io;
 
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
-use tracer_common::{MountEvent, MOUNT_SYSCALL_MOUNT};
+use tracer_common::{MountEvent, MOUNT_HOOK_SYSCALL, MOUNT_SYSCALL_MOUNT};
 
 use super::Watcher;
 use crate::{
@@ -129,6 +129,7 @@ impl Watcher {
             },
             source: (m.source_len > 0).then_some(&source),
             fstype: (m.fstype_len > 0).then_some(&fstype),
+            returned: m.hook == MOUNT_HOOK_SYSCALL,
         };
         let ns = HostStr::from_text(&format!("mnt:[{}]", m.mnt_ns));
         match self.live_finding(m.tgid, Some(ns), &event) {

@@ -191,13 +191,17 @@ fn ipv6_connect_reports_v6_addresses() {
 }
 
 /// Names under which the kernel lists tracer's programs (up to 15 bytes, more with BTF).
-const PROGRAM_NAMES: [&str; 6] = [
+const PROGRAM_NAMES: [&str; 10] = [
     "exec_tp_btf",
     "exec_raw_tp",
     "fork_tp_btf",
     "exit_tp_btf",
     "connect_state_raw_tp",
     "connect_fentry",
+    "mount_capable",
+    "mount_enter",
+    "move_mount_enter",
+    "mount_exit",
 ];
 
 fn loaded_tracer_programs() -> Vec<String> {

@@ -3,7 +3,7 @@
 //! places, and the kernel's mount records (`kernel::mounts`), each hit
 //! turned into a finding by `detect::live_writes` with the acting process's
 //! chain from the process table.
-use std::io;
+use std::{collections::HashSet, io};
 
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tracer_common::{MountEvent, MOUNT_HOOK_SYSCALL, MOUNT_SYSCALL_MOUNT};
@@ -24,7 +24,13 @@ pub(super) struct LiveWrites {
     places: PlaceIndex,
     source: Option<FileWrites>,
     own_mount_ns: Option<HostStr>,
+    /// Ids of the findings raised: each at most once (a tmpfs mount passes
+    /// two CAP_SYS_ADMIN checks; an editor closes a file several times).
+    raised: HashSet<String>,
 }
+
+/// Past this many, the ids raised are forgotten (memory stays bounded).
+const MAX_RAISED: usize = 10_000;
 
 /// Starts watching writes to every persistence place (under
 /// `TRACER_PERSISTENCE_ROOT`); the hook line says how, or why not.
@@ -35,6 +41,7 @@ pub(super) fn start() -> (LiveWrites, HookChoice) {
         places: PlaceIndex::new(places),
         source,
         own_mount_ns: proc::read_link("/proc/self/ns/mnt").ok(),
+        raised: HashSet::new(),
     };
     (live, hook)
 }
@@ -141,6 +148,13 @@ impl Watcher {
     /// Interim hook: writes the `finding` record. The merge replaces it by
     /// watch's raise function (part A, with noise control).
     fn raise_live(&mut self, f: &Finding) -> io::Result<()> {
+        let raised = &mut self.live_writes.raised;
+        if raised.len() >= MAX_RAISED {
+            raised.clear();
+        }
+        if !raised.insert(f.id.clone()) {
+            return Ok(());
+        }
         live_finding::write(self.out.get_mut(), self.args.json, f)?;
         self.out.flush()
     }

@@ -23,6 +23,8 @@ pub enum EventKind {
     Fork = 2,
     Exit = 3,
     Connect = 4,
+    /// Numbered apart from the kinds other branches add next (5, 6, 7).
+    Mount = 8,
 }
 
 impl EventKind {
@@ -32,13 +34,14 @@ impl EventKind {
             2 => Some(Self::Fork),
             3 => Some(Self::Exit),
             4 => Some(Self::Connect),
+            8 => Some(Self::Mount),
             _ => None,
         }
     }
 }
 
 /// Indexes of the per-CPU loss counters (`LOST` map): one per event kind.
-pub const LOST_SLOTS: u32 = 5;
+pub const LOST_SLOTS: u32 = 9;
 
 /// Which program produced a connect record.
 pub const HOOK_TRACEPOINT: u32 = 1;
@@ -291,7 +294,85 @@ pub struct BpfFileOffsets {
     pub _pad: u32,
 }
 
+/// Bytes kept of a mount's target path, source and file system type.
+pub const MOUNT_SOURCE_LEN: usize = 64;
+pub const MOUNT_FSTYPE_LEN: usize = 32;
+
+/// Which program produced a mount record: the capability check that
+/// allows the call (`tp_btf/cap_capable`, the call's result unseen), or
+/// the syscall tracepoints (sent once the call returned 0).
+pub const MOUNT_HOOK_CAPABLE: u32 = 1;
+pub const MOUNT_HOOK_SYSCALL: u32 = 2;
+
+/// Which system call attached a mount.
+pub const MOUNT_SYSCALL_MOUNT: u32 = 1;
+pub const MOUNT_SYSCALL_MOVE_MOUNT: u32 = 2;
+
+/// A `mount(2)` or `move_mount(2)` that succeeded: read at syscall entry
+/// (the caller's arguments), sent at exit once the return value is 0.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MountEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub ktime_ns: u64,
+    /// `task_struct.start_boottime` of the thread-group leader, in ns.
+    pub start_boottime_ns: u64,
+    /// Inode number of the caller's mount namespace (`mnt:[N]`).
+    pub mnt_ns: u32,
+    /// `MOUNT_SYSCALL_*`.
+    pub syscall: u32,
+    /// The directory file descriptor the target is relative to
+    /// (`move_mount`'s `to_dfd`; `AT_FDCWD` for `mount`).
+    pub target_dfd: i32,
+    /// Valid bytes in `target`, `source`, `fstype` (without the NUL).
+    pub target_len: u32,
+    pub source_len: u32,
+    pub fstype_len: u32,
+    /// `MOUNT_HOOK_*`: which program saw it.
+    pub hook: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+    pub target: [u8; PATH_LEN],
+    /// `mount`'s source, or `move_mount`'s `from_pathname`.
+    pub source: [u8; MOUNT_SOURCE_LEN],
+    /// `mount`'s file system type.
+    pub fstype: [u8; MOUNT_FSTYPE_LEN],
+}
+
+/// Indexes in the `MOUNT_FIELDS` map: where the syscall tracepoints keep
+/// each argument (from their tracefs `format` files) and the kernel
+/// structure offsets to the caller's mount namespace (from BTF). Index
+/// `MOUNT_FIELD_READY` is 1 once user space filled them in.
+pub const MOUNT_FIELD_READY: u32 = 0;
+pub const MOUNT_FIELD_SOURCE: u32 = 1;
+pub const MOUNT_FIELD_TARGET: u32 = 2;
+pub const MOUNT_FIELD_FSTYPE: u32 = 3;
+pub const MOUNT_FIELD_FROM_PATH: u32 = 4;
+pub const MOUNT_FIELD_TO_DFD: u32 = 5;
+pub const MOUNT_FIELD_TO_PATH: u32 = 6;
+pub const MOUNT_FIELD_RET: u32 = 7;
+pub const MOUNT_FIELD_TASK_NSPROXY: u32 = 8;
+pub const MOUNT_FIELD_NSPROXY_MNT_NS: u32 = 9;
+pub const MOUNT_FIELD_MNT_NS_INUM: u32 = 10;
+/// `pt_regs` fields (x86-64: the syscall number, then arguments 1 to 4)
+/// and the numbers of `mount` and `move_mount` on this architecture.
+pub const MOUNT_FIELD_REGS_NR: u32 = 11;
+pub const MOUNT_FIELD_REGS_ARG1: u32 = 12;
+pub const MOUNT_FIELD_REGS_ARG2: u32 = 13;
+pub const MOUNT_FIELD_REGS_ARG3: u32 = 14;
+pub const MOUNT_FIELD_REGS_ARG4: u32 = 15;
+pub const MOUNT_FIELD_NR_MOUNT: u32 = 16;
+pub const MOUNT_FIELD_NR_MOVE_MOUNT: u32 = 17;
+pub const MOUNT_FIELDS: u32 = 18;
+
 const _: () = {
+    assert!(
+        core::mem::size_of::<MountEvent>()
+            == 64 + COMM_LEN + PATH_LEN + MOUNT_SOURCE_LEN + MOUNT_FSTYPE_LEN
+    );
     assert!(core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + PATH_LEN + ARGV_LEN);
     assert!(core::mem::size_of::<ForkEvent>() == 32 + COMM_LEN);
     assert!(core::mem::size_of::<ExitEvent>() == 24 + COMM_LEN);

@@ -64,6 +64,19 @@ impl ProcessTable {
         self.live.get(&pid).and_then(|id| self.by_id(id))
     }
 
+    /// The process holding `pid` now, or else the last one that held it
+    /// and exited (still kept): the writer of a file that exits before its
+    /// write is read.
+    pub fn latest(&self, pid: u32) -> Option<&Process> {
+        self.get(pid).or_else(|| {
+            self.exited
+                .iter()
+                .filter(|(_, id)| id.pid == pid)
+                .filter_map(|(_, id)| self.by_id(id))
+                .max_by_key(|p| p.start_ticks)
+        })
+    }
+
     /// A process, live or exited, by identity.
     pub fn by_id(&self, id: &ProcessId) -> Option<&Process> {
         self.entries.get(id).map(|e| &e.process)
@@ -517,6 +530,22 @@ mod tests {
             .unwrap()
             .exited_at_ns
             .is_some());
+    }
+
+    #[test]
+    fn latest_finds_a_process_that_already_exited_by_its_pid() {
+        let mut t = ProcessTable::new();
+        t.seed([proc(1, 0, "init", 1)]);
+        t.on_fork(1, 80, 8, 0);
+        t.on_exec(80, 1, 0, 8, "old".into(), "/o".into(), vec![]);
+        t.on_exit(80, 8, 10);
+        t.on_fork(1, 80, 9, 0);
+        t.on_exec(80, 1, 0, 9, "writer".into(), "/w".into(), vec![]);
+        t.on_exit(80, 9, 20);
+        let p = t.latest(80).unwrap();
+        assert_eq!((p.comm.as_str(), p.start_ticks), ("writer", 9));
+        assert!(p.exited_at_ns.is_some());
+        assert!(t.latest(81).is_none());
     }
 
     #[test]

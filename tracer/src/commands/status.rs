@@ -8,7 +8,8 @@ use crate::{
     error::exit,
     kernel::{self, offsets::VMLINUX_BTF, sockets::IteratorStatus, HookChoice, Kernel},
     model::host_str::escape,
-    views::{bpf::BpfProgram, kernel_hooks::KernelInput},
+    respond::persistence,
+    views::{bpf::BpfProgram, file_writes, kernel_hooks::KernelInput},
 };
 
 /// What `tracer status --json` prints.
@@ -61,6 +62,9 @@ pub fn run(args: StatusArgs) -> Result<i32> {
     status.kernel_checks = kernel_state.notes;
     let probe = loaded.and_then(|mut k| {
         k.attach_watch()?;
+        kernel::mounts::attach(&mut k);
+        let places = persistence::places(&persistence::Roots::from_env());
+        k.hooks.push(file_writes::watch_places(&places).1);
         let tasks = k.tasks()?;
         Ok((k.hooks.clone(), tasks.len(), k.socket_iterators.clone()))
     });

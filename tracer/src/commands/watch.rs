@@ -40,6 +40,8 @@ use crate::{
     views,
 };
 
+mod live_writes;
+
 /// How often resolved indicator domains are taken in. `refresh` never
 /// blocks: lookups run in the background and are started anew every few
 /// minutes by the indicators themselves.
@@ -68,6 +70,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let sink = open_output(&args)?;
     let mut kernel = Kernel::load_for("watch", Needs::WATCH)?;
     kernel.attach_watch()?;
+    crate::kernel::mounts::attach(&mut kernel);
     kernel.release_btf();
     let ring = kernel.take_events()?;
     // Connections already open: counted in the start record, and those
@@ -102,6 +105,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
             }
         ),
     };
+    let (live_writes, write_hook) = live_writes::start();
 
     let json = args.json;
     let colour = style::colour_for(sink.is_terminal());
@@ -127,11 +131,13 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         woken_ns: 0,
         dns: dns.ok(),
         lineage: views::lineage::LineageWriter::new(),
+        live_writes,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let hooks = w.kernel.hooks.clone();
+    let mut hooks = w.kernel.hooks.clone();
+    hooks.push(write_hook);
     let stream_result = rt.block_on(async {
         // Signal handlers go in before the start line: whoever waits for it
         // may stop us at once, and must get a clean detach and a summary.
@@ -176,11 +182,12 @@ fn lost_counts(kernel: &Kernel) -> Counts {
         fork: lost[2],
         exit: lost[3],
         connect: lost[4],
+        mount: lost[tracer_common::EventKind::Mount as usize],
     }
 }
 
 fn total(c: &Counts) -> u64 {
-    c.exec + c.fork + c.exit + c.connect
+    c.exec + c.fork + c.exit + c.connect + c.mount
 }
 
 /// Where records go: `--output FILE` (rotated) or stdout. A file that
@@ -249,6 +256,8 @@ struct Watcher {
     dns: Option<views::dns::DnsWatch>,
     /// The lineage file for kill-tree.
     lineage: views::lineage::LineageWriter,
+    /// Writes to persistence places (see `live_writes`).
+    live_writes: live_writes::LiveWrites,
 }
 
 impl Watcher {
@@ -256,6 +265,7 @@ impl Watcher {
     async fn stream(&mut self, ring: RingBuf<MapData>, mut stop: Stop) -> Result<()> {
         #[allow(deprecated)]
         let mut ring = AsyncFd::new(ring).context("polling the event ring buffer")?;
+        let writes = live_writes::register(&mut self.live_writes)?;
         let mut refresh = tokio::time::interval(IOC_REFRESH);
         refresh.tick().await;
         // exec, fork and exit records do not wake us one by one (see
@@ -298,6 +308,20 @@ impl Watcher {
                     let events = self.seen.exec + self.seen.fork + self.seen.exit;
                     self.lineage.maybe_save(&self.table, events);
                 }
+                Some(guard) = live_writes::readable(writes.as_ref()) => {
+                    let mut guard = guard?;
+                    // The writer's fork and exec first, so its chain is known.
+                    if self.drain(ring.get_mut())? {
+                        return Ok(());
+                    }
+                    match self.on_file_writes(guard.get_inner()) {
+                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                        Ok(true) => guard.clear_ready(),
+                        r => {
+                            r?;
+                        }
+                    }
+                }
             }
         }
         self.drain(ring.get_mut())?;
@@ -311,7 +335,7 @@ impl Watcher {
         let summary = SummaryOut {
             timestamp: style::now(),
             is_final,
-            events_seen: self.seen.exec + self.seen.fork + self.seen.exit + self.seen.connect,
+            events_seen: total(&self.seen),
             events_lost: total(&lost),
             seen: self.seen,
             lost,
@@ -388,6 +412,7 @@ impl Watcher {
                     fork: now.fork.saturating_sub(last.fork),
                     exit: now.exit.saturating_sub(last.exit),
                     connect: now.connect.saturating_sub(last.connect),
+                    mount: now.mount.saturating_sub(last.mount),
                 },
                 total_lost: total(&now),
             })?;
@@ -453,6 +478,10 @@ impl Watcher {
             KernelEvent::Connect(c) => {
                 self.seen.connect += 1;
                 self.on_connect(&c)
+            }
+            KernelEvent::Mount(m) => {
+                self.seen.mount += 1;
+                self.on_mount(&m)
             }
         }
     }

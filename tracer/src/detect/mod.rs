@@ -4,4 +4,5 @@ pub mod hidden;
 pub mod hidden_net;
 pub mod indicators;
 pub mod kernel;
+pub mod live_writes;
 pub mod masquerade;

@@ -5,6 +5,7 @@ pub mod attach_btf;
 pub mod bpf_files;
 pub mod bpf_sys;
 pub mod events;
+pub mod mounts;
 pub mod offsets;
 pub mod sockets;
 

@@ -36,6 +36,9 @@ const STRUCTS: &[&str] = &[
     "bpf_prog_aux",
     "bpf_link",
     "perf_event",
+    "nsproxy",
+    "mnt_namespace",
+    "pt_regs",
 ];
 
 /// Kernel functions fentry programs attach to (see `attach_watch`); a

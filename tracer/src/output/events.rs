@@ -170,6 +170,9 @@ pub struct Counts {
     pub fork: u64,
     pub exit: u64,
     pub connect: u64,
+    /// Successful `mount`/`move_mount` calls (every one is checked for
+    /// /proc/PID, only those are shown).
+    pub mount: u64,
 }
 
 /// Events the kernel could not queue since the last `loss` record (or the
@@ -391,13 +394,13 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(l);
         }
-        let n = l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect;
+        let n = l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect + l.lost.mount;
         write!(self.out, "{} ", l.timestamp)?;
         writeln!(
             self.out,
-            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}) since the last \
+            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}, mount {}) since the last \
              report, {} in all; ancestry is re-read from the kernel once losses stop",
-            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.total_lost
+            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.lost.mount, l.total_lost
         )
     }
 

@@ -92,7 +92,7 @@ impl Roots {
 }
 
 /// How a location is read.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Pattern {
     /// One file.
     File,
@@ -842,6 +842,121 @@ fn dropped_mtime(p: &Process) -> Option<(String, SystemTime)> {
     Some((path, meta.modified().ok()?))
 }
 
+/// One place persistence is written to, as `watch` matches file writes
+/// against it: the same list the scan reads ([`SYSTEM_LOCATIONS`], every
+/// home's [`HOME_LOCATIONS`] and authorized_keys), under the root.
+#[derive(Clone, Debug)]
+pub struct Place {
+    pub kind: &'static str,
+    pub technique: &'static str,
+    /// The location under the root (a file, or the directory holding them).
+    pub path: PathBuf,
+    pattern: Pattern,
+}
+
+impl Place {
+    /// The directory whose entries this place is: the file's parent, or
+    /// the directory itself.
+    pub fn directory(&self) -> &Path {
+        match self.pattern {
+            Pattern::File => self.path.parent().unwrap_or(&self.path),
+            _ => &self.path,
+        }
+    }
+
+    /// Whether a file at `path` (as the writer named it) belongs to this
+    /// place: the file itself, a file directly in the directory (with the
+    /// suffix, if any), or anywhere below a tree.
+    pub fn covers(&self, path: &Path) -> bool {
+        let parent_is_place = path.parent() == Some(self.path.as_path());
+        match self.pattern {
+            Pattern::File => path == self.path,
+            Pattern::Dir => parent_is_place,
+            Pattern::DirSuffix(suffix) => {
+                parent_is_place
+                    && path
+                        .as_os_str()
+                        .as_encoded_bytes()
+                        .ends_with(suffix.as_bytes())
+            }
+            Pattern::Tree => path != self.path && path.starts_with(&self.path),
+        }
+    }
+}
+
+/// The places, indexed by directory: which place a path belongs to costs
+/// a hash lookup per ancestor directory, not a pass over every place (watch
+/// asks it for every file closed after writing on the host).
+pub struct PlaceIndex {
+    places: Vec<Place>,
+    by_dir: std::collections::HashMap<PathBuf, Vec<usize>>,
+}
+
+impl PlaceIndex {
+    pub fn new(places: Vec<Place>) -> Self {
+        let mut by_dir: std::collections::HashMap<PathBuf, Vec<usize>> = Default::default();
+        for (i, p) in places.iter().enumerate() {
+            by_dir
+                .entry(p.directory().to_path_buf())
+                .or_default()
+                .push(i);
+        }
+        PlaceIndex { places, by_dir }
+    }
+
+    pub fn places(&self) -> &[Place] {
+        &self.places
+    }
+
+    /// The first place (in the list's order) that `path` belongs to.
+    pub fn find(&self, path: &Path) -> Option<&Place> {
+        path.ancestors()
+            .skip(1)
+            .filter_map(|dir| self.by_dir.get(dir))
+            .flatten()
+            .copied()
+            .filter(|&i| self.places[i].covers(path))
+            .min()
+            .map(|i| &self.places[i])
+    }
+}
+
+/// Every place persistence is written to under `roots`, system-wide first,
+/// then each user's.
+pub fn places(roots: &Roots) -> Vec<Place> {
+    let homes = home_dirs(roots);
+    let system = SYSTEM_LOCATIONS
+        .iter()
+        .map(|&(kind, technique, path, pattern)| (kind, technique, path.to_string(), pattern));
+    let per_home = homes.iter().flat_map(|home| {
+        let home = home.trim_end_matches('/').to_string();
+        let keys = AUTHORIZED_KEYS.iter().map(|rel| {
+            (
+                "authorized_keys",
+                AUTHORIZED_KEYS_TECHNIQUE,
+                rel.to_string(),
+                Pattern::File,
+            )
+        });
+        HOME_LOCATIONS
+            .iter()
+            .map(|&(kind, technique, rel, pattern)| (kind, technique, rel.to_string(), pattern))
+            .chain(keys)
+            .map(move |(kind, technique, rel, pattern)| {
+                (kind, technique, format!("{home}/{rel}"), pattern)
+            })
+    });
+    system
+        .chain(per_home)
+        .map(|(kind, technique, path, pattern)| Place {
+            kind,
+            technique,
+            path: roots.at(&path),
+            pattern,
+        })
+        .collect()
+}
+
 /// Home directories of every account in the root's /etc/passwd, and
 /// root's: persistence may sit in any user's start-up files.
 fn home_dirs(roots: &Roots) -> Vec<String> {
@@ -892,6 +1007,64 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn places_cover_the_scanned_locations_under_the_root() {
+        let root = Root::new("places");
+        root.write("/etc/passwd", "u:x:1000:1000::/home/u:/bin/sh\n");
+        let places = places(&root.roots());
+        let index = PlaceIndex::new(places.clone());
+        let kind_of = |abs: &str| {
+            let path = root.0.join(abs.trim_start_matches('/'));
+            let linear = places.iter().find(|p| p.covers(&path)).map(|p| p.kind);
+            let indexed = index.find(&path).map(|p| p.kind);
+            assert_eq!(
+                indexed, linear,
+                "the index agrees with a pass over the list"
+            );
+            indexed
+        };
+        assert_eq!(kind_of("/etc/crontab"), Some("crontab"));
+        assert_eq!(kind_of("/etc/cron.d/job"), Some("crontab"));
+        assert_eq!(
+            kind_of("/etc/cron.d"),
+            None,
+            "the directory itself is no file in it"
+        );
+        assert_eq!(
+            kind_of("/etc/cron.d/sub/job"),
+            None,
+            "only files directly in it"
+        );
+        assert_eq!(
+            kind_of("/etc/systemd/system/a/b.service"),
+            Some("systemd unit")
+        );
+        assert_eq!(
+            kind_of("/lib/systemd/system/x.service"),
+            Some("systemd unit")
+        );
+        assert_eq!(kind_of("/lib/systemd/system/x.conf"), None);
+        assert_eq!(kind_of("/etc/ld.so.preload"), Some("ld.so.preload"));
+        assert_eq!(kind_of("/home/u/.bashrc"), Some("shell profile"));
+        assert_eq!(
+            kind_of("/root/.ssh/authorized_keys"),
+            Some("authorized_keys")
+        );
+        assert_eq!(
+            kind_of("/home/u/.ssh/authorized_keys2"),
+            Some("authorized_keys")
+        );
+        assert_eq!(kind_of("/etc/hostname"), None);
+        assert_eq!(
+            places
+                .iter()
+                .find(|p| p.kind == "ld.so.preload")
+                .unwrap()
+                .path,
+            root.0.join("etc/ld.so.preload")
+        );
     }
 
     fn clues_for(members: &[Process]) -> ChainClues {

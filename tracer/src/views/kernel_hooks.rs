@@ -371,7 +371,7 @@ pub fn ftrace_hooks(notes: &mut Vec<String>) -> Vec<FtraceHook> {
 }
 
 /// In this thread only: a private mount namespace with tracefs mounted.
-fn private_tracefs() -> std::io::Result<&'static str> {
+pub(crate) fn private_tracefs() -> std::io::Result<&'static str> {
     use rustix::{
         mount::{mount, mount_change, MountFlags, MountPropagationFlags},
         thread::{unshare_unsafe, UnshareFlags},

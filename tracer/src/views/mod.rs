@@ -19,6 +19,7 @@
 //! lying layer again and probing that PID (the only serial pass).
 pub mod bpf;
 pub mod dns;
+pub mod file_writes;
 pub mod host;
 pub mod kallsyms;
 pub mod kernel;

@@ -1,0 +1,263 @@
+//! `tracer watch` reporting hiding and persistence as they happen: a
+//! write to a cron file in a fake root, a write to /etc/ld.so.preload made
+//! in a private mount namespace, and a bind mount over /proc/PID made in
+//! one, each a finding naming the process that did it and its chain.
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tracer_tests::{evidence, pids_of, running_as_root, tracer_bin, Planted, Scratch};
+
+/// Generous: the finding is expected within a second, but the machine is
+/// shared with other builds.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `tracer watch --json` printing no exec or connect lines (a comm no
+/// process has), so what it prints is start, findings and summary.
+struct Findings {
+    child: Child,
+    records: mpsc::Receiver<Value>,
+    start: Value,
+}
+
+impl Findings {
+    fn watch(env: &[(&str, &str)]) -> Findings {
+        let mut child = Command::new(tracer_bin())
+            .args([
+                "watch",
+                "--json",
+                "--no-default-iocs",
+                "--comm",
+                "no-such-comm-x",
+            ])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start tracer watch");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, records) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("watch printed a line that is not JSON: {line}"));
+                tracer_tests::schema::check(&v);
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut f = Findings {
+            child,
+            records,
+            start: Value::Null,
+        };
+        f.start = f.next(|v| v["type"] == "start", "the start record");
+        f
+    }
+
+    /// The hook the start record names for `event`.
+    fn hook(&self, event: &str) -> String {
+        let hooks = self.start["hooks"].as_array().unwrap();
+        let hook = hooks.iter().find(|h| h["event"] == event);
+        let hook = hook.unwrap_or_else(|| panic!("no {event} hook in {}", self.start));
+        hook["hook"].as_str().unwrap().to_string()
+    }
+
+    fn next(&self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.records.recv_timeout(left) {
+                Ok(v) if pred(&v) => return v,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("watch never showed {what}");
+    }
+
+    /// The first finding watch raised about a process of this test.
+    fn first_finding(&self, what: &str) -> Value {
+        let me = std::process::id() as u64;
+        self.next(
+            |v| {
+                v["type"] == "finding"
+                    && (v["process"]["pid"].as_u64() == Some(me)
+                        || pids_of(&v["ancestry"]).contains(&me))
+            },
+            what,
+        )
+    }
+
+    /// The first finding about a process of this test, checked to be
+    /// about `file`.
+    fn finding_about(&self, file: &str) -> Value {
+        let f = self.first_finding(&format!("a finding about {file}"));
+        assert_eq!(evidence(&f, "file"), Some(file), "first finding: {f}");
+        f
+    }
+}
+
+impl Drop for Findings {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) of the watch this test started.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `script` under sh and returns its PID once it is done; sh itself
+/// writes (a redirected builtin, or a program it `exec`s), so the writer is
+/// that PID and its parent is this test.
+fn sh_writes(script: &str) -> u32 {
+    let mut child = Command::new("sh").args(["-c", script]).spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success(), "{script} failed");
+    pid
+}
+
+#[test]
+fn cron_file_written_in_a_fake_root_names_the_writer_and_its_chain() {
+    if !running_as_root("cron_file_written_in_a_fake_root_names_the_writer_and_its_chain") {
+        return;
+    }
+    let root = Scratch::new("live-cron");
+    std::fs::create_dir_all(root.path().join("etc/cron.d")).unwrap();
+    let root_path = root.path().to_str().unwrap();
+    let watch = Findings::watch(&[("TRACER_PERSISTENCE_ROOT", root_path)]);
+    let hook = watch.hook("write");
+    assert_eq!(hook, "fanotify FAN_CLOSE_WRITE");
+
+    // Not a persistence place: no finding; then the cron file.
+    let other = root.path().join("etc/hostname");
+    sh_writes(&format!("echo host > {}", other.display()));
+    let job = root.path().join("etc/cron.d/job");
+    let writer = sh_writes(&format!(
+        "echo '* * * * * root /dev/shm/.x/run' > {}",
+        job.display()
+    ));
+
+    let f = watch.finding_about(job.to_str().unwrap());
+    assert_eq!(f["kind"], "persistence-written");
+    assert_eq!(f["layer"], "crontab");
+    assert_eq!(f["process"]["pid"].as_u64(), Some(writer as u64));
+    assert_eq!(f["process"]["comm"], "sh");
+    assert_eq!(
+        pids_of(&f["ancestry"]).first(),
+        Some(&(std::process::id() as u64)),
+        "the writer's parent is this test: {f}"
+    );
+    assert_eq!(evidence(&f, "place"), Some("crontab (T1053.003)"));
+    // Medium, or high when the machine's own agent (run from a memfd) is
+    // in the chain: never low.
+    assert!(f["severity"] == "medium" || f["severity"] == "high", "{f}");
+
+    // A file moved in (a rename writes nothing at the place) is seen too.
+    let staged = root.write("staged-job", "* * * * * root /dev/shm/.x/run\n", 0o644);
+    let moved = root.path().join("etc/cron.d/moved-job");
+    let mover = sh_writes(&format!("exec mv {} {}", staged.display(), moved.display()));
+    let f = watch.finding_about(moved.to_str().unwrap());
+    assert_eq!(f["kind"], "persistence-written");
+    assert_eq!(f["process"]["pid"].as_u64(), Some(mover as u64));
+    assert_eq!(f["process"]["comm"], "mv");
+    assert!(
+        f["summary"].as_str().unwrap().contains("moved a file to"),
+        "{f}"
+    );
+}
+
+#[test]
+fn ld_so_preload_written_in_a_private_mount_namespace_is_high() {
+    if !running_as_root("ld_so_preload_written_in_a_private_mount_namespace_is_high") {
+        return;
+    }
+    // The host has no /etc/ld.so.preload to bind a file over, and the
+    // real one is never touched: a scratch /etc is bound over /etc in a
+    // private mount namespace, where the write lands in the scratch file.
+    let etc = Scratch::new("live-preload-etc");
+    let watch = Findings::watch(&[]);
+    let script = format!(
+        "mount --bind {} /etc && echo /nonexistent/hook.so > /etc/ld.so.preload && sleep 3",
+        etc.path().display()
+    );
+    let writer = Planted::spawn_group(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stderr(Stdio::null()),
+    );
+
+    let f = watch.finding_about("/etc/ld.so.preload");
+    assert_eq!(f["kind"], "ld-so-preload-written");
+    assert_eq!(f["severity"], "high");
+    assert_eq!(f["process"]["pid"].as_u64(), Some(writer.pid() as u64));
+    assert_eq!(
+        pids_of(&f["ancestry"]).first(),
+        Some(&(std::process::id() as u64)),
+        "{f}"
+    );
+    assert!(
+        evidence(&f, "mount namespace").is_some_and(|ns| ns.starts_with("mnt:[")),
+        "the writer's namespace is named: {f}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc.path().join("ld.so.preload")).unwrap(),
+        "/nonexistent/hook.so\n",
+        "the write landed in the scratch file"
+    );
+}
+
+#[test]
+fn bind_mount_over_proc_pid_in_a_private_namespace_names_the_mounter_and_its_chain() {
+    if !running_as_root(
+        "bind_mount_over_proc_pid_in_a_private_namespace_names_the_mounter_and_its_chain",
+    ) {
+        return;
+    }
+    let hidden = Planted::spawn(Command::new("sleep").arg("60"));
+    let empty = Scratch::new("live-mount-empty");
+    let watch = Findings::watch(&[]);
+    let hook = watch.hook("mount");
+    assert!(
+        hook.starts_with("tp_btf/cap_capable") || hook.starts_with("tracepoint/syscalls/"),
+        "{hook}"
+    );
+    let script = format!(
+        "mount --bind {} /proc/{} && sleep 3",
+        empty.path().display(),
+        hidden.pid()
+    );
+    let shell = Planted::spawn_group(Command::new("unshare").args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+
+    let f = watch.first_finding("the mount over /proc/PID");
+    assert_eq!(f["kind"], "proc-pid-mount", "{f}");
+    assert_eq!(f["severity"], "high");
+    assert_eq!(f["process"]["comm"], "mount");
+    let hides = format!("/proc/{}", hidden.pid());
+    assert_eq!(evidence(&f, "hides"), Some(hides.as_str()));
+    assert_eq!(evidence(&f, "mount point"), Some(hides.as_str()));
+    assert!(evidence(&f, "result").is_some(), "{f}");
+    assert_eq!(
+        pids_of(&f["ancestry"])[..2],
+        [shell.pid() as u64, std::process::id() as u64],
+        "mount < sh (the unshare'd shell) < this test: {f}"
+    );
+    assert!(
+        evidence(&f, "mount namespace").is_some_and(|ns| ns.starts_with("mnt:[")),
+        "the mounter's namespace is named: {f}"
+    );
+}

@@ -19,18 +19,21 @@ use crate::{
     detect::{
         connections,
         indicators::{self, Indicators},
+        live::{self, LiveRules},
+        noise::FindingGate,
     },
     error::{exit, UserError},
     kernel::{
         events::{decode, text, KernelEvent},
         Kernel,
     },
-    model::{boottime_ns_to_ticks, socket::Socket, HostStr, Process},
+    model::{boottime_ns_to_ticks, socket::Socket, Finding, HostStr, Process},
     output::{
         events::{
             AlertOut, AlertTiming, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary,
             LossOut, ProcessOut, StartOut, SummaryOut,
         },
+        live::FindingOut,
         sink::{RotatingFile, Sink},
         style,
     },
@@ -74,6 +77,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let colour = style::colour_for(sink.is_terminal());
     let to_file = args.output.is_some();
     let mut w = Watcher {
+        rules: LiveRules::new(&table),
+        gate: FindingGate::new(args.min_severity),
+        findings: 0,
+        findings_suppressed: 0,
         args,
         table,
         users: Users::load(),
@@ -196,6 +203,12 @@ struct Watcher {
     malformed: u64,
     alerts: u64,
     shown: u64,
+    /// The masquerade rules of `hidden`, run on each exec and rename.
+    rules: LiveRules,
+    /// Which findings are printed (`--min-severity`, once per process and rule).
+    gate: FindingGate,
+    findings: u64,
+    findings_suppressed: u64,
     /// Persistence found per set of executables, for alerts.
     persistence_cache: HashMap<String, Vec<String>>,
     /// Owned here to read the loss counters and the task list mid-stream;
@@ -271,6 +284,8 @@ impl Watcher {
             lost,
             malformed: self.malformed,
             alerts: self.alerts,
+            findings: self.findings,
+            findings_suppressed: self.findings_suppressed,
             shown: self.shown,
         };
         let written = self.out.summary(&summary).and_then(|_| self.out.flush());
@@ -429,9 +444,25 @@ impl Watcher {
             e.uid,
             start_ticks,
             comm.clone(),
-            filename.clone(),
+            live::exec_path(e.tgid, &filename, &argv),
             argv.clone(),
         );
+        self.print_exec(e, id, &comm, &filename, &argv)?;
+        for finding in self.rules.check(&self.table, &id) {
+            self.raise("exec", finding)?;
+        }
+        Ok(())
+    }
+
+    fn print_exec(
+        &mut self,
+        e: &ExecEvent,
+        id: crate::model::ProcessId,
+        comm: &HostStr,
+        filename: &HostStr,
+        argv: &[HostStr],
+    ) -> io::Result<()> {
+        let start_ticks = id.start_ticks;
         if self.args.connect_only {
             return Ok(());
         }
@@ -453,9 +484,9 @@ impl Watcher {
             ppid: e.ppid,
             uid: e.uid,
             user: users.name(e.uid),
-            comm: &comm,
-            filename: &filename,
-            argv: &argv,
+            comm,
+            filename,
+            argv,
             argv_truncated: e.argv_total_len > e.argv_len,
             start_ticks,
             signs: &signs,
@@ -463,6 +494,47 @@ impl Watcher {
         };
         self.shown += 1;
         self.out.exec(&out)
+    }
+
+    /// Raises a finding while watch runs: the one way every live detector
+    /// reports. Printed at once (flushed, like an alert) unless it is below
+    /// `--min-severity` or repeats a rule already raised for the same
+    /// process (pid and start time); either way it is counted in the
+    /// summary. `event` names what raised it (`exec`, `rename`, ...). The
+    /// chain is the finding's `ancestry`, or taken from the process table
+    /// when empty; the proposed kill tree is worked out as for alerts.
+    pub fn raise(&mut self, event: &str, mut finding: Finding) -> io::Result<()> {
+        if !self.gate.admit(&finding) {
+            self.findings_suppressed += 1;
+            return Ok(());
+        }
+        self.findings += 1;
+        let live = finding
+            .process
+            .as_ref()
+            .filter(|p| self.table.get(p.pid).is_some_and(|t| t.id() == p.id()))
+            .map(|p| p.id());
+        if finding.ancestry.is_empty() {
+            if let Some(p) = &finding.process {
+                finding.ancestry = self.table.ancestry(&p.id()).into_iter().cloned().collect();
+            }
+        }
+        let kill_tree = live
+            .and_then(|id| proposed_kill_tree(&self.table, id.pid, &mut self.persistence_cache));
+        let users = &self.users;
+        let chain: Vec<ProcessOut> = finding
+            .ancestry
+            .iter()
+            .map(|p| ProcessOut::new(p, users))
+            .collect();
+        let out = FindingOut {
+            timestamp: Some(style::now()),
+            event: Some(event),
+            finding: &finding,
+            kill_tree,
+        };
+        self.out.finding(&out, &chain)?;
+        self.out.flush()
     }
 
     fn on_connect(&mut self, c: &ConnectEvent) -> io::Result<()> {

@@ -495,10 +495,14 @@ pub fn severity_of(m: &IndicatorMatch, signs: &[String]) -> Severity {
 /// program deleted or run from /tmp, /var/tmp or /dev/shm. Each sign is one
 /// short sentence.
 pub fn exec_signs(p: &Process) -> Vec<String> {
+    let mut signs: Vec<String> = program::dropped_location(p).into_iter().collect();
+    signs.extend(argv_signs(p));
+    signs
+}
+
+/// The signs of [`exec_signs`] that are in the command line alone.
+pub fn argv_signs(p: &Process) -> Vec<String> {
     let mut signs = Vec::new();
-    if let Some(where_) = program::dropped_location(p) {
-        signs.push(where_);
-    }
     let joined = HostStr::join(&p.cmdline, " ");
     let lower = joined.to_ascii_lowercase();
     if let Some(url) = p.cmdline.iter().find(|a| {

@@ -4,4 +4,6 @@ pub mod hidden;
 pub mod hidden_net;
 pub mod indicators;
 pub mod kernel;
+pub mod live;
 pub mod masquerade;
+pub mod noise;

@@ -192,20 +192,25 @@ pub struct SummaryOut {
     pub lost: Counts,
     pub malformed: u64,
     pub alerts: u64,
+    /// `finding` records printed.
+    pub findings: u64,
+    /// Findings not printed: below `--min-severity`, or a repeat for the
+    /// same process and rule.
+    pub findings_suppressed: u64,
     pub shown: u64,
 }
 
 /// Writes events as JSON lines or human lines.
 pub struct EventWriter<W: Write> {
-    out: W,
-    json: bool,
+    pub(super) out: W,
+    pub(super) json: bool,
     /// Severity in colour (human lines on a terminal only).
-    colour: bool,
+    pub(super) colour: bool,
 }
 
 /// `sh(300) < cron(200,exited)`; a thread named differently from its
 /// process is shown inside braces: `kworkerd(300){xmrig:301}`.
-fn chain_text(ancestry: &[ProcessOut]) -> String {
+pub(super) fn chain_text(ancestry: &[ProcessOut]) -> String {
     ancestry
         .iter()
         .map(|a| {
@@ -250,7 +255,7 @@ impl<W: Write> EventWriter<W> {
         &mut self.out
     }
 
-    fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
+    pub(super) fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
         schema::write_line(&mut self.out, r)
     }
 
@@ -346,7 +351,13 @@ impl<W: Write> EventWriter<W> {
             escape(a.indicator_source),
             escape(&a.reason)
         )?;
-        for p in &c.ancestry {
+        self.chain_block(&c.ancestry)?;
+        self.kill_tree_line(a.kill_tree.as_ref())
+    }
+
+    /// One line per ancestor, nearest first, with its threads.
+    pub(super) fn chain_block(&mut self, ancestry: &[ProcessOut]) -> io::Result<()> {
+        for p in ancestry {
             writeln!(
                 self.out,
                 "        < {} {} user={} exe={} start={} `{}`{}",
@@ -367,7 +378,11 @@ impl<W: Write> EventWriter<W> {
                 writeln!(self.out, "          threads: {}", threads.join(", "))?;
             }
         }
-        if let Some(k) = &a.kill_tree {
+        Ok(())
+    }
+
+    pub(super) fn kill_tree_line(&mut self, k: Option<&KillPlanSummary>) -> io::Result<()> {
+        if let Some(k) = k {
             writeln!(
                 self.out,
                 "        stop it: {}  (members: {:?})",
@@ -399,7 +414,7 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", s.timestamp)?;
         writeln!(
             self.out,
-            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}), {} lost in the kernel, {} malformed, {} alerts",
+            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}), {} lost in the kernel, {} malformed, {} alerts, {} findings ({} suppressed)",
             s.events_seen,
             s.seen.exec,
             s.seen.fork,
@@ -407,7 +422,9 @@ impl<W: Write> EventWriter<W> {
             s.seen.connect,
             s.events_lost,
             s.malformed,
-            s.alerts
+            s.alerts,
+            s.findings,
+            s.findings_suppressed
         )
     }
 

@@ -19,6 +19,8 @@ mod lifecycle;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod rename;
+#[cfg(target_arch = "bpf")]
 mod sockets;
 #[cfg(target_arch = "bpf")]
 mod task;

@@ -12,7 +12,7 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
-use tracer_common::{ConnectEvent, ExecEvent, HOOK_FENTRY};
+use tracer_common::{ConnectEvent, ExecEvent, RenameEvent, HOOK_FENTRY};
 
 use crate::{
     cli::WatchArgs,
@@ -146,11 +146,12 @@ fn lost_counts(kernel: &Kernel) -> Counts {
         fork: lost[2],
         exit: lost[3],
         connect: lost[4],
+        rename: lost[5],
     }
 }
 
 fn total(c: &Counts) -> u64 {
-    c.exec + c.fork + c.exit + c.connect
+    c.exec + c.fork + c.exit + c.connect + c.rename
 }
 
 /// Where records go: `--output FILE` (rotated) or stdout. A file that
@@ -278,7 +279,7 @@ impl Watcher {
         let summary = SummaryOut {
             timestamp: style::now(),
             is_final,
-            events_seen: self.seen.exec + self.seen.fork + self.seen.exit + self.seen.connect,
+            events_seen: total(&self.seen),
             events_lost: total(&lost),
             seen: self.seen,
             lost,
@@ -354,6 +355,7 @@ impl Watcher {
                     fork: now.fork.saturating_sub(last.fork),
                     exit: now.exit.saturating_sub(last.exit),
                     connect: now.connect.saturating_sub(last.connect),
+                    rename: now.rename.saturating_sub(last.rename),
                 },
                 total_lost: total(&now),
             })?;
@@ -420,7 +422,34 @@ impl Watcher {
                 self.seen.connect += 1;
                 self.on_connect(&c)
             }
+            KernelEvent::Rename(r) => {
+                self.seen.rename += 1;
+                self.on_rename(&r)
+            }
         }
+    }
+
+    /// A task renamed itself after exec: the table takes the new name (the
+    /// process's, or its thread's), and the name rules run again.
+    fn on_rename(&mut self, r: &RenameEvent) -> io::Result<()> {
+        let id = crate::model::ProcessId {
+            pid: r.tgid,
+            start_ticks: boottime_ns_to_ticks(r.start_boottime_ns),
+        };
+        let (old, new) = (text(&r.old_comm), text(&r.new_comm));
+        if self.table.by_id(&id).is_none() {
+            // Started before watch and unseen since: read it once.
+            let Some(p) = proc::read_process(r.tgid).filter(|p| p.id() == id) else {
+                return Ok(());
+            };
+            self.table.upsert(p, None);
+        }
+        self.table
+            .update(&id, |p| live::apply_rename(p, r.pid, &new));
+        for finding in self.rules.check_rename(&self.table, &id, r.pid, &old, &new) {
+            self.raise("rename", finding)?;
+        }
+        Ok(())
     }
 
     /// Whether the filters let an event of this process through.

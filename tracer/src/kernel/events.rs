@@ -1,6 +1,8 @@
 //! Decoding the records the kernel programs write.
 use crate::model::HostStr;
-use tracer_common::{ConnectEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, TaskRecord};
+use tracer_common::{
+    ConnectEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, RenameEvent, TaskRecord,
+};
 
 /// One record from the ring buffer.
 pub enum KernelEvent {
@@ -8,6 +10,7 @@ pub enum KernelEvent {
     Fork(ForkEvent),
     Exit(ExitEvent),
     Connect(ConnectEvent),
+    Rename(RenameEvent),
 }
 
 /// Copies a `#[repr(C)]` record out of a byte slice, if it is long enough.
@@ -28,6 +31,7 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
         EventKind::Fork => KernelEvent::Fork(read_record(bytes)?),
         EventKind::Exit => KernelEvent::Exit(read_record(bytes)?),
         EventKind::Connect => KernelEvent::Connect(read_record(bytes)?),
+        EventKind::Rename => KernelEvent::Rename(read_record(bytes)?),
     })
 }
 

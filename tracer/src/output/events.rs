@@ -164,6 +164,8 @@ pub struct Counts {
     pub fork: u64,
     pub exit: u64,
     pub connect: u64,
+    /// Renames after exec (`task_rename`).
+    pub rename: u64,
 }
 
 /// Events the kernel could not queue since the last `loss` record (or the
@@ -397,13 +399,13 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(l);
         }
-        let n = l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect;
+        let n = l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect + l.lost.rename;
         write!(self.out, "{} ", l.timestamp)?;
         writeln!(
             self.out,
-            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}) since the last \
+            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}, rename {}) since the last \
              report, {} in all; ancestry is re-read from the kernel once losses stop",
-            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.total_lost
+            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.lost.rename, l.total_lost
         )
     }
 
@@ -414,12 +416,13 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", s.timestamp)?;
         writeln!(
             self.out,
-            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}), {} lost in the kernel, {} malformed, {} alerts, {} findings ({} suppressed)",
+            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}, rename {}), {} lost in the kernel, {} malformed, {} alerts, {} findings ({} suppressed)",
             s.events_seen,
             s.seen.exec,
             s.seen.fork,
             s.seen.exit,
             s.seen.connect,
+            s.seen.rename,
             s.events_lost,
             s.malformed,
             s.alerts,

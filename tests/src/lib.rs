@@ -6,6 +6,7 @@
 pub mod hidden;
 pub mod net;
 pub mod schema;
+pub mod watch;
 
 use std::{
     fs,

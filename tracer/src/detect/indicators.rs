@@ -512,10 +512,10 @@ pub fn argv_signs(p: &Process) -> Vec<String> {
         signs.push(format!("stratum URL in arguments: {}", shorten(url)));
     }
     for opt in MINER_OPTIONS {
-        if p.cmdline
-            .iter()
-            .any(|a| a == opt || a.starts_with(&format!("{opt}=")))
-        {
+        if p.cmdline.iter().any(|a| {
+            a.strip_prefix(opt)
+                .is_some_and(|r| r.is_empty() || r.starts_with('='))
+        }) {
             signs.push(format!("miner option {opt} in arguments"));
         }
     }

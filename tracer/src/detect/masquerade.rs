@@ -392,6 +392,9 @@ pub struct HostFiles {
 
 type FileId = (u64, u64);
 
+/// Names whose system program lookup is remembered.
+const SYSTEM_BINARY_CACHE: usize = 4096;
+
 fn file_id(st: &rustix::fs::Stat) -> FileId {
     (st.st_dev, st.st_ino)
 }
@@ -418,8 +421,13 @@ impl Files for HostFiles {
         if name.is_empty() || name.contains('/') {
             return None;
         }
-        self.system_binaries
-            .borrow_mut()
+        let mut cache = self.system_binaries.borrow_mut();
+        // watch asks for every name it sees: names are the attacker's, so
+        // the cache is bounded.
+        if cache.len() >= SYSTEM_BINARY_CACHE {
+            cache.clear();
+        }
+        cache
             .entry(name.to_string())
             .or_insert_with(|| {
                 SYSTEM_BIN_DIRS
@@ -557,30 +565,39 @@ fn names_agree(name: &str, exe_base: &str) -> bool {
     }
 }
 
-/// Optimal string alignment distance (edits, with adjacent swaps counting
-/// one), case-insensitive.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.to_lowercase().chars().collect();
-    let b: Vec<char> = b.to_lowercase().chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
+/// Longest name compared with the imitated ones (the longest is 20).
+const NEAR_MISS_MAX: usize = 24;
+
+/// `name`'s characters, ASCII letters lower-cased, on the stack (watch
+/// asks on every exec); `None` when longer than any imitated name.
+fn folded(name: &str) -> Option<([char; NEAR_MISS_MAX], usize)> {
+    let mut out = ['\0'; NEAR_MISS_MAX];
+    let mut n = 0;
+    for c in name.chars() {
+        *out.get_mut(n)? = c.to_ascii_lowercase();
+        n += 1;
     }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
+    Some((out, n))
+}
+
+/// At most one edit apart (an insertion, a deletion, a substitution, or a
+/// swap of two neighbours), case-insensitively for ASCII letters.
+fn within_one_edit(a: &[char], b: &[char]) -> bool {
+    let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+    if long.len() - short.len() > 1 {
+        return false;
     }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
+    let Some(i) = long.iter().zip(short).position(|(x, y)| x != y) else {
+        return true; // equal, or one trailing insertion
+    };
+    if long.len() != short.len() {
+        return long[i + 1..] == short[i..];
     }
-    d[a.len()][b.len()]
+    long[i + 1..] == short[i + 1..]
+        || (i + 1 < long.len()
+            && long[i] == short[i + 1]
+            && long[i + 1] == short[i]
+            && long[i + 2..] == short[i + 2..])
 }
 
 /// The imitated name `name` is one edit from, if it is not that name.
@@ -589,12 +606,14 @@ pub fn near_miss(name: &str) -> Option<&'static str> {
     if name.len() < MIN_LEN || IMITATED.contains(&name) {
         return None;
     }
+    let (name, n) = folded(name)?;
+    let name = &name[..n];
     // One edit changes the length by at most one: skip the rest unexamined.
     IMITATED
         .iter()
         .copied()
-        .filter(|t| t.len().abs_diff(name.len()) <= 1)
-        .find(|t| edit_distance(name, t) <= 1)
+        .filter(|t| t.len().abs_diff(n) <= 1)
+        .find(|t| folded(t).is_some_and(|(t, m)| within_one_edit(name, &t[..m])))
 }
 
 /// Whether the path lies in a hidden directory (or is a hidden file),
@@ -1387,6 +1406,12 @@ mod tests {
         assert_eq!(near_miss("sshd"), None);
         assert_eq!(near_miss("ssh"), None, "too short to judge");
         assert_eq!(near_miss("firefox"), None);
+        assert_eq!(near_miss("crno"), Some("cron"), "a swap of neighbours");
+        assert_eq!(near_miss("ngnix"), Some("nginx"));
+        assert_eq!(near_miss("sshdd"), Some("sshd"));
+        assert_eq!(near_miss("sšhd"), Some("sshd"), "one character, two bytes");
+        assert_eq!(near_miss("ssxx"), None);
+        assert_eq!(near_miss(&"s".repeat(40)), None);
         let files = debian();
         let p = process(30, 0, "dhpcd", "/dev/shm/dhpcd", &["/dev/shm/dhpcd"]);
         assert_eq!(

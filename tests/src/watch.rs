@@ -31,13 +31,7 @@ impl Watch {
 
     /// Starts `tracer watch` with these arguments.
     pub fn spawn(args: &[&str]) -> Watch {
-        let mut child = Command::new(tracer_bin())
-            .arg("watch")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tracer watch");
+        let mut child = spawn_watch(args);
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -84,6 +78,17 @@ impl Drop for Watch {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `tracer watch` with these arguments, its stdout piped, stderr dropped.
+pub fn spawn_watch(args: &[&str]) -> std::process::Child {
+    Command::new(tracer_bin())
+        .arg("watch")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tracer watch")
 }
 
 /// Waits for the first JSON event that satisfies `pred`.

@@ -527,9 +527,9 @@ impl Watcher {
 
     /// Raises a finding while watch runs: the one way every live detector
     /// reports. Printed at once (flushed, like an alert) unless it is below
-    /// `--min-severity` or repeats a rule already raised for the same
-    /// process (pid and start time); either way it is counted in the
-    /// summary. `event` names what raised it (`exec`, `rename`, ...). The
+    /// `--min-severity` or repeats an id already raised (a process's rule
+    /// has the id `KIND:PID:START_TICKS`: once per process and rule);
+    /// either way it is counted in the summary. `event` names what raised it (`exec`, `rename`, ...). The
     /// chain is the finding's `ancestry`, or taken from the process table
     /// when empty; the proposed kill tree is worked out as for alerts.
     pub fn raise(&mut self, event: &str, mut finding: Finding) -> io::Result<()> {

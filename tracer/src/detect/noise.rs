@@ -1,10 +1,10 @@
-//! Noise control for findings raised while watch runs: a finding repeats
-//! at most once per process (pid and start time) and rule, and findings
-//! below `--min-severity` are not printed. Both are counted, never lost
-//! silently.
+//! Noise control for findings raised while watch runs: a finding is
+//! printed at most once per id (for a process's rule, `KIND:PID:START_TICKS`:
+//! once per process and rule), and findings below `--min-severity` are not
+//! printed. Both are counted, never lost silently.
 use std::collections::{HashSet, VecDeque};
 
-use crate::model::{Finding, ProcessId, Severity};
+use crate::model::{Finding, Severity};
 
 /// (process, rule) pairs remembered; the oldest are forgotten past this,
 /// so a long watch on a host that keeps tripping rules stays bounded.
@@ -12,8 +12,8 @@ const REMEMBERED: usize = 65_536;
 
 pub struct FindingGate {
     min_severity: Severity,
-    seen: HashSet<(Option<ProcessId>, String)>,
-    order: VecDeque<(Option<ProcessId>, String)>,
+    seen: HashSet<String>,
+    order: VecDeque<String>,
 }
 
 impl FindingGate {
@@ -26,20 +26,15 @@ impl FindingGate {
     }
 
     /// Whether the finding is printed: at or above the minimum severity and
-    /// the first of its rule for its process. A finding about no process
-    /// (a file, a connection) is keyed by its id instead.
+    /// the first with its id.
     pub fn admit(&mut self, f: &Finding) -> bool {
         if f.severity < self.min_severity {
             return false;
         }
-        let key = match &f.process {
-            Some(p) => (Some(p.id()), f.kind.clone()),
-            None => (None, f.id.clone()),
-        };
-        if !self.seen.insert(key.clone()) {
+        if !self.seen.insert(f.id.clone()) {
             return false;
         }
-        self.order.push_back(key);
+        self.order.push_back(f.id.clone());
         if self.order.len() > REMEMBERED {
             if let Some(old) = self.order.pop_front() {
                 self.seen.remove(&old);

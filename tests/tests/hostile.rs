@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{run, running_as_root, tracer, tracer_bin, wait_until, Planted, Scratch};
+use tracer_tests::{run, running_as_root, tracer, wait_until, Planted, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const FINDINGS: i32 = 1;
@@ -32,13 +32,7 @@ struct HumanWatch {
 
 impl HumanWatch {
     fn start(args: &[&str]) -> HumanWatch {
-        let mut child = Command::new(tracer_bin())
-            .arg("watch")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tracer watch");
+        let mut child = tracer_tests::watch::spawn_watch(args);
         let mut stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

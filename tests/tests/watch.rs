@@ -1,107 +1,17 @@
 //! `tracer watch` against the real kernel: exec and connect events with
 //! their ancestry, clean detach, and the not-root error.
 use std::{
-    io::{BufRead, BufReader},
     net::TcpListener,
     process::{Command, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
-use tracer_tests::{pids_of, tracer_bin, wait_until, Planted, Scratch};
-
-/// A running `tracer watch`, its stdout lines arriving on a channel.
-/// Dropping it stops watch (SIGINT) unless it already exited.
-struct Watch {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
-}
-
-/// How long a test waits for any one line from watch.
-const LINE_WAIT: Duration = Duration::from_secs(20);
-
-impl Watch {
-    /// Starts `tracer watch --json` and returns once its programs are attached.
-    fn start(extra: &[&str]) -> Watch {
-        let watch = Watch::spawn(&[&["--json"], extra].concat());
-        wait_for(&watch, "the start line", |v| v["type"] == "start");
-        watch
-    }
-
-    /// Starts `tracer watch` with these arguments.
-    fn spawn(args: &[&str]) -> Watch {
-        let mut child = Command::new(tracer_bin())
-            .arg("watch")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tracer watch");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watch { child, lines }
-    }
-
-    /// The next line, failing the test if none comes in time.
-    fn next_line(&self, what: &str) -> String {
-        self.lines
-            .recv_timeout(LINE_WAIT)
-            .unwrap_or_else(|_| panic!("watch never showed {what}"))
-    }
-
-    /// Stops watch with SIGINT and returns its exit status.
-    fn interrupt(mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.child.wait().unwrap()
-    }
-
-    /// Stops watch with SIGINT; returns its status and summary line.
-    fn stop(self) -> (std::process::ExitStatus, Value) {
-        self.stop_with(libc::SIGINT)
-    }
-
-    fn stop_with(mut self, signal: i32) -> (std::process::ExitStatus, Value) {
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-        let summary = wait_for(&self, "the summary line", |v| v["type"] == "summary");
-        let status = self.child.wait().unwrap();
-        (status, summary)
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        // Only a child not yet reaped: its PID cannot have been recycled.
-        if let Ok(None) = self.child.try_wait() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Waits for the first JSON event that satisfies `pred`.
-fn wait_for(watch: &Watch, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + LINE_WAIT;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let Ok(line) = watch.lines.recv_timeout(left) else {
-            break;
-        };
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("watch printed a line that is not JSON: {line}"));
-        tracer_tests::schema::check(&v);
-        if pred(&v) {
-            return v;
-        }
-    }
-    panic!("watch never showed {what}");
-}
+use tracer_tests::{
+    pids_of, tracer_bin, wait_until,
+    watch::{wait_for, Watch, LINE_WAIT},
+    Planted, Scratch,
+};
 
 #[test]
 fn exec_shows_exact_argv_pid_and_parent() {

@@ -23,7 +23,8 @@ pub enum EventKind {
     Fork = 2,
     Exit = 3,
     Connect = 4,
-    /// Numbered apart from the kinds other branches add next (5, 6, 7).
+    Rename = 5,
+    /// 6 and 7 are unused (kinds were numbered on parallel branches).
     Mount = 8,
 }
 
@@ -34,6 +35,7 @@ impl EventKind {
             2 => Some(Self::Fork),
             3 => Some(Self::Exit),
             4 => Some(Self::Connect),
+            5 => Some(Self::Rename),
             8 => Some(Self::Mount),
             _ => None,
         }
@@ -99,6 +101,24 @@ pub struct ExitEvent {
     pub start_boottime_ns: u64,
     pub ktime_ns: u64,
     pub comm: [u8; COMM_LEN],
+}
+
+/// `task_rename`: a task changed its name after exec (`prctl(PR_SET_NAME)`,
+/// a write to `/proc/PID/comm`, `pthread_setname_np`). Renames done by
+/// exec itself and those of kernel threads are left out in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RenameEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    /// The renamed task (a thread when it differs from `tgid`).
+    pub pid: u32,
+    pub _pad: u32,
+    /// `start_boottime` of the thread-group leader, in ns.
+    pub start_boottime_ns: u64,
+    pub ktime_ns: u64,
+    pub old_comm: [u8; COMM_LEN],
+    pub new_comm: [u8; COMM_LEN],
 }
 
 /// An outbound TCP connect, seen in the connecting task's context.
@@ -170,7 +190,9 @@ pub struct KernelOffsets {
     pub sk_v6_daddr: u32,
     pub sk_v6_rcv_saddr: u32,
     pub sk_protocol: u32,
-    pub _pad: u32,
+    /// `task_struct.stack` (0 when this kernel's BTF lacks it: renames are
+    /// then not told apart from exec's own in the kernel).
+    pub task_stack: u32,
 }
 
 /// Which kernel iterator produced a `SocketRecord`.
@@ -376,6 +398,7 @@ const _: () = {
     assert!(core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + PATH_LEN + ARGV_LEN);
     assert!(core::mem::size_of::<ForkEvent>() == 32 + COMM_LEN);
     assert!(core::mem::size_of::<ExitEvent>() == 24 + COMM_LEN);
+    assert!(core::mem::size_of::<RenameEvent>() == 32 + 2 * COMM_LEN);
     assert!(core::mem::size_of::<ConnectEvent>() == 72 + COMM_LEN);
     assert!(core::mem::size_of::<TaskRecord>() == 32 + COMM_LEN);
     assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);

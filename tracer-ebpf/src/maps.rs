@@ -38,7 +38,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     sk_v6_daddr: 0,
     sk_v6_rcv_saddr: 0,
     sk_protocol: 0,
-    _pad: 0,
+    task_stack: 0,
 };
 
 /// The offsets, read through a volatile load so the compiler cannot fold the

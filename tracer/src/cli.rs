@@ -88,6 +88,9 @@ pub struct WatchArgs {
     /// Internal (benchmarks): add a `timing` object to each alert.
     #[arg(long, hide = true)]
     pub timing: bool,
+    /// Print only findings of this severity or above (repeats and the rest are counted in the summary).
+    #[arg(long, value_name = "LEVEL", value_enum, default_value_t = crate::model::Severity::Low)]
+    pub min_severity: crate::model::Severity,
     /// Append records to FILE instead of stdout, rotated by size (SIGHUP re-opens it).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,

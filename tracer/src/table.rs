@@ -189,6 +189,14 @@ impl ProcessTable {
         id
     }
 
+    /// Changes a known process in place (a rename); its identity and
+    /// parent stay.
+    pub fn update(&mut self, id: &ProcessId, change: impl FnOnce(&mut Process)) {
+        if let Some(e) = self.entries.get_mut(id) {
+            change(&mut e.process);
+        }
+    }
+
     /// The process holding `pid` exited at `now_ns` (boot-time ns).
     pub fn on_exit(&mut self, pid: u32, start_ticks: u64, now_ns: u64) {
         let id = ProcessId { pid, start_ticks };

@@ -12,25 +12,28 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
-use tracer_common::{ConnectEvent, ExecEvent, HOOK_FENTRY};
+use tracer_common::{ConnectEvent, ExecEvent, RenameEvent, HOOK_FENTRY};
 
 use crate::{
     cli::WatchArgs,
     detect::{
         connections,
         indicators::{self, Indicators},
+        live::{self, LiveRules},
+        noise::FindingGate,
     },
     error::{exit, UserError},
     kernel::{
         events::{decode, text, KernelEvent},
         Kernel, Needs,
     },
-    model::{boottime_ns_to_ticks, socket::Socket, HostStr, Process},
+    model::{boottime_ns_to_ticks, socket::Socket, Finding, HostStr, Process},
     output::{
         events::{
             AlertOut, AlertTiming, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary,
             LossOut, ProcessOut, StartOut, SummaryOut,
         },
+        live::FindingOut,
         sink::{RotatingFile, Sink},
         style,
     },
@@ -111,6 +114,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let colour = style::colour_for(sink.is_terminal());
     let to_file = args.output.is_some();
     let mut w = Watcher {
+        rules: LiveRules::new(&table),
+        gate: FindingGate::new(args.min_severity),
+        findings: 0,
+        findings_suppressed: 0,
         args,
         table,
         users: Users::load(),
@@ -183,11 +190,12 @@ fn lost_counts(kernel: &Kernel) -> Counts {
         exit: lost[3],
         connect: lost[4],
         mount: lost[tracer_common::EventKind::Mount as usize],
+        rename: lost[tracer_common::EventKind::Rename as usize],
     }
 }
 
 fn total(c: &Counts) -> u64 {
-    c.exec + c.fork + c.exit + c.connect + c.mount
+    c.exec + c.fork + c.exit + c.connect + c.mount + c.rename
 }
 
 /// Where records go: `--output FILE` (rotated) or stdout. A file that
@@ -240,6 +248,12 @@ struct Watcher {
     malformed: u64,
     alerts: u64,
     shown: u64,
+    /// The masquerade rules of `hidden`, run on each exec and rename.
+    rules: LiveRules,
+    /// Which findings are printed (`--min-severity`, once per process and rule).
+    gate: FindingGate,
+    findings: u64,
+    findings_suppressed: u64,
     /// Persistence found per set of executables, for alerts.
     persistence_cache: HashMap<String, Vec<String>>,
     /// Owned here to read the loss counters and the task list mid-stream;
@@ -341,6 +355,8 @@ impl Watcher {
             lost,
             malformed: self.malformed,
             alerts: self.alerts,
+            findings: self.findings,
+            findings_suppressed: self.findings_suppressed,
             shown: self.shown,
         };
         let written = self.out.summary(&summary).and_then(|_| self.out.flush());
@@ -413,6 +429,7 @@ impl Watcher {
                     exit: now.exit.saturating_sub(last.exit),
                     connect: now.connect.saturating_sub(last.connect),
                     mount: now.mount.saturating_sub(last.mount),
+                    rename: now.rename.saturating_sub(last.rename),
                 },
                 total_lost: total(&now),
             })?;
@@ -483,7 +500,34 @@ impl Watcher {
                 self.seen.mount += 1;
                 self.on_mount(&m)
             }
+            KernelEvent::Rename(r) => {
+                self.seen.rename += 1;
+                self.on_rename(&r)
+            }
         }
+    }
+
+    /// A task renamed itself after exec: the table takes the new name (the
+    /// process's, or its thread's), and the name rules run again.
+    fn on_rename(&mut self, r: &RenameEvent) -> io::Result<()> {
+        let id = crate::model::ProcessId {
+            pid: r.tgid,
+            start_ticks: boottime_ns_to_ticks(r.start_boottime_ns),
+        };
+        let (old, new) = (text(&r.old_comm), text(&r.new_comm));
+        if self.table.by_id(&id).is_none() {
+            // Started before watch and unseen since: read it once.
+            let Some(p) = proc::read_process(r.tgid).filter(|p| p.id() == id) else {
+                return Ok(());
+            };
+            self.table.upsert(p, None);
+        }
+        self.table
+            .update(&id, |p| live::apply_rename(p, r.pid, &new));
+        for finding in self.rules.check_rename(&self.table, &id, r.pid, &old, &new) {
+            self.raise("rename", finding)?;
+        }
+        Ok(())
     }
 
     /// Whether the filters let an event of this process through.
@@ -507,9 +551,25 @@ impl Watcher {
             e.uid,
             start_ticks,
             comm.clone(),
-            filename.clone(),
+            live::exec_path(e.tgid, &filename, &argv),
             argv.clone(),
         );
+        self.print_exec(e, id, &comm, &filename, &argv)?;
+        for finding in self.rules.check(&self.table, &id) {
+            self.raise("exec", finding)?;
+        }
+        Ok(())
+    }
+
+    fn print_exec(
+        &mut self,
+        e: &ExecEvent,
+        id: crate::model::ProcessId,
+        comm: &HostStr,
+        filename: &HostStr,
+        argv: &[HostStr],
+    ) -> io::Result<()> {
+        let start_ticks = id.start_ticks;
         if self.args.connect_only {
             return Ok(());
         }
@@ -532,9 +592,9 @@ impl Watcher {
             ppid: e.ppid,
             uid: e.uid,
             user: users.name(e.uid),
-            comm: &comm,
-            filename: &filename,
-            argv: &argv,
+            comm,
+            filename,
+            argv,
             argv_truncated: e.argv_total_len > e.argv_len,
             start_ticks,
             signs: &signs,
@@ -542,6 +602,50 @@ impl Watcher {
         };
         self.shown += 1;
         self.out.exec(&out)
+    }
+
+    /// Raises a finding while watch runs: the one way every live detector
+    /// reports. Printed at once (flushed, like an alert) unless it is below
+    /// `--min-severity` or repeats an id already raised (a process's rule
+    /// has the id `KIND:PID:START_TICKS`: once per process and rule);
+    /// either way it is counted in the summary. `event` names what raised it (`exec`, `rename`, ...). The
+    /// chain is the finding's `ancestry`, or taken from the process table
+    /// when empty; the proposed kill tree is worked out as for alerts.
+    pub fn raise(&mut self, event: &str, mut finding: Finding) -> io::Result<()> {
+        if !self.gate.admit(&finding) {
+            self.findings_suppressed += 1;
+            return Ok(());
+        }
+        self.findings += 1;
+        let live = finding
+            .process
+            .as_ref()
+            .filter(|p| self.table.get(p.pid).is_some_and(|t| t.id() == p.id()))
+            .map(|p| p.id());
+        if let Some(id) = live {
+            self.table.read_pending_details(&id);
+        }
+        if finding.ancestry.is_empty() {
+            if let Some(p) = &finding.process {
+                finding.ancestry = self.table.ancestry(&p.id()).into_iter().cloned().collect();
+            }
+        }
+        let kill_tree = live
+            .and_then(|id| proposed_kill_tree(&self.table, id.pid, &mut self.persistence_cache));
+        let users = &self.users;
+        let chain: Vec<ProcessOut> = finding
+            .ancestry
+            .iter()
+            .map(|p| ProcessOut::new(p, users))
+            .collect();
+        let out = FindingOut {
+            timestamp: Some(style::now()),
+            event: Some(event),
+            finding: &finding,
+            kill_tree,
+        };
+        self.out.finding(&out, &chain)?;
+        self.out.flush()
     }
 
     fn on_connect(&mut self, c: &ConnectEvent) -> io::Result<()> {

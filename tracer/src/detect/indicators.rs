@@ -563,10 +563,14 @@ pub fn severity_of(m: &IndicatorMatch, signs: &[String]) -> Severity {
 /// program deleted or run from /tmp, /var/tmp or /dev/shm. Each sign is one
 /// short sentence.
 pub fn exec_signs(p: &Process) -> Vec<String> {
+    let mut signs: Vec<String> = program::dropped_location(p).into_iter().collect();
+    signs.extend(argv_signs(p));
+    signs
+}
+
+/// The signs of [`exec_signs`] that are in the command line alone.
+pub fn argv_signs(p: &Process) -> Vec<String> {
     let mut signs = Vec::new();
-    if let Some(where_) = program::dropped_location(p) {
-        signs.push(where_);
-    }
     let joined = HostStr::join(&p.cmdline, " ");
     let lower = joined.to_ascii_lowercase();
     if let Some(url) = p.cmdline.iter().find(|a| {
@@ -576,10 +580,10 @@ pub fn exec_signs(p: &Process) -> Vec<String> {
         signs.push(format!("stratum URL in arguments: {}", shorten(url)));
     }
     for opt in MINER_OPTIONS {
-        if p.cmdline
-            .iter()
-            .any(|a| a == opt || a.starts_with(&format!("{opt}=")))
-        {
+        if p.cmdline.iter().any(|a| {
+            a.strip_prefix(opt)
+                .is_some_and(|r| r.is_empty() || r.starts_with('='))
+        }) {
             signs.push(format!("miner option {opt} in arguments"));
         }
     }

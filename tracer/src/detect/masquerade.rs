@@ -16,7 +16,8 @@ use std::{
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::{
-    model::{host_str::original_bytes, Finding, Process, Severity},
+    detect::indicators,
+    model::{host_str::original_bytes, Finding, HostStr, Process, Severity},
     respond::program::{file_name, strip_deleted},
     table::ProcessTable,
     views::{host::Host, probes, Snapshot},
@@ -36,6 +37,8 @@ pub enum Rule {
     DaemonPath,
     DaemonParent,
     MinerName,
+    MinerArguments,
+    ExeByFd,
 }
 
 impl Rule {
@@ -52,6 +55,8 @@ impl Rule {
             Rule::DaemonPath => "daemon-path",
             Rule::DaemonParent => "daemon-parent",
             Rule::MinerName => "miner-name",
+            Rule::MinerArguments => "miner-arguments",
+            Rule::ExeByFd => "exe-by-fd",
         }
     }
 }
@@ -387,6 +392,9 @@ pub struct HostFiles {
 
 type FileId = (u64, u64);
 
+/// Names whose system program lookup is remembered.
+const SYSTEM_BINARY_CACHE: usize = 4096;
+
 fn file_id(st: &rustix::fs::Stat) -> FileId {
     (st.st_dev, st.st_ino)
 }
@@ -413,8 +421,13 @@ impl Files for HostFiles {
         if name.is_empty() || name.contains('/') {
             return None;
         }
-        self.system_binaries
-            .borrow_mut()
+        let mut cache = self.system_binaries.borrow_mut();
+        // watch asks for every name it sees: names are the attacker's, so
+        // the cache is bounded.
+        if cache.len() >= SYSTEM_BINARY_CACHE {
+            cache.clear();
+        }
+        cache
             .entry(name.to_string())
             .or_insert_with(|| {
                 SYSTEM_BIN_DIRS
@@ -552,30 +565,39 @@ fn names_agree(name: &str, exe_base: &str) -> bool {
     }
 }
 
-/// Optimal string alignment distance (edits, with adjacent swaps counting
-/// one), case-insensitive.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.to_lowercase().chars().collect();
-    let b: Vec<char> = b.to_lowercase().chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
+/// Longest name compared with the imitated ones (the longest is 20).
+const NEAR_MISS_MAX: usize = 24;
+
+/// `name`'s characters, ASCII letters lower-cased, on the stack (watch
+/// asks on every exec); `None` when longer than any imitated name.
+fn folded(name: &str) -> Option<([char; NEAR_MISS_MAX], usize)> {
+    let mut out = ['\0'; NEAR_MISS_MAX];
+    let mut n = 0;
+    for c in name.chars() {
+        *out.get_mut(n)? = c.to_ascii_lowercase();
+        n += 1;
     }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
+    Some((out, n))
+}
+
+/// At most one edit apart (an insertion, a deletion, a substitution, or a
+/// swap of two neighbours), case-insensitively for ASCII letters.
+fn within_one_edit(a: &[char], b: &[char]) -> bool {
+    let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+    if long.len() - short.len() > 1 {
+        return false;
     }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
+    let Some(i) = long.iter().zip(short).position(|(x, y)| x != y) else {
+        return true; // equal, or one trailing insertion
+    };
+    if long.len() != short.len() {
+        return long[i + 1..] == short[i..];
     }
-    d[a.len()][b.len()]
+    long[i + 1..] == short[i + 1..]
+        || (i + 1 < long.len()
+            && long[i] == short[i + 1]
+            && long[i + 1] == short[i]
+            && long[i + 2..] == short[i + 2..])
 }
 
 /// The imitated name `name` is one edit from, if it is not that name.
@@ -584,12 +606,14 @@ pub fn near_miss(name: &str) -> Option<&'static str> {
     if name.len() < MIN_LEN || IMITATED.contains(&name) {
         return None;
     }
+    let (name, n) = folded(name)?;
+    let name = &name[..n];
     // One edit changes the length by at most one: skip the rest unexamined.
     IMITATED
         .iter()
         .copied()
-        .filter(|t| t.len().abs_diff(name.len()) <= 1)
-        .find(|t| edit_distance(name, t) <= 1)
+        .filter(|t| t.len().abs_diff(n) <= 1)
+        .find(|t| folded(t).is_some_and(|(t, m)| within_one_edit(name, &t[..m])))
 }
 
 /// Whether the path lies in a hidden directory (or is a hidden file),
@@ -623,6 +647,7 @@ impl<F: Files> Rules<'_, F> {
         let argv0 = p.cmdline.first().map(|a| a.as_str()).unwrap_or_default();
         hits.extend(self.kernel_thread_name(p, parent, argv0));
         hits.extend(miner_name(p, argv0));
+        hits.extend(miner_arguments(p));
         hits.extend(self.thread_names(p));
         let Some(exe) = p.exe.as_deref() else {
             // Another user's process without root: its program is not ours to see.
@@ -731,6 +756,14 @@ impl<F: Files> Rules<'_, F> {
             return true;
         }
         if self.files.resolves_to_exe(p, name) {
+            return true;
+        }
+        // A script run by path: the command line is the interpreter's
+        // (`interpreter [arg] /path/script ...`) and the name is the script's.
+        let runs_script = |a: &HostStr| {
+            a.starts_with('/') && file_name(a.as_str()) == base && self.files.is_script(a.as_str())
+        };
+        if p.cmdline.iter().skip(1).take(2).any(runs_script) {
             return true;
         }
         // A script's comm is the script's name; the process runs its interpreter.
@@ -892,6 +925,45 @@ fn miner_name(p: &Process, argv0: &str) -> Option<Hit> {
     })
 }
 
+/// The command line carries a miner's options, a stratum URL, a pool login
+/// or a wallet (see [`indicators::argv_signs`]).
+fn miner_arguments(p: &Process) -> Option<Hit> {
+    let signs = indicators::argv_signs(p);
+    let first = signs.first()?;
+    Some(Hit {
+        rule: Rule::MinerArguments,
+        severity: Severity::High,
+        summary: format!("its arguments are a miner's: {first}"),
+        evidence: signs
+            .iter()
+            .map(|s| ("sign".to_string(), s.clone()))
+            .collect(),
+        next_step: format!(
+            "Check where it connects (`tracer net --pid {0}`), hash /proc/{0}/exe, \
+             then stop it with `tracer kill-tree {0}`.",
+            p.pid
+        ),
+    })
+}
+
+/// Where an exec through a file descriptor (`execveat`, `fexecve`, or a
+/// `/proc/PID/fd/N` path) leaves the program name when the process was
+/// gone before its executable could be read.
+fn by_fd(exe: &str) -> bool {
+    let fd_path = |rest: &str| {
+        rest.split_once('/')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            || (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+    };
+    exe.strip_prefix("/dev/fd/").is_some_and(fd_path)
+        || exe
+            .strip_prefix("/proc/")
+            .and_then(|r| r.split_once("/fd/"))
+            .is_some_and(|(who, rest)| {
+                (who == "self" || who.bytes().all(|b| b.is_ascii_digit())) && fd_path(rest)
+            })
+}
+
 /// Rules on where the executable lives.
 fn exe_location(pid: u32, exe: &str, files: &impl Files) -> Vec<Hit> {
     let path = strip_deleted(exe);
@@ -899,6 +971,20 @@ fn exe_location(pid: u32, exe: &str, files: &impl Files) -> Vec<Hit> {
     let keep =
         format!("copy the running image first (`cp /proc/{pid}/exe ./{pid}.exe`, it may exist nowhere else)");
     let mut hits = Vec::new();
+    if by_fd(path) {
+        hits.push(Hit {
+            rule: Rule::ExeByFd,
+            severity: Severity::Medium,
+            summary: format!(
+                "ran a program through a file descriptor ({path}) and exited before the program could be read"
+            ),
+            evidence: vec![],
+            next_step: "Programs run from a descriptor are often fileless (memfd) or deleted: look at \
+                        what launched it (chain) and what else that parent runs."
+                .into(),
+        });
+        return hits;
+    }
     if path.starts_with("/memfd:") {
         hits.push(Hit {
             rule: Rule::ExeMemfd,
@@ -1004,24 +1090,31 @@ pub fn detect(snap: &Snapshot, table: &ProcessTable, host: &Host) -> Vec<Finding
         let ancestry: Vec<Process> = table.ancestry(&now.id()).into_iter().cloned().collect();
         let process_evidence = host.process_evidence(now, &ancestry);
         for hit in hits.into_iter().filter(|h| confirmed.contains(&h.rule)) {
-            let mut evidence = process_evidence.clone();
-            evidence.extend(hit.evidence);
-            findings.push(Finding {
-                id: Finding::process_finding_id(hit.rule.kind(), now),
-                related: Vec::new(),
-                connection: None,
-                kind: hit.rule.kind().into(),
-                severity: hit.severity,
-                layer: "masquerade".into(),
-                summary: hit.summary,
-                process: Some(now.clone()),
-                ancestry: ancestry.clone(),
-                evidence,
-                next_step: hit.next_step,
-            });
+            let mut f = hit.into_finding(now, ancestry.clone());
+            f.evidence.splice(0..0, process_evidence.iter().cloned());
+            findings.push(f);
         }
     }
     findings
+}
+
+impl Hit {
+    /// The finding both `hidden` and `watch` report for this hit.
+    pub fn into_finding(self, p: &Process, ancestry: Vec<Process>) -> Finding {
+        Finding {
+            id: Finding::process_finding_id(self.rule.kind(), p),
+            related: Vec::new(),
+            connection: None,
+            kind: self.rule.kind().into(),
+            severity: self.severity,
+            layer: "masquerade".into(),
+            summary: self.summary,
+            process: Some(p.clone()),
+            ancestry,
+            evidence: self.evidence,
+            next_step: self.next_step,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1313,6 +1406,12 @@ mod tests {
         assert_eq!(near_miss("sshd"), None);
         assert_eq!(near_miss("ssh"), None, "too short to judge");
         assert_eq!(near_miss("firefox"), None);
+        assert_eq!(near_miss("crno"), Some("cron"), "a swap of neighbours");
+        assert_eq!(near_miss("ngnix"), Some("nginx"));
+        assert_eq!(near_miss("sshdd"), Some("sshd"));
+        assert_eq!(near_miss("sšhd"), Some("sshd"), "one character, two bytes");
+        assert_eq!(near_miss("ssxx"), None);
+        assert_eq!(near_miss(&"s".repeat(40)), None);
         let files = debian();
         let p = process(30, 0, "dhpcd", "/dev/shm/dhpcd", &["/dev/shm/dhpcd"]);
         assert_eq!(
@@ -1385,6 +1484,37 @@ mod tests {
             &["/lib/systemd/systemd", "--user"],
         );
         assert!(kinds(&files, &user_systemd, Some(&init())).is_empty());
+    }
+
+    #[test]
+    fn miner_arguments_fd_execs_and_scripts_by_path() {
+        let mut files = debian();
+        let p = process(
+            60,
+            0,
+            "worker",
+            "/opt/app/worker",
+            &["worker", "-o", "stratum+tcp://10.0.0.1:3333"],
+        );
+        assert_eq!(kinds(&files, &p, Some(&init())), ["miner-arguments"]);
+        // An fd exec whose program could not be read any more.
+        let p = process(61, 0, "3", "/dev/fd/3", &["sleep", "1"]);
+        assert!(kinds(&files, &p, Some(&init())).contains(&"exe-by-fd"));
+        let p = process(62, 0, "x", "/proc/self/fd/7", &["x"]);
+        assert!(kinds(&files, &p, Some(&init())).contains(&"exe-by-fd"));
+        assert!(!by_fd("/dev/fdx/3") && !by_fd("/proc/1/fdinfo/3"));
+        // A script run by path: comm is the script's, the program its interpreter.
+        files.scripts.push("/home/u/bin/python3");
+        let p = process(
+            63,
+            1000,
+            "python3",
+            "/usr/bin/env",
+            &["/usr/bin/env", "bash", "/home/u/bin/python3", "-V"],
+        );
+        assert!(kinds(&files, &p, Some(&init())).is_empty());
+        let p = process(64, 1000, "python3", "/opt/x/xm", &["/opt/x/xm", "python3"]);
+        assert_eq!(kinds(&files, &p, Some(&init())), ["name-mismatch"]);
     }
 
     #[test]

@@ -4,5 +4,7 @@ pub mod hidden;
 pub mod hidden_net;
 pub mod indicators;
 pub mod kernel;
+pub mod live;
 pub mod live_writes;
 pub mod masquerade;
+pub mod noise;

@@ -1,7 +1,7 @@
 //! Decoding the records the kernel programs write.
 use crate::model::HostStr;
 use tracer_common::{
-    ConnectEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, MountEvent, TaskRecord,
+    ConnectEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, MountEvent, RenameEvent, TaskRecord,
 };
 
 /// One record from the ring buffer.
@@ -11,6 +11,7 @@ pub enum KernelEvent {
     Exit(ExitEvent),
     Connect(ConnectEvent),
     Mount(Box<MountEvent>),
+    Rename(RenameEvent),
 }
 
 /// Copies a `#[repr(C)]` record out of a byte slice, if it is long enough.
@@ -32,6 +33,7 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
         EventKind::Exit => KernelEvent::Exit(read_record(bytes)?),
         EventKind::Connect => KernelEvent::Connect(read_record(bytes)?),
         EventKind::Mount => KernelEvent::Mount(Box::new(read_record(bytes)?)),
+        EventKind::Rename => KernelEvent::Rename(read_record(bytes)?),
     })
 }
 

@@ -330,7 +330,41 @@ impl Kernel {
             }
         };
         self.hooks.push(connect);
+        let rename = self.attach_rename();
+        self.hooks.push(rename);
         Ok(())
+    }
+
+    /// Renames after exec (`task_rename`): tp_btf, else the raw
+    /// tracepoint; without either, watch goes on and its start line says
+    /// renames are not seen.
+    fn attach_rename(&mut self) -> HookChoice {
+        let tp_btf = match self.tp_btf("rename_tp_btf", "task_rename") {
+            Ok(()) => {
+                return HookChoice {
+                    event: "rename",
+                    hook: "tp_btf/task_rename".into(),
+                    reason: "BTF-enabled tracepoint accepted; exec's own renames and kernel threads skipped in the kernel".into(),
+                }
+            }
+            Err(e) => e,
+        };
+        match self.raw_tp("rename_raw_tp", "task_rename") {
+            Ok(()) => HookChoice {
+                event: "rename",
+                hook: "raw_tracepoint/task_rename".into(),
+                reason: format!("tp_btf refused: {}", root_cause(&tp_btf)),
+            },
+            Err(e) => HookChoice {
+                event: "rename",
+                hook: "none".into(),
+                reason: format!(
+                    "renames after exec are not seen: tp_btf ({}) and raw_tracepoint ({}) refused",
+                    root_cause(&tp_btf),
+                    root_cause(&e)
+                ),
+            },
+        }
     }
 
     /// Every task the kernel has right now, threads included, from the

@@ -184,7 +184,7 @@ pub fn resolve(btf: &KernelBtf) -> Result<KernelOffsets> {
         sk_v6_daddr: sk("skc_v6_daddr")?,
         sk_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
         sk_protocol: field_offset("sock", "sk_protocol")?,
-        _pad: 0,
+        task_stack: task("stack").unwrap_or(0),
     })
 }
 

@@ -173,6 +173,8 @@ pub struct Counts {
     /// Successful `mount`/`move_mount` calls (every one is checked for
     /// /proc/PID, only those are shown).
     pub mount: u64,
+    /// Renames after exec (`task_rename`).
+    pub rename: u64,
 }
 
 /// Events the kernel could not queue since the last `loss` record (or the
@@ -201,20 +203,25 @@ pub struct SummaryOut {
     pub lost: Counts,
     pub malformed: u64,
     pub alerts: u64,
+    /// `finding` records printed.
+    pub findings: u64,
+    /// Findings not printed: below `--min-severity`, or a repeat for the
+    /// same process and rule.
+    pub findings_suppressed: u64,
     pub shown: u64,
 }
 
 /// Writes events as JSON lines or human lines.
 pub struct EventWriter<W: Write> {
-    out: W,
-    json: bool,
+    pub(super) out: W,
+    pub(super) json: bool,
     /// Severity in colour (human lines on a terminal only).
-    colour: bool,
+    pub(super) colour: bool,
 }
 
 /// `sh(300) < cron(200,exited)`; a thread named differently from its
 /// process is shown inside braces: `kworkerd(300){xmrig:301}`.
-fn chain_text(ancestry: &[ProcessOut]) -> String {
+pub(super) fn chain_text(ancestry: &[ProcessOut]) -> String {
     ancestry
         .iter()
         .map(|a| {
@@ -259,7 +266,7 @@ impl<W: Write> EventWriter<W> {
         &mut self.out
     }
 
-    fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
+    pub(super) fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
         schema::write_line(&mut self.out, r)
     }
 
@@ -358,7 +365,13 @@ impl<W: Write> EventWriter<W> {
             escape(a.indicator_source),
             escape(&a.reason)
         )?;
-        for p in &c.ancestry {
+        self.chain_block(&c.ancestry)?;
+        self.kill_tree_line(a.kill_tree.as_ref())
+    }
+
+    /// One line per ancestor, nearest first, with its threads.
+    pub(super) fn chain_block(&mut self, ancestry: &[ProcessOut]) -> io::Result<()> {
+        for p in ancestry {
             writeln!(
                 self.out,
                 "        < {} {} user={} exe={} start={} `{}`{}",
@@ -379,7 +392,11 @@ impl<W: Write> EventWriter<W> {
                 writeln!(self.out, "          threads: {}", threads.join(", "))?;
             }
         }
-        if let Some(k) = &a.kill_tree {
+        Ok(())
+    }
+
+    pub(super) fn kill_tree_line(&mut self, k: Option<&KillPlanSummary>) -> io::Result<()> {
+        if let Some(k) = k {
             writeln!(
                 self.out,
                 "        stop it: {}  (members: {:?})",
@@ -394,13 +411,14 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(l);
         }
-        let n = l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect + l.lost.mount;
+        let n =
+            l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect + l.lost.mount + l.lost.rename;
         write!(self.out, "{} ", l.timestamp)?;
         writeln!(
             self.out,
-            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}, mount {}) since the last \
+            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}, mount {}, rename {}) since the last \
              report, {} in all; ancestry is re-read from the kernel once losses stop",
-            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.lost.mount, l.total_lost
+            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.lost.mount, l.lost.rename, l.total_lost
         )
     }
 
@@ -411,15 +429,18 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", s.timestamp)?;
         writeln!(
             self.out,
-            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}), {} lost in the kernel, {} malformed, {} alerts",
+            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}, rename {}), {} lost in the kernel, {} malformed, {} alerts, {} findings ({} suppressed)",
             s.events_seen,
             s.seen.exec,
             s.seen.fork,
             s.seen.exit,
             s.seen.connect,
+            s.seen.rename,
             s.events_lost,
             s.malformed,
-            s.alerts
+            s.alerts,
+            s.findings,
+            s.findings_suppressed
         )
     }
 

@@ -2,7 +2,7 @@
 pub mod events;
 pub mod findings;
 pub mod kernel;
-pub mod live_finding;
+pub mod live;
 pub mod manual;
 pub mod net;
 pub mod plan;

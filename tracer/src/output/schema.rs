@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 
 use crate::{
     commands::status::Status,
-    model::Finding,
     output::{
         events::{AlertOut, ConnectOut, ExecOut, LossOut, StartOut, SummaryOut},
         findings::Report,
+        live::FindingOut,
         net::NetReport,
     },
     respond::{plan::RelativesAlive, respawn::RespawnReport, Execution, KillPlan, PlanMember},
@@ -54,7 +54,7 @@ records! {
     AlertOut<'_> => "alert",
     SummaryOut => "summary",
     LossOut => "loss",
-    Finding => "finding",
+    FindingOut<'_> => "finding",
     Report<'_> => "hidden",
     KillPlan => "kill-tree-plan",
     PlanMember => "kill-tree-joined",
@@ -161,7 +161,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::model::{Process, Severity};
+    use crate::model::{Finding, Process, Severity};
 
     /// The committed schemas, shipped in the package.
     fn committed_dir() -> PathBuf {
@@ -212,7 +212,13 @@ mod tests {
             next_step: "n".into(),
         };
         let mut out = Vec::new();
-        write_line(&mut out, &finding).unwrap();
+        let record = FindingOut {
+            timestamp: None,
+            event: None,
+            finding: &finding,
+            kill_tree: None,
+        };
+        write_line(&mut out, &record).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with(r#"{"type":"finding","schema_version":1,"id":"masquerade:1:0""#),

@@ -3,7 +3,7 @@
 //! places, and the kernel's mount records (`kernel::mounts`), each hit
 //! turned into a finding by `detect::live_writes` with the acting process's
 //! chain from the process table.
-use std::{collections::HashSet, io};
+use std::io;
 
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tracer_common::{MountEvent, MOUNT_HOOK_SYSCALL, MOUNT_SYSCALL_MOUNT};
@@ -13,7 +13,6 @@ use crate::{
     detect::live_writes::{self, Actor, LiveEvent},
     kernel::{events::text, HookChoice},
     model::{Finding, HostStr},
-    output::live_finding,
     proc,
     respond::persistence::{self, PlaceIndex},
     views::file_writes::{self, FileWrites},
@@ -24,13 +23,7 @@ pub(super) struct LiveWrites {
     places: PlaceIndex,
     source: Option<FileWrites>,
     own_mount_ns: Option<HostStr>,
-    /// Ids of the findings raised: each at most once (a tmpfs mount passes
-    /// two CAP_SYS_ADMIN checks; an editor closes a file several times).
-    raised: HashSet<String>,
 }
-
-/// Past this many, the ids raised are forgotten (memory stays bounded).
-const MAX_RAISED: usize = 10_000;
 
 /// Starts watching writes to every persistence place (under
 /// `TRACER_PERSISTENCE_ROOT`); the hook line says how, or why not.
@@ -41,7 +34,6 @@ pub(super) fn start() -> (LiveWrites, HookChoice) {
         places: PlaceIndex::new(places),
         source,
         own_mount_ns: proc::read_link("/proc/self/ns/mnt").ok(),
-        raised: HashSet::new(),
     };
     (live, hook)
 }
@@ -87,7 +79,7 @@ impl Watcher {
             };
             let finding = self.live_finding(w.pid, ns, &event);
             if let Some(f) = finding {
-                self.raise_live(&f)?;
+                self.raise("write", f)?;
             }
         }
         Ok(emptied)
@@ -105,6 +97,13 @@ impl Watcher {
             if let Some(p) = proc::read_process(pid) {
                 self.table.upsert(p, None);
             }
+        }
+        if let Some(id) = (pid != 0)
+            .then(|| self.table.latest(pid))
+            .flatten()
+            .map(|p| p.id())
+        {
+            self.table.read_pending_details(&id);
         }
         let process = (pid != 0).then(|| self.table.latest(pid)).flatten();
         let ancestry = process
@@ -140,23 +139,9 @@ impl Watcher {
         };
         let ns = HostStr::from_text(&format!("mnt:[{}]", m.mnt_ns));
         match self.live_finding(m.tgid, Some(ns), &event) {
-            Some(f) => self.raise_live(&f),
+            Some(f) => self.raise("mount", f),
             None => Ok(()),
         }
-    }
-
-    /// Interim hook: writes the `finding` record. The merge replaces it by
-    /// watch's raise function (part A, with noise control).
-    fn raise_live(&mut self, f: &Finding) -> io::Result<()> {
-        let raised = &mut self.live_writes.raised;
-        if raised.len() >= MAX_RAISED {
-            raised.clear();
-        }
-        if !raised.insert(f.id.clone()) {
-            return Ok(());
-        }
-        live_finding::write(self.out.get_mut(), self.args.json, f)?;
-        self.out.flush()
     }
 }
 

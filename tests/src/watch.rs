@@ -1,0 +1,109 @@
+//! A running `tracer watch --json` for tests: its lines on a channel, each
+//! checked against the schemas, stopped with SIGINT on drop.
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::tracer_bin;
+
+/// A running `tracer watch`, its stdout lines arriving on a channel.
+/// Dropping it stops watch (SIGINT) unless it already exited.
+pub struct Watch {
+    pub child: std::process::Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+/// How long a test waits for any one line from watch.
+pub const LINE_WAIT: Duration = Duration::from_secs(20);
+
+impl Watch {
+    /// Starts `tracer watch --json` and returns once its programs are attached.
+    pub fn start(extra: &[&str]) -> Watch {
+        let watch = Watch::spawn(&[&["--json"], extra].concat());
+        wait_for(&watch, "the start line", |v| v["type"] == "start");
+        watch
+    }
+
+    /// Starts `tracer watch` with these arguments.
+    pub fn spawn(args: &[&str]) -> Watch {
+        let mut child = spawn_watch(args);
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// The next line, failing the test if none comes in time.
+    pub fn next_line(&self, what: &str) -> String {
+        self.lines
+            .recv_timeout(LINE_WAIT)
+            .unwrap_or_else(|_| panic!("watch never showed {what}"))
+    }
+
+    /// Stops watch with SIGINT and returns its exit status.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().unwrap()
+    }
+
+    /// Stops watch with SIGINT; returns its status and summary line.
+    pub fn stop(self) -> (std::process::ExitStatus, Value) {
+        self.stop_with(libc::SIGINT)
+    }
+
+    pub fn stop_with(mut self, signal: i32) -> (std::process::ExitStatus, Value) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let summary = wait_for(&self, "the summary line", |v| v["type"] == "summary");
+        let status = self.child.wait().unwrap();
+        (status, summary)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // Only a child not yet reaped: its PID cannot have been recycled.
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `tracer watch` with these arguments, its stdout piped, stderr dropped.
+pub fn spawn_watch(args: &[&str]) -> std::process::Child {
+    Command::new(tracer_bin())
+        .arg("watch")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tracer watch")
+}
+
+/// Waits for the first JSON event that satisfies `pred`.
+pub fn wait_for(watch: &Watch, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + LINE_WAIT;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(line) = watch.lines.recv_timeout(left) else {
+            break;
+        };
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("watch printed a line that is not JSON: {line}"));
+        crate::schema::check(&v);
+        if pred(&v) {
+            return v;
+        }
+    }
+    panic!("watch never showed {what}");
+}

@@ -7,7 +7,6 @@ pub mod hidden;
 pub mod net;
 pub mod schema;
 pub mod watch;
-pub mod watch_run;
 
 use std::{
     fs,

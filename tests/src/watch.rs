@@ -29,9 +29,31 @@ impl Watch {
         watch
     }
 
+    /// Starts `tracer watch --json ARGS` with `env`, and returns once its
+    /// start record is out, with that record.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> (Watch, Value) {
+        let watch = Watch::spawn_with(&[&["--json"], args].concat(), env);
+        let start = wait_for(&watch, "the start record", |v| v["type"] == "start");
+        (watch, start)
+    }
+
     /// Starts `tracer watch` with these arguments.
     pub fn spawn(args: &[&str]) -> Watch {
-        let mut child = spawn_watch(args);
+        Watch::spawn_with(args, &[])
+    }
+
+    /// Starts `tracer watch ARGS` with `env`; its stderr is kept for
+    /// [`Watch::stop_collecting`].
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Watch {
+        let mut child = Command::new(tracer_bin())
+            .arg("watch")
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracer watch");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -55,6 +77,23 @@ impl Watch {
     pub fn interrupt(mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait().unwrap()
+    }
+
+    /// The first JSON record that satisfies `pred`.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(self, what, pred)
+    }
+
+    /// Stops watch with SIGINT; returns its exit code and what it printed
+    /// on stderr.
+    pub fn stop_collecting(mut self) -> (i32, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        let code = self.child.wait().map_or(-1, |s| s.code().unwrap_or(-1));
+        (code, stderr)
     }
 
     /// Stops watch with SIGINT; returns its status and summary line.

@@ -8,7 +8,7 @@ use std::{fs, process::Command, time::Duration};
 
 use serde_json::Value;
 use tracer_tests::{
-    running_as_root, stat_field, tracer, wait_until, watch_run::WatchRun, Planted, Scratch,
+    running_as_root, stat_field, tracer, wait_until, watch::Watch, Planted, Scratch,
 };
 
 /// A process that is gone or a zombie (killed, not yet reaped by us).
@@ -81,7 +81,7 @@ fn kill_tree_with_watch_running_takes_grandchildren_reparented_to_init() {
     let state = scratch.path().join("state");
     let empty = scratch.path().join("empty");
     let state_env = state.to_str().unwrap();
-    let (watch, _) = WatchRun::start(
+    let (watch, _) = Watch::start_with(
         &["--exec-only", "--no-default-iocs"],
         &[("TRACER_STATE_DIR", state_env)],
     );
@@ -182,7 +182,7 @@ fn kill_tree_with_watch_running_takes_grandchildren_reparented_to_init() {
     assert!(!dead(sibling.pid()), "the unrelated sibling was killed");
 
     // watch removes its file when it stops.
-    let (code, stderr) = watch.stop();
+    let (code, stderr) = watch.stop_collecting();
     assert_eq!(code, 0, "{stderr}");
     assert!(!file.exists(), "watch left {}", file.display());
 }

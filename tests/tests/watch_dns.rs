@@ -14,7 +14,7 @@ use simple_dns::{
     rdata::{RData, A},
     Name, Packet, Question, ResourceRecord, CLASS, QCLASS, QTYPE, TYPE,
 };
-use tracer_tests::{running_as_root, watch_run::WatchRun, Scratch};
+use tracer_tests::{running_as_root, watch::Watch, Scratch};
 
 /// A DNS server on `ADDR:53` that answers every A question with `answer`.
 struct TestResolver {
@@ -204,7 +204,7 @@ fn a_connect_to_an_address_a_dns_answer_named_raises_the_domain_alert() {
         return;
     }
     let p = Pool::new("pool", 54);
-    let (mut watch, start) = WatchRun::start(&p.args(), &[]);
+    let (watch, start) = Watch::start_with(&p.args(), &[]);
     assert!(
         start["dns"]
             .as_str()
@@ -240,7 +240,7 @@ fn a_connect_to_an_address_a_dns_answer_named_raises_the_domain_alert() {
         ["high", "critical"].contains(&alert["severity"].as_str().unwrap()),
         "{alert}"
     );
-    let (code, stderr) = watch.stop();
+    let (code, stderr) = watch.stop_collecting();
     assert_eq!(code, 0, "{stderr}");
     // Nothing was looked up: a lookup of this name would have failed
     // (.invalid) and said so.
@@ -253,7 +253,7 @@ fn human_lines_name_the_domain_of_the_connect_and_the_alert() {
         return;
     }
     let p = Pool::new("human", 55);
-    let mut watch = WatchRun::spawn(&p.args(), &[]);
+    let watch = Watch::spawn_with(&p.args(), &[]);
     while !watch.next_line("the start lines").contains("  dns ") {}
 
     p.resolve_and_connect(false);
@@ -268,7 +268,7 @@ fn human_lines_name_the_domain_of_the_connect_and_the_alert() {
         }
     }
     assert!(alert.unwrap().contains(&format!("matches {}", p.domain)));
-    assert_eq!(watch.stop().0, 0);
+    assert_eq!(watch.stop_collecting().0, 0);
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn an_answer_over_tcp_tags_the_connect_too() {
         return;
     }
     let p = Pool::new("tcp", 56);
-    let (mut watch, _) = WatchRun::start(&p.args(), &[]);
+    let (watch, _) = Watch::start_with(&p.args(), &[]);
     p.resolve_and_connect(true);
     let alert = watch.wait_for("the domain alert", |v| {
         v["type"] == "alert" && v["connect"]["dport"].as_u64() == Some(p.port.into())

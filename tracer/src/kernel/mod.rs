@@ -9,6 +9,7 @@ pub mod mounts;
 pub mod offsets;
 pub mod sockets;
 
+use std::collections::HashMap;
 use std::{io::Read, os::fd::BorrowedFd};
 
 use anyhow::{Context, Result};
@@ -111,6 +112,13 @@ impl Needs {
     };
 }
 
+/// The kernel checks' iterators: BPF files of every process, and every
+/// BPF program.
+const BPF_FILE_ITERATORS: [(&str, &str); 2] = [
+    ("bpf_files_iter", "task_file"),
+    ("bpf_progs_iter", "bpf_prog"),
+];
+
 impl Kernel {
     /// Loads the object and every iterator. `command` names the subcommand
     /// for the privilege error message.
@@ -131,7 +139,11 @@ impl Kernel {
                 loader.btf(None);
                 loader
             });
-            let btf_rs = offsets::load_vmlinux_btf();
+            // The attach BTF is built here too, while aya's parse runs.
+            let btf_rs = offsets::load_vmlinux_btf().and_then(|b| {
+                let attach = attach_btf::build(b.attach_targets())?;
+                Ok((b, attach))
+            });
             (
                 btf_rs,
                 loader
@@ -139,9 +151,8 @@ impl Kernel {
                     .map_err(|_| anyhow::anyhow!("BTF loader thread panicked")),
             )
         });
-        let btf_rs = btf_rs?;
+        let (btf_rs, btf) = btf_rs?;
         let mut loader = loader?;
-        let btf = attach_btf::build(btf_rs.attach_targets())?;
         let offsets =
             offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
         // The socket iterators are optional: without their offsets they
@@ -178,12 +189,37 @@ impl Kernel {
             socket_iterators: Vec::new(),
             bpf_files_unavailable: None,
         };
-        kernel.load_task_iterator()?;
+        // Every iterator this command needs, verified side by side.
+        let mut wanted = vec![("task_iter", "task")];
+        if needs.sockets && socket_offsets.is_ok() {
+            wanted.extend(sockets::ALL.iter().map(|it| (it.program, it.iterator)));
+        }
+        if needs.bpf_files && bpf_file_offsets.is_ok() {
+            wanted.extend(BPF_FILE_ITERATORS);
+        }
+        let mut loaded = kernel.load_iterators(&wanted);
+        let mut result_of = |prog: &str| {
+            loaded
+                .remove(prog)
+                .unwrap_or_else(|| Err(anyhow::anyhow!("{prog} was not loaded")))
+        };
+        result_of("task_iter").context("loading the task iterator")?;
         if needs.sockets {
-            kernel.load_socket_iterators(socket_offsets.map(|_| ()));
+            let socket_results = sockets::ALL
+                .iter()
+                .map(|it| match &socket_offsets {
+                    Err(why) => Err(why.clone()),
+                    Ok(_) => result_of(it.program).map_err(|e| root_cause(&e)),
+                })
+                .collect();
+            kernel.record_socket_iterators(socket_results);
         }
         let bpf_files = if needs.bpf_files {
-            bpf_file_offsets.and_then(|_| kernel.load_bpf_files_iterator())
+            bpf_file_offsets.and_then(|_| {
+                BPF_FILE_ITERATORS.iter().try_for_each(|(prog, target)| {
+                    result_of(prog).with_context(|| format!("loading the iter/{target} program"))
+                })
+            })
         } else {
             Err(anyhow::anyhow!("not loaded by this command"))
         };
@@ -191,6 +227,57 @@ impl Kernel {
             kernel.bpf_files_unavailable = Some(format!("{e:#}"));
         }
         Ok(kernel)
+    }
+
+    /// Loads each (program, iterator target) of `wanted`, each verifier
+    /// pass on its own thread (the programs are independent), and returns
+    /// each program's result.
+    fn load_iterators(
+        &mut self,
+        wanted: &[(&'static str, &'static str)],
+    ) -> HashMap<&'static str, Result<()>> {
+        let Kernel { ebpf, btf, .. } = self;
+        let Some(btf) = btf.as_ref() else {
+            return wanted
+                .iter()
+                .map(|(prog, _)| (*prog, Err(anyhow::anyhow!(BTF_RELEASED))))
+                .collect();
+        };
+        let programs: Vec<(&'static str, &'static str, &mut aya::programs::Program)> = ebpf
+            .programs_mut()
+            .filter_map(|(name, prog)| {
+                let (p, target) = wanted.iter().find(|(p, _)| *p == name)?;
+                Some((*p, *target, prog))
+            })
+            .collect();
+        let mut results: HashMap<&'static str, Result<()>> = std::thread::scope(|s| {
+            let running: Vec<_> = programs
+                .into_iter()
+                .map(|(name, target, prog)| {
+                    let load = move || -> Result<()> {
+                        let iter: &mut Iter = prog.try_into()?;
+                        iter.load(target, btf)?;
+                        Ok(())
+                    };
+                    (name, s.spawn(load))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|(name, h)| {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("loader thread panicked")));
+                    (name, r)
+                })
+                .collect()
+        });
+        for (prog, _) in wanted {
+            results
+                .entry(prog)
+                .or_insert_with(|| Err(anyhow::anyhow!("{prog} missing from object")));
+        }
+        results
     }
 
     /// Frees the parsed kernel BTF (tens of MB) once every program this
@@ -203,33 +290,6 @@ impl Kernel {
         unsafe {
             libc::malloc_trim(0);
         }
-    }
-
-    fn load_task_iterator(&mut self) -> Result<()> {
-        let Kernel { ebpf, btf, .. } = self;
-        let btf = btf.as_ref().context(BTF_RELEASED)?;
-        let iter: &mut Iter = ebpf
-            .program_mut("task_iter")
-            .context("task iterator missing from object")?
-            .try_into()?;
-        iter.load("task", btf).context("loading the task iterator")
-    }
-
-    fn load_bpf_files_iterator(&mut self) -> Result<()> {
-        let Kernel { ebpf, btf, .. } = self;
-        let btf = btf.as_ref().context(BTF_RELEASED)?;
-        for (name, target) in [
-            ("bpf_files_iter", "task_file"),
-            ("bpf_progs_iter", "bpf_prog"),
-        ] {
-            let iter: &mut Iter = ebpf
-                .program_mut(name)
-                .with_context(|| format!("{name} missing from object"))?
-                .try_into()?;
-            iter.load(target, btf)
-                .with_context(|| format!("loading the iter/{target} program"))?;
-        }
-        Ok(())
     }
 
     fn tp_btf(&mut self, prog: &str, tracepoint: &str) -> Result<()> {

@@ -3,12 +3,11 @@
 //! and `iter/udp`.
 use std::os::fd::BorrowedFd;
 
-use anyhow::{bail, Context, Result};
-use aya::programs::Iter;
+use anyhow::{bail, Result};
 use serde::Serialize;
 use tracer_common::SocketRecord;
 
-use super::{events::read_records, root_cause, Kernel, BTF_RELEASED};
+use super::{events::read_records, Kernel};
 
 /// One socket iterator: the kernel's iterator name and tracer's program.
 pub struct SocketIterator {
@@ -48,14 +47,10 @@ pub struct IteratorStatus {
 }
 
 impl Kernel {
-    /// Loads each socket iterator it can. `offsets` is why the socket
-    /// offsets could not be resolved, if they could not.
-    pub(super) fn load_socket_iterators(&mut self, offsets: Result<(), String>) {
-        for it in ALL {
-            let result = match &offsets {
-                Err(why) => Err(why.clone()),
-                Ok(()) => self.load_iter(it).map_err(|e| root_cause(&e)),
-            };
+    /// Records how each socket iterator of [`ALL`] fared (in that order):
+    /// loaded, or why not, with what tracer falls back to.
+    pub(super) fn record_socket_iterators(&mut self, results: Vec<Result<(), String>>) {
+        for (it, result) in ALL.iter().zip(results) {
             self.socket_iterators.push(IteratorStatus {
                 iterator: format!("iter/{}", it.iterator),
                 loaded: result.is_ok(),
@@ -65,17 +60,6 @@ impl Kernel {
                 },
             });
         }
-    }
-
-    fn load_iter(&mut self, it: &SocketIterator) -> Result<()> {
-        let Kernel { ebpf, btf, .. } = self;
-        let btf = btf.as_ref().context(BTF_RELEASED)?;
-        let iter: &mut Iter = ebpf
-            .program_mut(it.program)
-            .with_context(|| format!("{} missing from object", it.program))?
-            .try_into()?;
-        iter.load(it.iterator, btf)?;
-        Ok(())
     }
 
     /// Whether a socket iterator loaded.

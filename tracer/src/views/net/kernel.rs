@@ -207,17 +207,17 @@ pub fn merge(held: &[SocketRecord], unheld: &[SocketRecord]) -> Vec<Socket> {
     }
     let mut seen_unheld = BTreeSet::new();
     for r in unheld {
+        // Most are the held sockets again: skip those before decoding.
+        if r.inode != 0 && held_keys.contains(&(u64::from(r.netns), r.inode)) {
+            continue;
+        }
         let Some(s) = decode(r) else { continue };
-        let held_by_a_process = s.inode != 0 && held_keys.contains(&(s.netns, s.inode));
-        if held_by_a_process || !seen_unheld.insert(s.key()) {
+        if !seen_unheld.insert(s.key()) {
             continue;
         }
         out.push(s);
     }
-    out.sort_by(|a, b| {
-        (a.netns, a.protocol, a.family, a.local, a.remote, a.inode)
-            .cmp(&(b.netns, b.protocol, b.family, b.local, b.remote, b.inode))
-    });
+    out.sort_unstable_by_key(|s| (s.netns, s.protocol, s.family, s.local, s.remote, s.inode));
     out
 }
 

@@ -39,9 +39,12 @@ pub struct HookChoice {
 
 pub struct Kernel {
     ebpf: Ebpf,
-    /// aya's parse of vmlinux BTF, needed only to load BTF-typed programs;
-    /// released once they are loaded (see `release_btf`), as it is large.
+    /// The attach BTF aya loads BTF-typed programs with, and the indexed
+    /// kernel BTF the offsets come from (hooks attached later read theirs
+    /// from it too); both released once the programs are loaded (see
+    /// `release_btf`).
     btf: Option<Btf>,
+    kernel_btf: Option<offsets::KernelBtf>,
     pub hooks: Vec<HookChoice>,
     /// Whether each socket iterator loaded, and why not (`tracer status`).
     pub socket_iterators: Vec<sockets::IteratorStatus>,
@@ -162,7 +165,6 @@ impl Kernel {
         // Not fatal: without these offsets only the BPF-file iterator is lost.
         let bpf_file_offsets = bpf_files::resolve(&btf_rs, std::process::id());
         let bpf_file_globals = bpf_file_offsets.as_ref().copied().unwrap_or_default();
-        drop(btf_rs);
         let socket_globals = socket_offsets.as_ref().copied().unwrap_or_default();
         // eBPF memory is charged to the memory cgroup since Linux 5.11; on
         // older kernels a low RLIMIT_MEMLOCK fails the load, so try to raise
@@ -185,6 +187,7 @@ impl Kernel {
         let mut kernel = Kernel {
             ebpf,
             btf: Some(btf),
+            kernel_btf: Some(btf_rs),
             hooks: Vec::new(),
             socket_iterators: Vec::new(),
             bpf_files_unavailable: None,
@@ -284,6 +287,7 @@ impl Kernel {
     /// command needs is loaded.
     pub fn release_btf(&mut self) {
         self.btf = None;
+        self.kernel_btf = None;
         // Hand the freed pages back to the system: glibc keeps them in the
         // heap otherwise, and they would count against watch's footprint.
         #[cfg(target_env = "gnu")]
@@ -430,7 +434,7 @@ impl Kernel {
     /// Every task the kernel has right now, threads included, from the
     /// `iter/task` program. Does not look at /proc at all.
     pub fn tasks(&mut self) -> Result<Vec<TaskRecord>> {
-        let bytes = self.run_iterator("task_iter", None)?;
+        let bytes = self.run_iterator("task_iter")?;
         Ok(events::decode_task_records(&bytes))
     }
 
@@ -441,7 +445,7 @@ impl Kernel {
         if let Some(why) = &self.bpf_files_unavailable {
             anyhow::bail!("the BPF-file iterator did not load: {why}");
         }
-        let bytes = self.run_iterator("bpf_files_iter", None)?;
+        let bytes = self.run_iterator("bpf_files_iter")?;
         Ok(bpf_files::decode(&bytes))
     }
 
@@ -450,7 +454,7 @@ impl Kernel {
         if let Some(why) = &self.bpf_files_unavailable {
             anyhow::bail!("the BPF iterators did not load: {why}");
         }
-        let bytes = self.run_iterator("bpf_progs_iter", None)?;
+        let bytes = self.run_iterator("bpf_progs_iter")?;
         Ok(bytes
             .chunks_exact(4)
             .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
@@ -474,17 +478,18 @@ impl Kernel {
             .collect()
     }
 
-    /// Attaches a loaded iterator program, creates one iterator from it and
-    /// reads it to the end. With `netns`, the iterator is created from a
-    /// thread that first joins that network namespace: `iter/tcp` and
-    /// `iter/udp` walk the namespace of the task that creates them.
-    fn run_iterator(&mut self, prog: &str, netns: Option<BorrowedFd<'_>>) -> Result<Vec<u8>> {
-        let file = self.open_iterator(prog, netns)?;
+    /// Runs an iterator of `prog` in tracer's own namespaces and reads it
+    /// to the end.
+    fn run_iterator(&mut self, prog: &str) -> Result<Vec<u8>> {
+        let file = self.open_iterator(prog, None)?;
         read_iterator(file, prog)
     }
 
-    /// Creates an iterator of `prog` (in `netns`, see [`Self::run_iterator`])
-    /// without reading it, so that several can be read side by side.
+    /// Attaches a loaded iterator program and creates one iterator from it,
+    /// without reading it, so that several can be read side by side. With
+    /// `netns`, the iterator is created from a thread that first joins that
+    /// network namespace: `iter/tcp` and `iter/udp` walk the namespace of
+    /// the task that creates them.
     fn open_iterator(
         &mut self,
         prog: &str,

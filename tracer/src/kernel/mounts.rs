@@ -26,7 +26,7 @@ use tracer_common::{
     MOUNT_FIELD_TASK_NSPROXY, MOUNT_FIELD_TO_DFD, MOUNT_FIELD_TO_PATH,
 };
 
-use super::{offsets, root_cause, HookChoice, Kernel};
+use super::{root_cause, HookChoice, Kernel};
 use crate::views::{kernel_hooks, mounts};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -71,8 +71,8 @@ pub fn attach(kernel: &mut Kernel) {
 
 /// Offsets every mount program needs: the caller's mount namespace, and
 /// (x86-64) the saved registers holding the system call and its arguments.
-fn common_fields() -> Result<Vec<(u32, u32)>> {
-    let btf = offsets::load_vmlinux_btf()?;
+fn common_fields(kernel: &Kernel) -> Result<Vec<(u32, u32)>> {
+    let btf = kernel.kernel_btf.as_ref().context(super::BTF_RELEASED)?;
     let field = |st: &str, f: &str| btf.field_offset(st, f);
     let mut fields = vec![
         (MOUNT_FIELD_TASK_NSPROXY, field("task_struct", "nsproxy")?),
@@ -113,7 +113,7 @@ fn attach_capable(kernel: &mut Kernel) -> Result<()> {
     if !cfg!(target_arch = "x86_64") {
         anyhow::bail!("reading system call arguments from registers is x86-64 only here");
     }
-    let mut fields = common_fields()?;
+    let mut fields = common_fields(kernel)?;
     fields.push((MOUNT_FIELD_READY, 1));
     let Kernel { ebpf, btf, .. } = kernel;
     let btf = btf.as_ref().context(super::BTF_RELEASED)?;
@@ -130,7 +130,7 @@ fn attach_capable(kernel: &mut Kernel) -> Result<()> {
 /// The fallback: the syscall tracepoints. Returns whether tracefs had to
 /// be mounted privately.
 fn attach_all(kernel: &mut Kernel) -> Result<bool> {
-    let common = common_fields()?;
+    let common = common_fields(kernel)?;
     let mounted_here = mounts::own_mount_points_of_type("tracefs")
         .is_ok_and(|dirs| dirs.iter().any(|d| d == TRACEFS));
     let ebpf = &mut kernel.ebpf;

@@ -74,14 +74,10 @@ impl Kernel {
     /// own when `None`).
     pub fn socket_records(
         &mut self,
-        it: &SocketIterator,
+        it: &'static SocketIterator,
         netns: Option<BorrowedFd<'_>>,
     ) -> Result<Vec<SocketRecord>> {
-        if !self.has_socket_iterator(it) {
-            bail!("iter/{} is not loaded on this kernel", it.iterator);
-        }
-        let bytes = self.run_iterator(it.program, netns)?;
-        Ok(read_records(&bytes))
+        self.open_socket_records(it, netns)?.read()
     }
 
     /// [`Self::socket_records`] in two steps: the iterator is created

@@ -322,23 +322,37 @@ impl ProcessTable {
         self.seed(processes);
     }
 
-    /// Reads from /proc the exe and command line still pending for `id`,
-    /// its ancestors and its descendants: everything an event, alert or
-    /// kill-tree plan about `id` shows. Each process is read once; the cost
-    /// is the size of that family, never of the host.
+    /// Reads from /proc the exe and command line still pending for `id` and
+    /// its ancestors: what an event about `id` shows. Each process is read
+    /// once; the cost is the length of the chain, never the host's size.
     pub fn read_pending_details(&mut self, id: &ProcessId) {
         if self.details_pending.is_empty() {
             return;
         }
-        let mut family: Vec<ProcessId> = vec![*id];
-        family.extend(self.ancestry(id).iter().map(|p| p.id()));
+        let mut chain: Vec<ProcessId> = vec![*id];
+        chain.extend(self.ancestry(id).iter().map(|p| p.id()));
+        self.read_details_of(chain);
+    }
+
+    /// Like [`Self::read_pending_details`] for the descendants of `id`:
+    /// what a kill-tree plan about `id` shows, so only alerts and findings
+    /// pay for the walk down.
+    pub fn read_pending_details_below(&mut self, id: &ProcessId) {
+        if self.details_pending.is_empty() {
+            return;
+        }
+        let mut tree = Vec::new();
         let mut below = vec![*id];
         while let Some(cur) = below.pop() {
             let children: Vec<ProcessId> = self.children_of(&cur).map(Process::id).collect();
-            family.extend(&children);
+            tree.extend(&children);
             below.extend(children);
         }
-        for id in family {
+        self.read_details_of(tree);
+    }
+
+    fn read_details_of(&mut self, ids: Vec<ProcessId>) {
+        for id in ids {
             if self.details_pending.remove(&id) {
                 if let Some(e) = self.entries.get_mut(&id) {
                     crate::proc::read_details(&mut e.process);
@@ -489,6 +503,9 @@ mod tests {
         t.on_fork(me, 4_000_000, 7, 0);
         let child = t.get(4_000_000).unwrap().id();
         t.read_pending_details(&id);
+        // The chain only: the child waits for a plan that needs it.
+        assert!(t.details_pending.contains(&child));
+        t.read_pending_details_below(&id);
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(
             t.get(me)

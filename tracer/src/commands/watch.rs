@@ -624,6 +624,7 @@ impl Watcher {
             .map(|p| p.id());
         if let Some(id) = live {
             self.table.read_pending_details(&id);
+            self.table.read_pending_details_below(&id);
         }
         if finding.ancestry.is_empty() {
             if let Some(p) = &finding.process {
@@ -710,21 +711,6 @@ impl Watcher {
             return Ok(());
         }
         let mut clock = StageClock::new(self.args.timing, self.woken_ns);
-        // A process we have not seen start is read from /proc once and kept.
-        if self.table.get(c.pid).is_none() {
-            if let Some(p) = proc::read_process(c.pid) {
-                self.table.upsert(p, None);
-            }
-        }
-        let Some(id) = self.table.get(c.pid).map(Process::id) else {
-            return Ok(());
-        };
-        self.table.read_pending_details(&id);
-        let Some(process) = self.table.by_id(&id) else {
-            return Ok(());
-        };
-        let ancestry = self.table.ancestry(&id);
-        clock.timing.ancestry_ns = clock.lap();
         // An answer that reached the host before this connect is queued on
         // the DNS socket: take it in first.
         let names: Vec<HostStr> = match &mut self.dns {
@@ -738,6 +724,25 @@ impl Watcher {
             .indicators
             .match_connect_named(c.daddr, c.dport, &names);
         clock.timing.match_ns = clock.lap();
+        // A process we have not seen start is read from /proc once and kept.
+        if self.table.get(c.pid).is_none() {
+            if let Some(p) = proc::read_process(c.pid) {
+                self.table.upsert(p, None);
+            }
+        }
+        let Some(id) = self.table.get(c.pid).map(Process::id) else {
+            return Ok(());
+        };
+        self.table.read_pending_details(&id);
+        if matched.is_some() {
+            // The alert's kill-tree plan shows the descendants too.
+            self.table.read_pending_details_below(&id);
+        }
+        let Some(process) = self.table.by_id(&id) else {
+            return Ok(());
+        };
+        let ancestry = self.table.ancestry(&id);
+        clock.timing.ancestry_ns = clock.lap();
         if matched.is_none() && !self.selected(c.comm.as_str(), c.pid, &ancestry) {
             return Ok(());
         }

@@ -45,12 +45,9 @@ impl Watch {
     /// Starts `tracer watch ARGS` with `env`; its stderr is kept for
     /// [`Watch::stop_collecting`].
     pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Watch {
-        let mut child = Command::new(tracer_bin())
-            .arg("watch")
-            .args(args)
+        let mut child = watch_command(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tracer watch");
@@ -121,13 +118,17 @@ impl Drop for Watch {
 
 /// `tracer watch` with these arguments, its stdout piped, stderr dropped.
 pub fn spawn_watch(args: &[&str]) -> std::process::Child {
-    Command::new(tracer_bin())
-        .arg("watch")
-        .args(args)
-        .stdout(Stdio::piped())
+    watch_command(args)
         .stderr(Stdio::null())
         .spawn()
         .expect("start tracer watch")
+}
+
+/// `tracer watch ARGS` with its stdout piped.
+fn watch_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(tracer_bin());
+    cmd.arg("watch").args(args).stdout(Stdio::piped());
+    cmd
 }
 
 /// Waits for the first JSON event that satisfies `pred`.

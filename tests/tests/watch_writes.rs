@@ -2,64 +2,23 @@
 //! write to a cron file in a fake root, a write to /etc/ld.so.preload made
 //! in a private mount namespace, and a bind mount over /proc/PID made in
 //! one, each a finding naming the process that did it and its chain.
-use std::{
-    io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use tracer_tests::{evidence, pids_of, running_as_root, tracer_bin, Planted, Scratch};
-
-/// Generous: the finding is expected within a second, but the machine is
-/// shared with other builds.
-const WAIT: Duration = Duration::from_secs(20);
+use tracer_tests::{evidence, pids_of, running_as_root, watch::Watch, Planted, Scratch};
 
 /// `tracer watch --json` printing no exec or connect lines (a comm no
 /// process has), so what it prints is start, findings and summary.
 struct Findings {
-    child: Child,
-    records: mpsc::Receiver<Value>,
+    watch: Watch,
     start: Value,
 }
 
 impl Findings {
     fn watch(env: &[(&str, &str)]) -> Findings {
-        let mut child = Command::new(tracer_bin())
-            .args([
-                "watch",
-                "--json",
-                "--no-default-iocs",
-                "--comm",
-                "no-such-comm-x",
-            ])
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start tracer watch");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, records) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| panic!("watch printed a line that is not JSON: {line}"));
-                tracer_tests::schema::check(&v);
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut f = Findings {
-            child,
-            records,
-            start: Value::Null,
-        };
-        f.start = f.next(|v| v["type"] == "start", "the start record");
-        f
+        let (watch, start) =
+            Watch::start_with(&["--no-default-iocs", "--comm", "no-such-comm-x"], env);
+        Findings { watch, start }
     }
 
     /// The hook the start record names for `event`.
@@ -70,29 +29,14 @@ impl Findings {
         hook["hook"].as_str().unwrap().to_string()
     }
 
-    fn next(&self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.records.recv_timeout(left) {
-                Ok(v) if pred(&v) => return v,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("watch never showed {what}");
-    }
-
     /// The first finding watch raised about a process of this test.
     fn first_finding(&self, what: &str) -> Value {
         let me = std::process::id() as u64;
-        self.next(
-            |v| {
-                v["type"] == "finding"
-                    && (v["process"]["pid"].as_u64() == Some(me)
-                        || pids_of(&v["ancestry"]).contains(&me))
-            },
-            what,
-        )
+        self.watch.wait_for(what, |v| {
+            v["type"] == "finding"
+                && (v["process"]["pid"].as_u64() == Some(me)
+                    || pids_of(&v["ancestry"]).contains(&me))
+        })
     }
 
     /// The first finding about a process of this test, checked to be
@@ -101,16 +45,6 @@ impl Findings {
         let f = self.first_finding(&format!("a finding about {file}"));
         assert_eq!(evidence(&f, "file"), Some(file), "first finding: {f}");
         f
-    }
-}
-
-impl Drop for Findings {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill(2) of the watch this test started.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-            let _ = self.child.wait();
-        }
     }
 }
 

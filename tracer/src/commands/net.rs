@@ -50,7 +50,7 @@ pub fn run(args: NetArgs) -> Result<i32> {
         .flat_map(|s| s.owners.iter().map(|o| o.pid))
         .chain(args.pids.iter().copied())
         .collect();
-    let table = views::kernel::process_table_for(&mut kernel, Some(&owners));
+    let table = views::kernel::process_table_for(&mut kernel, &owners);
     // Built-in domains resolve in the background: take what has arrived.
     indicators.refresh();
     let selected = selected_pids(&table, &args.pids)?;

@@ -86,70 +86,50 @@ impl KernelView {
     }
 }
 
-/// The table from the kernel's task list (see [`running_processes`]).
-pub fn process_table(kernel: &mut Kernel) -> ProcessTable {
-    process_table_for(kernel, None)
-}
-
-/// Like [`process_table`], reading exe and command line from /proc only
-/// for `wanted` and their ancestors when given (a host may run tens of
+/// The table from the kernel's task list, with /proc's exe and command
+/// line only for `wanted` and their ancestors (a host may run tens of
 /// thousands of processes; a listing needs only the ones it shows).
-pub fn process_table_for(kernel: &mut Kernel, wanted: Option<&HashSet<u32>>) -> ProcessTable {
+pub fn process_table_for(kernel: &mut Kernel, wanted: &HashSet<u32>) -> ProcessTable {
     let mut table = ProcessTable::new();
     table.seed(running_processes_for(kernel, wanted));
     table
 }
 
-/// Like [`process_table_for`] with `wanted`, the other processes' exe and
-/// command line left for the table to read on first use
+/// Like [`process_table_for`], the other processes' exe and command line
+/// left for the table to read on first use
 /// ([`ProcessTable::read_pending_details`]): watch starts in the time of
 /// one kernel walk however many processes run.
 pub fn process_table_deferred(kernel: &mut Kernel, wanted: &HashSet<u32>) -> ProcessTable {
     let mut table = ProcessTable::new();
-    table.seed_deferred(running_processes_for(kernel, Some(wanted)));
+    table.seed_deferred(running_processes_for(kernel, wanted));
     table
 }
 
-/// Every process from the kernel's task list, enriched with /proc's view
-/// of each (exe, command line) where /proc agrees on its identity.
-/// Processes /proc shows but the iterator does not (the iterator walks only
-/// tracer's own PID namespace) are added from /proc.
-pub fn running_processes(kernel: &mut Kernel) -> Vec<Process> {
-    running_processes_for(kernel, None)
-}
-
-fn running_processes_for(kernel: &mut Kernel, wanted: Option<&HashSet<u32>>) -> Vec<Process> {
+/// Every process from the kernel's task list; `wanted` and their
+/// ancestors enriched with /proc's view of each (exe, command line) where
+/// /proc agrees on its identity. Processes /proc shows but the iterator
+/// does not (the iterator walks only tracer's own PID namespace) are added
+/// from /proc.
+fn running_processes_for(kernel: &mut Kernel, wanted: &HashSet<u32>) -> Vec<Process> {
     let tasks = kernel.tasks().unwrap_or_default();
     let grouped = group_by_tgid(&tasks);
-    let enrich: Option<HashSet<u32>> = wanted.map(|w| {
-        let mut set = HashSet::new();
-        for &pid in w {
-            let mut cur = Some(pid);
-            while let Some(p) = cur.filter(|p| *p != 0 && set.insert(*p)) {
-                cur = grouped.get(&p).map(|k| k.ppid);
-            }
+    let mut enrich = HashSet::new();
+    for &pid in wanted {
+        let mut cur = Some(pid);
+        while let Some(p) = cur.filter(|p| *p != 0 && enrich.insert(*p)) {
+            cur = grouped.get(&p).map(|k| k.ppid);
         }
-        set
-    });
-    let kernel_processes: Vec<&KernelProcess> = grouped.values().collect();
-    let describe = |k: &KernelProcess| match &enrich {
-        Some(e) if !e.contains(&k.tgid) => k.to_process(),
-        _ => with_proc_details(k),
-    };
-    // Three /proc reads per process dominate start-up on a big host: spread
-    // them over the cores (each process is read on its own; order is kept).
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = kernel_processes.len().div_ceil(workers).max(1);
-    let mut processes: Vec<Process> = std::thread::scope(|s| {
-        let parts: Vec<_> = kernel_processes
-            .chunks(chunk)
-            .map(|part| s.spawn(|| part.iter().map(|k| describe(k)).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    }
+    let mut processes: Vec<Process> = grouped
+        .values()
+        .map(|k| {
+            if enrich.contains(&k.tgid) {
+                with_proc_details(k)
+            } else {
+                k.to_process()
+            }
+        })
+        .collect();
     let known: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
     let pids = crate::proc::list_pids().unwrap_or_default();
     processes.extend(

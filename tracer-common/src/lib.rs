@@ -160,6 +160,10 @@ pub struct TaskRecord {
     pub has_mm: u32,
     pub start_boottime_ns: u64,
     pub comm: [u8; COMM_LEN],
+    /// `nsproxy->net_ns->ns.inum`: the network namespace's inode (0 when
+    /// the task is exiting or this kernel's BTF lacks a field on the way).
+    pub netns: u32,
+    pub _pad: u32,
 }
 
 /// Byte offsets of the kernel structure fields the programs read, resolved
@@ -193,6 +197,12 @@ pub struct KernelOffsets {
     /// `task_struct.stack` (0 when this kernel's BTF lacks it: renames are
     /// then not told apart from exec's own in the kernel).
     pub task_stack: u32,
+    /// `task_struct.nsproxy`, `nsproxy.net_ns` and `net.ns.inum` (all 0
+    /// when one is missing: tasks are then listed without their network
+    /// namespace, which is read from /proc instead).
+    pub task_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
+    pub net_ns_inum: u32,
 }
 
 /// Which kernel iterator produced a `SocketRecord`.
@@ -400,8 +410,8 @@ const _: () = {
     assert!(core::mem::size_of::<ExitEvent>() == 24 + COMM_LEN);
     assert!(core::mem::size_of::<RenameEvent>() == 32 + 2 * COMM_LEN);
     assert!(core::mem::size_of::<ConnectEvent>() == 72 + COMM_LEN);
-    assert!(core::mem::size_of::<TaskRecord>() == 32 + COMM_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
+    assert!(core::mem::size_of::<TaskRecord>() == 40 + COMM_LEN);
+    assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
     assert!(core::mem::size_of::<SocketRecord>() == 48 + 32);
     assert!(core::mem::size_of::<SocketOffsets>() == 16 * 4);
     assert!(core::mem::size_of::<BpfFileRecord>() == 16 + COMM_LEN + 24);

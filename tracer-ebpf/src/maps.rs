@@ -39,6 +39,9 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     sk_v6_rcv_saddr: 0,
     sk_protocol: 0,
     task_stack: 0,
+    task_nsproxy: 0,
+    nsproxy_net_ns: 0,
+    net_ns_inum: 0,
 };
 
 /// The offsets, read through a volatile load so the compiler cannot fold the

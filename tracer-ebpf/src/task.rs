@@ -47,6 +47,17 @@ pub unsafe fn leader_start_boottime(off: &KernelOffsets, task: *const u8) -> u64
     read_at::<u64>(leader, off.task_start_boottime)
 }
 
+/// `nsproxy->net_ns->ns.inum`; 0 when unknown (an exiting task has no
+/// nsproxy).
+#[inline(always)]
+pub unsafe fn netns(off: &KernelOffsets, task: *const u8) -> u32 {
+    if off.task_nsproxy == 0 {
+        return 0;
+    }
+    let nsproxy = read_ptr(task, off.task_nsproxy);
+    read_at::<u32>(read_ptr(nsproxy, off.nsproxy_net_ns), off.net_ns_inum)
+}
+
 #[inline(always)]
 pub unsafe fn comm(off: &KernelOffsets, task: *const u8, out: &mut [u8; COMM_LEN]) {
     let _ = bpf_probe_read_kernel_buf(task.add(off.task_comm as usize), out);

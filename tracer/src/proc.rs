@@ -169,17 +169,24 @@ pub fn read_process(pid: u32) -> Option<Process> {
             .ok()
             .map(|st| st.st_uid)
     })?;
-    Some(process_from_stat(pid, stat, uid))
+    Some(process_from_stat(pid, stat, uid, None))
 }
 
 /// A process record from its already-read stat and uid, with its command
 /// line, executable and thread names read now.
-pub fn process_from_stat(pid: u32, stat: Stat, uid: u32) -> Process {
+/// `threads`: the distinct thread names when already known (from the
+/// kernel); else they are read from /proc/PID/task.
+pub fn process_from_stat(
+    pid: u32,
+    stat: Stat,
+    uid: u32,
+    threads: Option<Vec<ThreadName>>,
+) -> Process {
     let comm = stat.comm.clone();
-    let threads = if stat.num_threads > 1 {
-        thread_names(pid, &comm)
-    } else {
-        Vec::new()
+    let threads = match threads {
+        Some(known) => known,
+        None if stat.num_threads > 1 => thread_names(pid, &comm),
+        None => Vec::new(),
     };
     Process {
         pid,

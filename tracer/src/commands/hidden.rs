@@ -43,7 +43,16 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         let input = KernelInput::collect(kernel.as_mut().map_err(|why| why.as_str()));
         std::thread::spawn(move || input.finish())
     });
-    let snap = started_views.finish(&mut kernel)?;
+    // The kernel's sockets are the reference layer when the kernel side
+    // loaded; /proc/net is, otherwise. The connection views are taken beside
+    // D: none of them waits on the process views.
+    let kernel_sockets = kernel
+        .as_mut()
+        .ok()
+        .map(|k| views::timed(|| kernel_socket_listing(k)));
+    let (snap, net) = started_views.finish(&mut kernel, |tasks, proc_pids| {
+        NetSnapshot::take(kernel_sockets, proc_pids, tasks)
+    })?;
     let host = Host::load();
     let mut table = ProcessTable::new();
     table.seed(snap.processes());
@@ -56,13 +65,6 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     let mut found = hidden::findings(&confirmed, &snap, &table, &host);
     found.extend(masquerade::detect(&snap, &table, &host));
 
-    // The kernel's sockets are the reference layer when the kernel side
-    // loaded; /proc/net is, otherwise.
-    let kernel_sockets = kernel
-        .as_mut()
-        .ok()
-        .map(|k| views::timed(|| kernel_socket_listing(k)));
-    let net = NetSnapshot::take(kernel_sockets, &snap.proc_pids);
     let own_pids = snap.own_pids.union(&net.helper_pids).copied().collect();
     let net_suspects = hidden_net::suspects(&net, &own_pids);
     let relist: Option<hidden_net::KernelSockets> = match kernel.as_mut() {

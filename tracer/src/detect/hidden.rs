@@ -642,6 +642,7 @@ mod tests {
             has_mm: true,
             threads: 1,
             thread_names: Vec::new(),
+            netns: None,
         }
     }
 

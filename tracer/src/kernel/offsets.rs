@@ -185,7 +185,23 @@ pub fn resolve(btf: &KernelBtf) -> Result<KernelOffsets> {
         sk_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
         sk_protocol: field_offset("sock", "sk_protocol")?,
         task_stack: task("stack").unwrap_or(0),
+        ..netns_offsets(btf).unwrap_or_default()
     })
+}
+
+/// The path from a task to its network namespace's inode, all or nothing.
+fn netns_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
+    Ok(KernelOffsets {
+        task_nsproxy: btf.field_offset("task_struct", "nsproxy")?,
+        nsproxy_net_ns: btf.field_offset("nsproxy", "net_ns")?,
+        net_ns_inum: net_ns_inum(btf)?,
+        ..KernelOffsets::default()
+    })
+}
+
+/// `net.ns.inum`: a network namespace's inode.
+fn net_ns_inum(btf: &KernelBtf) -> Result<u32> {
+    Ok(btf.field_offset("net", "ns")? + btf.field_offset("ns_common", "inum")?)
 }
 
 /// Offsets for the socket iterators. Resolved apart from [`resolve`], so
@@ -213,7 +229,7 @@ pub fn resolve_sockets(btf: &KernelBtf) -> Result<SocketOffsets> {
         socket_file: field_offset("socket", "file")?,
         sk_state: sock_common + field_offset("sock_common", "skc_state")?,
         sk_net: sock_common + field_offset("sock_common", "skc_net")?,
-        net_ns_inum: field_offset("net", "ns")? + field_offset("ns_common", "inum")?,
+        net_ns_inum: net_ns_inum(btf)?,
         sk_uid: field_offset("sock", "sk_uid")?,
         sk_socket: field_offset("sock", "sk_socket")?,
         packet_ifindex,

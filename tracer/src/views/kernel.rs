@@ -27,6 +27,9 @@ pub struct KernelProcess {
     pub threads: u32,
     /// Threads named differently from the leader.
     pub thread_names: Vec<ThreadName>,
+    /// The network namespace's inode (the leader's; a thread's when the
+    /// leader has none, having exited).
+    pub netns: Option<u64>,
 }
 
 impl KernelProcess {
@@ -172,12 +175,13 @@ pub fn group_by_tgid(tasks: &[TaskRecord]) -> BTreeMap<u32, KernelProcess> {
         entry.threads += 1;
         entry.has_mm |= t.has_mm != 0;
         if is_leader {
-            let (threads, has_mm) = (entry.threads, entry.has_mm);
-            *entry = KernelProcess {
-                threads,
-                has_mm,
-                ..describe(t)
-            };
+            let (threads, has_mm, netns) = (entry.threads, entry.has_mm, entry.netns);
+            *entry = describe(t);
+            entry.threads = threads;
+            entry.has_mm = has_mm;
+            entry.netns = entry.netns.or(netns);
+        } else if entry.netns.is_none() {
+            entry.netns = netns(t);
         }
     }
     for (tgid, mut threads) in names {
@@ -201,7 +205,12 @@ fn describe(t: &TaskRecord) -> KernelProcess {
         has_mm: t.has_mm != 0,
         threads: 0,
         thread_names: Vec::new(),
+        netns: netns(t),
     }
+}
+
+fn netns(t: &TaskRecord) -> Option<u64> {
+    (t.netns != 0).then_some(u64::from(t.netns))
 }
 
 /// tracer's own PID and start time must read the same in both views.
@@ -232,6 +241,8 @@ mod tests {
             has_mm: (flags & PF_KTHREAD == 0) as u32,
             start_boottime_ns: 5_000_000_000,
             comm: c,
+            netns: 4026531840,
+            _pad: 0,
         }
     }
 
@@ -256,5 +267,6 @@ mod tests {
             .collect();
         assert_eq!(names, [(11, "worker")], "one entry per name");
         assert!(procs[&2].kernel_thread && !procs[&2].is_exiting());
+        assert_eq!(server.netns, Some(4026531840));
     }
 }

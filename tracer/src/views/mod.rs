@@ -83,7 +83,7 @@ impl Snapshot {
     /// Takes every view. `kernel` is the already loaded kernel side, or the
     /// reason the kernel view is skipped.
     pub fn take(kernel: &mut Result<crate::kernel::Kernel, String>) -> Result<Snapshot> {
-        Snapshot::start().finish(kernel)
+        Ok(Snapshot::start().finish(kernel, |_, _| ())?.0)
     }
 
     /// Starts the views that wait on helper processes (L, S), so that the
@@ -133,22 +133,37 @@ pub struct Started {
 impl Started {
     /// Takes K, P and D (CPU-bound /proc reads) on this thread while the
     /// helpers run, then collects them. `kernel` is the loaded kernel side,
-    /// or the reason the kernel view is skipped.
-    pub fn finish(self, kernel: &mut Result<crate::kernel::Kernel, String>) -> Result<Snapshot> {
+    /// or the reason the kernel view is skipped. `alongside` runs on its own
+    /// thread once K and P are taken (it gets the kernel's processes when
+    /// there are any, and /proc's PIDs), beside D.
+    pub fn finish<T: Send>(
+        self,
+        kernel: &mut Result<crate::kernel::Kernel, String>,
+        alongside: impl FnOnce(Option<&BTreeMap<u32, KernelProcess>>, &BTreeSet<u32>) -> T + Send,
+    ) -> Result<(Snapshot, T)> {
         let (kernel_view, k_time) = timed(|| match kernel {
             Ok(k) => KernelView::take(k),
             Err(why) => KernelView::Skipped(why.clone()),
         });
         let (proc_pids, p_time) = timed(crate::proc::list_pids);
-        let mut to_probe: BTreeSet<u32> = BTreeSet::new();
-        if let Ok(pids) = &proc_pids {
-            to_probe.extend(pids);
-        }
-        if let KernelView::Used(k) = &kernel_view {
-            to_probe.extend(k.keys().copied());
-        }
-        let to_probe: Vec<u32> = to_probe.into_iter().collect();
-        let (probes, d_time) = timed(|| probes::probe_all(&to_probe));
+        let proc_pids: BTreeSet<u32> = proc_pids
+            .context("listing /proc with getdents64")?
+            .into_iter()
+            .collect();
+        let tasks = kernel_view.processes();
+        let to_probe: Vec<u32> = proc_pids
+            .iter()
+            .chain(tasks.into_iter().flat_map(|k| k.keys()))
+            .copied()
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .collect();
+        let ((probes, d_time), beside) = std::thread::scope(|s| {
+            let beside = s.spawn(|| alongside(tasks, &proc_pids));
+            let probes = timed(|| probes::probe_all(&to_probe, tasks));
+            (probes, beside.join())
+        });
+        let beside = beside.map_err(|_| anyhow::anyhow!("a view taken beside D panicked"))?;
         let proc_mounts =
             mounts::proc_pid_mounts().map_err(|e| format!("reading /proc/self/mountinfo: {e}"));
         let (libc, l_time) = self.libc.join().unwrap_or_else(|_| {
@@ -158,14 +173,10 @@ impl Started {
             )
         });
         let (ps, s_time) = self.ps.join().unwrap_or_default();
-        let proc_pids: BTreeSet<u32> = proc_pids
-            .context("listing /proc with getdents64")?
-            .into_iter()
-            .collect();
         let mut own_pids = BTreeSet::from([std::process::id()]);
         own_pids.extend(libc.as_ref().ok().map(|l| l.helper_pid));
         own_pids.extend(ps.iter().filter_map(|p| p.helper_pid));
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             kernel: kernel_view,
             proc_pids,
             libc,
@@ -180,7 +191,8 @@ impl Started {
                 ("S", s_time),
                 ("D", d_time),
             ]),
-        })
+        };
+        Ok((snapshot, beside))
     }
 }
 

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, fmt, io};
 
 use rustix::{io::Errno, process::Pid};
 
+use super::KernelProcess;
 use crate::{model::Process, proc};
 
 /// `PF_EXITING` from include/linux/sched.h (stable ABI, like `PF_KTHREAD`).
@@ -99,6 +100,15 @@ impl Probe {
 
 /// Probes one PID.
 pub fn probe(pid: u32) -> Probe {
+    probe_with(pid, None)
+}
+
+/// Probes one PID. `kernel` is the kernel's record of it, if any: when its
+/// start time matches this very /proc entry, its uid and thread names are
+/// taken (the kernel's own, from `real_cred` and the task list) instead of
+/// reading `/proc/PID/status` and every thread's `comm`, the costliest
+/// reads of a probe.
+fn probe_with(pid: u32, kernel: Option<&KernelProcess>) -> Probe {
     let dir = format!("/proc/{pid}");
     let mut probe = Probe {
         pid,
@@ -126,14 +136,19 @@ pub fn probe(pid: u32) -> Probe {
     probe.stat_pid = u32::try_from(stat.pid).ok();
     probe.state = Some(stat.state);
     probe.exiting = stat.flags & PF_EXITING != 0;
-    let uid = match proc::read_uid(pid) {
+    let kernel = kernel.filter(|k| probe.stat_pid == Some(pid) && k.start_ticks == stat.starttime);
+    let uid = match kernel
+        .map(|k| Ok(k.uid))
+        .unwrap_or_else(|| proc::read_uid(pid))
+    {
         Ok(uid) => uid,
         Err(e) => {
             probe.read_error = Some(ProbeError::new(format!("read {dir}/status"), &e));
             return probe;
         }
     };
-    let process = proc::process_from_stat(pid, stat, uid);
+    let threads = kernel.map(|k| k.thread_names.clone());
+    let process = proc::process_from_stat(pid, stat, uid, threads);
     // Only a refusal counts: a kernel thread or a zombie has no exe to show.
     probe.exe_denied = process.exe.is_none()
         && !process.kernel_thread
@@ -155,8 +170,12 @@ pub fn signal(pid: u32) -> SignalProbe {
 }
 
 /// Probes every PID, spread over the CPUs: with thousands of processes the
-/// /proc reads are most of a scan's time.
-pub fn probe_all(pids: &[u32]) -> BTreeMap<u32, Probe> {
+/// /proc reads are most of a scan's time. `kernel`: the kernel's processes,
+/// when its view was taken.
+pub fn probe_all(
+    pids: &[u32],
+    kernel: Option<&BTreeMap<u32, KernelProcess>>,
+) -> BTreeMap<u32, Probe> {
     const PER_THREAD_MIN: usize = 512;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -166,7 +185,13 @@ pub fn probe_all(pids: &[u32]) -> BTreeMap<u32, Probe> {
     std::thread::scope(|s| {
         let workers: Vec<_> = pids
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|&p| (p, probe(p))).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|&p| (p, probe_with(p, kernel.and_then(|k| k.get(&p)))))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         workers
             .into_iter()
@@ -193,6 +218,29 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_record_replaces_status_only_for_the_same_process() {
+        let me = std::process::id();
+        let real = probe(me).process.unwrap();
+        let kernel = |start_ticks| KernelProcess {
+            tgid: me,
+            ppid: real.ppid,
+            uid: real.uid + 4242,
+            comm: real.comm.clone(),
+            start_ticks,
+            kernel_thread: false,
+            has_mm: true,
+            threads: 1,
+            thread_names: Vec::new(),
+            netns: None,
+        };
+        let same = probe_with(me, Some(&kernel(real.start_ticks)));
+        assert_eq!(same.process.unwrap().uid, real.uid + 4242);
+        // Another start time is another process under a reused PID.
+        let other = probe_with(me, Some(&kernel(real.start_ticks + 1)));
+        assert_eq!(other.process.unwrap().uid, real.uid);
+    }
+
+    #[test]
     fn a_free_pid_probes_as_gone() {
         // PIDs never exceed pid_max (at most 2^22).
         let p = probe(4_194_305);
@@ -204,7 +252,7 @@ mod tests {
     #[test]
     fn probing_many_pids_keeps_every_one() {
         let pids: Vec<u32> = proc::list_pids().unwrap();
-        let probes = probe_all(&pids);
+        let probes = probe_all(&pids, None);
         assert_eq!(probes.len(), pids.len());
         assert!(probes.contains_key(&std::process::id()));
     }

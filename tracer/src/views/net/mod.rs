@@ -27,6 +27,7 @@ use std::{
     time::Duration,
 };
 
+use super::KernelProcess;
 use crate::model::socket::{Family, Protocol, Socket};
 
 pub use fds::FdView;
@@ -150,10 +151,12 @@ pub struct NetSnapshot {
 impl NetSnapshot {
     /// Takes every view. `kernel` is the kernel's socket listing when the
     /// kernel side provides one (it becomes the reference layer), with the
-    /// time it took.
+    /// time it took; `tasks`, the kernel's processes, which name their
+    /// network namespaces.
     pub fn take(
         kernel: Option<(Result<SocketListing, String>, Duration)>,
         proc_pids: &BTreeSet<u32>,
+        tasks: Option<&BTreeMap<u32, KernelProcess>>,
     ) -> NetSnapshot {
         let mut took = BTreeMap::new();
         let kernel = kernel.map(|(k, t)| {
@@ -161,7 +164,12 @@ impl NetSnapshot {
             k
         });
         let ((namespaces, procnet), p_time) = super::timed(|| {
-            let ns = Namespaces::discover(proc_pids);
+            let pids: BTreeSet<u32> = proc_pids
+                .iter()
+                .chain(tasks.into_iter().flat_map(|t| t.keys()))
+                .copied()
+                .collect();
+            let ns = Namespaces::discover(pids, |pid| tasks?.get(&pid)?.netns);
             let listing = procnet::take(&ns);
             (ns, listing)
         });

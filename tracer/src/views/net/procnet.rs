@@ -3,7 +3,7 @@
 //! process in that namespace). The files are the kernel's own text, so this
 //! is a kernel view; only a kernel hook on their `seq_show` can lie here.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
@@ -31,21 +31,23 @@ pub struct Namespaces {
     pub members: BTreeMap<u64, Vec<u32>>,
     /// tracer's own namespace.
     pub own: u64,
-    /// PID -> namespace inode.
-    pub of_pid: BTreeMap<u32, u64>,
 }
 
 impl Namespaces {
-    /// Reads `/proc/PID/ns/net` of every listed process.
-    pub fn discover(pids: &BTreeSet<u32>) -> Namespaces {
+    /// The namespace of each listed process (ascending PIDs): `known` when
+    /// it knows (the kernel's task iterator reads `nsproxy->net_ns`), else
+    /// `/proc/PID/ns/net`, a readlink per process.
+    pub fn discover(
+        pids: impl IntoIterator<Item = u32>,
+        known: impl Fn(u32) -> Option<u64>,
+    ) -> Namespaces {
         let mut ns = Namespaces {
             own: netns_of("self").unwrap_or_default(),
             ..Default::default()
         };
-        for &pid in pids {
-            if let Some(inode) = netns_of(&pid.to_string()) {
+        for pid in pids {
+            if let Some(inode) = known(pid).or_else(|| netns_of(&pid.to_string())) {
                 ns.members.entry(inode).or_default().push(pid);
-                ns.of_pid.insert(pid, inode);
             }
         }
         ns.members.entry(ns.own).or_default();
@@ -53,16 +55,13 @@ impl Namespaces {
     }
 
     /// The `/proc/.../net` directories through which a namespace can be
-    /// read: tracer's own first for its namespace, else its processes'.
-    pub fn net_dirs(&self, netns: u64) -> Vec<String> {
-        let mut dirs = Vec::new();
-        if netns == self.own {
-            dirs.push("/proc/self/net".to_string());
-        }
-        if let Some(pids) = self.members.get(&netns) {
-            dirs.extend(pids.iter().map(|p| format!("/proc/{p}/net")));
-        }
-        dirs
+    /// read: tracer's own first for its namespace, else its processes'
+    /// (lazily: the first readable one ends the search).
+    pub fn net_dirs(&self, netns: u64) -> impl Iterator<Item = String> + '_ {
+        let own = (netns == self.own).then(|| "/proc/self/net".to_string());
+        let members = self.members.get(&netns).into_iter().flatten();
+        own.into_iter()
+            .chain(members.map(|p| format!("/proc/{p}/net")))
     }
 }
 
@@ -92,7 +91,6 @@ pub fn read_namespace(ns: &Namespaces, netns: u64, listing: &mut SocketListing) 
         };
         let read = ns
             .net_dirs(netns)
-            .into_iter()
             .find_map(|dir| proc::read_file(&format!("{dir}/{file}")).ok());
         match read {
             Some(bytes) => listing.add(scope, parse(&bytes, netns, protocol, family)),
@@ -253,9 +251,9 @@ short line\n";
     #[test]
     fn this_process_namespace_is_found_and_readable() {
         let me = std::process::id();
-        let ns = Namespaces::discover(&BTreeSet::from([me]));
+        let ns = Namespaces::discover([me], |_| None);
         assert_ne!(ns.own, 0);
-        assert_eq!(ns.of_pid.get(&me), Some(&ns.own));
+        assert_eq!(ns.members[&ns.own], [me]);
         let listing = take(&ns);
         assert!(listing.covers.iter().any(|s| s.protocol == Protocol::Tcp));
     }

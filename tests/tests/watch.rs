@@ -386,3 +386,30 @@ fn connection_open_before_start_alerts_at_once_and_net_shows_the_same_owner_and_
     assert_eq!(owner["fd"].as_u64(), Some(3));
     assert_eq!(pids_of(&owner["ancestry"]), chain);
 }
+
+/// What `chrt -p` says of one thread's policy and priority.
+fn policy_of(tid: u32) -> String {
+    let out = Command::new("chrt")
+        .args(["-p", &tid.to_string()])
+        .output()
+        .expect("run chrt");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_event_reader_runs_real_time_at_the_lowest_priority() {
+    let (watch, start) = Watch::start_with(&[], &[]);
+    assert!(
+        start["scheduling"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("SCHED_FIFO 1")),
+        "{start}"
+    );
+    // What `chrt -p` shows a responder; children start at normal priority.
+    let reader = policy_of(watch.child.id());
+    assert!(
+        reader.contains("SCHED_FIFO|SCHED_RESET_ON_FORK") && reader.contains("priority: 1"),
+        "{reader}"
+    );
+    watch.stop();
+}

@@ -13,6 +13,7 @@ pub mod model;
 pub mod output;
 pub mod proc;
 pub mod respond;
+pub mod sched;
 pub mod table;
 pub mod users;
 pub mod views;

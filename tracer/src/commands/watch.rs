@@ -58,17 +58,13 @@ const RESYNC_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 /// Longest time a batched event waits in the ring buffer before it is shown.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
 
-/// watch's nice value: ahead of ordinary work, behind the kernel's own.
-const WATCH_NICE: i32 = -10;
-
 pub fn run(args: WatchArgs) -> Result<i32> {
     // Cheap checks first: privileges, then bad input, before anything is
     // loaded into the kernel.
     crate::kernel::check_privileges("watch")?;
-    // Like auditd's priority_boost: the reader is woken for every connect,
-    // and on a host whose cores are busy (a miner at 200%) a reader at
-    // normal priority waits behind them and alerts come late. Best effort.
-    let _ = rustix::process::setpriority_process(None, WATCH_NICE);
+    // The reader is woken for every connect: it must not queue behind a
+    // busy host's work (see `sched`).
+    let priority = crate::sched::Priority::raise();
     let indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
     let sink = open_output(&args)?;
     let mut kernel = Kernel::load_for("watch", Needs::WATCH)?;
@@ -114,6 +110,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let colour = style::colour_for(sink.is_terminal());
     let to_file = args.output.is_some();
     let mut w = Watcher {
+        priority,
         rules: LiveRules::new(&table),
         gate: FindingGate::new(args.min_severity),
         findings: 0,
@@ -166,6 +163,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
                 )],
             },
             dns: &dns_status,
+            scheduling: w.priority.describe(),
         })?;
         if let Ok(v) = &open {
             w.report_open(&v.sockets)?;
@@ -237,6 +235,8 @@ impl Stop {
 
 struct Watcher {
     args: WatchArgs,
+    /// The reader's real-time priority, given up while it is costly.
+    priority: crate::sched::Priority,
     table: ProcessTable,
     users: Users,
     indicators: Indicators,
@@ -316,6 +316,7 @@ impl Watcher {
                     if self.drain(ring.get_mut())? {
                         return Ok(());
                     }
+                    self.priority.check();
                 }
                 _ = refresh.tick() => self.indicators.refresh(),
                 _ = lineage_tick.tick() => {

@@ -162,6 +162,8 @@ pub struct StartOut<'a> {
     pub connections_gaps: Vec<String>,
     /// How connects get their domain: the DNS answer source, or why none.
     pub dns: &'a str,
+    /// The event reader's CPU scheduling (real-time while cheap, or why not).
+    pub scheduling: String,
 }
 
 #[derive(Serialize, JsonSchema, Default, Clone, Copy)]
@@ -290,6 +292,7 @@ impl<W: Write> EventWriter<W> {
             writeln!(self.out, "  {:<8} {}  ({})", h.event, h.hook, h.reason)?;
         }
         writeln!(self.out, "  {:<8} {}", "dns", escape(s.dns))?;
+        writeln!(self.out, "  {:<8} {}", "sched", s.scheduling)?;
         Ok(())
     }
 

@@ -296,17 +296,30 @@ fn children_cpu_secs() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// Real-time priority of the threads that stamp arrivals: above tracer's
+/// own (`tracer::sched`), so that a tool's line is stamped when it arrives,
+/// not when the bench next gets a CPU.
+pub const READER_FIFO_PRIORITY: i32 = 2;
+
+/// Raises the calling thread to [`READER_FIFO_PRIORITY`] (SCHED_FIFO), or
+/// else to nice -15; best effort.
+pub fn reader_priority() {
+    let param = libc::sched_param {
+        sched_priority: READER_FIFO_PRIORITY,
+    };
+    // SAFETY: both act on the calling thread only.
+    unsafe {
+        if libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -15);
+        }
+    }
+}
+
 /// Reads lines in a thread, each stamped with CLOCK_BOOTTIME at arrival.
 pub fn line_reader(input: impl Read + Send + 'static) -> Receiver<(u64, String)> {
     let (tx, rx) = channel();
     std::thread::spawn(move || {
-        // The reader stamps arrivals: it runs ahead of the bench's other
-        // work, so that its own turn on a busy core is not counted as the
-        // measured tool's latency.
-        // SAFETY: setpriority on this thread's id.
-        unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -15);
-        }
+        reader_priority();
         let mut input = BufReader::new(input);
         let mut buf = Vec::new();
         while input.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {

@@ -1,0 +1,176 @@
+//! watch's place in the CPU queue. Its reader is woken for every connect;
+//! on a host whose cores are taken (a miner at 200%, a kernel thread that
+//! scans memory) a reader at normal priority waits a scheduler slice or
+//! more behind them, and alerts come milliseconds late. So the reader runs
+//! `SCHED_FIFO` at the lowest real-time priority while that is cheap, and
+//! drops back to an ordinary, raised priority (nice -10, like auditd's
+//! `priority_boost`) while it takes more than half a CPU: an event storm
+//! must not take a core from the host.
+use std::time::{Duration, Instant};
+
+/// The nice value outside real time: ahead of ordinary work, behind the
+/// kernel's own.
+pub const NICE: i32 = -10;
+/// `SCHED_FIFO` priority: the lowest, below every real-time task the host has.
+const FIFO_PRIORITY: i32 = 1;
+/// CPU share (of one CPU) above which real time is given up...
+const DEMOTE_ABOVE: f64 = 0.5;
+/// ... and below which it is taken back.
+const PROMOTE_BELOW: f64 = 0.25;
+/// How long a CPU share is measured over.
+const WINDOW: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Policy {
+    Fifo,
+    /// Real time was given up while busy; taken back when quiet.
+    Demoted,
+    /// Real time is not allowed here (no CAP_SYS_NICE, a container's
+    /// limits): nice only, for good.
+    NiceOnly,
+}
+
+/// The calling thread's scheduling, kept within its CPU budget by
+/// [`Priority::check`].
+pub struct Priority {
+    policy: Policy,
+    /// Why real time is not used, when it is not.
+    refused: Option<String>,
+    window_start: Instant,
+    cpu_at_window_start: Duration,
+    /// Times real time was given up for using too much CPU.
+    pub demotions: u64,
+}
+
+impl Priority {
+    /// Raises the calling thread: nice -10, then `SCHED_FIFO` when allowed.
+    /// Threads and processes it starts later begin at normal priority
+    /// (`SCHED_RESET_ON_FORK`). Best effort: a refusal is kept for
+    /// [`Priority::describe`].
+    pub fn raise() -> Priority {
+        let _ = rustix::process::setpriority_process(None, NICE);
+        let refused = set_fifo(true).err();
+        Priority {
+            policy: if refused.is_none() {
+                Policy::Fifo
+            } else {
+                Policy::NiceOnly
+            },
+            refused: refused.map(|e| e.to_string()),
+            window_start: Instant::now(),
+            cpu_at_window_start: thread_cpu(),
+            demotions: 0,
+        }
+    }
+
+    /// One line for the start record.
+    pub fn describe(&self) -> String {
+        match (&self.policy, &self.refused) {
+            (Policy::NiceOnly, Some(why)) => {
+                format!("nice {NICE} (real-time priority refused: {why})")
+            }
+            _ => format!(
+                "SCHED_FIFO {FIFO_PRIORITY} for the event reader, nice {NICE} while it uses \
+                 over {:.0}% of a CPU",
+                DEMOTE_ABOVE * 100.0
+            ),
+        }
+    }
+
+    /// Called often (every drain tick): once per [`WINDOW`], gives up or
+    /// takes back real time by the CPU share the thread used in it.
+    pub fn check(&mut self) {
+        let wall = self.window_start.elapsed();
+        if wall < WINDOW || self.policy == Policy::NiceOnly {
+            return;
+        }
+        let cpu = thread_cpu();
+        let share = cpu.saturating_sub(self.cpu_at_window_start).as_secs_f64() / wall.as_secs_f64();
+        self.window_start = Instant::now();
+        self.cpu_at_window_start = cpu;
+        match next_policy(self.policy, share) {
+            Some(Policy::Demoted) if set_fifo(false).is_ok() => {
+                self.policy = Policy::Demoted;
+                self.demotions += 1;
+            }
+            Some(Policy::Fifo) if set_fifo(true).is_ok() => self.policy = Policy::Fifo,
+            _ => {}
+        }
+    }
+}
+
+/// The policy to switch to after a window with `share` of a CPU, if any.
+fn next_policy(now: Policy, share: f64) -> Option<Policy> {
+    match now {
+        Policy::Fifo if share > DEMOTE_ABOVE => Some(Policy::Demoted),
+        Policy::Demoted if share < PROMOTE_BELOW => Some(Policy::Fifo),
+        _ => None,
+    }
+}
+
+/// `SCHED_FIFO` (or back to `SCHED_OTHER`, which keeps the nice value) for
+/// the calling thread, with `SCHED_RESET_ON_FORK`.
+fn set_fifo(fifo: bool) -> std::io::Result<()> {
+    let (policy, priority) = if fifo {
+        (libc::SCHED_FIFO, FIFO_PRIORITY)
+    } else {
+        (libc::SCHED_OTHER, 0)
+    };
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+    let rc = unsafe { libc::sched_setscheduler(0, policy | libc::SCHED_RESET_ON_FORK, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_time_is_given_up_when_busy_and_taken_back_when_quiet() {
+        assert_eq!(next_policy(Policy::Fifo, 0.1), None);
+        assert_eq!(next_policy(Policy::Fifo, 0.8), Some(Policy::Demoted));
+        assert_eq!(next_policy(Policy::Demoted, 0.4), None, "hysteresis");
+        assert_eq!(next_policy(Policy::Demoted, 0.1), Some(Policy::Fifo));
+        assert_eq!(next_policy(Policy::NiceOnly, 0.0), None);
+    }
+
+    #[test]
+    fn a_raised_thread_and_its_children_start_where_they_should() {
+        // On its own thread: the test harness's threads keep their policy.
+        std::thread::spawn(|| {
+            let p = Priority::raise();
+            // SAFETY: queries the calling thread.
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            if rustix::process::geteuid().is_root() {
+                assert_eq!(
+                    policy & !libc::SCHED_RESET_ON_FORK,
+                    libc::SCHED_FIFO,
+                    "{}",
+                    p.describe()
+                );
+                // A thread it starts is back to normal.
+                let child = std::thread::spawn(|| unsafe { libc::sched_getscheduler(0) })
+                    .join()
+                    .unwrap();
+                assert_eq!(child, libc::SCHED_OTHER);
+            } else {
+                assert!(p.describe().starts_with("nice"), "{}", p.describe());
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}

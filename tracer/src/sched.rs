@@ -116,9 +116,10 @@ fn set_fifo(fifo: bool) -> std::io::Result<()> {
     } else {
         (libc::SCHED_OTHER, 0)
     };
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
+    // musl's sched_param has more (sporadic-server) fields than glibc's.
+    // SAFETY: all-zero is a valid sched_param.
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = priority;
     // SAFETY: pid 0 is the calling thread; `param` outlives the call.
     let rc = unsafe { libc::sched_setscheduler(0, policy | libc::SCHED_RESET_ON_FORK, &param) };
     if rc == 0 {

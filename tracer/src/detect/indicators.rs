@@ -27,7 +27,8 @@
 //! ([`exec_signs`]: a stratum URL or wallet in its arguments, a program in
 //! /tmp or deleted, ...), which watch can also flag when the process execs.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{hash_map::RandomState, HashMap, HashSet},
+    hash::BuildHasher,
     io::Read,
     net::{IpAddr, ToSocketAddrs},
     path::{Path, PathBuf},
@@ -36,6 +37,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use hashbrown::HashTable;
 use ipnet::{Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 
@@ -71,7 +73,7 @@ enum Target {
     Addr { addr: IpAddr, port: Option<u16> },
     Network(Network),
     Port(u16),
-    Domain { name: String, port: Option<u16> },
+    Domain { name: Box<str>, port: Option<u16> },
 }
 
 /// An address block (CIDR), stored with its host bits cleared.
@@ -192,13 +194,21 @@ impl Parsed {
             .iter()
             .enumerate()
             .filter_map(|(i, e)| match &e.target {
-                Target::Domain { name, .. } => Some((i, name.as_str())),
+                Target::Domain { name, .. } => Some((i, &**name)),
                 _ => None,
             })
     }
 }
 
 impl Indicator {
+    /// The domain name, for a domain entry.
+    fn domain(&self) -> Option<&str> {
+        match &self.target {
+            Target::Domain { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
     /// The indicator's port, if it names one, accepts `port`.
     fn port_accepts(&self, port: u16) -> bool {
         match self.target {
@@ -230,8 +240,12 @@ pub struct Indicators {
     by_port: HashMap<u16, u32>,
     /// Addresses the domains resolved to, last time they did.
     resolved: HashMap<IpAddr, Vec<u32>>,
-    /// Domain entries by name (lower case, no trailing dot); file order.
-    by_domain: HashMap<String, Vec<u32>>,
+    /// Domain entries (indices into `parsed.entries`) hashed by their name
+    /// (lower case, no trailing dot): each name is stored once, in its
+    /// entry, however large the feed. Lookups hash names from DNS answers,
+    /// the attacker's: a keyed hash (SipHash, random keys).
+    by_domain: HashTable<u32>,
+    domain_hasher: RandomState,
     /// Whether domains are looked up (`--resolve-domains`).
     resolve: bool,
     resolver: Resolver,
@@ -317,7 +331,8 @@ impl Indicators {
             v6_nets: PrefixMap::new(),
             by_port: HashMap::new(),
             resolved: HashMap::new(),
-            by_domain: HashMap::new(),
+            by_domain: HashTable::new(),
+            domain_hasher: RandomState::new(),
             resolve: false,
             resolver: Resolver::default(),
         };
@@ -358,7 +373,12 @@ impl Indicators {
                     i.by_port.entry(*p).or_insert(n);
                 }
                 Target::Domain { name, .. } => {
-                    i.by_domain.entry(name.clone()).or_default().push(n);
+                    let hash = i.domain_hasher.hash_one(&**name);
+                    let entries = &i.parsed.entries;
+                    i.by_domain.insert_unique(hash, n, |&e| {
+                        i.domain_hasher
+                            .hash_one(entries[e as usize].domain().unwrap_or(""))
+                    });
                 }
             }
         }
@@ -436,7 +456,7 @@ impl Indicators {
     /// Domain indicators, counted (to say that they match only on DNS
     /// answers seen when they are not resolved).
     pub fn domain_count(&self) -> usize {
-        self.by_domain.values().map(Vec::len).sum()
+        self.by_domain.len()
     }
 
     /// Like [`Self::match_connect`], with the names DNS answers gave for
@@ -463,18 +483,26 @@ impl Indicators {
             let name = name.as_str().trim_end_matches('.');
             let mut suffix = Some(name);
             while let Some(s) = suffix {
-                if let Some(ids) = self.by_domain.get(s) {
-                    if let Some(&i) = ids
-                        .iter()
-                        .find(|&&i| self.parsed.entries[i as usize].port_accepts(dport))
-                    {
-                        return Some(self.parsed.to_match(i as usize));
-                    }
+                if let Some(i) = self.domain_entry(s, dport) {
+                    return Some(self.parsed.to_match(i as usize));
                 }
                 suffix = s.split_once('.').map(|(_, rest)| rest);
             }
         }
         None
+    }
+
+    /// The first listed domain entry named `name` whose port accepts `dport`.
+    fn domain_entry(&self, name: &str, dport: u16) -> Option<u32> {
+        let entries = &self.parsed.entries;
+        self.by_domain
+            .iter_hash(self.domain_hasher.hash_one(name))
+            .copied()
+            .filter(|&i| {
+                let e = &entries[i as usize];
+                e.domain() == Some(name) && e.port_accepts(dport)
+            })
+            .min()
     }
 
     /// How bad a match is for this process: see [`severity_of`].
@@ -869,7 +897,7 @@ fn parse_target(item: &str) -> Result<Target, String> {
     }
     check_domain(host)?;
     Ok(Target::Domain {
-        name: host.trim_end_matches('.').to_ascii_lowercase(),
+        name: host.trim_end_matches('.').to_ascii_lowercase().into(),
         port,
     })
 }
@@ -1127,7 +1155,7 @@ mod tests {
             "built-in: Falco rules, list miner_ports (falcosecurity/rules)"
         );
         assert!(i.parsed.entries.iter().any(
-            |e| matches!(&e.target, Target::Domain { name, .. } if name == "pool.supportxmr.com")
+            |e| matches!(&e.target, Target::Domain { name, .. } if &**name == "pool.supportxmr.com")
         ));
         assert!(i.match_connect(ip("127.0.0.2"), 443).is_none());
     }
@@ -1271,6 +1299,20 @@ mod tests {
             .match_connect_named(ip("10.9.9.9"), 80, &names(&["example.net"]))
             .unwrap();
         assert_eq!(m.indicator, "10.9.9.9");
+    }
+
+    #[test]
+    fn a_domain_listed_with_several_ports_matches_the_first_line_that_accepts_the_port() {
+        let i = parse("Pool.Example.org:3333\npool.example.org:5555\npool.example.org.\n");
+        assert_eq!(i.domain_count(), 3);
+        let named = |port| {
+            i.match_connect_named(ip("192.0.2.10"), port, &[HostStr::from("pool.example.org")])
+                .unwrap()
+                .indicator
+        };
+        assert_eq!(named(3333), "Pool.Example.org:3333");
+        assert_eq!(named(5555), "pool.example.org:5555");
+        assert_eq!(named(80), "pool.example.org.");
     }
 
     #[test]

@@ -45,9 +45,15 @@ impl Watch {
     /// Starts `tracer watch ARGS` with `env`; its stderr is kept for
     /// [`Watch::stop_collecting`].
     pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Watch {
-        let mut child = watch_command(args)
-            .envs(env.iter().copied())
+        Watch::run(watch_command(args).envs(env.iter().copied()))
+    }
+
+    /// Runs `command`, which must end up as tracer watch itself (a wrapper
+    /// execs it), with its lines on the channel.
+    pub fn run(command: &mut Command) -> Watch {
+        let mut child = command
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tracer watch");

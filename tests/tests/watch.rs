@@ -413,3 +413,22 @@ fn the_event_reader_runs_real_time_at_the_lowest_priority() {
     );
     watch.stop();
 }
+
+#[test]
+fn without_cap_sys_nice_the_start_record_says_the_reader_runs_at_normal_priority() {
+    // capsh drops the capability from the bounding set and execs tracer;
+    // its rlimits allow neither nice -10 nor real time.
+    let script = format!(
+        "exec {} watch --json --no-default-iocs",
+        tracer_bin().display()
+    );
+    let watch =
+        Watch::run(Command::new("capsh").args(["--drop=cap_sys_nice", "--", "-c", &script]));
+    let start = wait_for(&watch, "the start record", |v| v["type"] == "start");
+    let said = start["scheduling"].as_str().unwrap_or_default();
+    assert!(
+        said.starts_with("normal priority") && said.contains("refused"),
+        "{start}"
+    );
+    watch.stop();
+}

@@ -36,6 +36,8 @@ pub struct Priority {
     policy: Policy,
     /// Why real time is not used, when it is not.
     refused: Option<String>,
+    /// Whether nice -10 was taken (it needs CAP_SYS_NICE or RLIMIT_NICE).
+    niced: bool,
     window_start: Instant,
     cpu_at_window_start: Duration,
     /// Times real time was given up for using too much CPU.
@@ -48,7 +50,7 @@ impl Priority {
     /// (`SCHED_RESET_ON_FORK`). Best effort: a refusal is kept for
     /// [`Priority::describe`].
     pub fn raise() -> Priority {
-        let _ = rustix::process::setpriority_process(None, NICE);
+        let niced = rustix::process::setpriority_process(None, NICE).is_ok();
         let refused = set_fifo(true).err();
         Priority {
             policy: if refused.is_none() {
@@ -57,6 +59,7 @@ impl Priority {
                 Policy::NiceOnly
             },
             refused: refused.map(|e| e.to_string()),
+            niced,
             window_start: Instant::now(),
             cpu_at_window_start: thread_cpu(),
             demotions: 0,
@@ -66,8 +69,11 @@ impl Priority {
     /// One line for the start record.
     pub fn describe(&self) -> String {
         match (&self.policy, &self.refused) {
-            (Policy::NiceOnly, Some(why)) => {
+            (Policy::NiceOnly, Some(why)) if self.niced => {
                 format!("nice {NICE} (real-time priority refused: {why})")
+            }
+            (Policy::NiceOnly, Some(why)) => {
+                format!("normal priority (nice {NICE} and real time refused: {why}); alerts may wait behind busy cores")
             }
             _ => format!(
                 "SCHED_FIFO {FIFO_PRIORITY} for the event reader, nice {NICE} while it uses \

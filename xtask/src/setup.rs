@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     // Recommends of gcc, which is installed without recommends.
     "libc6-dev",
     "musl-tools",
+    // capsh: tests that run tracer without a capability.
+    "libcap2-bin",
 ];
 
 pub fn run() -> Result<()> {

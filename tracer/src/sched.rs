@@ -20,28 +20,24 @@ const PROMOTE_BELOW: f64 = 0.25;
 /// How long a CPU share is measured over.
 const WINDOW: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Policy {
     Fifo,
     /// Real time was given up while busy; taken back when quiet.
     Demoted,
     /// Real time is not allowed here (no CAP_SYS_NICE, a container's
-    /// limits): nice only, for good.
-    NiceOnly,
+    /// limits), for this reason: nice only (if that was allowed), for good.
+    Refused(String),
 }
 
 /// The calling thread's scheduling, kept within its CPU budget by
 /// [`Priority::check`].
 pub struct Priority {
     policy: Policy,
-    /// Why real time is not used, when it is not.
-    refused: Option<String>,
     /// Whether nice -10 was taken (it needs CAP_SYS_NICE or RLIMIT_NICE).
     niced: bool,
     window_start: Instant,
     cpu_at_window_start: Duration,
-    /// Times real time was given up for using too much CPU.
-    pub demotions: u64,
 }
 
 impl Priority {
@@ -51,31 +47,28 @@ impl Priority {
     /// [`Priority::describe`].
     pub fn raise() -> Priority {
         let niced = rustix::process::setpriority_process(None, NICE).is_ok();
-        let refused = set_fifo(true).err();
+        let policy = match set_fifo(true) {
+            Ok(()) => Policy::Fifo,
+            Err(e) => Policy::Refused(e.to_string()),
+        };
         Priority {
-            policy: if refused.is_none() {
-                Policy::Fifo
-            } else {
-                Policy::NiceOnly
-            },
-            refused: refused.map(|e| e.to_string()),
+            policy,
             niced,
             window_start: Instant::now(),
             cpu_at_window_start: thread_cpu(),
-            demotions: 0,
         }
     }
 
     /// One line for the start record.
     pub fn describe(&self) -> String {
-        match (&self.policy, &self.refused) {
-            (Policy::NiceOnly, Some(why)) if self.niced => {
+        match &self.policy {
+            Policy::Refused(why) if self.niced => {
                 format!("nice {NICE} (real-time priority refused: {why})")
             }
-            (Policy::NiceOnly, Some(why)) => {
+            Policy::Refused(why) => {
                 format!("normal priority (nice {NICE} and real time refused: {why}); alerts may wait behind busy cores")
             }
-            _ => format!(
+            Policy::Fifo | Policy::Demoted => format!(
                 "SCHED_FIFO {FIFO_PRIORITY} for the event reader, nice {NICE} while it uses \
                  over {:.0}% of a CPU",
                 DEMOTE_ABOVE * 100.0
@@ -87,26 +80,23 @@ impl Priority {
     /// takes back real time by the CPU share the thread used in it.
     pub fn check(&mut self) {
         let wall = self.window_start.elapsed();
-        if wall < WINDOW || self.policy == Policy::NiceOnly {
+        if wall < WINDOW || matches!(self.policy, Policy::Refused(_)) {
             return;
         }
         let cpu = thread_cpu();
         let share = cpu.saturating_sub(self.cpu_at_window_start).as_secs_f64() / wall.as_secs_f64();
         self.window_start = Instant::now();
         self.cpu_at_window_start = cpu;
-        match next_policy(self.policy, share) {
-            Some(Policy::Demoted) if set_fifo(false).is_ok() => {
-                self.policy = Policy::Demoted;
-                self.demotions += 1;
+        if let Some(next) = next_policy(&self.policy, share) {
+            if set_fifo(next == Policy::Fifo).is_ok() {
+                self.policy = next;
             }
-            Some(Policy::Fifo) if set_fifo(true).is_ok() => self.policy = Policy::Fifo,
-            _ => {}
         }
     }
 }
 
 /// The policy to switch to after a window with `share` of a CPU, if any.
-fn next_policy(now: Policy, share: f64) -> Option<Policy> {
+fn next_policy(now: &Policy, share: f64) -> Option<Policy> {
     match now {
         Policy::Fifo if share > DEMOTE_ABOVE => Some(Policy::Demoted),
         Policy::Demoted if share < PROMOTE_BELOW => Some(Policy::Fifo),
@@ -147,11 +137,11 @@ mod tests {
 
     #[test]
     fn real_time_is_given_up_when_busy_and_taken_back_when_quiet() {
-        assert_eq!(next_policy(Policy::Fifo, 0.1), None);
-        assert_eq!(next_policy(Policy::Fifo, 0.8), Some(Policy::Demoted));
-        assert_eq!(next_policy(Policy::Demoted, 0.4), None, "hysteresis");
-        assert_eq!(next_policy(Policy::Demoted, 0.1), Some(Policy::Fifo));
-        assert_eq!(next_policy(Policy::NiceOnly, 0.0), None);
+        assert_eq!(next_policy(&Policy::Fifo, 0.1), None);
+        assert_eq!(next_policy(&Policy::Fifo, 0.8), Some(Policy::Demoted));
+        assert_eq!(next_policy(&Policy::Demoted, 0.4), None, "hysteresis");
+        assert_eq!(next_policy(&Policy::Demoted, 0.1), Some(Policy::Fifo));
+        assert_eq!(next_policy(&Policy::Refused("EPERM".into()), 0.0), None);
     }
 
     #[test]
@@ -160,21 +150,23 @@ mod tests {
         std::thread::spawn(|| {
             let p = Priority::raise();
             // SAFETY: queries the calling thread.
-            let policy = unsafe { libc::sched_getscheduler(0) };
+            let policy = unsafe { libc::sched_getscheduler(0) } & !libc::SCHED_RESET_ON_FORK;
+            // What the start record says is what the thread got.
+            let said = p.describe();
+            assert_eq!(
+                said.starts_with("SCHED_FIFO"),
+                policy == libc::SCHED_FIFO,
+                "{said}"
+            );
             if rustix::process::geteuid().is_root() {
-                assert_eq!(
-                    policy & !libc::SCHED_RESET_ON_FORK,
-                    libc::SCHED_FIFO,
-                    "{}",
-                    p.describe()
-                );
+                assert_eq!(policy, libc::SCHED_FIFO, "{said}");
                 // A thread it starts is back to normal.
                 let child = std::thread::spawn(|| unsafe { libc::sched_getscheduler(0) })
                     .join()
                     .unwrap();
                 assert_eq!(child, libc::SCHED_OTHER);
             } else {
-                assert!(p.describe().starts_with("nice"), "{}", p.describe());
+                assert!(said.contains("refused"), "{said}");
             }
         })
         .join()

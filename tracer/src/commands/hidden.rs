@@ -50,8 +50,8 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         .as_mut()
         .ok()
         .map(|k| views::timed(|| kernel_socket_listing(k)));
-    let (snap, net) = started_views.finish(&mut kernel, |tasks, proc_pids| {
-        NetSnapshot::take(kernel_sockets, proc_pids, tasks)
+    let (snap, net) = started_views.finish(&mut kernel, |tasks, proc_pids, every_pid| {
+        NetSnapshot::take(kernel_sockets, proc_pids, every_pid, tasks)
     })?;
     let host = Host::load();
     let mut table = ProcessTable::new();

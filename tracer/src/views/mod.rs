@@ -83,7 +83,7 @@ impl Snapshot {
     /// Takes every view. `kernel` is the already loaded kernel side, or the
     /// reason the kernel view is skipped.
     pub fn take(kernel: &mut Result<crate::kernel::Kernel, String>) -> Result<Snapshot> {
-        Ok(Snapshot::start().finish(kernel, |_, _| ())?.0)
+        Ok(Snapshot::start().finish(kernel, |_, _, _| ())?.0)
     }
 
     /// Starts the views that wait on helper processes (L, S), so that the
@@ -134,12 +134,14 @@ impl Started {
     /// Takes K, P and D (CPU-bound /proc reads) on this thread while the
     /// helpers run, then collects them. `kernel` is the loaded kernel side,
     /// or the reason the kernel view is skipped. `alongside` runs on its own
-    /// thread once K and P are taken (it gets the kernel's processes when
-    /// there are any, and /proc's PIDs), beside D.
+    /// thread once K and P are taken, beside D: it gets the kernel's
+    /// processes when there are any, /proc's PIDs, and every PID either
+    /// lists (ascending).
     pub fn finish<T: Send>(
         self,
         kernel: &mut Result<crate::kernel::Kernel, String>,
-        alongside: impl FnOnce(Option<&BTreeMap<u32, KernelProcess>>, &BTreeSet<u32>) -> T + Send,
+        alongside: impl FnOnce(Option<&BTreeMap<u32, KernelProcess>>, &BTreeSet<u32>, &[u32]) -> T
+            + Send,
     ) -> Result<(Snapshot, T)> {
         let (kernel_view, k_time) = timed(|| match kernel {
             Ok(k) => KernelView::take(k),
@@ -159,7 +161,7 @@ impl Started {
             .into_iter()
             .collect();
         let ((probes, d_time), beside) = std::thread::scope(|s| {
-            let beside = s.spawn(|| alongside(tasks, &proc_pids));
+            let beside = s.spawn(|| alongside(tasks, &proc_pids, &to_probe));
             let probes = timed(|| probes::probe_all(&to_probe, tasks));
             (probes, beside.join())
         });

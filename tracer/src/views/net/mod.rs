@@ -151,11 +151,13 @@ pub struct NetSnapshot {
 impl NetSnapshot {
     /// Takes every view. `kernel` is the kernel's socket listing when the
     /// kernel side provides one (it becomes the reference layer), with the
-    /// time it took; `tasks`, the kernel's processes, which name their
-    /// network namespaces.
+    /// time it took. `every_pid`: the PIDs /proc or the kernel lists,
+    /// ascending; `tasks`, the kernel's processes, which name their network
+    /// namespaces.
     pub fn take(
         kernel: Option<(Result<SocketListing, String>, Duration)>,
         proc_pids: &BTreeSet<u32>,
+        every_pid: &[u32],
         tasks: Option<&BTreeMap<u32, KernelProcess>>,
     ) -> NetSnapshot {
         let mut took = BTreeMap::new();
@@ -164,12 +166,7 @@ impl NetSnapshot {
             k
         });
         let ((namespaces, procnet), p_time) = super::timed(|| {
-            let pids: BTreeSet<u32> = proc_pids
-                .iter()
-                .chain(tasks.into_iter().flat_map(|t| t.keys()))
-                .copied()
-                .collect();
-            let ns = Namespaces::discover(pids, |pid| tasks?.get(&pid)?.netns);
+            let ns = Namespaces::discover(every_pid.iter().copied(), |pid| tasks?.get(&pid)?.netns);
             let listing = procnet::take(&ns);
             (ns, listing)
         });

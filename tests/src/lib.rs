@@ -34,24 +34,39 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+/// tracer's documented exit codes (README, "Exit codes").
+pub mod exit {
+    pub const CLEAN: i32 = 0;
+    pub const FINDINGS: i32 = 1;
+    pub const BAD_INPUT: i32 = 2;
+    pub const REFUSED: i32 = 5;
+    pub const INCOMPLETE: i32 = 6;
+}
+
+/// cargo with the environment of a plain command line: the test harness
+/// adds LD_LIBRARY_PATH and CARGO_* variables that would make cargo rebuild
+/// the eBPF programs (and everything else) from scratch.
+pub fn plain_cargo() -> Command {
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.env_remove("LD_LIBRARY_PATH");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_MANIFEST_") {
+            cargo.env_remove(key);
+        }
+    }
+    cargo
+}
+
 /// The tracer binary, built once per test run (debug profile).
 pub fn tracer_bin() -> PathBuf {
     static BUILD: Once = Once::new();
     let root = workspace_root();
     BUILD.call_once(|| {
-        // Build with the environment of a plain `cargo build`: the test
-        // harness adds LD_LIBRARY_PATH and CARGO_* variables that would make
-        // cargo rebuild the eBPF programs from scratch.
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
+        let status = plain_cargo()
             .args(["build", "-p", "tracer"])
-            .env_remove("LD_LIBRARY_PATH");
-        for (key, _) in std::env::vars() {
-            if key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_MANIFEST_") {
-                cargo.env_remove(key);
-            }
-        }
-        let status = cargo.current_dir(&root).status().expect("run cargo build");
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
         assert!(status.success(), "building tracer failed");
     });
     target_dir().join("debug/tracer")
@@ -298,7 +313,7 @@ impl TracerRun {
     /// not start (a sandbox's init that even root may not inspect, say).
     /// Panics with the report otherwise.
     pub fn assert_host_scan_completed(&self) {
-        const INCOMPLETE: i32 = 6;
+        use exit::INCOMPLETE;
         let unchecked_ours: Vec<u64> = match self.code {
             0 | 1 => Vec::new(),
             INCOMPLETE => self.json()["unchecked"]["pids"]

@@ -83,7 +83,7 @@ impl Watch {
     }
 
     /// The first JSON record that satisfies `pred`.
-    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(&self, what: &str, pred: impl FnMut(&Value) -> bool) -> Value {
         wait_for(self, what, pred)
     }
 
@@ -137,8 +137,9 @@ fn watch_command(args: &[&str]) -> Command {
     cmd
 }
 
-/// Waits for the first JSON event that satisfies `pred`.
-pub fn wait_for(watch: &Watch, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+/// Waits for the first JSON event that satisfies `pred` (which sees every
+/// record before it, checked against its schema).
+pub fn wait_for(watch: &Watch, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
     let deadline = Instant::now() + LINE_WAIT;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         let Ok(line) = watch.lines.recv_timeout(left) else {

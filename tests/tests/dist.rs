@@ -9,7 +9,7 @@ use std::{
     process::{Command, Output},
 };
 
-use tracer_tests::{running_as_root, target_dir, workspace_root};
+use tracer_tests::{plain_cargo, running_as_root, target_dir, workspace_root};
 
 const CONFFILE: &str = "/etc/tracer/indicators.txt";
 const UNIT: &str = "/usr/lib/systemd/system/tracer.service";
@@ -41,20 +41,12 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs `cargo xtask dist` with a plain cargo environment (the harness's
-/// variables would make cargo rebuild everything) and returns its folder.
+/// Runs `cargo xtask dist` with a plain cargo environment and returns its
+/// folder.
 fn build_dist() -> PathBuf {
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
+    run(plain_cargo()
         .args(["run", "--quiet", "--package", "xtask", "--", "dist"])
-        .current_dir(workspace_root())
-        .env_remove("LD_LIBRARY_PATH");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_MANIFEST_") {
-            cargo.env_remove(key);
-        }
-    }
-    run(&mut cargo);
+        .current_dir(workspace_root()));
     target_dir().join("xtask/dist")
 }
 

@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracer_tests::exit::{CLEAN, FINDINGS, INCOMPLETE};
 use tracer_tests::{
     evidence,
     hidden::{is_environment_finding, Churn, FakePs, Hider},
@@ -20,9 +21,6 @@ use tracer_tests::{
     wait_until, Planted, Scratch, TracerRun,
 };
 
-const CLEAN: i32 = 0;
-const FINDINGS: i32 = 1;
-const INCOMPLETE: i32 = 6;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn sleeper() -> Planted {

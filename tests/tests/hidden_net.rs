@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracer_tests::exit::FINDINGS;
 use tracer_tests::{
     evidence,
     net::{
@@ -19,7 +20,6 @@ use tracer_tests::{
     run, running_as_root, tracer, tracer_in_private_mounts, wait_until, TracerRun,
 };
 
-const FINDINGS: i32 = 1;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn connection_findings(run: &TracerRun) -> Vec<serde_json::Value> {

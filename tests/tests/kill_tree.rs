@@ -15,10 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracer_tests::exit::{BAD_INPUT, REFUSED};
 use tracer_tests::tracer_bin;
-
-const REFUSED: i32 = 5;
-const BAD_INPUT: i32 = 2;
 
 fn require_root() {
     assert_eq!(

@@ -8,7 +8,7 @@ use std::{fs, process::Command, time::Duration};
 
 use serde_json::Value;
 use tracer_tests::{
-    running_as_root, stat_field, tracer, wait_until, watch::Watch, Planted, Scratch,
+    run, running_as_root, stat_field, tracer, wait_until, watch::Watch, Planted, Scratch,
 };
 
 /// A process that is gone or a zombie (killed, not yet reaped by us).
@@ -40,16 +40,13 @@ fn sleepers(pgid: u32, arg: &str) -> Vec<u32> {
 
 /// `kill-tree ARGS` with the state directory `state`, to completion.
 fn kill_tree(args: &[&str], state: &std::path::Path) -> (i32, String, String) {
-    let out = tracer(&[&["kill-tree"], args].concat())
-        .env("TRACER_STATE_DIR", state)
-        .env("TRACER_RESPAWN_CHECK_MS", "300")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let r = run(
+        tracer(&[&["kill-tree"], args].concat())
+            .env("TRACER_STATE_DIR", state)
+            .env("TRACER_RESPAWN_CHECK_MS", "300"),
+        Duration::from_secs(60),
+    );
+    (r.code, r.stdout, r.stderr)
 }
 
 /// The plan record of a `kill-tree --json` run (its first JSON value).

@@ -12,7 +12,11 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{running_as_root, schema, tracer_bin, wait_until, Planted, Scratch};
+use tracer_tests::{
+    running_as_root, schema, tracer_bin, wait_until,
+    watch::{Watch, LINE_WAIT},
+    Planted, Scratch,
+};
 
 /// A `tracer watch --json --output FILE` run, stopped (SIGINT) on drop.
 struct FileWatch {
@@ -81,16 +85,15 @@ impl FileWatch {
     /// Stops watch (SIGINT); it must exit 0 (it detaches and reports).
     fn stop(mut self) {
         self.signal(libc::SIGINT);
-        let child = std::mem::replace(
-            &mut self.child,
-            Command::new("true").spawn().expect("spawn true"),
-        );
-        let out = child.wait_with_output().expect("wait for watch");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        let status = self.child.wait().expect("wait for watch");
         assert_eq!(
-            out.status.code(),
+            status.code(),
             Some(0),
-            "watch did not stop cleanly: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "watch did not stop cleanly: {stderr}"
         );
     }
 }
@@ -439,44 +442,22 @@ fn human_lines_carry_a_timestamp_and_no_colour_in_a_pipe() {
     if !running_as_root("human output") {
         return;
     }
-    let mut child = Command::new(tracer_bin())
-        .args(["watch", "--no-default-iocs", "--exec-only", "--pid"])
-        .arg(std::process::id().to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let start = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("a start line");
+    let me = std::process::id().to_string();
+    let watch = Watch::spawn(&["--no-default-iocs", "--exec-only", "--pid", &me]);
+    let start = watch.next_line("a start line");
     Command::new("/bin/echo")
         .arg("human-line")
         .stdout(Stdio::null())
         .status()
         .unwrap();
     let mut exec = None;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+    while let Ok(line) = watch.lines.recv_timeout(LINE_WAIT) {
         if line.contains("EXEC") && line.contains("human-line") {
             exec = Some(line);
             break;
         }
     }
-    // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
+    watch.interrupt();
     let exec = exec.expect("no EXEC line for echo");
     for line in [&start, &exec] {
         let stamp = line.split(' ').next().unwrap();

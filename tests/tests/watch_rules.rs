@@ -3,11 +3,7 @@
 //! proposed kill tree; and a busy, benign host that raises nothing above
 //! `low`.
 use std::{
-    ffi::CString,
-    os::unix::process::CommandExt,
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
+    ffi::CString, os::unix::process::CommandExt, path::Path, process::Command, time::Duration,
 };
 
 use serde_json::Value;
@@ -15,7 +11,7 @@ use tracer_tests::{
     evidence,
     hidden::{started_by_this_test, Churn},
     pids_of,
-    watch::{wait_for, Watch, LINE_WAIT},
+    watch::{wait_for, Watch},
     Planted, Scratch,
 };
 
@@ -164,19 +160,14 @@ fn findings_below_min_severity_and_repeats_are_counted_not_printed() {
 fn stop_and_collect(watch: Watch) -> (Vec<Value>, Value) {
     unsafe { libc::kill(watch.child.id() as i32, libc::SIGINT) };
     let mut records = Vec::new();
-    let deadline = Instant::now() + LINE_WAIT;
-    loop {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .expect("watch never printed its summary");
-        let line = watch.lines.recv_timeout(left).expect("watch's summary");
-        let v: Value = serde_json::from_str(&line).unwrap();
-        tracer_tests::schema::check(&v);
-        if v["type"] == "summary" {
-            return (records, v);
+    let summary = watch.wait_for("watch's summary", |v| {
+        let done = v["type"] == "summary";
+        if !done {
+            records.push(v.clone());
         }
-        records.push(v);
-    }
+        done
+    });
+    (records, summary)
 }
 
 /// A package manager's way of working, over and over: query the package

@@ -537,12 +537,5 @@ fn storm(workers: usize) -> Result<(f64, f64)> {
 
 /// User + system CPU seconds of this process and its waited-for children.
 fn storm_cpu() -> f64 {
-    let secs = |who| {
-        // SAFETY: getrusage fills the struct it is given.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(who, &mut u) };
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        tv(u.ru_utime) + tv(u.ru_stime)
-    };
-    secs(libc::RUSAGE_SELF) + secs(libc::RUSAGE_CHILDREN)
+    super::rusage_secs(libc::RUSAGE_SELF) + super::rusage_secs(libc::RUSAGE_CHILDREN)
 }

@@ -286,10 +286,15 @@ pub fn timed(name: &str, cmd: &mut Command, out: &Path, cap: Duration) -> Result
 
 /// CPU seconds of every child this process has reaped so far.
 fn children_cpu_secs() -> f64 {
+    rusage_secs(libc::RUSAGE_CHILDREN)
+}
+
+/// User + system CPU seconds from `getrusage(who)`.
+pub fn rusage_secs(who: libc::c_int) -> f64 {
     // SAFETY: getrusage fills the struct it is given.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;

@@ -123,6 +123,31 @@ fn a_process_renaming_itself_to_a_kernel_thread_is_a_finding() {
 }
 
 #[test]
+fn a_process_started_before_watch_renaming_itself_is_a_finding() {
+    // Running before watch, so watch knows it from the kernel's task list
+    // only, without exe or command line until it reads them: bash waits on
+    // a FIFO, then names itself kworker/0:3.
+    let dir = Scratch::new("tracer-rules-before");
+    let fifo = dir.path().join("go");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let script = format!(
+        "read -r _ < '{}'; printf kworker/0:3 > /proc/$$/comm; sleep 60; exit 0",
+        fifo.display()
+    );
+    let planted = Planted::spawn(Command::new("/bin/bash").args(["-c", &script]));
+    let watch = watch();
+    std::fs::write(&fifo, "go\n").unwrap();
+    let f = finding(&watch, "kernel-thread-name", planted.pid());
+    assert_eq!(f["event"], "rename", "{f}");
+    assert_eq!(evidence(&f, "new name"), Some("kworker/0:3"), "{f}");
+    assert_eq!(f["process"]["exe"], "/usr/bin/bash", "{f}");
+}
+
+#[test]
 fn findings_below_min_severity_and_repeats_are_counted_not_printed() {
     let watch = Watch::start(&["--exec-only", "--no-default-iocs", "--min-severity", "high"]);
     // exe-in-temp in /var/tmp is medium: left out.

@@ -516,19 +516,37 @@ impl Watcher {
             start_ticks: boottime_ns_to_ticks(r.start_boottime_ns),
         };
         let (old, new) = (text(&r.old_comm), text(&r.new_comm));
-        if self.table.by_id(&id).is_none() {
-            // Started before watch and unseen since: read it once.
-            let Some(p) = proc::read_process(r.tgid).filter(|p| p.id() == id) else {
-                return Ok(());
-            };
-            self.table.upsert(p, None);
+        if self
+            .ensure_known(r.tgid, |t| t.by_id(&id).map(|_| id))
+            .is_none()
+        {
+            return Ok(());
         }
         self.table
             .update(&id, |p| live::apply_rename(p, r.pid, &new));
-        for finding in self.rules.check_rename(&self.table, &id, r.pid, &old, &new) {
+        for finding in self
+            .rules
+            .check_rename(&mut self.table, &id, r.pid, &old, &new)
+        {
             self.raise("rename", finding)?;
         }
         Ok(())
+    }
+
+    /// The process `pid` as `find` picks it from the table, else read from
+    /// /proc once and kept (it ran before watch and no event showed it
+    /// since), with its chain's pending /proc details read.
+    fn ensure_known(
+        &mut self,
+        pid: u32,
+        find: impl Fn(&ProcessTable) -> Option<crate::model::ProcessId>,
+    ) -> Option<crate::model::ProcessId> {
+        let id = find(&self.table).or_else(|| {
+            self.table.upsert(proc::read_process(pid)?, None);
+            find(&self.table)
+        })?;
+        self.table.read_pending_details(&id);
+        Some(id)
     }
 
     /// Whether the filters let an event of this process through.
@@ -556,7 +574,7 @@ impl Watcher {
             argv.clone(),
         );
         self.print_exec(e, id, &comm, &filename, &argv)?;
-        for finding in self.rules.check(&self.table, &id) {
+        for finding in self.rules.check(&mut self.table, &id) {
             self.raise("exec", finding)?;
         }
         Ok(())
@@ -609,10 +627,11 @@ impl Watcher {
     /// reports. Printed at once (flushed, like an alert) unless it is below
     /// `--min-severity` or repeats an id already raised (a process's rule
     /// has the id `KIND:PID:START_TICKS`: once per process and rule);
-    /// either way it is counted in the summary. `event` names what raised it (`exec`, `rename`, ...). The
-    /// chain is the finding's `ancestry`, or taken from the process table
-    /// when empty; the proposed kill tree is worked out as for alerts.
-    pub fn raise(&mut self, event: &str, mut finding: Finding) -> io::Result<()> {
+    /// either way it is counted in the summary. `event` names what raised
+    /// it (`exec`, `rename`, ...). The chain is the finding's `ancestry`
+    /// (every detector takes it from the table, its details read); the
+    /// proposed kill tree is worked out as for alerts.
+    pub fn raise(&mut self, event: &str, finding: Finding) -> io::Result<()> {
         if !self.gate.admit(&finding) {
             self.findings_suppressed += 1;
             return Ok(());
@@ -624,13 +643,8 @@ impl Watcher {
             .filter(|p| self.table.get(p.pid).is_some_and(|t| t.id() == p.id()))
             .map(|p| p.id());
         if let Some(id) = live {
-            self.table.read_pending_details(&id);
+            // The plan shows the descendants too.
             self.table.read_pending_details_below(&id);
-        }
-        if finding.ancestry.is_empty() {
-            if let Some(p) = &finding.process {
-                finding.ancestry = self.table.ancestry(&p.id()).into_iter().cloned().collect();
-            }
         }
         let kill_tree = live
             .and_then(|id| proposed_kill_tree(&self.table, id.pid, &mut self.persistence_cache));
@@ -725,16 +739,9 @@ impl Watcher {
             .indicators
             .match_connect_named(c.daddr, c.dport, &names);
         clock.timing.match_ns = clock.lap();
-        // A process we have not seen start is read from /proc once and kept.
-        if self.table.get(c.pid).is_none() {
-            if let Some(p) = proc::read_process(c.pid) {
-                self.table.upsert(p, None);
-            }
-        }
-        let Some(id) = self.table.get(c.pid).map(Process::id) else {
+        let Some(id) = self.ensure_known(c.pid, |t| t.get(c.pid).map(Process::id)) else {
             return Ok(());
         };
-        self.table.read_pending_details(&id);
         if matched.is_some() {
             // The alert's kill-tree plan shows the descendants too.
             self.table.read_pending_details_below(&id);

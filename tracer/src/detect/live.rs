@@ -38,8 +38,11 @@ impl LiveRules {
     }
 
     /// Every finding on the process `id` as the table has it now (after an
-    /// exec), with its chain.
-    pub fn check(&self, table: &ProcessTable, id: &ProcessId) -> Vec<Finding> {
+    /// exec), with its chain. The chain's /proc details still pending (for
+    /// processes that ran before watch) are read first: without its exe and
+    /// command line a process passes every rule.
+    pub fn check(&self, table: &mut ProcessTable, id: &ProcessId) -> Vec<Finding> {
+        table.read_pending_details(id);
         let Some(p) = table.by_id(id) else {
             return Vec::new();
         };
@@ -59,7 +62,7 @@ impl LiveRules {
     /// with the old and the new name as evidence.
     pub fn check_rename(
         &self,
-        table: &ProcessTable,
+        table: &mut ProcessTable,
         id: &ProcessId,
         tid: u32,
         old: &HostStr,

@@ -1,8 +1,10 @@
 //! Hiding and persistence as they happen, for `watch`: a file written at a
 //! persistence place (`kill-tree`'s list, `respond::persistence::places`),
 //! /etc/ld.so.preload among them, and a mount on or under `/proc/PID`.
-//! One entry point, [`detect`], turns such an event and the acting process
-//! (with its chain from the process table) into a finding.
+//! [`hit`] says whether an event is one, from the event alone (a write is
+//! far more often elsewhere than at a place); [`detect`] then turns it and
+//! the acting process (with its chain from the process table) into a
+//! finding.
 //!
 //! Severity, and why:
 //! - a write to /etc/ld.so.preload: high (every dynamically linked program
@@ -19,10 +21,7 @@ use std::path::Path;
 use crate::{
     detect::masquerade,
     model::{Finding, HostStr, Process, Severity},
-    respond::{
-        persistence::{Place, PlaceIndex},
-        program,
-    },
+    respond::{persistence::PlaceIndex, program},
     views::file_writes::WriteKind,
 };
 
@@ -73,22 +72,46 @@ const PACKAGE_MANAGERS: &[&str] = &[
     "apk",
 ];
 
-/// The finding for `event` by `actor`, if it is one: a write outside every
-/// place, or a mount elsewhere than /proc/PID, is none.
-pub fn detect(event: &LiveEvent, places: &PlaceIndex, actor: &Actor) -> Option<Finding> {
+/// What makes an event a finding.
+#[derive(Clone, Copy, Debug)]
+pub enum Hit {
+    /// A write at a persistence place of this kind and ATT&CK technique.
+    Place {
+        kind: &'static str,
+        technique: &'static str,
+    },
+    /// A mount on or under /proc/PID, hiding that PID.
+    ProcPid(u32),
+}
+
+/// Whether `event` by process `pid` is a finding: a write outside every
+/// place, or a mount elsewhere than /proc/PID, is not.
+pub fn hit(event: &LiveEvent, places: &PlaceIndex, pid: u32) -> Option<Hit> {
     match event {
-        LiveEvent::FileWritten { path, how } => {
-            let place = places.find(path)?;
-            Some(written(path, *how, place, actor))
+        LiveEvent::FileWritten { path, .. } => places.find(path).map(|p| Hit::Place {
+            kind: p.kind,
+            technique: p.technique,
+        }),
+        LiveEvent::Mounted { target, .. } => proc_pid_of(target.as_str(), pid).map(Hit::ProcPid),
+    }
+}
+
+/// The finding for `event`, which [`hit`] found to be one, by `actor`.
+pub fn detect(event: &LiveEvent, hit: Hit, actor: &Actor) -> Finding {
+    match (event, hit) {
+        (LiveEvent::FileWritten { path, how }, Hit::Place { kind, technique }) => {
+            written(path, *how, kind, technique, actor)
         }
-        LiveEvent::Mounted {
-            target,
-            syscall,
-            source,
-            fstype,
-            returned,
-        } => {
-            let covered = proc_pid_of(target.as_str(), actor.pid)?;
+        (
+            LiveEvent::Mounted {
+                target,
+                syscall,
+                source,
+                fstype,
+                returned,
+            },
+            Hit::ProcPid(covered),
+        ) => {
             let mut f = mounted(target, covered, syscall, *source, *fstype, actor);
             f.evidence.insert(
                 2,
@@ -102,14 +125,21 @@ pub fn detect(event: &LiveEvent, places: &PlaceIndex, actor: &Actor) -> Option<F
                     },
                 ),
             );
-            Some(f)
+            f
         }
+        _ => unreachable!("a hit is found on its own event"),
     }
 }
 
-fn written(path: &Path, how: WriteKind, place: &Place, actor: &Actor) -> Finding {
+fn written(
+    path: &Path,
+    how: WriteKind,
+    place_kind: &'static str,
+    technique: &str,
+    actor: &Actor,
+) -> Finding {
     let file = HostStr::from_bytes(path.as_os_str().as_encoded_bytes());
-    let preload = place.kind == "ld.so.preload";
+    let preload = place_kind == "ld.so.preload";
     let (kind, mut severity) = if preload {
         ("ld-so-preload-written", Severity::High)
     } else {
@@ -117,10 +147,7 @@ fn written(path: &Path, how: WriteKind, place: &Place, actor: &Actor) -> Finding
     };
     let mut evidence = vec![
         ("file".to_string(), file.escaped().into_owned()),
-        (
-            "place".to_string(),
-            format!("{} ({})", place.kind, place.technique),
-        ),
+        ("place".to_string(), format!("{place_kind} ({technique})")),
     ];
     if let Some(why) = dropped_writer(actor) {
         severity = severity.max(Severity::High);
@@ -146,17 +173,15 @@ fn written(path: &Path, how: WriteKind, place: &Place, actor: &Actor) -> Finding
         )
     } else {
         format!(
-            "{who} {did} {}, a {} place ({})",
-            file.escaped(),
-            place.kind,
-            place.technique
+            "{who} {did} {}, a {place_kind} place ({technique})",
+            file.escaped()
         )
     };
     Finding {
         id: finding_id(kind, actor, &file),
         kind: kind.into(),
         severity,
-        layer: place.kind.into(),
+        layer: place_kind.into(),
         summary,
         process: actor.process.cloned(),
         ancestry: actor.ancestry.iter().map(|p| (*p).clone()).collect(),
@@ -330,14 +355,11 @@ mod tests {
             ancestry,
             other_mount_ns: None,
         };
-        detect(
-            &LiveEvent::FileWritten {
-                path: Path::new(path),
-                how: WriteKind::Written,
-            },
-            &places,
-            &actor,
-        )
+        let event = LiveEvent::FileWritten {
+            path: Path::new(path),
+            how: WriteKind::Written,
+        };
+        hit(&event, &places, writer.pid).map(|h| detect(&event, h, &actor))
     }
 
     #[test]
@@ -433,7 +455,8 @@ mod tests {
             fstype: None,
             returned: false,
         };
-        let f = detect(&event, &PlaceIndex::new(Vec::new()), &actor).unwrap();
+        let no_places = PlaceIndex::new(Vec::new());
+        let f = detect(&event, hit(&event, &no_places, 50).unwrap(), &actor);
         assert_eq!(
             (f.kind.as_str(), f.severity),
             ("proc-pid-mount", Severity::High)
@@ -456,6 +479,6 @@ mod tests {
             fstype: None,
             returned: true,
         };
-        assert!(detect(&event, &PlaceIndex::new(Vec::new()), &actor).is_none());
+        assert!(hit(&event, &no_places, 50).is_none());
     }
 }

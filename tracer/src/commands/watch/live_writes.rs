@@ -10,7 +10,7 @@ use tracer_common::{MountEvent, MOUNT_HOOK_SYSCALL, MOUNT_SYSCALL_MOUNT};
 
 use super::Watcher;
 use crate::{
-    detect::live_writes::{self, Actor, LiveEvent},
+    detect::live_writes::{self, Actor, Hit, LiveEvent},
     kernel::{events::text, HookChoice},
     model::{Finding, HostStr},
     proc,
@@ -69,46 +69,34 @@ impl Watcher {
             );
         }
         for w in writes {
-            if self.live_writes.places.find(&w.path).is_none() {
-                continue;
-            }
-            let ns = proc::read_link(&format!("/proc/{}/ns/mnt", w.pid)).ok();
             let event = LiveEvent::FileWritten {
                 path: &w.path,
                 how: w.kind,
             };
-            let finding = self.live_finding(w.pid, ns, &event);
-            if let Some(f) = finding {
-                self.raise("write", f)?;
-            }
+            let Some(hit) = live_writes::hit(&event, &self.live_writes.places, w.pid) else {
+                continue;
+            };
+            let ns = proc::read_link(&format!("/proc/{}/ns/mnt", w.pid)).ok();
+            let finding = self.live_finding(w.pid, ns, &event, hit);
+            self.raise("write", finding)?;
         }
         Ok(emptied)
     }
 
-    /// The finding for `event` by `pid`, with its chain from the table (a
-    /// process not seen start is read from /proc once and kept).
+    /// The finding for `event` (a `hit`) by `pid`, with its chain from the
+    /// table (a process not seen start is read from /proc once and kept).
     fn live_finding(
         &mut self,
         pid: u32,
         mount_ns: Option<HostStr>,
         event: &LiveEvent,
-    ) -> Option<Finding> {
-        if pid != 0 && self.table.latest(pid).is_none() {
-            if let Some(p) = proc::read_process(pid) {
-                self.table.upsert(p, None);
-            }
-        }
-        if let Some(id) = (pid != 0)
-            .then(|| self.table.latest(pid))
-            .flatten()
-            .map(|p| p.id())
-        {
-            self.table.read_pending_details(&id);
-        }
-        let process = (pid != 0).then(|| self.table.latest(pid)).flatten();
-        let ancestry = process
-            .map(|p| self.table.ancestry(&p.id()))
-            .unwrap_or_default();
+        hit: Hit,
+    ) -> Finding {
+        let id = (pid != 0)
+            .then(|| self.ensure_known(pid, |t| t.latest(pid).map(|p| p.id())))
+            .flatten();
+        let process = id.and_then(|id| self.table.by_id(&id));
+        let ancestry = id.map(|id| self.table.ancestry(&id)).unwrap_or_default();
         let actor = Actor {
             pid,
             process,
@@ -117,7 +105,7 @@ impl Watcher {
                 .filter(|ns| Some(ns) != self.live_writes.own_mount_ns.as_ref())
                 .map(|ns| ns.escaped().into_owned()),
         };
-        live_writes::detect(event, &self.live_writes.places, &actor)
+        live_writes::detect(event, hit, &actor)
     }
 
     /// A mount the kernel saw succeed: a finding when it covers /proc/PID.
@@ -137,11 +125,12 @@ impl Watcher {
             fstype: (m.fstype_len > 0).then_some(&fstype),
             returned: m.hook == MOUNT_HOOK_SYSCALL,
         };
+        let Some(hit) = live_writes::hit(&event, &self.live_writes.places, m.tgid) else {
+            return Ok(());
+        };
         let ns = HostStr::from_text(&format!("mnt:[{}]", m.mnt_ns));
-        match self.live_finding(m.tgid, Some(ns), &event) {
-            Some(f) => self.raise("mount", f),
-            None => Ok(()),
-        }
+        let finding = self.live_finding(m.tgid, Some(ns), &event, hit);
+        self.raise("mount", finding)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::{
     cli::HiddenArgs,
     detect::{self, hidden, hidden_net, masquerade},
     error::{exit, UserError},
-    kernel::Kernel,
+    kernel::{Kernel, Needs},
     model::Finding,
     output::{
         findings::{self, Report, Unchecked, ViewSummary},
@@ -173,7 +173,7 @@ fn load_kernel(args: &HiddenArgs) -> Result<Kernel, String> {
     }
     // The task iterator is loaded with the kernel; its BTF is not needed
     // again, and is large.
-    let loaded = Kernel::load("hidden").map(|mut k| {
+    let loaded = Kernel::load_for("hidden", Needs::SCAN).map(|mut k| {
         k.release_btf();
         k
     });

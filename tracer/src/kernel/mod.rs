@@ -101,6 +101,12 @@ impl Needs {
         bpf_files: true,
         events: true,
     };
+    /// Every iterator and no hook (`hidden`).
+    pub const SCAN: Needs = Needs {
+        sockets: true,
+        bpf_files: true,
+        events: false,
+    };
     /// A one-shot look at sockets and processes (`net`, `kill-tree`).
     pub const SOCKETS: Needs = Needs {
         sockets: true,
@@ -176,6 +182,11 @@ impl Kernel {
                 maximum: None,
             },
         );
+        if !needs.events {
+            // One page, the smallest ring buffer: nothing is attached to
+            // fill it, and the kernel zeroes every byte of the 8 MiB one.
+            loader.map_max_entries("EVENTS", rustix::param::page_size() as u32);
+        }
         #[allow(deprecated)]
         let ebpf = loader
             .set_global("OFFSETS", &offsets, true)

@@ -62,7 +62,6 @@ pub fn run(args: StatusArgs) -> Result<i32> {
     status.kernel_checks = kernel_state.notes;
     let probe = loaded.and_then(|mut k| {
         k.attach_watch()?;
-        kernel::mounts::attach(&mut k);
         let places = persistence::places(&persistence::Roots::from_env());
         k.hooks.push(file_writes::watch_places(&places).1);
         let tasks = k.tasks()?;

@@ -69,7 +69,6 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let sink = open_output(&args)?;
     let mut kernel = Kernel::load_for("watch", Needs::WATCH)?;
     kernel.attach_watch()?;
-    crate::kernel::mounts::attach(&mut kernel);
     kernel.release_btf();
     let ring = kernel.take_events()?;
     // Connections already open: counted in the start record, and those
@@ -190,10 +189,6 @@ fn lost_counts(kernel: &Kernel) -> Counts {
         mount: lost[tracer_common::EventKind::Mount as usize],
         rename: lost[tracer_common::EventKind::Rename as usize],
     }
-}
-
-fn total(c: &Counts) -> u64 {
-    c.exec + c.fork + c.exit + c.connect + c.mount + c.rename
 }
 
 /// Where records go: `--output FILE` (rotated) or stdout. A file that
@@ -350,8 +345,8 @@ impl Watcher {
         let summary = SummaryOut {
             timestamp: style::now(),
             is_final,
-            events_seen: total(&self.seen),
-            events_lost: total(&lost),
+            events_seen: self.seen.total(),
+            events_lost: lost.total(),
             seen: self.seen,
             lost,
             malformed: self.malformed,
@@ -416,7 +411,7 @@ impl Watcher {
         } else {
             return Ok(());
         };
-        let new_losses = total(&now) != total(&self.lost_reported);
+        let new_losses = now.total() != self.lost_reported.total();
         if new_losses && due {
             let last = self.lost_reported;
             self.lost_reported = now;
@@ -432,7 +427,7 @@ impl Watcher {
                     mount: now.mount.saturating_sub(last.mount),
                     rename: now.rename.saturating_sub(last.rename),
                 },
-                total_lost: total(&now),
+                total_lost: now.total(),
             })?;
         }
         let overdue = self

@@ -344,8 +344,8 @@ impl Kernel {
         Ok(())
     }
 
-    /// Attaches the exec, fork, exit and connect programs, choosing for each
-    /// the best hook this kernel accepts.
+    /// Attaches every program watch runs (exec, fork, exit, connect,
+    /// rename, mount), choosing for each the best hook this kernel accepts.
     pub fn attach_watch(&mut self) -> Result<()> {
         // exec: tp_btf reads arguments straight from BTF; raw_tracepoint is
         // the fallback with the same arguments.
@@ -407,6 +407,7 @@ impl Kernel {
         self.hooks.push(connect);
         let rename = self.attach_rename();
         self.hooks.push(rename);
+        mounts::attach(self);
         Ok(())
     }
 

@@ -179,6 +179,13 @@ pub struct Counts {
     pub rename: u64,
 }
 
+impl Counts {
+    /// Every kind together.
+    pub fn total(&self) -> u64 {
+        self.exec + self.fork + self.exit + self.connect + self.mount + self.rename
+    }
+}
+
 /// Events the kernel could not queue since the last `loss` record (or the
 /// start), per kind. Once losses stop, the table is re-read from the
 /// kernel's task list.
@@ -414,8 +421,7 @@ impl<W: Write> EventWriter<W> {
         if self.json {
             return self.json_line(l);
         }
-        let n =
-            l.lost.exec + l.lost.fork + l.lost.exit + l.lost.connect + l.lost.mount + l.lost.rename;
+        let n = l.lost.total();
         write!(self.out, "{} ", l.timestamp)?;
         writeln!(
             self.out,

@@ -22,7 +22,6 @@ type Items = &'static [(&'static str, &'static str)];
 
 /// What a page says beyond clap's own sections.
 struct Extra {
-    exit: Items,
     environment: Items,
     files: Items,
     signals: Items,
@@ -79,7 +78,6 @@ const PRELOAD: (&str, &str) = (
 fn extra_for(command: &str) -> Extra {
     match command {
         "watch" => Extra {
-            exit: &[],
             environment: &[NO_COLOR, PERSISTENCE_ROOT],
             files: &[BTF, INDICATORS, SCHEMAS, (
                 "/var/log/tracer/events.json",
@@ -100,7 +98,6 @@ fn extra_for(command: &str) -> Extra {
             ],
         },
         "hidden" => Extra {
-            exit: &[],
             environment: &[NO_COLOR],
             files: &[BTF, PRELOAD, SCHEMAS],
             signals: &[],
@@ -110,7 +107,6 @@ fn extra_for(command: &str) -> Extra {
             ],
         },
         "kill-tree" => Extra {
-            exit: &[],
             environment: &[RESPAWN, PERSISTENCE_ROOT],
             files: &[SCHEMAS],
             signals: &[],
@@ -120,14 +116,12 @@ fn extra_for(command: &str) -> Extra {
             ],
         },
         "status" => Extra {
-            exit: &[],
             environment: &[],
             files: &[BTF],
             signals: &[],
             examples: &[("sudo tracer status", "Which hooks this kernel allows, and why.")],
         },
         _ => Extra {
-            exit: &[],
             environment: &[NO_COLOR, RESPAWN, PERSISTENCE_ROOT],
             files: &[BTF, INDICATORS, SCHEMAS, PRELOAD],
             signals: &[],
@@ -148,9 +142,6 @@ fn render(man: &Man, extra: &Extra, see_also: &str, w: &mut dyn Write) -> io::Re
     roff.control("SH", ["EXIT STATUS"]);
     for (code, text) in EXIT_CODES {
         item(&mut roff, &code.to_string(), text);
-    }
-    for (term, text) in extra.exit {
-        item(&mut roff, term, text);
     }
     for (title, items) in [
         ("ENVIRONMENT", extra.environment),

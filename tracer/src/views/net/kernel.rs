@@ -108,7 +108,7 @@ pub fn take(kernel: &mut Kernel) -> Result<KernelSockets> {
                     .iter()
                     .map(|it| {
                         let recs = kernel
-                            .socket_records(it, fd.as_ref().map(|f| f.as_fd()))
+                            .socket_records(it, Some(fd.as_fd()))
                             .map_err(|e| format!("{e:#}"));
                         (*it, recs)
                     })
@@ -292,13 +292,10 @@ impl Namespace {
         self.paths.is_empty()
     }
 
-    /// A descriptor of the namespace, from the first path that still names
-    /// it (checked by inode: a PID may have been reused); `None` for
-    /// tracer's own.
-    fn open(&self) -> Result<Option<OwnedFd>, String> {
-        if self.paths.is_empty() {
-            return Ok(None);
-        }
+    /// A descriptor of the namespace (not tracer's own: that one has no
+    /// path), from the first path that still names it (checked by inode: a
+    /// PID may have been reused).
+    fn open(&self) -> Result<OwnedFd, String> {
         let mut tried = Vec::new();
         for path in &self.paths {
             let shown = path.display();
@@ -310,7 +307,7 @@ impl Namespace {
                 }
             };
             match rustix::fs::fstat(&fd) {
-                Ok(st) if st.st_ino == self.inode => return Ok(Some(fd)),
+                Ok(st) if st.st_ino == self.inode => return Ok(fd),
                 Ok(_) => tried.push(format!("{shown} is another namespace now")),
                 Err(e) => tried.push(format!("{shown}: {e}")),
             }

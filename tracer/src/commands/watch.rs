@@ -281,7 +281,9 @@ impl Watcher {
         // tracer-ebpf maps::batched_submit_flags): drain them on a timer.
         let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // At most one save per interval, even after a busy stretch.
         let mut lineage_tick = tokio::time::interval(views::lineage::SAVE_INTERVAL);
+        lineage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {

@@ -904,10 +904,6 @@ impl PlaceIndex {
         PlaceIndex { places, by_dir }
     }
 
-    pub fn places(&self) -> &[Place] {
-        &self.places
-    }
-
     /// The first place (in the list's order) that `path` belongs to.
     pub fn find(&self, path: &Path) -> Option<&Place> {
         path.ancestors()

@@ -28,7 +28,7 @@ use std::{
     io::{Read, Write},
     os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use schemars::JsonSchema;
@@ -74,6 +74,23 @@ struct SavedEntry {
     parent: Option<ProcessId>,
 }
 
+/// A [`SavedEntry`] as written, borrowing the table's process.
+#[derive(Serialize)]
+struct SavedEntryRef<'a> {
+    process: &'a Process,
+    parent: Option<ProcessId>,
+}
+
+/// The fields of [`LineageFile`] before its entries, as written.
+#[derive(Serialize)]
+struct FileHeader<'a> {
+    format: u32,
+    writer: ProcessId,
+    boot_id: &'a str,
+    written_boottime_ns: u64,
+    truncated: bool,
+}
+
 /// The file's content.
 #[derive(Serialize, Deserialize)]
 struct LineageFile {
@@ -115,7 +132,6 @@ pub struct LineageWriter {
     dir: PathBuf,
     writer: ProcessId,
     boot_id: String,
-    last_save: Option<Instant>,
     /// Events seen at the last save (nothing new: nothing to write).
     saved_at_events: Option<u64>,
     /// Why saving failed, once said.
@@ -132,7 +148,6 @@ impl LineageWriter {
                 start_ticks: proc::start_ticks(pid).unwrap_or(0),
             },
             boot_id: boot_id(),
-            last_save: None,
             saved_at_events: None,
             warned: false,
         }
@@ -142,15 +157,13 @@ impl LineageWriter {
         file_in(&self.dir)
     }
 
-    /// Saves when [`SAVE_INTERVAL`] has passed and `events` (a count of
+    /// Called every [`SAVE_INTERVAL`]: saves when `events` (a count of
     /// events seen) moved since the last save. A failure is said once on
     /// stderr; watch goes on.
     pub fn maybe_save(&mut self, table: &ProcessTable, events: u64) {
-        let due = self.last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL);
-        if !due || self.saved_at_events == Some(events) {
+        if self.saved_at_events == Some(events) {
             return;
         }
-        self.last_save = Some(Instant::now());
         match self.save(table) {
             Ok(()) => self.saved_at_events = Some(events),
             Err(e) if !self.warned => {
@@ -223,30 +236,40 @@ fn encode(
     now_ns: u64,
     max_bytes: usize,
 ) -> std::io::Result<Vec<u8>> {
-    let mut entries = Vec::new();
-    let mut size = 0;
-    let mut truncated = false;
-    for (p, parent) in table.lineage_entries() {
-        let entry = SavedEntry {
-            process: p.clone(),
-            parent,
-        };
-        size += serde_json::to_vec(&entry).map_or(0, |v| v.len() + 1);
-        if entries.len() >= MAX_ENTRIES || size > max_bytes.saturating_sub(4096) {
+    // Each entry is serialised once, into the array as it grows, so the
+    // bounds are checked on the bytes that are written.
+    let mut entries = b"[".to_vec();
+    let (mut count, mut truncated) = (0, false);
+    for (process, parent) in table.lineage_entries() {
+        let mark = entries.len();
+        if count > 0 {
+            entries.push(b',');
+        }
+        serde_json::to_writer(&mut entries, &SavedEntryRef { process, parent })
+            .map_err(std::io::Error::other)?;
+        if count >= MAX_ENTRIES || entries.len() > max_bytes.saturating_sub(4096) {
+            entries.truncate(mark);
             truncated = true;
             break;
         }
-        entries.push(entry);
+        count += 1;
     }
-    let file = LineageFile {
+    entries.push(b']');
+    let header = FileHeader {
         format: FORMAT,
         writer,
-        boot_id: boot_id.to_string(),
+        boot_id,
         written_boottime_ns: now_ns,
         truncated,
-        entries,
     };
-    serde_json::to_vec(&file).map_err(std::io::Error::other)
+    // The header's object, its closing brace replaced by the entries: the
+    // fields of LineageFile in its order.
+    let mut file = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
+    file.pop();
+    file.extend_from_slice(b",\"entries\":");
+    file.extend_from_slice(&entries);
+    file.push(b'}');
+    Ok(file)
 }
 
 /// Reads and checks the file: a regular file (not followed through a

@@ -188,21 +188,13 @@ impl Kernel {
             loader.map_max_entries("EVENTS", rustix::param::page_size() as u32);
         }
         #[allow(deprecated)]
-        let ebpf = loader
+        let mut ebpf = loader
             .set_global("OFFSETS", &offsets, true)
             .set_global("SOCKET_OFFSETS", &socket_globals, true)
             .set_global("BPF_FILE_OFFSETS", &bpf_file_globals, true)
             .load(EBPF_OBJECT)
             .context("loading tracer's eBPF object")?;
         drop(loader);
-        let mut kernel = Kernel {
-            ebpf,
-            btf: Some(btf),
-            kernel_btf: Some(btf_rs),
-            hooks: Vec::new(),
-            socket_iterators: Vec::new(),
-            bpf_files_unavailable: None,
-        };
         // Every iterator this command needs, verified side by side.
         let mut wanted = vec![("task_iter", "task")];
         if needs.sockets && socket_offsets.is_ok() {
@@ -211,11 +203,19 @@ impl Kernel {
         if needs.bpf_files && bpf_file_offsets.is_ok() {
             wanted.extend(BPF_FILE_ITERATORS);
         }
-        let mut loaded = kernel.load_iterators(&wanted);
+        let mut loaded = load_iterators(&mut ebpf, &btf, &wanted);
+        let mut kernel = Kernel {
+            ebpf,
+            btf: Some(btf),
+            kernel_btf: Some(btf_rs),
+            hooks: Vec::new(),
+            socket_iterators: Vec::new(),
+            bpf_files_unavailable: None,
+        };
         let mut result_of = |prog: &str| {
             loaded
                 .remove(prog)
-                .unwrap_or_else(|| Err(anyhow::anyhow!("{prog} was not loaded")))
+                .unwrap_or_else(|| Err(anyhow::anyhow!("{prog} missing from tracer's eBPF object")))
         };
         result_of("task_iter").context("loading the task iterator")?;
         if needs.sockets {
@@ -241,57 +241,6 @@ impl Kernel {
             kernel.bpf_files_unavailable = Some(format!("{e:#}"));
         }
         Ok(kernel)
-    }
-
-    /// Loads each (program, iterator target) of `wanted`, each verifier
-    /// pass on its own thread (the programs are independent), and returns
-    /// each program's result.
-    fn load_iterators(
-        &mut self,
-        wanted: &[(&'static str, &'static str)],
-    ) -> HashMap<&'static str, Result<()>> {
-        let Kernel { ebpf, btf, .. } = self;
-        let Some(btf) = btf.as_ref() else {
-            return wanted
-                .iter()
-                .map(|(prog, _)| (*prog, Err(anyhow::anyhow!(BTF_RELEASED))))
-                .collect();
-        };
-        let programs: Vec<(&'static str, &'static str, &mut aya::programs::Program)> = ebpf
-            .programs_mut()
-            .filter_map(|(name, prog)| {
-                let (p, target) = wanted.iter().find(|(p, _)| *p == name)?;
-                Some((*p, *target, prog))
-            })
-            .collect();
-        let mut results: HashMap<&'static str, Result<()>> = std::thread::scope(|s| {
-            let running: Vec<_> = programs
-                .into_iter()
-                .map(|(name, target, prog)| {
-                    let load = move || -> Result<()> {
-                        let iter: &mut Iter = prog.try_into()?;
-                        iter.load(target, btf)?;
-                        Ok(())
-                    };
-                    (name, s.spawn(load))
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|(name, h)| {
-                    let r = h
-                        .join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("loader thread panicked")));
-                    (name, r)
-                })
-                .collect()
-        });
-        for (prog, _) in wanted {
-            results
-                .entry(prog)
-                .or_insert_with(|| Err(anyhow::anyhow!("{prog} missing from object")));
-        }
-        results
     }
 
     /// Frees the parsed kernel BTF (tens of MB) once every program this
@@ -547,6 +496,45 @@ impl Kernel {
         }
         Ok(out)
     }
+}
+
+/// Loads each (program, iterator target) of `wanted`, each verifier pass on
+/// its own thread (the programs are independent), and returns the result
+/// of each program the object has.
+fn load_iterators(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    wanted: &[(&'static str, &'static str)],
+) -> HashMap<&'static str, Result<()>> {
+    let programs: Vec<(&'static str, &'static str, &mut aya::programs::Program)> = ebpf
+        .programs_mut()
+        .filter_map(|(name, prog)| {
+            let (p, target) = wanted.iter().find(|(p, _)| *p == name)?;
+            Some((*p, *target, prog))
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let running: Vec<_> = programs
+            .into_iter()
+            .map(|(name, target, prog)| {
+                let load = move || -> Result<()> {
+                    let iter: &mut Iter = prog.try_into()?;
+                    iter.load(target, btf)?;
+                    Ok(())
+                };
+                (name, s.spawn(load))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(name, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("loader thread panicked")));
+                (name, r)
+            })
+            .collect()
+    })
 }
 
 /// The innermost cause of an error, for one-line reasons.

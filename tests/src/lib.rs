@@ -152,6 +152,15 @@ impl Scratch {
         p
     }
 
+    /// A FIFO named `name` in here: a planted shell blocks reading it until
+    /// the test writes a line.
+    pub fn fifo(&self, name: &str) -> PathBuf {
+        let p = self.path.join(name);
+        let made = Command::new("mkfifo").arg(&p).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", p.display());
+        p
+    }
+
     /// Copies a file in, keeping it executable.
     pub fn copy_in(&self, from: &str, name: &str) -> PathBuf {
         let p = self.path.join(name);

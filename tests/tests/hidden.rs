@@ -246,12 +246,7 @@ fn kernel_thread_names_on_user_processes_are_masquerade() {
     let by_argv = Planted::spawn(Command::new("sleep").arg0("[kworker/0:2]").arg("600"));
     // comm renamed through /proc/self/comm (prctl PR_SET_NAME); the shell
     // then blocks opening a FIFO nobody writes to.
-    let fifo = scratch.path().join("fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = scratch.fifo("fifo");
     let by_comm = Planted::spawn(Command::new("bash").args([
         "-c",
         &format!(

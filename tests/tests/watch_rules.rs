@@ -128,12 +128,7 @@ fn a_process_started_before_watch_renaming_itself_is_a_finding() {
     // only, without exe or command line until it reads them: bash waits on
     // a FIFO, then names itself kworker/0:3.
     let dir = Scratch::new("tracer-rules-before");
-    let fifo = dir.path().join("go");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = dir.fifo("go");
     let script = format!(
         "read -r _ < '{}'; printf kworker/0:3 > /proc/$$/comm; sleep 60; exit 0",
         fifo.display()

@@ -398,7 +398,7 @@ fn policy_of(tid: u32) -> String {
 
 #[test]
 fn the_event_reader_runs_real_time_at_the_lowest_priority() {
-    let (watch, start) = Watch::start_with(&[], &[]);
+    let (watch, start) = Watch::start_with(&["--no-default-iocs"], &[]);
     assert!(
         start["scheduling"]
             .as_str()

@@ -57,8 +57,13 @@ pub fn plain_cargo() -> Command {
     cargo
 }
 
-/// The tracer binary, built once per test run (debug profile).
+/// The tracer binary, built once per test run (debug profile); or
+/// `TRACER_BIN` when set, without running cargo (`cargo xtask matrix` sets
+/// it in its QEMU guests, which have no cargo to run).
 pub fn tracer_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TRACER_BIN") {
+        return PathBuf::from(bin);
+    }
     static BUILD: Once = Once::new();
     let root = workspace_root();
     BUILD.call_once(|| {

@@ -1,6 +1,6 @@
 //! Resolves the structure offsets the kernel programs need from the running
 //! kernel's BTF (`/sys/kernel/btf/vmlinux`), so no offset is compiled in.
-use std::collections::HashMap;
+use std::{collections::HashMap, os::fd::AsRawFd as _};
 
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Type};
@@ -244,14 +244,61 @@ pub fn load_vmlinux_btf() -> Result<KernelBtf> {
     }
     // Mmap backend: types are decoded on demand, so a lookup of a few
     // structs costs a few MB instead of decoding all of vmlinux (~40 MB).
-    let btf = Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap)
-        .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+    // sysfs refuses mmap of the BTF file before Linux 6.16 (ENODEV), so
+    // there the file is read(2) into a memfd and the memfd is mapped.
+    let btf = match Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap) {
+        Ok(btf) => btf,
+        Err(direct) => {
+            let copy = btf_in_memfd(VMLINUX_BTF).with_context(|| {
+                format!("cannot read {VMLINUX_BTF} (mapping it failed too: {direct})")
+            })?;
+            Btf::from_file_with_backend(
+                format!("/proc/self/fd/{}", copy.as_raw_fd()),
+                btf_rs::Backend::Mmap,
+            )
+            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?
+        }
+    };
     KernelBtf::new(btf).with_context(|| format!("cannot index {VMLINUX_BTF}"))
+}
+
+/// A sealed-size copy of a file in anonymous memory, for a file sysfs will
+/// not map. The mapping made from it outlives the descriptor.
+fn btf_in_memfd(path: &str) -> Result<std::os::fd::OwnedFd> {
+    let data = crate::proc::read_file(path)?;
+    let fd = rustix::fs::memfd_create("tracer-btf", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut written = 0;
+    while written < data.len() {
+        written += rustix::io::write(&fd, &data[written..])?;
+    }
+    Ok(fd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The path kernels before 6.16 take (sysfs refuses mmap there): the
+    // memfd copy must index and resolve like the file itself.
+    #[test]
+    fn btf_copied_into_a_memfd_resolves_the_same_offsets() {
+        let Ok(direct) = load_vmlinux_btf() else {
+            eprintln!("no BTF on this kernel; skipping");
+            return;
+        };
+        let copy = btf_in_memfd(VMLINUX_BTF).unwrap();
+        let btf = Btf::from_file_with_backend(
+            format!("/proc/self/fd/{}", copy.as_raw_fd()),
+            btf_rs::Backend::Mmap,
+        )
+        .unwrap();
+        drop(copy);
+        let via_copy = KernelBtf::new(btf).unwrap();
+        assert_eq!(
+            resolve(&via_copy).unwrap().task_tgid,
+            resolve(&direct).unwrap().task_tgid
+        );
+    }
 
     // Reads the real kernel's BTF: these offsets must come out non-zero and
     // distinct where the kernel's layout makes them so.

@@ -112,12 +112,20 @@ fn set_fifo(fifo: bool) -> std::io::Result<()> {
     } else {
         (libc::SCHED_OTHER, 0)
     };
-    // musl's sched_param has more (sporadic-server) fields than glibc's.
-    // SAFETY: all-zero is a valid sched_param.
-    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
-    param.sched_priority = priority;
-    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
-    let rc = unsafe { libc::sched_setscheduler(0, policy | libc::SCHED_RESET_ON_FORK, &param) };
+    // The system call itself, not libc's wrapper: musl's sched_setscheduler
+    // is a stub that returns ENOSYS, so the static build would never get
+    // real time. The kernel's struct sched_param is one int.
+    let param: libc::c_int = priority;
+    // SAFETY: pid 0 is the calling thread; `param` outlives the call and
+    // has the layout of the kernel's struct sched_param.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0 as libc::pid_t,
+            policy | libc::SCHED_RESET_ON_FORK,
+            &param as *const libc::c_int,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -135,6 +143,13 @@ fn thread_cpu() -> Duration {
 mod tests {
     use super::*;
 
+    /// The calling thread's policy, by the system call (musl's wrapper is
+    /// a stub).
+    fn thread_policy() -> i32 {
+        // SAFETY: queries the calling thread.
+        unsafe { libc::syscall(libc::SYS_sched_getscheduler, 0 as libc::pid_t) as i32 }
+    }
+
     #[test]
     fn real_time_is_given_up_when_busy_and_taken_back_when_quiet() {
         assert_eq!(next_policy(&Policy::Fifo, 0.1), None);
@@ -149,8 +164,7 @@ mod tests {
         // On its own thread: the test harness's threads keep their policy.
         std::thread::spawn(|| {
             let p = Priority::raise();
-            // SAFETY: queries the calling thread.
-            let policy = unsafe { libc::sched_getscheduler(0) } & !libc::SCHED_RESET_ON_FORK;
+            let policy = thread_policy() & !libc::SCHED_RESET_ON_FORK;
             // What the start record says is what the thread got.
             let said = p.describe();
             assert_eq!(
@@ -161,9 +175,7 @@ mod tests {
             if rustix::process::geteuid().is_root() {
                 assert_eq!(policy, libc::SCHED_FIFO, "{said}");
                 // A thread it starts is back to normal.
-                let child = std::thread::spawn(|| unsafe { libc::sched_getscheduler(0) })
-                    .join()
-                    .unwrap();
+                let child = std::thread::spawn(thread_policy).join().unwrap();
                 assert_eq!(child, libc::SCHED_OTHER);
             } else {
                 assert!(said.contains("refused"), "{said}");

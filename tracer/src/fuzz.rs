@@ -50,6 +50,13 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
+    fn directory_records_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut names = Vec::new();
+        let _ = crate::getdents::parse(&bytes, &mut names);
+        prop_assert!(names.iter().all(|n| !n.contains(&0)));
+    }
+
+    #[test]
     fn proc_files_never_panic(bytes in host_bytes()) {
         let _ = proc::parse_stat(&bytes);
         let _ = proc::parse_status_uid(&bytes);

@@ -8,6 +8,7 @@ pub mod detect;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod getdents;
 pub mod kernel;
 pub mod model;
 pub mod output;

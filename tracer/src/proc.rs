@@ -29,33 +29,32 @@ pub fn read_link(path: &str) -> io::Result<HostStr> {
 
 /// Lists the numeric entries of a directory with `getdents64`.
 pub fn list_numeric_dir(path: &str) -> io::Result<Vec<u32>> {
-    Ok(list_dir_names(path)?
+    Ok(numeric(&list_dir_names(path)?))
+}
+
+fn numeric(names: &[Vec<u8>]) -> Vec<u32> {
+    names
         .iter()
         .filter_map(|name| std::str::from_utf8(name).ok()?.parse().ok())
-        .collect())
+        .collect()
 }
 
 /// The names in a directory, as bytes (they are the host's), without `.`
-/// and `..`.
+/// and `..`. A corrupt listing gives the names before the corruption; the
+/// view that must report it uses [`list_pids_checked`].
 pub fn list_dir_names(path: &str) -> io::Result<Vec<Vec<u8>>> {
-    let fd = rfs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut out = Vec::new();
-    for entry in rfs::Dir::new(fd)? {
-        let name = entry?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            out.push(name);
-        }
-    }
-    Ok(out)
+    Ok(crate::getdents::list(path)?.names)
 }
 
 /// The PIDs (thread-group ids) /proc lists.
 pub fn list_pids() -> io::Result<Vec<u32>> {
     list_numeric_dir("/proc")
+}
+
+/// The PIDs /proc lists, and what was corrupt in the listing, if anything.
+pub fn list_pids_checked() -> io::Result<(Vec<u32>, Option<crate::getdents::Corruption>)> {
+    let listing = crate::getdents::list("/proc")?;
+    Ok((numeric(&listing.names), listing.corrupt))
 }
 
 /// The thread ids of one process.

@@ -63,6 +63,7 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         &mut hidden::LiveRecheck::new(kernel.as_mut().ok()),
     );
     let mut found = hidden::findings(&confirmed, &snap, &table, &host);
+    found.extend(hidden::corrupt_listing(&snap));
     found.extend(masquerade::detect(&snap, &table, &host));
 
     let own_pids = snap.own_pids.union(&net.helper_pids).copied().collect();

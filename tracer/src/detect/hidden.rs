@@ -342,6 +342,46 @@ pub fn findings(
         .collect()
 }
 
+/// The kind of the finding for a /proc listing that breaks the record format.
+pub const CORRUPT_LISTING: &str = "corrupt-directory-listing";
+
+/// A finding when /proc's directory listing came back corrupt: the kernel
+/// (or a hook on its getdents64) handed back records no kernel writes.
+/// The processes after the break are missing from P, so they show up as
+/// hidden from /proc too; the BPF program or hook that rewrites the listing
+/// is linked to this finding by the kernel checks.
+pub fn corrupt_listing(snap: &Snapshot) -> Option<Finding> {
+    let bad = snap.proc_listing_corrupt.as_ref()?;
+    Some(Finding {
+        id: format!("{CORRUPT_LISTING}:/proc"),
+        kind: CORRUPT_LISTING.into(),
+        severity: Severity::Critical,
+        layer: Liar::Kernel.layer().into(),
+        summary: format!(
+            "/proc's directory listing is corrupt: something rewrites getdents64's results ({bad})"
+        ),
+        process: None,
+        ancestry: Vec::new(),
+        evidence: vec![
+            ev("reader", "tracer's own getdents64 of /proc (no libc)"),
+            ev("corruption", bad.to_string()),
+            ev(
+                "listed before it",
+                format!(
+                    "{} PIDs (the rest of the listing was not trusted)",
+                    snap.proc_pids.len()
+                ),
+            ),
+        ],
+        next_step: "A BPF program with bpf_probe_write_user or a kernel hook on getdents64 \
+                    rewrites directory listings: see the kernel findings for the program and \
+                    its owner; ls, ps and every /proc tool on this host see the rewritten list."
+            .into(),
+        connection: None,
+        related: Vec::new(),
+    })
+}
+
 pub type Evidence = Vec<(String, String)>;
 
 pub fn ev(label: impl Into<String>, value: impl Into<String>) -> (String, String) {
@@ -675,6 +715,7 @@ mod tests {
                     .collect(),
             ),
             proc_pids: pids.clone(),
+            proc_listing_corrupt: None,
             libc: Ok(LibcListing {
                 pids: pids.clone(),
                 method: "test".into(),

@@ -46,7 +46,10 @@ pub enum Hides {
 /// `net-hidden`'s connection findings are matched by layer.
 pub fn explains(hides: Hides, other: &Finding) -> bool {
     match hides {
-        Hides::Processes => other.kind == "hidden-from-proc" || other.kind == "proc-pid-unreadable",
+        Hides::Processes => matches!(
+            other.kind.as_str(),
+            "hidden-from-proc" | "proc-pid-unreadable" | super::hidden::CORRUPT_LISTING
+        ),
         Hides::FromKill => other.kind == "hidden-from-kill",
         Hides::Connections => {
             matches!(other.layer.as_str(), "procnet" | "proc-net")

@@ -663,14 +663,11 @@ fn files_of(path: &Path, pattern: Pattern) -> Vec<PathBuf> {
                 Pattern::DirSuffix(s) => s,
                 _ => "",
             };
-            if let Ok(entries) = std::fs::read_dir(path) {
-                out.extend(
-                    entries
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.is_file() && p.to_string_lossy().ends_with(suffix)),
-                );
-            }
+            out.extend(
+                crate::getdents::child_paths(path)
+                    .into_iter()
+                    .filter(|p| p.is_file() && p.to_string_lossy().ends_with(suffix)),
+            );
         }
         Pattern::Tree => walk(path, 0, &mut out),
     }
@@ -681,12 +678,8 @@ fn files_of(path: &Path, pattern: Pattern) -> Vec<PathBuf> {
 /// Every regular file below `dir`, a few levels deep.
 fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     const MAX_DEPTH: usize = 4;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(kind) = entry.file_type() else {
+    for path in crate::getdents::child_paths(dir) {
+        let Ok(kind) = std::fs::symlink_metadata(&path).map(|m| m.file_type()) else {
             continue;
         };
         if kind.is_dir() && depth < MAX_DEPTH {

@@ -265,10 +265,7 @@ impl BpfInventory {
             let mut stack = vec![PathBuf::from(root)];
             let mut seen = 0usize;
             while let Some(dir) = stack.pop() {
-                let Ok(entries) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                for e in entries.flatten() {
+                for path in crate::getdents::child_paths(&dir) {
                     seen += 1;
                     if seen > MAX_PINS_PER_FS {
                         self.notes.push(format!(
@@ -277,9 +274,8 @@ impl BpfInventory {
                         ));
                         break;
                     }
-                    let path = e.path();
-                    match e.file_type() {
-                        Ok(t) if t.is_dir() => stack.push(path),
+                    match std::fs::symlink_metadata(&path) {
+                        Ok(m) if m.is_dir() => stack.push(path),
                         Ok(_) => {
                             let prog = match pinned(&path) {
                                 Pinned::Prog(id) => Some(id),

@@ -490,14 +490,12 @@ pub fn module_sources(ksyms: Option<&Kallsyms>, notes: &mut Vec<String>) -> Opti
         }
     };
     let dir_names = |path: &str, keep: &dyn Fn(&str) -> bool| -> Vec<String> {
-        std::fs::read_dir(path)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                    .filter(|n| keep(n))
-                    .collect()
-            })
+        crate::proc::list_dir_names(path)
             .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| String::from_utf8(n).ok())
+            .filter(|n| keep(n))
+            .collect()
     };
     if ksyms.is_none() {
         notes.push("hidden modules: kallsyms not compared (no symbol addresses)".into());

@@ -58,6 +58,9 @@ pub struct Snapshot {
     pub kernel: KernelView,
     /// P: the PIDs /proc lists through getdents64.
     pub proc_pids: BTreeSet<u32>,
+    /// Where P's listing broke the directory record format, if it did:
+    /// something rewrites getdents64's results.
+    pub proc_listing_corrupt: Option<crate::getdents::Corruption>,
     /// L: the PIDs libc's readdir lists, or why that listing failed.
     pub libc: Result<LibcListing, String>,
     /// S: one listing per distinct `ps` program (PATH's, then /bin/ps).
@@ -147,11 +150,10 @@ impl Started {
             Ok(k) => KernelView::take(k),
             Err(why) => KernelView::Skipped(why.clone()),
         });
-        let (proc_pids, p_time) = timed(crate::proc::list_pids);
-        let proc_pids: BTreeSet<u32> = proc_pids
-            .context("listing /proc with getdents64")?
-            .into_iter()
-            .collect();
+        let (proc_listing, p_time) = timed(crate::proc::list_pids_checked);
+        let (proc_pids, proc_listing_corrupt) =
+            proc_listing.context("listing /proc with getdents64")?;
+        let proc_pids: BTreeSet<u32> = proc_pids.into_iter().collect();
         let tasks = kernel_view.processes();
         let to_probe: Vec<u32> = proc_pids
             .iter()
@@ -181,6 +183,7 @@ impl Started {
         let snapshot = Snapshot {
             kernel: kernel_view,
             proc_pids,
+            proc_listing_corrupt,
             libc,
             ps,
             probes,

@@ -2,6 +2,7 @@
 mod bench;
 mod build;
 mod dist;
+mod matrix;
 mod setup;
 
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum Cmd {
     },
     /// Set up, build (release) and run a benchmark.
     Bench(bench::Args),
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels in QEMU and run tracer's kernel tests in each.
+    Matrix(matrix::Args),
     /// Bench helper: N children that sleep until stdin closes.
     #[command(name = "__sleepers", hide = true)]
     Sleepers { count: usize },
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Cmd::Run { args } => build::run_tracer(&args),
         Cmd::Test { args } => build::test(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Matrix(args) => matrix::run(&args),
         Cmd::Sleepers { count } => bench::hidden::sleepers(count),
         Cmd::Chain {
             levels,

@@ -26,6 +26,14 @@ const PACKAGES: &[&str] = &[
     "musl-tools",
     // capsh: tests that run tracer without a capability.
     "libcap2-bin",
+    // `xtask matrix`: QEMU guests of Debian's stock kernels; busybox for
+    // their initramfs, xz for 6.12's .ko.xz modules, depmod (kmod) for the
+    // unpacked images' modules.dep, cpio to look into or extend an initramfs.
+    "qemu-system-x86",
+    "busybox-static",
+    "xz-utils",
+    "cpio",
+    "kmod",
 ];
 
 pub fn run() -> Result<()> {

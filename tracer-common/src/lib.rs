@@ -400,7 +400,33 @@ pub const MOUNT_FIELD_NR_MOUNT: u32 = 16;
 pub const MOUNT_FIELD_NR_MOVE_MOUNT: u32 = 17;
 pub const MOUNT_FIELDS: u32 = 18;
 
+/// Bytes of kernel memory per [`KmemChunk`].
+pub const KMEM_CHUNK: usize = 256;
+/// Chunks one run of the kernel-memory iterator reads at most: its records
+/// must fit the iterator's seq_file buffer (8 pages) in one call.
+pub const KMEM_MAX_CHUNKS: u64 = 64;
+
+/// What user space asks the kernel-memory iterator to read: `chunks`
+/// chunks of [`KMEM_CHUNK`] bytes from `addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct KmemRequest {
+    pub addr: u64,
+    pub chunks: u64,
+}
+
+/// One chunk of kernel memory as `bpf_probe_read_kernel` returned it:
+/// `status` is its return value (0, or a negative errno and zeroed data).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct KmemChunk {
+    pub status: i64,
+    pub data: [u8; KMEM_CHUNK],
+}
+
 const _: () = {
+    assert!(core::mem::size_of::<KmemChunk>() == 8 + KMEM_CHUNK);
+    assert!(core::mem::size_of::<KmemRequest>() == 16);
     assert!(
         core::mem::size_of::<MountEvent>()
             == 64 + COMM_LEN + PATH_LEN + MOUNT_SOURCE_LEN + MOUNT_FSTYPE_LEN
@@ -425,6 +451,7 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::SocketOffsets {}
     unsafe impl aya::Pod for super::BpfFileOffsets {}
+    unsafe impl aya::Pod for super::KmemRequest {}
 }
 
 /// The bytes of a fixed-size, NUL-padded kernel string up to the first NUL.

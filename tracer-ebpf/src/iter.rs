@@ -11,14 +11,15 @@ use crate::{maps, task};
 pub struct IterMeta {
     pub seq: *mut aya_ebpf::bindings::seq_file,
     session_id: u64,
-    seq_num: u64,
+    /// How many objects this iteration visited before this one.
+    pub seq_num: u64,
 }
 
 /// `struct bpf_iter__task`.
 #[repr(C)]
 pub struct IterTaskCtx {
-    meta: *const IterMeta,
-    task: *const u8,
+    pub meta: *const IterMeta,
+    pub task: *const u8,
 }
 
 #[unsafe(no_mangle)]

@@ -15,6 +15,8 @@ mod exec;
 #[cfg(target_arch = "bpf")]
 mod iter;
 #[cfg(target_arch = "bpf")]
+mod kmem;
+#[cfg(target_arch = "bpf")]
 mod lifecycle;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -11,6 +11,7 @@ use std::{
     path::Path,
 };
 
+const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_OBJ_GET: u32 = 7;
 const BPF_PROG_GET_NEXT_ID: u32 = 11;
 const BPF_PROG_GET_FD_BY_ID: u32 = 13;
@@ -18,6 +19,10 @@ const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 const BPF_TASK_FD_QUERY: u32 = 20;
 const BPF_LINK_GET_FD_BY_ID: u32 = 30;
 const BPF_LINK_GET_NEXT_ID: u32 = 31;
+const BPF_LINK_CREATE: u32 = 28;
+const BPF_ITER_CREATE: u32 = 33;
+/// `enum bpf_attach_type`'s `BPF_TRACE_ITER`.
+const BPF_TRACE_ITER: u32 = 28;
 
 /// `union bpf_attr`, as bytes; every command here fits in 64.
 #[repr(C, align(8))]
@@ -80,6 +85,29 @@ fn ids(cmd: u32) -> io::Result<Vec<u32>> {
 }
 
 /// Every loaded program's id.
+/// Sets `key` of an array or hash map to `value`.
+pub fn map_update(map: &OwnedFd, key: u32, value: &[u8]) -> io::Result<()> {
+    let mut attr = Attr::new()
+        .u32(0, map.as_raw_fd() as u32)
+        .u64(8, &key as *const u32 as u64)
+        .u64(16, value.as_ptr() as u64);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// Attaches an iterator program (no iterator arguments) and returns its link.
+pub fn iter_link(prog: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new()
+        .u32(0, prog.as_raw_fd() as u32)
+        .u32(8, BPF_TRACE_ITER);
+    bpf(BPF_LINK_CREATE, &mut attr).map(fd_from)
+}
+
+/// Creates one iterator from an iterator link: reading it runs the program.
+pub fn iter_create(link: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new().u32(0, link.as_raw_fd() as u32);
+    bpf(BPF_ITER_CREATE, &mut attr).map(fd_from)
+}
+
 pub fn program_ids() -> io::Result<Vec<u32>> {
     ids(BPF_PROG_GET_NEXT_ID)
 }

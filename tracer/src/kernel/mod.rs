@@ -5,6 +5,7 @@ pub mod attach_btf;
 pub mod bpf_files;
 pub mod bpf_sys;
 pub mod events;
+pub mod kmem;
 pub mod mounts;
 pub mod offsets;
 pub mod sockets;
@@ -51,6 +52,8 @@ pub struct Kernel {
     /// Why the BPF-file iterator is not available, if it is not: the rest
     /// of tracer works without it.
     bpf_files_unavailable: Option<String>,
+    /// Why the kernel-memory reader is not available, if it is not.
+    kmem_unavailable: Option<String>,
 }
 
 /// CAP_PERFMON (38) and CAP_BPF (39), or CAP_SYS_ADMIN (21) which implies both.
@@ -203,6 +206,9 @@ impl Kernel {
         if needs.bpf_files && bpf_file_offsets.is_ok() {
             wanted.extend(BPF_FILE_ITERATORS);
         }
+        if needs.bpf_files {
+            wanted.push(KMEM_ITERATOR);
+        }
         let mut loaded = load_iterators(&mut ebpf, &btf, &wanted);
         let mut kernel = Kernel {
             ebpf,
@@ -211,6 +217,7 @@ impl Kernel {
             hooks: Vec::new(),
             socket_iterators: Vec::new(),
             bpf_files_unavailable: None,
+            kmem_unavailable: None,
         };
         let mut result_of = |prog: &str| {
             loaded
@@ -239,6 +246,14 @@ impl Kernel {
         };
         if let Err(e) = bpf_files {
             kernel.bpf_files_unavailable = Some(format!("{e:#}"));
+        }
+        if needs.bpf_files {
+            if let Err(e) = result_of(KMEM_ITERATOR.0) {
+                kernel.kmem_unavailable =
+                    Some(format!("loading iter/task kmem_iter: {}", root_cause(&e)));
+            }
+        } else {
+            kernel.kmem_unavailable = Some("not loaded by this command".into());
         }
         Ok(kernel)
     }
@@ -422,6 +437,15 @@ impl Kernel {
             .collect())
     }
 
+    /// A reader of kernel memory for the kernel checks, usable on another
+    /// thread.
+    pub fn kernel_memory(&mut self) -> Result<kmem::KernelMemory> {
+        if let Some(why) = &self.kmem_unavailable {
+            anyhow::bail!("the kernel-memory reader did not load: {why}");
+        }
+        kmem::KernelMemory::new(&mut self.ebpf)
+    }
+
     /// Ids of the programs this process loaded.
     pub fn own_program_ids(&self) -> Vec<u32> {
         self.ebpf
@@ -497,6 +521,9 @@ impl Kernel {
         Ok(out)
     }
 }
+
+/// The kernel-memory reader of the kernel checks (see `kmem`).
+const KMEM_ITERATOR: (&str, &str) = ("kmem_iter", "task");
 
 /// Loads each (program, iterator target) of `wanted`, each verifier pass on
 /// its own thread (the programs are independent), and returns the result

@@ -60,6 +60,44 @@ impl Kallsyms {
         Some((self.name(r), addr - a))
     }
 
+    /// `name+0xoff [module]` for an address, as a responder reads it.
+    pub fn describe(&self, addr: u64) -> Option<String> {
+        let i = self.syms.partition_point(|(a, _)| *a <= addr);
+        let (a, r) = self.syms.get(i.checked_sub(1)?)?;
+        let mut out = self.name(r).to_string();
+        if addr != *a {
+            out.push_str(&format!("+{:#x}", addr - a));
+        }
+        if let Some(module) = self.module_of(r) {
+            out.push_str(&format!(" [{module}]"));
+        }
+        Some(out)
+    }
+
+    /// The `[module]` suffix of a symbol's line, if any.
+    fn module_of(&self, name: &Range<usize>) -> Option<&str> {
+        let rest = self.text.get(name.end..)?;
+        let line = &rest[..memchr(rest).unwrap_or(rest.len())];
+        let open = line.iter().position(|&b| b == b'[')?;
+        let close = line.iter().position(|&b| b == b']')?;
+        std::str::from_utf8(line.get(open + 1..close)?).ok()
+    }
+
+    /// The address of the first symbol above `addr`: where the function at
+    /// `addr` ends, at the latest.
+    pub fn next_after(&self, addr: u64) -> Option<u64> {
+        let i = self.syms.partition_point(|(a, _)| *a <= addr);
+        self.syms.get(i).map(|(a, _)| *a)
+    }
+
+    /// Every symbol whose name starts with `prefix`, with its address.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+        self.syms
+            .iter()
+            .filter(move |(_, r)| self.text[r.clone()].starts_with(prefix.as_bytes()))
+            .map(|(a, r)| (self.name(r), *a))
+    }
+
     /// `_stext.._etext`: the core kernel's code.
     pub fn kernel_text(&self) -> Option<Range<u64>> {
         Some(self.addr_of("_stext")?..self.addr_of("_etext")?)
@@ -158,6 +196,16 @@ ffffffffc0100000 t evil_show\t[rootkit]
             Some(0xffffffff81000000..0xffffffff8220bb08)
         );
         assert_eq!(k.module_names(), ["rootkit"]);
+        assert_eq!(
+            k.describe(0xffffffffc0100004).as_deref(),
+            Some("evil_show+0x4 [rootkit]")
+        );
+        assert_eq!(
+            k.describe(0xffffffff820301a0).as_deref(),
+            Some("tcp4_seq_show")
+        );
+        assert_eq!(k.next_after(0xffffffff820301a0), Some(0xffffffff82030400));
+        assert_eq!(k.with_prefix("tcp4_").count(), 2);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Kernel hooks below /proc: function pointers behind the files tracer
 //! opens (read in the kernel by the BPF-file iterator, checked against
 //! kernel text and the symbol they should be), ftrace-hooked functions and
-//! kprobes (tracefs), the syscall table, and modules hidden from the module
-//! list. Each check that cannot run on this kernel says so in one line.
+//! kprobes (tracefs), syscall dispatch (`syscalls`), and modules hidden
+//! from the module list. Each check that cannot run on this kernel says so in one line.
 use std::{ops::Range, os::fd::AsRawFd};
 
 use serde::Serialize;
@@ -39,6 +39,7 @@ pub struct KernelInput {
     kernel_ids: Result<Vec<u32>, String>,
     own: OwnPrograms,
     targets: OpenTargets,
+    memory: Result<crate::kernel::kmem::KernelMemory, String>,
     started: std::time::Instant,
 }
 
@@ -46,16 +47,18 @@ impl KernelInput {
     pub fn collect(kernel: Result<&mut Kernel, &str>) -> KernelInput {
         let started = std::time::Instant::now();
         let targets = OpenTargets::open();
-        let (files, kernel_ids, own) = match kernel {
+        let (files, kernel_ids, own, memory) = match kernel {
             Ok(k) => (
                 k.bpf_files().map_err(|e| format!("{e:#}")),
                 k.bpf_prog_ids().map_err(|e| format!("{e:#}")),
                 OwnPrograms::of(k),
+                k.kernel_memory().map_err(|e| format!("{e:#}")),
             ),
             Err(why) => (
                 Err(why.to_string()),
                 Err(why.to_string()),
                 OwnPrograms::default(),
+                Err(why.to_string()),
             ),
         };
         KernelInput {
@@ -63,6 +66,7 @@ impl KernelInput {
             kernel_ids,
             own,
             targets,
+            memory,
             started,
         }
     }
@@ -74,7 +78,7 @@ impl KernelInput {
         let ksyms = Kallsyms::read();
         let mut bpf =
             BpfInventory::take(self.files, self.kernel_ids, &self.own, ksyms.as_ref().ok());
-        let pointers = self.targets.check(
+        let mut pointers = self.targets.check(
             &bpf.own_files,
             ksyms.as_ref().map_err(String::as_str),
             &mut notes,
@@ -82,9 +86,11 @@ impl KernelInput {
         drop(self.targets);
         let hooks = ftrace_hooks(&mut notes);
         if let Ok(k) = &ksyms {
-            notes.push(syscall_table_note(k));
+            let dispatch = super::syscalls::check(self.memory.as_ref().map_err(String::as_str), k);
+            pointers.extend(dispatch.anomalies);
+            notes.extend(dispatch.notes);
         } else {
-            notes.push("syscall table not checked: no kernel symbol addresses".into());
+            notes.push("syscall dispatch not checked: no kernel symbol addresses".into());
         }
         let hidden_modules = module_sources(ksyms.as_ref().ok(), &mut notes)
             .map(|s| hidden_modules(&s))
@@ -306,7 +312,9 @@ pub fn parse_enabled_functions(text: &str) -> Vec<FtraceHook> {
             let (name, rest) = l.trim().split_once(char::is_whitespace)?;
             Some(FtraceHook {
                 function: name.to_string(),
-                detail: rest.trim().to_string(),
+                // The kernel separates the trampoline and callback parts
+                // with tabs: one space each, so the detail reads as one line.
+                detail: rest.split_whitespace().collect::<Vec<_>>().join(" "),
                 mechanism: "ftrace",
             })
         })
@@ -406,24 +414,6 @@ fn read_tracefs(dir: &str, notes: &mut Vec<String>) -> Vec<FtraceHook> {
         Err(e) => notes.push(format!("kprobes not checked: {dir}/kprobe_events: {e}")),
     }
     hooks
-}
-
-/// One line about the syscall table.
-pub fn syscall_table_note(ksyms: &Kallsyms) -> String {
-    match (
-        ksyms.addr_of("x64_sys_call"),
-        ksyms.addr_of("sys_call_table"),
-    ) {
-        (Some(_), _) => {
-            "no syscall table to check: this kernel dispatches syscalls through x64_sys_call".into()
-        }
-        (None, Some(addr)) => {
-            format!("syscall table at {addr:#x} not checked: tracer does not read it yet")
-        }
-        (None, None) => {
-            "syscall table not checked: not in kallsyms (CONFIG_KALLSYMS_ALL off)".into()
-        }
-    }
 }
 
 /// Where a module was seen.
@@ -593,16 +583,9 @@ ffffffffc0100000 t evil_show\t[rootkit]
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].function, "tcp4_seq_show");
         assert!(h[0].detail.contains("fh_ftrace_thunk"));
+        assert!(!h[0].detail.contains('\t'), "{}", h[0].detail);
         let kp = parse_kprobe_events("p:kprobes/hide __x64_sys_getdents64+4 arg1=%di\n");
         assert_eq!(kp[0].function, "__x64_sys_getdents64");
         assert_eq!(kp[0].mechanism, "kprobe");
-    }
-
-    #[test]
-    fn syscall_table_line_names_the_dispatcher() {
-        let k = Kallsyms::parse(b"ffffffff81249030 T x64_sys_call\n".to_vec());
-        assert!(syscall_table_note(&k).contains("x64_sys_call"));
-        let old = Kallsyms::parse(b"ffffffff82000000 R sys_call_table\n".to_vec());
-        assert!(syscall_table_note(&old).contains("0xffffffff82000000"));
     }
 }

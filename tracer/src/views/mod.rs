@@ -30,6 +30,7 @@ pub mod mounts;
 pub mod net;
 pub mod probes;
 pub mod ps;
+pub mod syscalls;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -332,6 +332,17 @@ fn is_other_tracer(p: &BpfProgram, own_names: &[String]) -> bool {
         && p.owners.iter().all(|o| o.comm.starts_with("tracer"))
 }
 
+/// Helper names by id (`enum bpf_func_id`).
+const HELPER_NAMES: &str = include_str!("bpf_helper_names.txt");
+
+fn helper_by_id(id: usize) -> Option<&'static str> {
+    HELPER_NAMES
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .nth(id)
+        .filter(|_| id != 0)
+}
+
 /// The helpers called in translated instructions, by kernel symbol.
 fn helper_names(xlated: &[u8], ksyms: &Kallsyms) -> Vec<String> {
     let Some(base) = ksyms.addr_of("__bpf_call_base") else {
@@ -340,11 +351,15 @@ fn helper_names(xlated: &[u8], ksyms: &Kallsyms) -> Vec<String> {
     let mut names: Vec<String> = bpf_sys::helper_call_offsets(xlated)
         .into_iter()
         .map(|off| {
-            let addr = base.wrapping_add_signed(off as i64);
-            match ksyms.symbol_at(addr) {
-                Some((name, 0)) => name.to_string(),
-                _ => format!("{addr:#x}"),
+            // Where the kernel left the helper's id rather than its
+            // address (it does for some helpers), name it by id.
+            if let Some(name) = usize::try_from(off).ok().and_then(helper_by_id) {
+                return format!("bpf_{name}");
             }
+            let addr = base.wrapping_add_signed(off as i64);
+            ksyms
+                .describe(addr)
+                .unwrap_or_else(|| format!("unknown function at {addr:#x}"))
         })
         .collect();
     names.sort();
@@ -375,9 +390,17 @@ mod tests {
         let mut insn = vec![0x85, 0, 0, 0];
         insn.extend_from_slice(&off.to_ne_bytes());
         insn.extend_from_slice(&[0x85, 0, 0, 0, 1, 0, 0, 0]);
+        // A call into the middle of a function is named with its offset.
+        insn.extend_from_slice(&[0x85, 0, 0, 0]);
+        insn.extend_from_slice(&(off + 0x10).to_ne_bytes());
+        assert_eq!(helper_names(&insn, &ksyms)[2], "bpf_send_signal+0x10");
         assert_eq!(
             helper_names(&insn, &ksyms),
-            ["0xffffffff814cc811", "bpf_send_signal"]
+            [
+                "bpf_map_lookup_elem",
+                "bpf_send_signal",
+                "bpf_send_signal+0x10"
+            ]
         );
     }
 

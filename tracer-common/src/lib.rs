@@ -48,6 +48,7 @@ pub const LOST_SLOTS: u32 = 9;
 /// Which program produced a connect record.
 pub const HOOK_TRACEPOINT: u32 = 1;
 pub const HOOK_FENTRY: u32 = 2;
+pub const HOOK_KPROBE: u32 = 3;
 
 /// `sched_process_exec`: a task replaced its program.
 #[repr(C)]
@@ -139,7 +140,7 @@ pub struct ConnectEvent {
     /// IPv4 addresses use the first 4 bytes, network order.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-    /// `HOOK_TRACEPOINT` or `HOOK_FENTRY`.
+    /// `HOOK_TRACEPOINT`, `HOOK_FENTRY` or `HOOK_KPROBE`.
     pub hook: u32,
     pub _pad2: u32,
     pub ktime_ns: u64,

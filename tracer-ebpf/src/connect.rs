@@ -1,7 +1,8 @@
 //! Outbound TCP connects, IPv4 and IPv6.
 //!
-//! Two hooks share one reader: `fentry/tcp_connect` where the kernel allows
-//! BPF trampolines (the source port is known there), and the stable
+//! Three hooks share one reader: `fentry/tcp_connect` where the kernel
+//! allows BPF trampolines (the source port is known there), a kprobe on
+//! `tcp_connect` where it has kprobes but no trampolines, and the stable
 //! `sock:inet_sock_set_state` tracepoint otherwise (the move to SYN_SENT runs
 //! in the connecting task's context, before the source port is chosen).
 use aya_ebpf::{
@@ -9,10 +10,10 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns,
     },
-    macros::{fentry, raw_tracepoint},
-    programs::{FEntryContext, RawTracePointContext},
+    macros::{fentry, kprobe, raw_tracepoint},
+    programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
-use tracer_common::{ConnectEvent, EventKind, HOOK_FENTRY, HOOK_TRACEPOINT};
+use tracer_common::{ConnectEvent, EventKind, HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT};
 
 use crate::{maps, task::read_at};
 
@@ -34,6 +35,14 @@ pub fn connect_state_raw_tp(ctx: RawTracePointContext) -> i32 {
 #[fentry(function = "tcp_connect")]
 pub fn connect_fentry(ctx: FEntryContext) -> i32 {
     unsafe { on_connect(ctx.arg(0), HOOK_FENTRY) }
+}
+
+#[kprobe]
+pub fn connect_kprobe(ctx: ProbeContext) -> i32 {
+    let Some(sk) = ctx.arg::<*const u8>(0) else {
+        return 0;
+    };
+    unsafe { on_connect(sk, HOOK_KPROBE) }
 }
 
 #[inline(always)]

@@ -12,7 +12,7 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
-use tracer_common::{ConnectEvent, ExecEvent, RenameEvent, HOOK_FENTRY};
+use tracer_common::{ConnectEvent, ExecEvent, RenameEvent, HOOK_FENTRY, HOOK_KPROBE};
 
 use crate::{
     cli::WatchArgs,
@@ -674,10 +674,10 @@ impl Watcher {
             sport: c.sport,
             daddr,
             dport: c.dport,
-            hook: if c.hook == HOOK_FENTRY {
-                "fentry/tcp_connect"
-            } else {
-                "tracepoint/inet_sock_set_state"
+            hook: match c.hook {
+                HOOK_FENTRY => "fentry/tcp_connect",
+                HOOK_KPROBE => "kprobe/tcp_connect",
+                _ => "tracepoint/inet_sock_set_state",
             },
             established_before_start: false,
         })

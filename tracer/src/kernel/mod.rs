@@ -16,7 +16,7 @@ use std::{io::Read, os::fd::BorrowedFd};
 use anyhow::{Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, Iter, RawTracePoint},
+    programs::{BtfTracePoint, FEntry, Iter, KProbe, RawTracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use schemars::JsonSchema;
@@ -308,6 +308,17 @@ impl Kernel {
         Ok(())
     }
 
+    fn kprobe(&mut self, prog: &str, function: &str) -> Result<()> {
+        let p: &mut KProbe = self
+            .ebpf
+            .program_mut(prog)
+            .context("program missing from object")?
+            .try_into()?;
+        p.load()?;
+        p.attach(function, 0)?;
+        Ok(())
+    }
+
     /// Attaches every program watch runs (exec, fork, exit, connect,
     /// rename, mount), choosing for each the best hook this kernel accepts.
     pub fn attach_watch(&mut self) -> Result<()> {
@@ -344,29 +355,41 @@ impl Kernel {
             hook: "tp_btf/sched_process_exit".into(),
             reason: "thread-group leaders only".into(),
         });
-        // connect: fentry on tcp_connect sees the chosen source port; where
-        // BPF trampolines are refused (as on lockdown kernels) the stable
-        // sock:inet_sock_set_state tracepoint (move to SYN_SENT) does the job.
+        // connect: fentry on tcp_connect sees the chosen source port; a
+        // kprobe on it does too, where kprobes exist but trampolines are
+        // refused; otherwise (as on lockdown kernels without kprobes) the
+        // stable sock:inet_sock_set_state tracepoint (move to SYN_SENT).
         let connect = match self.fentry("connect_fentry", "tcp_connect") {
             Ok(()) => HookChoice {
                 event: "connect",
                 hook: "fentry/tcp_connect".into(),
                 reason: "BPF trampolines available".into(),
             },
-            Err(e) => {
-                self.raw_tp("connect_state_raw_tp", "inet_sock_set_state")
-                    .context(
-                        "attaching the connect hook (fentry and raw_tracepoint both failed)",
-                    )?;
-                HookChoice {
+            Err(fentry) => match self.kprobe("connect_kprobe", "tcp_connect") {
+                Ok(()) => HookChoice {
                     event: "connect",
-                    hook: "raw_tracepoint/inet_sock_set_state (TCP_SYN_SENT)".into(),
+                    hook: "kprobe/tcp_connect".into(),
                     reason: format!(
-                        "fentry/tcp_connect refused ({}); source port is not chosen yet at SYN_SENT and shows as 0",
-                        root_cause(&e)
+                        "fentry/tcp_connect refused ({}); kprobes available",
+                        root_cause(&fentry)
                     ),
+                },
+                Err(kprobe) => {
+                    self.raw_tp("connect_state_raw_tp", "inet_sock_set_state")
+                        .context(
+                        "attaching the connect hook (fentry, kprobe and raw_tracepoint all failed)",
+                    )?;
+                    HookChoice {
+                        event: "connect",
+                        hook: "raw_tracepoint/inet_sock_set_state (TCP_SYN_SENT)".into(),
+                        reason: format!(
+                            "fentry/tcp_connect refused ({}), kprobe refused ({}); source port is not chosen yet at SYN_SENT and shows as 0",
+                            root_cause(&fentry),
+                            root_cause(&kprobe)
+                        ),
+                    }
                 }
-            }
+            },
         };
         self.hooks.push(connect);
         let rename = self.attach_rename();

@@ -177,7 +177,54 @@ pub fn detect(state: &KernelState) -> Vec<(Finding, Vec<Hides>)> {
     for (n, (f, _)) in out.iter_mut().enumerate() {
         f.id = format!("{}:{n}", f.kind);
     }
+    link_hidden_modules(&mut out);
     out
+}
+
+fn evidence<'f>(f: &'f Finding, label: &str) -> Option<&'f str> {
+    f.evidence
+        .iter()
+        .find(|(l, _)| l == label)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A pointer that leads out of kernel text into a hidden module's symbol,
+/// or to no symbol at all (a module gone from the list takes its symbols
+/// out of kallsyms), likely belongs to that hidden module: link the two.
+fn link_hidden_modules(out: &mut [(Finding, Vec<Hides>)]) {
+    let modules: Vec<(usize, String)> = out
+        .iter()
+        .enumerate()
+        .filter(|(_, (f, _))| f.kind == "hidden-kernel-module")
+        .filter_map(|(i, (f, _))| Some((i, evidence(f, "module")?.to_string())))
+        .collect();
+    let mut pairs = Vec::new();
+    for (i, (f, _)) in out.iter().enumerate() {
+        let outside = evidence(f, "verdict").is_some_and(|v| v.starts_with("outside"));
+        if f.kind != "hooked-function-pointer" || !outside {
+            continue;
+        }
+        let points = evidence(f, "points to").unwrap_or("no symbol");
+        for (m, name) in &modules {
+            if points == "no symbol" || points.ends_with(&format!("[{name}]")) {
+                pairs.push((i, *m, name.clone()));
+            }
+        }
+    }
+    for (pointer, module, name) in pairs {
+        let (pointer_id, pointer_summary) =
+            (out[pointer].0.id.clone(), out[pointer].0.summary.clone());
+        let module_id = out[module].0.id.clone();
+        let p = &mut out[pointer].0;
+        p.related.push(module_id);
+        p.evidence.push((
+            "likely planted by".into(),
+            format!("hidden kernel module {name}"),
+        ));
+        let m = &mut out[module].0;
+        m.related.push(pointer_id);
+        m.evidence.push(("likely patched".into(), pointer_summary));
+    }
 }
 
 fn hook_finding(h: &FtraceHook) -> (Finding, Vec<Hides>) {
@@ -482,6 +529,57 @@ mod tests {
             program_finding(&p).is_none(),
             "owners unknown is not no owner"
         );
+    }
+
+    #[test]
+    fn patched_syscall_entry_links_to_the_hidden_module() {
+        use crate::views::kernel_hooks::{HiddenModule, PointerCheck};
+        let state = KernelState {
+            pointers: vec![PointerCheck {
+                what: "sys_call_table[217] (getdents64)".into(),
+                expected: "__x64_sys_getdents64".into(),
+                address: "0xffffffffc0100000".into(),
+                points_to: None,
+                verdict: Verdict::OutsideKernelText,
+            }],
+            hidden_modules: vec![HiddenModule {
+                name: "tracer_test_rootkit".into(),
+                seen_in: vec!["/sys/module"],
+            }],
+            ..Default::default()
+        };
+        let found = detect(&state);
+        let (pointer, hides) = &found[0];
+        let module = &found[1].0;
+        assert_eq!(hides, &[Hides::Processes], "getdents64 hides processes");
+        assert!(
+            pointer.summary.contains("sys_call_table[217]"),
+            "{}",
+            pointer.summary
+        );
+        assert_eq!(pointer.related, [module.id.clone()]);
+        assert_eq!(module.related, [pointer.id.clone()]);
+    }
+
+    #[test]
+    fn getdents_hook_explains_a_corrupt_listing() {
+        let listing = Finding {
+            kind: crate::detect::hidden::CORRUPT_LISTING.into(),
+            severity: Severity::Critical,
+            layer: "kernel".into(),
+            summary: "corrupt".into(),
+            process: None,
+            ancestry: vec![],
+            evidence: vec![],
+            next_step: String::new(),
+            id: "corrupt-directory-listing:/proc".into(),
+            connection: None,
+            related: vec![],
+        };
+        let (k, hides) = program_finding(&prog()).unwrap();
+        let mut others = vec![listing];
+        let linked = link(vec![(k, hides)], &mut others);
+        assert_eq!(linked[0].related, ["corrupt-directory-listing:/proc"]);
     }
 
     #[test]

@@ -21,11 +21,16 @@ pub struct KernelMemory {
     /// The iterator link; each read creates one iterator from it.
     link: OwnedFd,
     request: OwnedFd,
+    /// How to recognise a `struct module`, when the kernel's BTF said.
+    pub module_layout: Option<super::offsets::ModuleLayout>,
 }
 
 impl KernelMemory {
     /// Takes descriptors of the loaded `kmem_iter` program and its map.
-    pub(super) fn new(ebpf: &mut aya::Ebpf) -> Result<KernelMemory> {
+    pub(super) fn new(
+        ebpf: &mut aya::Ebpf,
+        module_layout: Option<super::offsets::ModuleLayout>,
+    ) -> Result<KernelMemory> {
         let prog: &aya::programs::Iter = ebpf
             .program("kmem_iter")
             .context("kmem_iter missing from tracer's eBPF object")?
@@ -39,7 +44,11 @@ impl KernelMemory {
             aya::maps::Map::Array(data) => data.fd().as_fd().try_clone_to_owned()?,
             _ => bail!("KMEM_REQUEST is not an array map"),
         };
-        Ok(KernelMemory { link, request })
+        Ok(KernelMemory {
+            link,
+            request,
+            module_layout,
+        })
     }
 
     /// `len` bytes of kernel memory at `addr`. Fails, saying where, when any

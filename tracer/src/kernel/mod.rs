@@ -54,6 +54,8 @@ pub struct Kernel {
     bpf_files_unavailable: Option<String>,
     /// Why the kernel-memory reader is not available, if it is not.
     kmem_unavailable: Option<String>,
+    /// How to recognise a `struct module` in memory (kernel checks).
+    module_layout: Option<offsets::ModuleLayout>,
 }
 
 /// CAP_PERFMON (38) and CAP_BPF (39), or CAP_SYS_ADMIN (21) which implies both.
@@ -174,6 +176,10 @@ impl Kernel {
         // Not fatal: without these offsets only the BPF-file iterator is lost.
         let bpf_file_offsets = bpf_files::resolve(&btf_rs, std::process::id());
         let bpf_file_globals = bpf_file_offsets.as_ref().copied().unwrap_or_default();
+        let module_layout = needs
+            .bpf_files
+            .then(|| offsets::resolve_module_layout(&btf_rs).ok())
+            .flatten();
         let socket_globals = socket_offsets.as_ref().copied().unwrap_or_default();
         // eBPF memory is charged to the memory cgroup since Linux 5.11; on
         // older kernels a low RLIMIT_MEMLOCK fails the load, so try to raise
@@ -218,6 +224,7 @@ impl Kernel {
             socket_iterators: Vec::new(),
             bpf_files_unavailable: None,
             kmem_unavailable: None,
+            module_layout,
         };
         let mut result_of = |prog: &str| {
             loaded
@@ -466,7 +473,7 @@ impl Kernel {
         if let Some(why) = &self.kmem_unavailable {
             anyhow::bail!("the kernel-memory reader did not load: {why}");
         }
-        kmem::KernelMemory::new(&mut self.ebpf)
+        kmem::KernelMemory::new(&mut self.ebpf, self.module_layout)
     }
 
     /// Ids of the programs this process loaded.

@@ -39,6 +39,8 @@ const STRUCTS: &[&str] = &[
     "nsproxy",
     "mnt_namespace",
     "pt_regs",
+    "module",
+    "module_kobject",
 ];
 
 /// Kernel functions fentry programs attach to (see `attach_watch`); a
@@ -234,6 +236,25 @@ pub fn resolve_sockets(btf: &KernelBtf) -> Result<SocketOffsets> {
         sk_socket: field_offset("sock", "sk_socket")?,
         packet_ifindex,
         packet_num,
+    })
+}
+
+/// Where a `struct module` keeps what identifies it, so that a module gone
+/// from every list can still be recognised in kernel memory: its name,
+/// its state, and `mkobj.mod`, which points back at the struct itself.
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleLayout {
+    pub name: u32,
+    pub state: u32,
+    pub kobj_mod: u32,
+}
+
+pub fn resolve_module_layout(btf: &KernelBtf) -> Result<ModuleLayout> {
+    Ok(ModuleLayout {
+        name: btf.field_offset("module", "name")?,
+        state: btf.field_offset("module", "state")?,
+        kobj_mod: btf.field_offset("module", "mkobj")?
+            + btf.field_offset("module_kobject", "mod")?,
     })
 }
 

@@ -85,16 +85,30 @@ impl KernelInput {
         );
         drop(self.targets);
         let hooks = ftrace_hooks(&mut notes);
+        let mut found_modules = Vec::new();
         if let Ok(k) = &ksyms {
             let dispatch = super::syscalls::check(self.memory.as_ref().map_err(String::as_str), k);
             pointers.extend(dispatch.anomalies);
             notes.extend(dispatch.notes);
+            found_modules = dispatch.modules;
         } else {
             notes.push("syscall dispatch not checked: no kernel symbol addresses".into());
         }
-        let hidden_modules = module_sources(ksyms.as_ref().ok(), &mut notes)
-            .map(|s| hidden_modules(&s))
-            .unwrap_or_default();
+        let sources = module_sources(ksyms.as_ref().ok(), &mut notes);
+        let mut hidden_modules = sources.as_ref().map(hidden_modules).unwrap_or_default();
+        // A module found in memory behind a patched syscall that the
+        // module list does not have.
+        for m in found_modules {
+            let listed = sources.as_ref().is_some_and(|s| s.list.contains(&m.name));
+            match hidden_modules.iter_mut().find(|h| h.name == m.name) {
+                Some(h) => h.seen_in.push(MEMORY_SOURCE),
+                None if !listed => hidden_modules.push(HiddenModule {
+                    name: m.name,
+                    seen_in: vec![MEMORY_SOURCE],
+                }),
+                None => {}
+            }
+        }
         let mut all_notes = std::mem::take(&mut bpf.notes);
         all_notes.extend(notes);
         KernelState {
@@ -415,6 +429,9 @@ fn read_tracefs(dir: &str, notes: &mut Vec<String>) -> Vec<FtraceHook> {
     }
     hooks
 }
+
+/// Where a module found behind a patched syscall was seen.
+const MEMORY_SOURCE: &str = "kernel memory (its struct module, next to a patched syscall's code)";
 
 /// Where a module was seen.
 #[derive(Clone, Debug, Default)]

@@ -26,6 +26,7 @@ pub mod kernel;
 pub mod kernel_hooks;
 pub mod libc_readdir;
 pub mod lineage;
+pub mod module_memory;
 pub mod mounts;
 pub mod net;
 pub mod probes;

@@ -136,6 +136,9 @@ impl<'k> Syscalls<'k> {
 #[derive(Default)]
 pub struct Dispatch {
     pub anomalies: Vec<PointerCheck>,
+    /// Modules found in memory next to where patched entries point (they
+    /// may be on no list: the kernel checks compare).
+    pub modules: Vec<super::module_memory::FoundModule>,
     pub notes: Vec<String>,
 }
 
@@ -177,7 +180,48 @@ pub fn check(memory: Result<&KernelMemory, &str>, ksyms: &Kallsyms) -> Dispatch 
     if let Some(addr) = dispatcher {
         check_dispatcher(&sys, memory, addr, &mut out);
     }
+    name_owners(memory, &mut out);
     out
+}
+
+/// Most addresses without a symbol that get a memory scan for their module.
+const MAX_SCANS: usize = 4;
+
+/// Where a patched entry leads out of kernel text to no symbol, the code
+/// belongs to a module that left kallsyms: name it from its `struct module`.
+fn name_owners(memory: &KernelMemory, out: &mut Dispatch) {
+    let mut scans = 0;
+    for a in out.anomalies.iter_mut() {
+        if a.verdict != Verdict::OutsideKernelText || a.points_to.is_some() {
+            continue;
+        }
+        let Some(addr) = a
+            .address
+            .strip_prefix("0x")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+        else {
+            continue;
+        };
+        let known = out
+            .modules
+            .iter()
+            .find(|m| m.at.abs_diff(addr) < 4 << 20)
+            .cloned();
+        let found = match known {
+            Some(m) => Some(m),
+            None if scans < MAX_SCANS => {
+                scans += 1;
+                super::module_memory::module_around(memory, addr)
+            }
+            None => None,
+        };
+        if let Some(m) = found {
+            a.points_to = Some(format!("code of module [{}]", m.name));
+            if !out.modules.contains(&m) {
+                out.modules.push(m);
+            }
+        }
+    }
 }
 
 fn check_table(sys: &Syscalls, memory: &KernelMemory, table: u64, out: &mut Dispatch) {

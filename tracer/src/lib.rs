@@ -14,6 +14,7 @@ pub mod model;
 pub mod output;
 pub mod proc;
 pub mod respond;
+pub mod safe_fs;
 pub mod sched;
 pub mod table;
 pub mod users;

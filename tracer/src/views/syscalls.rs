@@ -187,12 +187,15 @@ pub fn check(memory: Result<&KernelMemory, &str>, ksyms: &Kallsyms) -> Dispatch 
 /// Most addresses without a symbol that get a memory scan for their module.
 const MAX_SCANS: usize = 4;
 
-/// Where a patched entry leads out of kernel text to no symbol, the code
-/// belongs to a module that left kallsyms: name it from its `struct module`.
+/// Where a patched entry leads out of kernel text, the code belongs to a
+/// module (or to something posing as one): name it from the `struct module`
+/// next to that code in memory, which holds even when the module left the
+/// module list and kallsyms (then the nearest kallsyms symbol below the
+/// address is some other module's, and would name the wrong one).
 fn name_owners(memory: &KernelMemory, out: &mut Dispatch) {
     let mut scans = 0;
     for a in out.anomalies.iter_mut() {
-        if a.verdict != Verdict::OutsideKernelText || a.points_to.is_some() {
+        if a.verdict != Verdict::OutsideKernelText {
             continue;
         }
         let Some(addr) = a
@@ -202,10 +205,11 @@ fn name_owners(memory: &KernelMemory, out: &mut Dispatch) {
         else {
             continue;
         };
+        // Code a little below a struct module found already is its module's.
         let known = out
             .modules
             .iter()
-            .find(|m| m.at.abs_diff(addr) < 4 << 20)
+            .find(|m| m.at > addr && m.at - addr < 4 << 20)
             .cloned();
         let found = match known {
             Some(m) => Some(m),

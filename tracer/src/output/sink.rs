@@ -6,13 +6,17 @@
 //! shippers follow by inode. Only whole lines are ever written, and a
 //! rotation happens only between lines, so no line is split or lost.
 //! `reopen` (on SIGHUP) opens `FILE` again after an outside tool such as
-//! logrotate moved it.
+//! logrotate moved it. The directory is opened once with no symbolic link
+//! on the way, and the file is never opened through a link nor when it
+//! belongs to another user ([`SafeDir`]): watch runs as root, and a planted
+//! link at the output's name must not make it append to `/etc/passwd`.
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, BufWriter, StdoutLock, Write},
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
+    path::Path,
 };
+
+use crate::safe_fs::SafeDir;
 
 /// Records are gathered up to this size before whole lines are written.
 const BUFFER: usize = 64 * 1024;
@@ -61,7 +65,10 @@ impl Write for Sink {
 
 /// An append-only file rotated by size, written in whole lines.
 pub struct RotatingFile {
-    path: PathBuf,
+    /// The file's directory, opened once without following links; the
+    /// file and its rotated copies are opened and renamed inside it.
+    dir: SafeDir,
+    name: String,
     max_size: u64,
     keep: u32,
     file: File,
@@ -76,10 +83,23 @@ impl RotatingFile {
     /// bytes, keeping `keep` rotated files (0: the file is truncated
     /// instead).
     pub fn open(path: &Path, max_size: u64, keep: u32) -> io::Result<RotatingFile> {
-        let file = open_append(path)?;
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a file name", path.display()),
+            )
+        };
+        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(bad)?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = SafeDir::existing(parent)?;
+        let file = open_append(&dir, name)?;
         let size = file.metadata()?.len();
         Ok(RotatingFile {
-            path: path.to_path_buf(),
+            dir,
+            name: name.to_string(),
             max_size: max_size.max(1),
             keep,
             file,
@@ -90,7 +110,7 @@ impl RotatingFile {
 
     pub fn reopen(&mut self) -> io::Result<()> {
         self.write_lines(false)?;
-        self.file = open_append(&self.path)?;
+        self.file = open_append(&self.dir, &self.name)?;
         self.size = self.file.metadata()?.len();
         Ok(())
     }
@@ -143,14 +163,15 @@ impl RotatingFile {
             // Rotated files are numbered without gaps: only those present
             // are looked at, however many may be kept.
             let mut last = 0;
-            while last < self.keep && numbered(&self.path, last + 1).exists() {
+            while last < self.keep && self.dir.exists(&numbered(&self.name, last + 1)) {
                 last += 1;
             }
             for n in (1..=last.min(self.keep - 1)).rev() {
-                std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1))?;
+                self.dir
+                    .rename(&numbered(&self.name, n), &numbered(&self.name, n + 1))?;
             }
-            std::fs::rename(&self.path, numbered(&self.path, 1))?;
-            self.file = open_append(&self.path)?;
+            self.dir.rename(&self.name, &numbered(&self.name, 1))?;
+            self.file = open_append(&self.dir, &self.name)?;
         }
         self.size = 0;
         Ok(())
@@ -179,19 +200,14 @@ impl Drop for RotatingFile {
 }
 
 /// `FILE.n`
-fn numbered(path: &Path, n: u32) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
+fn numbered(name: &str, n: u32) -> String {
+    format!("{name}.{n}")
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))
+/// The output file, never through a link, and only tracer's user's own.
+fn open_append(dir: &SafeDir, name: &str) -> io::Result<File> {
+    dir.append(name, 0o640)
+        .map_err(|e| io::Error::new(e.kind(), format!("opening the output file: {e}")))
 }
 
 /// A size such as `1048576`, `64K`, `100M` or `1G` (powers of 1024).
@@ -227,7 +243,28 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+
+    /// `FILE.n` next to `path`.
+    fn numbered_path(path: &Path, n: u32) -> PathBuf {
+        path.with_file_name(numbered(path.file_name().unwrap().to_str().unwrap(), n))
+    }
+
+    #[test]
+    fn a_planted_link_at_the_output_name_is_refused_and_its_target_untouched() {
+        let dir = scratch("link");
+        let victim = dir.join("passwd");
+        std::fs::write(&victim, "root:x:0:0\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("events.json")).unwrap();
+        let e = RotatingFile::open(&dir.join("events.json"), 1000, 2)
+            .err()
+            .expect("opened through a link");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:x:0:0\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tracer-sink-{name}-{}", std::process::id()));
@@ -243,7 +280,7 @@ mod tests {
             let p = if n == 0 {
                 path.to_path_buf()
             } else {
-                numbered(path, n)
+                numbered_path(path, n)
             };
             if let Ok(text) = std::fs::read_to_string(&p) {
                 assert!(
@@ -280,7 +317,7 @@ mod tests {
         assert_eq!(lines.len(), expected.len());
         assert!(lines == expected, "lines out of order or changed");
         for n in 1..=1000 {
-            if let Ok(m) = std::fs::metadata(numbered(&path, n)) {
+            if let Ok(m) = std::fs::metadata(numbered_path(&path, n)) {
                 assert!(m.len() <= 1000, "file {n} has {} bytes", m.len());
             }
         }
@@ -296,9 +333,12 @@ mod tests {
             f.write_all(b"aaaa\nbbbb\ncccccccccccccccc\ndd\neeeeeeeee\n")
                 .unwrap();
         }
-        assert!(!numbered(&path, 3).exists());
+        assert!(!numbered_path(&path, 3).exists());
         assert_eq!(all_lines(&path, 2), ["cccccccccccccccc", "dd", "eeeeeeeee"]);
-        assert_eq!(std::fs::read_to_string(numbered(&path, 1)).unwrap(), "dd\n");
+        assert_eq!(
+            std::fs::read_to_string(numbered_path(&path, 1)).unwrap(),
+            "dd\n"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

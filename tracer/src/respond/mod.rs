@@ -83,9 +83,7 @@ pub fn execute(
 ) -> Result<Execution> {
     // A quarantine that cannot be written fails here, before anything is
     // stopped: never leave a tree frozen half-way.
-    if let Some(dir) = quarantine_dir {
-        quarantine::prepare_dir(dir)?;
-    }
+    let quarantine_dir = quarantine_dir.map(quarantine::prepare_dir).transpose()?;
     let mut ex = Execution {
         started_ticks: crate::model::boottime_ns_to_ticks(crate::proc::boottime_ns()),
         ..Default::default()
@@ -108,7 +106,7 @@ pub fn execute(
         ex.joined.extend(late);
     }
 
-    if let Some(dir) = quarantine_dir {
+    if let Some(dir) = &quarantine_dir {
         let copying = Instant::now();
         let programs: Vec<_> = held.iter().map(|h| &h.process).collect();
         ex.quarantine = quarantine::quarantine(dir, &programs, users);

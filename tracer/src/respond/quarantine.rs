@@ -3,17 +3,23 @@
 //!
 //! The copy is read through `/proc/PID/exe`, which still opens the file
 //! after it was deleted. Each distinct program is copied once into the
-//! quarantine directory (mode 0700), named by its SHA-256, mode 0400 (never
+//! quarantine directory, named by its SHA-256, mode 0400 (never
 //! executable), with `<sha256>.json` next to it: the original path, and the
 //! PID, command line, user and start time of the process that ran it.
+//!
+//! The directory is often under /tmp, where the intruder can plant links:
+//! it is opened through [`SafeDir`] (no symbolic link on the way, root's
+//! own, closed to others; created 0700 when missing), every file in it is
+//! created exclusively and never through a link, and the copy is read back
+//! and hashed again before it is named.
 //! System binaries (under /usr, /bin, /sbin, /lib, e.g. a watchdog's
 //! /bin/sh) are not copied: they are the distribution's, not the intruder's.
 use std::{
     collections::HashMap,
-    fs::{self, DirBuilder, File, OpenOptions, Permissions},
+    fs::{File, Permissions},
     io::{Read, Write},
-    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
-    path::{Path, PathBuf},
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::Path,
 };
 
 use anyhow::{Context, Result};
@@ -24,6 +30,7 @@ use sha2::{Digest, Sha256};
 use super::program;
 use crate::{
     model::{HostStr, Process, USER_HZ},
+    safe_fs::{self, SafeDir},
     users::Users,
 };
 
@@ -72,20 +79,21 @@ struct Record<'a> {
     started_unix: u64,
 }
 
-/// Creates the quarantine directory (mode 0700) if needed; checked before
-/// anything is stopped.
-pub fn prepare_dir(dir: &Path) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create quarantine directory {}", dir.display()))
+/// Opens the quarantine directory safely (see the module comment),
+/// creating it 0700 if needed; checked before anything is stopped.
+pub fn prepare_dir(dir: &Path) -> Result<SafeDir> {
+    SafeDir::own(dir).with_context(|| {
+        format!(
+            "cannot use {} as the quarantine directory (choose a new directory, e.g. under /root)",
+            dir.display()
+        )
+    })
 }
 
 /// Copies the programs of `members` (stopped, identity checked) into `dir`,
 /// made by [`prepare_dir`]. A copy that fails is an outcome, not an error:
 /// the kill goes on.
-pub fn quarantine(dir: &Path, members: &[&Process], users: &Users) -> Vec<QuarantineOutcome> {
+pub fn quarantine(dir: &SafeDir, members: &[&Process], users: &Users) -> Vec<QuarantineOutcome> {
     // The same program (dev, inode) is hashed and copied once.
     let mut done: HashMap<(u64, u64), (String, u32)> = HashMap::new();
     let mut out = Vec::new();
@@ -110,7 +118,7 @@ pub fn quarantine(dir: &Path, members: &[&Process], users: &Users) -> Vec<Quaran
 }
 
 fn copy_one(
-    dir: &Path,
+    dir: &SafeDir,
     p: &Process,
     original_path: &str,
     users: &Users,
@@ -125,38 +133,41 @@ fn copy_one(
             pid: *pid,
         });
     }
-    // Copy under a temporary name while hashing, then name it by its hash.
-    let partial = dir.join(format!(".partial-{}", p.pid));
-    let dst = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
-    let copied = copy_hashing(&mut src, dst);
-    let (hasher, size) = match copied {
+    // Copy under a temporary name while hashing, check what landed on
+    // disk, then name it by its hash.
+    let partial = format!(".partial-{}", p.pid);
+    // Ours, from a run that died: the directory is tracer's own.
+    let _ = dir.remove(&partial);
+    let dst = dir.create_new(&partial, 0o600)?;
+    let copied = copy_hashing(&mut src, &dst).and_then(|(hasher, size)| {
+        let sha = hasher.finalize();
+        let on_disk = safe_fs::sha256_of(&mut safe_fs::reopen_read(&dst)?)?;
+        if on_disk[..] != sha[..] {
+            anyhow::bail!("the copy on disk does not hash like the program read");
+        }
+        dst.set_permissions(Permissions::from_mode(0o400))?;
+        Ok((hex(&sha), size))
+    });
+    drop(dst);
+    let (sha256, size) = match copied {
         Ok(done) => done,
         Err(e) => {
             // Leave no half copy behind in the evidence directory.
-            let _ = fs::remove_file(&partial);
+            let _ = dir.remove(&partial);
             return Err(e);
         }
     };
-    let sha256 = hex(&hasher.finalize());
-    let file = dir.join(&sha256);
-    fs::rename(&partial, &file)?;
-    fs::set_permissions(&file, Permissions::from_mode(0o400))?;
-    write_record(&file, &sha256, original_path, size, p, users.name(p.uid))?;
+    dir.rename(&partial, &sha256)?;
+    write_record(dir, &sha256, original_path, size, p, users.name(p.uid))?;
     done.insert((meta.dev(), meta.ino()), (sha256.clone(), p.pid));
     Ok(Quarantined::Copied {
+        file: dir.join(&sha256).display().to_string(),
         sha256,
-        file: file.display().to_string(),
     })
 }
 
 /// Copies `src` into `dst` while hashing it; returns the hash state and size.
-fn copy_hashing(src: &mut File, mut dst: File) -> Result<(Sha256, u64)> {
+fn copy_hashing(src: &mut File, mut dst: &File) -> Result<(Sha256, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
@@ -174,7 +185,7 @@ fn copy_hashing(src: &mut File, mut dst: File) -> Result<(Sha256, u64)> {
 }
 
 fn write_record(
-    file: &Path,
+    dir: &SafeDir,
     sha256: &str,
     original_path: &str,
     size: u64,
@@ -192,16 +203,9 @@ fn write_record(
         start_ticks: p.start_ticks,
         started_unix: started_unix(p.start_ticks),
     };
-    let path: PathBuf = file.with_extension("json");
-    let _ = fs::remove_file(&path); // an earlier run's read-only record
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o400)
-        .open(&path)?;
-    serde_json::to_writer_pretty(&mut f, &record)?;
-    f.write_all(b"\n")?;
+    let mut bytes = serde_json::to_vec_pretty(&record)?;
+    bytes.push(b'\n');
+    dir.replace(&format!("{sha256}.json"), &bytes, 0o400)?;
     Ok(())
 }
 
@@ -221,6 +225,8 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
@@ -250,8 +256,8 @@ mod tests {
             .expect("the child never exec'd");
         fs::remove_file(&dropped).unwrap(); // read through /proc/PID/exe all the same
                                             // Two members running the same program: one copy.
-        prepare_dir(&dir.join("q")).unwrap();
-        let outcomes = quarantine(&dir.join("q"), &[&p, &p], &Users::load());
+        let q = prepare_dir(&dir.join("q")).unwrap();
+        let outcomes = quarantine(&q, &[&p, &p], &Users::load());
         let _ = child.kill();
         let _ = child.wait();
         let Quarantined::Copied { sha256, file } = &outcomes[0].result else {
@@ -286,8 +292,10 @@ mod tests {
             exe: Some("/usr/bin/dash".into()),
             ..Default::default()
         };
-        let outcomes = quarantine(&dir, &[&sh], &Users::default());
+        let q = prepare_dir(&dir).unwrap();
+        let outcomes = quarantine(&q, &[&sh], &Users::default());
         assert!(matches!(outcomes[0].result, Quarantined::SystemBinary));
-        assert!(!dir.exists());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        fs::remove_dir(&dir).unwrap();
     }
 }

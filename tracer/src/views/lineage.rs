@@ -11,8 +11,9 @@
 //!
 //! - Where: `/run/tracer` (tmpfs: gone at reboot), or `TRACER_STATE_DIR`.
 //!   The directory is created 0700, the file 0600, both owned by root.
-//! - How: written to a temporary file in the same directory, then renamed
-//!   over the old one (readers never see half a file); at most every
+//! - How: written to a temporary file created exclusively in the same
+//!   directory, then renamed over the old one (readers never see half a
+//!   file; no link is ever followed: [`crate::safe_fs`]); at most every
 //!   [`SAVE_INTERVAL`], and only when events came in since; at most
 //!   [`MAX_ENTRIES`] entries and [`MAX_BYTES`] (live reparented children
 //!   first, then exited processes, most recent first). watch removes it
@@ -25,8 +26,8 @@
 //!   says why.
 use std::{
     fs,
-    io::{Read, Write},
-    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    io::Read,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -186,27 +187,9 @@ impl LineageWriter {
             proc::boottime_ns(),
             MAX_BYTES,
         )?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)?;
-        let tmp = self
-            .dir
-            .join(format!(".{FILE_NAME}.{}.tmp", self.writer.pid));
-        let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        let written = f.write_all(&bytes).and_then(|_| f.flush());
-        drop(f);
-        if let Err(e) = written.and_then(|_| fs::rename(&tmp, self.path())) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(())
+        // Root-owned state in a directory of its own: no link followed,
+        // no file of anyone else's replaced or written through.
+        crate::safe_fs::SafeDir::own(&self.dir)?.replace(FILE_NAME, &bytes, 0o600)
     }
 
     /// Removes the file when this watch wrote the current one.
@@ -214,7 +197,9 @@ impl LineageWriter {
         let path = self.path();
         if let Ok(f) = read_file(&path) {
             if f.writer == self.writer {
-                let _ = fs::remove_file(path);
+                if let Ok(dir) = crate::safe_fs::SafeDir::existing(&self.dir) {
+                    let _ = dir.remove(FILE_NAME);
+                }
                 // Only when empty: no other watch's file goes with it.
                 let _ = fs::remove_dir(&self.dir);
             }

@@ -401,6 +401,12 @@ pub const MOUNT_FIELD_NR_MOUNT: u32 = 16;
 pub const MOUNT_FIELD_NR_MOVE_MOUNT: u32 = 17;
 pub const MOUNT_FIELDS: u32 = 18;
 
+/// kill-tree's fork capture: most members its set holds.
+pub const CAPTURE_MAX: u32 = 65536;
+/// `CAPTURE_MODE` values: what a member's next system call gets.
+pub const CAPTURE_STOP: u32 = 1;
+pub const CAPTURE_KILL: u32 = 2;
+
 /// Bytes of kernel memory per [`KmemChunk`].
 pub const KMEM_CHUNK: usize = 256;
 /// Chunks one run of the kernel-memory iterator reads at most: its records

@@ -9,6 +9,8 @@
 #[cfg(target_arch = "bpf")]
 mod bpf;
 #[cfg(target_arch = "bpf")]
+mod capture;
+#[cfg(target_arch = "bpf")]
 mod connect;
 #[cfg(target_arch = "bpf")]
 mod exec;

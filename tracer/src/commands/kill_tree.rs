@@ -17,6 +17,10 @@ use anyhow::Result;
 use crate::{
     cli::KillTreeArgs,
     error::{exit, UserError},
+    kernel::{
+        capture::{Capture, Mode},
+        Kernel, Needs,
+    },
     output::{plan as render, schema},
     respond::{self, respawn, KillPlan},
     table::ProcessTable,
@@ -26,28 +30,50 @@ use crate::{
 
 pub fn run(args: KillTreeArgs) -> Result<i32> {
     let requested = respond::parse_target(&args.pid)?;
-    let mut table = ProcessTable::from_proc();
-    // A running watch saw the forks that /proc no longer shows.
-    let lineage = views::lineage::merge_into(&mut table);
-    let target = thread_group_of(&table, requested);
-    let mut plan = respond::plan(&table, target, std::process::id())?;
-    plan.lineage = Some(lineage);
-    respond::attach_threads(&mut plan);
-    plan.command = command_line(target, args.quarantine.as_deref(), args.relatives);
-    if args.kill {
-        // What can refuse the kill is checked before the kernel side loads
-        // (listing the set's connections takes a moment).
-        if !rustix::process::geteuid().is_root() {
-            return Err(UserError::NotPrivileged {
-                command: format!("kill-tree {target} --kill"),
+    // With --kill, the kernel side loads first (it takes a moment), so that
+    // the fork capture can go on the moment the tree is known.
+    let kernel = match args.kill {
+        true => {
+            if !rustix::process::geteuid().is_root() {
+                return Err(UserError::NotPrivileged {
+                    command: format!("kill-tree {} --kill", args.pid),
+                }
+                .into());
             }
-            .into());
+            Some(Kernel::load_for("kill-tree", Needs::SOCKETS).map_err(|e| format!("{e:#}")))
         }
-        if let Some(dir) = &args.quarantine {
-            respond::quarantine::prepare_dir(dir)?;
+        false => None,
+    };
+    let (mut plan, mut lineage) = plan_from_proc(requested)?;
+    let target = plan.target;
+    // From here every fork of a member joins the set in the kernel, and a
+    // member's next system call stops it, so the tree freezes while the
+    // rest of the plan (persistence, connections) is worked out.
+    let mut capture = match kernel {
+        Some(kernel) => kernel.and_then(|k| start_capture(k, &plan, args.relatives)),
+        None => Err("not killing".into()),
+    };
+    if let Ok(c) = capture.as_mut() {
+        // What forked (and orphaned its children) while the capture was
+        // going on: plan again, now that no member escapes the set.
+        let (again, again_lineage) = plan_from_proc(requested)?;
+        let tgids: Vec<u32> = again.members.iter().map(|m| m.process.pid).collect();
+        if let Err(e) = c.add(&tgids) {
+            eprintln!("tracer: fork capture: cannot add members: {e:#}");
         }
+        (plan, lineage) = (again, again_lineage);
     }
-    plan.network = Some(respond::network::collect(&plan));
+    plan.lineage = Some(lineage);
+    plan.command = command_line(target, args.quarantine.as_deref(), args.relatives);
+    if let (true, Some(dir)) = (args.kill, &args.quarantine) {
+        respond::quarantine::prepare_dir(dir)?;
+    }
+    respond::plan::add_persistence(&mut plan);
+    respond::attach_threads(&mut plan);
+    plan.network = Some(respond::network::collect(
+        &plan,
+        capture.as_mut().ok().map(Capture::kernel),
+    ));
 
     if !args.kill {
         if args.json {
@@ -60,11 +86,41 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
         }
         return Ok(exit::OK);
     }
-    execute(&plan, &args)
+    execute(&plan, &args, capture.as_mut().map_err(|why| why.as_str()))
+}
+
+/// The tree of `requested` as /proc (and a running watch's lineage) show
+/// it now: members, relatives and the tree's orphans; no persistence yet.
+fn plan_from_proc(requested: u32) -> Result<(KillPlan, views::lineage::LineageSource)> {
+    let mut table = ProcessTable::from_proc();
+    // A running watch saw the forks that /proc no longer shows.
+    let lineage = views::lineage::merge_into(&mut table);
+    let target = thread_group_of(&table, requested);
+    let own = std::process::id();
+    let mut plan = respond::plan_tree(&table, target, own)?;
+    plan.relatives = respond::plan::relatives(&table, &plan, own);
+    respond::plan::adopt_orphans(&mut plan);
+    Ok((plan, lineage))
+}
+
+/// Starts the fork capture over the plan's members (and relatives, when
+/// they are to be stopped too).
+fn start_capture(kernel: Kernel, plan: &KillPlan, relatives: bool) -> Result<Capture, String> {
+    let mut tgids: Vec<u32> = plan.members.iter().map(|m| m.process.pid).collect();
+    if relatives {
+        tgids.extend(plan.relatives.iter().map(|m| m.process.pid));
+    }
+    let mut capture = Capture::start(kernel, &tgids, Mode::Stop).map_err(|e| format!("{e:#}"))?;
+    capture.kernel().release_btf();
+    Ok(capture)
 }
 
 /// Prints the plan, carries it out, and watches for a respawn.
-fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
+fn execute(
+    plan: &KillPlan,
+    args: &KillTreeArgs,
+    capture: Result<&mut Capture, &str>,
+) -> Result<i32> {
     let users = Users::load();
     if args.json {
         schema::write_line(&mut io::stdout().lock(), plan)?;
@@ -88,7 +144,13 @@ fn execute(plan: &KillPlan, args: &KillTreeArgs) -> Result<i32> {
     if args.relatives {
         to_stop.members.extend(plan.relatives.iter().cloned());
     }
-    let ex = respond::execute(&to_stop, args.quarantine.as_deref(), &users, &mut announce)?;
+    let ex = respond::execute(
+        &to_stop,
+        args.quarantine.as_deref(),
+        &users,
+        capture,
+        &mut announce,
+    )?;
     let check = respawn::check_duration();
     if args.json {
         schema::write_line(&mut io::stdout().lock(), &ex)?;

@@ -4,6 +4,7 @@
 pub mod attach_btf;
 pub mod bpf_files;
 pub mod bpf_sys;
+pub mod capture;
 pub mod events;
 pub mod kmem;
 pub mod mounts;

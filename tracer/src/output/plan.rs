@@ -273,6 +273,7 @@ pub fn execution_text(ex: &Execution) -> String {
             ),
         );
     }
+    push_line(&mut out, &format!("fork capture: {}", ex.fork_capture));
     for (pid, why) in &ex.not_signalled {
         push_line(&mut out, &format!("  {pid}: not signalled: {why}"));
     }

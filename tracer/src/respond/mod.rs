@@ -33,7 +33,11 @@ use serde::Serialize;
 pub use persistence::PersistenceHit;
 pub use plan::{parse_target, plan, plan_tree, KillPlan, PlanMember};
 
-use crate::{model::ProcessId, users::Users};
+use crate::{
+    kernel::capture::{Capture, Mode as CaptureMode},
+    model::ProcessId,
+    users::Users,
+};
 
 /// How long `execute` waits for killed processes to be gone.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -68,6 +72,9 @@ pub struct Execution {
     pub kill_ms: f64,
     /// The part of `kill_ms` spent copying programs to quarantine.
     pub quarantine_ms: f64,
+    /// How forks during the kill were caught: the kernel's fork capture
+    /// and its set, or why it could not run (then only /proc was watched).
+    pub fork_capture: String,
     /// Boot-time clock ticks when the kill started (for the respawn check).
     #[serde(skip)]
     pub started_ticks: u64,
@@ -79,6 +86,7 @@ pub fn execute(
     plan: &KillPlan,
     quarantine_dir: Option<&Path>,
     users: &Users,
+    mut capture: Result<&mut Capture, &str>,
     announce: &mut dyn FnMut(&PlanMember),
 ) -> Result<Execution> {
     // A quarantine that cannot be written fails here, before anything is
@@ -94,8 +102,17 @@ pub fn execute(
 
     // The plan is a snapshot: a member may have forked since. Its children
     // are part of the tree by construction; take them in, stopped.
+    // Children forked meanwhile: the kernel's capture set has every one
+    // (however it was reparented); /proc's children files the ones still
+    // under their parent. Each round holds and stops what it finds.
     for _ in 0..JOIN_ROUNDS {
-        let late = late_children(&held);
+        let mut late = captured_not_held(capture.as_deref_mut().ok(), &held);
+        let seen: HashSet<ProcessId> = late.iter().map(|m| m.process.id()).collect();
+        late.extend(
+            late_children(&held)
+                .into_iter()
+                .filter(|m| !seen.contains(&m.process.id())),
+        );
         if late.is_empty() {
             break;
         }
@@ -113,9 +130,42 @@ pub fn execute(
         ex.quarantine_ms = copying.elapsed().as_secs_f64() * 1e3;
     }
 
+    // From here a member that makes any system call dies in it.
+    if let Ok(c) = capture.as_deref_mut() {
+        if let Err(e) = c.set_mode(CaptureMode::Kill) {
+            ex.refused
+                .push((0, format!("fork capture: cannot switch to kill: {e:#}")));
+        }
+    }
     for (pid, e) in signal::signal_all(&held, Signal::KILL) {
         ex.refused.push((pid, format!("SIGKILL: {e}")));
     }
+    // A member born while the others were being killed (its parent was
+    // stopped in a fork): killed too, after it was announced.
+    let stragglers = captured_not_held(capture.as_deref_mut().ok(), &held);
+    if !stragglers.is_empty() {
+        let before = held.len();
+        for m in &stragglers {
+            announce(m);
+        }
+        hold_and_stop(stragglers.iter().map(|m| &m.process), &mut held, &mut ex);
+        for (pid, e) in signal::signal_all(&held[before..], Signal::KILL) {
+            ex.refused.push((pid, format!("SIGKILL: {e}")));
+        }
+        ex.joined.extend(stragglers);
+    }
+    ex.fork_capture = match &capture {
+        Ok(c) => {
+            let n = c.members().map(|m| m.len()).unwrap_or(0);
+            let full = if c.full() {
+                "; the set is FULL: forks beyond it were not caught"
+            } else {
+                ""
+            };
+            format!("in the kernel: every fork of a member joined the set ({n} in it){full}")
+        }
+        Err(why) => format!("not available ({why}): only /proc's children were followed"),
+    };
     ex.survivors = signal::wait_exited(&held, EXIT_WAIT);
     let survivors: HashSet<u32> = ex.survivors.iter().copied().collect();
     ex.killed = held
@@ -145,6 +195,37 @@ fn hold_and_stop<'a>(
             Err(why) => ex.not_signalled.push((p.pid, why.to_string())),
         }
     }
+}
+
+/// Members the kernel's fork capture added that are not held yet, checked
+/// against what /proc says of the same PID now (same start time).
+fn captured_not_held(capture: Option<&mut Capture>, held: &[signal::Held]) -> Vec<PlanMember> {
+    let Some(capture) = capture else {
+        return Vec::new();
+    };
+    let held_pids: HashSet<u32> = held.iter().map(|h| h.process.pid).collect();
+    let mut out = Vec::new();
+    for (tgid, start_ns) in capture.members().unwrap_or_default() {
+        // 0: a member put in from the plan; held, or not signalled with why.
+        if start_ns == 0 || held_pids.contains(&tgid) {
+            continue;
+        }
+        let Some(p) = crate::proc::read_process(tgid) else {
+            continue; // gone already
+        };
+        if p.start_ticks != crate::model::boottime_ns_to_ticks(start_ns) {
+            continue; // the PID was reused: not ours
+        }
+        out.push(PlanMember {
+            reason: format!(
+                "forked by a member during the kill (caught in the kernel), child of {}",
+                p.ppid
+            ),
+            process: p,
+            threads: Vec::new(),
+        });
+    }
+    out
 }
 
 /// Live descendants of held processes that are not held yet.

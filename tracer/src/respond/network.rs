@@ -43,12 +43,16 @@ pub struct MemberConnection {
     pub remote: Option<SocketAddr>,
 }
 
-/// Lists the set's connections from the kernel view, or says why not.
-pub fn collect(plan: &KillPlan) -> PlanNetwork {
-    let view = Kernel::load_for("kill-tree", Needs::SOCKETS).and_then(|mut k| {
-        k.release_btf();
-        crate::views::net::kernel::take(&mut k)
-    });
+/// Lists the set's connections from the kernel view (of `kernel` when
+/// kill-tree has loaded it already), or says why not.
+pub fn collect(plan: &KillPlan, kernel: Option<&mut Kernel>) -> PlanNetwork {
+    let view = match kernel {
+        Some(k) => crate::views::net::kernel::take(k),
+        None => Kernel::load_for("kill-tree", Needs::SOCKETS).and_then(|mut k| {
+            k.release_btf();
+            crate::views::net::kernel::take(&mut k)
+        }),
+    };
     match view {
         Ok(view) => of_members(plan, &view),
         Err(e) => PlanNetwork {

@@ -81,9 +81,52 @@ pub struct RelativesAlive {
 pub fn plan(table: &ProcessTable, target: u32, self_pid: u32) -> Result<KillPlan> {
     let mut plan = plan_tree(table, target, self_pid)?;
     plan.relatives = relatives(table, &plan, self_pid);
+    adopt_orphans(&mut plan);
+    add_persistence(&mut plan);
+    Ok(plan)
+}
+
+/// Relatives that can only be the tree's own orphans become members: in
+/// the target's process group, reparented to init, and started after the
+/// target. A child that double-forks leaves exactly such a grandchild, and
+/// /proc keeps no other trace of where it came from (watch's lineage does,
+/// and merges it in as a member before this runs). A relative whose parent
+/// still lives, like a sibling the target's parent started, stays a
+/// relative.
+pub fn adopt_orphans(plan: &mut KillPlan) {
+    let Some(target) = plan
+        .members
+        .iter()
+        .find(|m| m.process.pid == plan.target)
+        .map(|m| m.process.clone())
+    else {
+        return;
+    };
+    let (orphans, relatives): (Vec<PlanMember>, Vec<PlanMember>) =
+        std::mem::take(&mut plan.relatives)
+            .into_iter()
+            .partition(|r| {
+                let p = &r.process;
+                p.ppid == 1
+                    && target.pgid != 0
+                    && p.pgid == target.pgid
+                    && p.start_ticks >= target.start_ticks
+            });
+    plan.relatives = relatives;
+    plan.members.extend(orphans.into_iter().map(|mut m| {
+        m.reason = format!(
+            "orphan of the tree: in the target's process group ({}), started after the target, reparented to init",
+            m.process.pgid
+        );
+        m
+    }));
+}
+
+/// Scans for the persistence that would start the plan's members again
+/// (the slow part of planning: kill-tree starts its fork capture first).
+pub fn add_persistence(plan: &mut KillPlan) {
     let members: Vec<&Process> = plan.members.iter().map(|m| &m.process).collect();
     plan.persistence = super::persistence::scan(&super::persistence::Roots::from_env(), &members);
-    Ok(plan)
 }
 
 /// Live processes outside the plan that share the target's process group

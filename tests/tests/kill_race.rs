@@ -1,0 +1,99 @@
+//! The kill race, for real (root): a spawner whose children each leave an
+//! orphaned grandchild behind every 30 ms, killed with `kill-tree --kill`
+//! twenty times in a row. After each kill no process of the spawner's
+//! (they carry a marker in their argv[0]) may still run, and an innocent
+//! process in the same process group, whose parent is alive, must.
+//!
+//! Without a running watch, the grandchildren orphaned before kill-tree
+//! started are recognised as the tree's orphans (same process group,
+//! started after the target, reparented to init), and everything forked
+//! once kill-tree runs is caught in the kernel by its fork capture.
+use std::{
+    os::unix::process::CommandExt,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tracer_tests::{run, running_as_root, tracer, Planted, Scratch};
+
+const ROUNDS: usize = 20;
+
+/// PIDs whose argv[0] is `marker`.
+fn marked(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).next() == Some(marker.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_forked_by_the_tree_outlives_the_kill_and_the_sibling_lives() {
+    if !running_as_root("nothing_forked_by_the_tree_outlives_the_kill_and_the_sibling_lives") {
+        return;
+    }
+    let scratch = Scratch::new("kill-race");
+    for round in 0..ROUNDS {
+        let marker = format!("tracer-race-{}-{round}", std::process::id());
+        let spawner = scratch.write(
+            &format!("spawner-{round}.sh"),
+            &format!(
+                "#!/bin/bash\nwhile :; do ( exec -a {marker} sleep 600 & ); sleep 0.03; done\n"
+            ),
+            0o755,
+        );
+        // Its own process group, so the orphans share it.
+        let tree = Planted::spawn_group(Command::new(&spawner).stdin(Stdio::null()));
+        let target = tree.pid();
+        let mut sibling_cmd = Command::new("sleep");
+        sibling_cmd.arg("600").process_group(target as i32);
+        let sibling = Planted::spawn(&mut sibling_cmd);
+        // Let it leave a few orphans behind first.
+        assert!(
+            tracer_tests::wait_until(Duration::from_secs(10), || marked(&marker).len() >= 5),
+            "round {round}: the spawner left no orphans"
+        );
+        let out = run(
+            tracer(&["kill-tree", &target.to_string(), "--kill"])
+                .env("TRACER_RESPAWN_CHECK_MS", "300"),
+            Duration::from_secs(120),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let escaped = marked(&marker);
+        assert!(
+            escaped.is_empty(),
+            "round {round}: {} marked processes still run after the kill ({escaped:?}); tracer said:\n{}\n{}",
+            escaped.len(),
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stdout.contains("fork capture: in the kernel"),
+            "round {round}: the fork capture did not run:\n{}",
+            out.stdout
+        );
+        assert!(
+            std::path::Path::new(&format!("/proc/{}", sibling.pid())).exists(),
+            "round {round}: the sibling in the same process group was killed:\n{}",
+            out.stdout
+        );
+        // 1: the sibling, a living relative, is reported as such.
+        assert!(
+            out.code == 0 || out.code == 1,
+            "round {round}: exit {}:\n{}\n{}",
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stdout.contains("nothing from the set is running"),
+            "round {round}:\n{}",
+            out.stdout
+        );
+        drop(sibling);
+        drop(tree);
+    }
+}

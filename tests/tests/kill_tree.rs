@@ -545,3 +545,103 @@ fn a_malformed_indicator_file_names_its_line() {
     assert!(stderr.contains("bad.txt:3"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+/// What a file looks like from outside: content hash, mode and mtime.
+fn fingerprint(path: &Path) -> (String, u32, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).unwrap();
+    (
+        sha256_of(path),
+        meta.mode(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+    )
+}
+
+#[test]
+fn an_unsafe_quarantine_directory_is_refused_and_the_kill_goes_on() {
+    use std::os::unix::fs::{chown, lchown, symlink};
+    require_root();
+    let base = Scratch::new("unsafeq");
+    let victim = base.0.join("shadow");
+    fs::write(&victim, "root:*:19000:0:99999:7:::\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o640)).unwrap();
+    let before = fingerprint(&victim);
+    // The miner is a copy of sleep: its quarantine name is sleep's hash.
+    let sha = sha256_of(Path::new("/bin/sleep"));
+    // Every name tracer could write, planted by an unprivileged user as a
+    // link to the victim.
+    let plant = |dir: &Path, miner: u32| {
+        for name in [
+            format!(".partial-{miner}"),
+            sha.clone(),
+            format!("{sha}.json"),
+        ] {
+            let _ = fs::remove_file(dir.join(&name));
+            symlink(&victim, dir.join(&name)).unwrap();
+            lchown(dir.join(&name), Some(65534), Some(65534)).unwrap();
+        }
+    };
+    let owned_by_nobody = base.0.join("q-nobody");
+    fs::create_dir(&owned_by_nobody).unwrap();
+    chown(&owned_by_nobody, Some(65534), Some(65534)).unwrap();
+    let open_to_all = base.0.join("q-open");
+    fs::create_dir(&open_to_all).unwrap();
+    fs::set_permissions(&open_to_all, fs::Permissions::from_mode(0o1777)).unwrap();
+    let behind_link = base.0.join("etc-like");
+    fs::create_dir(&behind_link).unwrap();
+    let link_to_dir = base.0.join("q-link");
+    symlink(&behind_link, &link_to_dir).unwrap();
+
+    for (dir, planted_in, why) in [
+        (&owned_by_nobody, &owned_by_nobody, "owned by uid 65534"),
+        (&open_to_all, &open_to_all, "writable by other users"),
+        (&link_to_dir, &behind_link, "symbolic link"),
+    ] {
+        let w = Watchdog::start("unsafeq-tree");
+        let miner = w.wait_for_miner();
+        plant(planted_in, miner);
+        let out = run_tracer(
+            &[
+                "kill-tree",
+                &miner.to_string(),
+                "--kill",
+                "--quarantine",
+                dir.to_str().unwrap(),
+            ],
+            &[("TRACER_RESPAWN_CHECK_MS", "200")],
+            Duration::from_secs(60),
+        );
+        let stderr = text(&out.stderr);
+        let refusals: Vec<&str> = stderr.lines().filter(|l| l.contains(why)).collect();
+        assert_eq!(refusals.len(), 1, "{why}: one line expected:\n{stderr}");
+        assert!(
+            refusals[0].contains("killing without quarantine"),
+            "{}",
+            refusals[0]
+        );
+        assert!(
+            !is_running(miner),
+            "{why}: the miner was not killed:\n{}",
+            text(&out.stdout)
+        );
+        assert!(
+            !is_running(w.shell.id()),
+            "{why}: the watchdog was not killed"
+        );
+        assert_eq!(
+            fingerprint(&victim),
+            before,
+            "{why}: the link's target changed"
+        );
+        let names: Vec<String> = fs::read_dir(planted_in)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names.len(),
+            3,
+            "{why}: tracer wrote into {}: {names:?}",
+            planted_in.display()
+        );
+    }
+}

@@ -24,8 +24,31 @@ use std::{
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags, CWD};
 
+/// A refusal on safety grounds (a link, another user's file or directory,
+/// one others can write), as opposed to an I/O error.
+#[derive(Debug)]
+pub struct Unsafe(String);
+
+impl std::fmt::Display for Unsafe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsafe {}
+
 fn refused(what: String) -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, what)
+    io::Error::new(io::ErrorKind::PermissionDenied, Unsafe(what))
+}
+
+/// Whether an error (anywhere in its chain) is a safety refusal.
+pub fn is_unsafe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<Unsafe>())
+            || c.is::<Unsafe>()
+    })
 }
 
 /// A directory opened without following links.
@@ -217,14 +240,14 @@ impl SafeDir {
     }
 
     fn error(&self, name: &str, e: io::Error) -> io::Error {
-        let what = match e.raw_os_error() {
-            Some(libc::EEXIST) => {
-                "already exists (a planted file or link?): not overwritten".into()
-            }
-            Some(libc::ELOOP) => "is a symbolic link: not followed".into(),
-            _ => e.to_string(),
-        };
-        io::Error::new(e.kind(), format!("{}: {what}", self.join(name).display()))
+        let at = self.join(name).display().to_string();
+        match e.raw_os_error() {
+            Some(libc::EEXIST) => refused(format!(
+                "{at}: already exists (a planted file or link?): not overwritten"
+            )),
+            Some(libc::ELOOP) => refused(format!("{at}: is a symbolic link: not followed")),
+            _ => io::Error::new(e.kind(), format!("{at}: {e}")),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use std::{io, path::Path};
 use anyhow::Result;
 
 use crate::{
+    safe_fs::SafeDir,
     cli::KillTreeArgs,
     error::{exit, UserError},
     kernel::{
@@ -44,11 +45,24 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
         }
         false => None,
     };
+    // A quarantine directory that cannot be made fails here, before
+    // anything is stopped; one refused as unsafe (a link, another user's,
+    // open to others) is said in one line and the kill goes on without it.
+    let quarantine = match (args.kill, &args.quarantine) {
+        (true, Some(dir)) => match respond::quarantine::prepare_dir(dir) {
+            Ok(d) => Some(Ok(d)),
+            Err(e) if crate::safe_fs::is_unsafe(&e) => {
+                eprintln!("tracer: {e:#}; killing without quarantine");
+                Some(Err(format!("{e:#}")))
+            }
+            Err(e) => return Err(e),
+        },
+        _ => None,
+    };
     let (mut plan, mut lineage) = plan_from_proc(requested)?;
     let target = plan.target;
-    // From here every fork of a member joins the set in the kernel, and a
-    // member's next system call stops it, so the tree freezes while the
-    // rest of the plan (persistence, connections) is worked out.
+    // From here every fork of a member joins the set in the kernel (the
+    // set's next system calls stop them once the kill starts).
     let mut capture = match kernel {
         Some(kernel) => kernel.and_then(|k| start_capture(k, &plan, args.relatives)),
         None => Err("not killing".into()),
@@ -65,9 +79,6 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
     }
     plan.lineage = Some(lineage);
     plan.command = command_line(target, args.quarantine.as_deref(), args.relatives);
-    if let (true, Some(dir)) = (args.kill, &args.quarantine) {
-        respond::quarantine::prepare_dir(dir)?;
-    }
     respond::plan::add_persistence(&mut plan);
     respond::attach_threads(&mut plan);
     plan.network = Some(respond::network::collect(
@@ -86,7 +97,12 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
         }
         return Ok(exit::OK);
     }
-    execute(&plan, &args, capture.as_mut().map_err(|why| why.as_str()))
+    execute(
+        &plan,
+        &args,
+        quarantine.as_ref().map(|q| q.as_ref().map_err(String::as_str)),
+        capture.as_mut().map_err(|why| why.as_str()),
+    )
 }
 
 /// The tree of `requested` as /proc (and a running watch's lineage) show
@@ -110,7 +126,8 @@ fn start_capture(kernel: Kernel, plan: &KillPlan, relatives: bool) -> Result<Cap
     if relatives {
         tgids.extend(plan.relatives.iter().map(|m| m.process.pid));
     }
-    let mut capture = Capture::start(kernel, &tgids, Mode::Stop).map_err(|e| format!("{e:#}"))?;
+    let mut capture =
+        Capture::start(kernel, &tgids, Mode::Record).map_err(|e| format!("{e:#}"))?;
     capture.kernel().release_btf();
     Ok(capture)
 }
@@ -119,6 +136,7 @@ fn start_capture(kernel: Kernel, plan: &KillPlan, relatives: bool) -> Result<Cap
 fn execute(
     plan: &KillPlan,
     args: &KillTreeArgs,
+    quarantine: Option<Result<&SafeDir, &str>>,
     capture: Result<&mut Capture, &str>,
 ) -> Result<i32> {
     let users = Users::load();
@@ -146,7 +164,7 @@ fn execute(
     }
     let ex = respond::execute(
         &to_stop,
-        args.quarantine.as_deref(),
+        quarantine,
         &users,
         capture,
         &mut announce,

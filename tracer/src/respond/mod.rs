@@ -35,6 +35,7 @@ pub use plan::{parse_target, plan, plan_tree, KillPlan, PlanMember};
 
 use crate::{
     kernel::capture::{Capture, Mode as CaptureMode},
+    safe_fs::SafeDir,
     model::ProcessId,
     users::Users,
 };
@@ -84,14 +85,20 @@ pub struct Execution {
 /// is signalled, so that nothing is signalled that was not first printed.
 pub fn execute(
     plan: &KillPlan,
-    quarantine_dir: Option<&Path>,
+    quarantine_dir: Option<Result<&SafeDir, &str>>,
     users: &Users,
     mut capture: Result<&mut Capture, &str>,
     announce: &mut dyn FnMut(&PlanMember),
 ) -> Result<Execution> {
     // A quarantine that cannot be written fails here, before anything is
     // stopped: never leave a tree frozen half-way.
-    let quarantine_dir = quarantine_dir.map(quarantine::prepare_dir).transpose()?;
+    // Any member's next system call stops it from here (a fork capture
+    // that only recorded while the plan was made).
+    if let Ok(c) = capture.as_deref_mut() {
+        if let Err(e) = c.set_mode(CaptureMode::Stop) {
+            eprintln!("tracer: fork capture: cannot switch to stop: {e:#}");
+        }
+    }
     let mut ex = Execution {
         started_ticks: crate::model::boottime_ns_to_ticks(crate::proc::boottime_ns()),
         ..Default::default()
@@ -123,12 +130,16 @@ pub fn execute(
         ex.joined.extend(late);
     }
 
-    if let Some(dir) = &quarantine_dir {
-        let copying = Instant::now();
-        let programs: Vec<_> = held.iter().map(|h| &h.process).collect();
-        ex.quarantine = quarantine::quarantine(dir, &programs, users);
-        ex.quarantine_ms = copying.elapsed().as_secs_f64() * 1e3;
+    let copying = Instant::now();
+    let programs: Vec<_> = held.iter().map(|h| &h.process).collect();
+    match quarantine_dir {
+        Some(Ok(dir)) => ex.quarantine = quarantine::quarantine(dir, &programs, users),
+        // The directory was refused: the kill goes on, and each program
+        // says why it was not copied.
+        Some(Err(why)) => ex.quarantine = quarantine::refused(&programs, why),
+        None => {}
     }
+    ex.quarantine_ms = copying.elapsed().as_secs_f64() * 1e3;
 
     // From here a member that makes any system call dies in it.
     if let Ok(c) = capture.as_deref_mut() {

@@ -117,6 +117,24 @@ pub fn quarantine(dir: &SafeDir, members: &[&Process], users: &Users) -> Vec<Qua
     out
 }
 
+/// Every member's outcome when the quarantine directory itself was refused.
+pub fn refused(members: &[&Process], why: &str) -> Vec<QuarantineOutcome> {
+    members
+        .iter()
+        .map(|p| QuarantineOutcome {
+            pid: p.pid,
+            original_path: program::exe_path(p).unwrap_or("?").to_string(),
+            result: if program::runs_system_binary(p) {
+                Quarantined::SystemBinary
+            } else {
+                Quarantined::Failed {
+                    error: format!("not copied: {why}"),
+                }
+            },
+        })
+        .collect()
+}
+
 fn copy_one(
     dir: &SafeDir,
     p: &Process,

@@ -420,6 +420,18 @@ impl ProcessTable {
     /// forked from when that parent is known, so a child reparented to init
     /// hangs under its real tree again. Returns how many links changed.
     pub fn merge_lineage(&mut self, saved: Vec<(Process, Option<ProcessId>)>) -> usize {
+        self.merge_lineage_checked(saved).0
+    }
+
+    /// [`merge_lineage`](Self::merge_lineage), also returning the parent
+    /// links refused, one sentence each: a child never starts before its
+    /// parent, so such a link is corrupt (or forged) and would put an
+    /// innocent process in a kill set.
+    pub fn merge_lineage_checked(
+        &mut self,
+        saved: Vec<(Process, Option<ProcessId>)>,
+    ) -> (usize, Vec<String>) {
+        let mut refused = Vec::new();
         for (p, _) in &saved {
             let id = p.id();
             if self.entries.contains_key(&id) || self.live.get(&p.pid) == Some(&id) {
@@ -446,6 +458,15 @@ impl ProcessTable {
             if parent == id || !self.entries.contains_key(&parent) {
                 continue;
             }
+            if id.start_ticks < parent.start_ticks {
+                refused.push(format!(
+                    "pid {} as a child of pid {}: it started {:.2} s before that parent",
+                    id.pid,
+                    parent.pid,
+                    (parent.start_ticks - id.start_ticks) as f64 / crate::model::USER_HZ as f64
+                ));
+                continue;
+            }
             let Some(e) = self.entries.get_mut(&id) else {
                 continue;
             };
@@ -458,7 +479,7 @@ impl ProcessTable {
             self.links.insert((parent, id));
             relinked += 1;
         }
-        relinked
+        (relinked, refused)
     }
 
     /// Builds a table from /proc (read through raw system calls).
@@ -473,6 +494,20 @@ impl ProcessTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_child_older_than_its_parent_is_refused() {
+        let mut t = ProcessTable::new();
+        let parent = proc(10, 1, "sh", 500);
+        let innocent = proc(11, 1, "cron", 350);
+        t.seed([parent.clone(), innocent.clone()]);
+        let (relinked, refused) =
+            t.merge_lineage_checked(vec![(innocent.clone(), Some(parent.id()))]);
+        assert_eq!(relinked, 0);
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].contains("1.50 s before"), "{}", refused[0]);
+        assert_eq!(t.children_of(&parent.id()).count(), 0);
+    }
 
     fn proc(pid: u32, ppid: u32, comm: &str, start: u64) -> Process {
         Process {

@@ -15,7 +15,6 @@ use std::{io, path::Path};
 use anyhow::Result;
 
 use crate::{
-    safe_fs::SafeDir,
     cli::KillTreeArgs,
     error::{exit, UserError},
     kernel::{
@@ -24,6 +23,7 @@ use crate::{
     },
     output::{plan as render, schema},
     respond::{self, respawn, KillPlan},
+    safe_fs::SafeDir,
     table::ProcessTable,
     users::Users,
     views,
@@ -100,7 +100,9 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
     execute(
         &plan,
         &args,
-        quarantine.as_ref().map(|q| q.as_ref().map_err(String::as_str)),
+        quarantine
+            .as_ref()
+            .map(|q| q.as_ref().map_err(String::as_str)),
         capture.as_mut().map_err(|why| why.as_str()),
     )
 }
@@ -126,8 +128,7 @@ fn start_capture(kernel: Kernel, plan: &KillPlan, relatives: bool) -> Result<Cap
     if relatives {
         tgids.extend(plan.relatives.iter().map(|m| m.process.pid));
     }
-    let mut capture =
-        Capture::start(kernel, &tgids, Mode::Record).map_err(|e| format!("{e:#}"))?;
+    let mut capture = Capture::start(kernel, &tgids, Mode::Record).map_err(|e| format!("{e:#}"))?;
     capture.kernel().release_btf();
     Ok(capture)
 }
@@ -162,13 +163,7 @@ fn execute(
     if args.relatives {
         to_stop.members.extend(plan.relatives.iter().cloned());
     }
-    let ex = respond::execute(
-        &to_stop,
-        quarantine,
-        &users,
-        capture,
-        &mut announce,
-    )?;
+    let ex = respond::execute(&to_stop, quarantine, &users, capture, &mut announce)?;
     let check = respawn::check_duration();
     if args.json {
         schema::write_line(&mut io::stdout().lock(), &ex)?;

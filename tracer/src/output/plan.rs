@@ -30,6 +30,9 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
     );
     if let Some(l) = &plan.lineage {
         push_line(&mut out, &format!("Lineage: {}.", l.detail));
+        for why in &l.refused {
+            push_line(&mut out, &format!("  refused a lineage link: {why}"));
+        }
     }
     out.push('\n');
     out.push_str(&tree_text(plan, users));

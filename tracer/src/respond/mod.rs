@@ -35,8 +35,8 @@ pub use plan::{parse_target, plan, plan_tree, KillPlan, PlanMember};
 
 use crate::{
     kernel::capture::{Capture, Mode as CaptureMode},
-    safe_fs::SafeDir,
     model::ProcessId,
+    safe_fs::SafeDir,
     users::Users,
 };
 

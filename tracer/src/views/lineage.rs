@@ -126,6 +126,9 @@ pub struct LineageSource {
     pub detail: String,
     /// Processes whose parent link came from the file (0 for `proc`).
     pub relinked: usize,
+    /// Parent links of the file that were refused, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub refused: Vec<String>,
 }
 
 /// Saves watch's lineage on a bounded schedule.
@@ -343,6 +346,7 @@ fn merge_from(table: &mut ProcessTable, dir: &Path) -> LineageSource {
         file: file.clone(),
         detail: format!("/proc only: the watch lineage file {file} is {why}"),
         relinked: 0,
+        refused: Vec::new(),
     };
     let saved = match read_file(&path) {
         Ok(f) => f,
@@ -354,7 +358,7 @@ fn merge_from(table: &mut ProcessTable, dir: &Path) -> LineageSource {
         Err(why) => return only_proc(why),
     };
     let truncated = saved.truncated;
-    let relinked = table.merge_lineage(
+    let (relinked, refused) = table.merge_lineage_checked(
         saved
             .entries
             .into_iter()
@@ -373,6 +377,7 @@ fn merge_from(table: &mut ProcessTable, dir: &Path) -> LineageSource {
             }
         ),
         relinked,
+        refused,
     }
 }
 

@@ -14,8 +14,21 @@ use crate::model::{HostStr, Process, ProcessId};
 const EXITED_RETENTION_NS: u64 = 120 * 1_000_000_000;
 /// Hard cap on exited entries kept, whatever their descendants.
 const EXITED_CAP: usize = 65_536;
-/// Longest ancestry walked (guards against a cycle from bad data).
-const MAX_DEPTH: usize = 64;
+/// Longest ancestry shown in events and findings (guards against a cycle
+/// from bad data too); the rest is counted in an [`AncestryCut`].
+pub const MAX_DEPTH: usize = 64;
+
+/// An ancestry cut at [`MAX_DEPTH`]: shown in human output as
+/// `... N more`, in JSON as this object next to the `ancestry` it cuts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct AncestryCut {
+    /// Ancestors shown (the nearest ones).
+    pub shown: usize,
+    /// Ancestors left out beyond them.
+    pub left_out: usize,
+    /// The PID where the chain continues: the first ancestor left out.
+    pub continues_at: u32,
+}
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -260,6 +273,45 @@ impl ProcessTable {
 
     /// The chain of ancestors of `id`, nearest parent first, up to PID 1 or
     /// as far as the table knows.
+    /// Every ancestor of `id`, nearest first, however deep the chain: for
+    /// kill-tree, which must follow a chain to its end. Bounded by the
+    /// table's size, so a corrupt loop of parent links cannot trap it.
+    pub fn ancestors<'t>(&'t self, id: &ProcessId) -> impl Iterator<Item = &'t Process> + 't {
+        let mut cur = self.parent_of(id);
+        let mut steps = self.entries.len();
+        std::iter::from_fn(move || {
+            let p = cur?;
+            if steps == 0 {
+                return None;
+            }
+            steps -= 1;
+            let e = self.entries.get(&p)?;
+            cur = if e.process.pid <= 1 { None } else { e.parent };
+            Some(&e.process)
+        })
+    }
+
+    /// Where [`ancestry`](Self::ancestry) cut the chain of `id`, if it did:
+    /// how many ancestors it left out (counted up to the table's size) and
+    /// the first of them.
+    pub fn ancestry_cut(&self, id: &ProcessId) -> Option<AncestryCut> {
+        let mut rest = self.ancestors(id).skip(MAX_DEPTH);
+        let first = rest.next()?;
+        Some(AncestryCut {
+            left_out: 1 + rest.count(),
+            continues_at: first.pid,
+            shown: MAX_DEPTH,
+        })
+    }
+
+    /// The cut of an ancestry already taken: counted only when it is full,
+    /// so events whose chains are short pay nothing.
+    pub fn ancestry_cut_of(&self, id: &ProcessId, ancestry: &[&Process]) -> Option<AncestryCut> {
+        (ancestry.len() >= MAX_DEPTH)
+            .then(|| self.ancestry_cut(id))
+            .flatten()
+    }
+
     pub fn ancestry(&self, id: &ProcessId) -> Vec<&Process> {
         let mut out = Vec::new();
         let mut cur = self.parent_of(id);

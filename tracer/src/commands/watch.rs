@@ -614,6 +614,7 @@ impl Watcher {
             argv_truncated: e.argv_total_len > e.argv_len,
             start_ticks,
             signs: &signs,
+            ancestry_cut: self.table.ancestry_cut_of(&id, &ancestry),
             ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
         };
         self.shown += 1;
@@ -770,6 +771,7 @@ impl Watcher {
             domain: names.first(),
             hook: c.hook,
             established_before_start: c.established_before_start,
+            ancestry_cut: self.table.ancestry_cut_of(&id, &ancestry),
             ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
         };
         self.shown += 1;

@@ -4,6 +4,7 @@
 //! change them only with a note there. Host strings are `HostStr` (JSON: a
 //! string, or `{text, hex}` when not UTF-8); every string a human line
 //! shows goes through `escape`.
+use crate::table::AncestryCut;
 use std::io::{self, Write};
 
 use schemars::JsonSchema;
@@ -72,6 +73,9 @@ pub struct ExecOut<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub signs: &'a [String],
     pub ancestry: Vec<ProcessOut<'a>>,
+    /// Where `ancestry` was cut, when the chain is deeper than it shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ancestry_cut: Option<AncestryCut>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -100,6 +104,9 @@ pub struct ConnectOut<'a> {
     /// start-up snapshot, not by a connect event).
     pub established_before_start: bool,
     pub ancestry: Vec<ProcessOut<'a>>,
+    /// Where `ancestry` was cut, when the chain is deeper than it shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ancestry_cut: Option<AncestryCut>,
 }
 
 /// The kill-tree tracer would propose for an alert's process.
@@ -228,6 +235,14 @@ pub struct EventWriter<W: Write> {
     pub(super) colour: bool,
 }
 
+/// ` < ... N more (from pid P)` after a chain that was cut.
+pub(super) fn cut_text(cut: Option<AncestryCut>) -> String {
+    match cut {
+        Some(c) => format!(" < ... {} more (from pid {})", c.left_out, c.continues_at),
+        None => String::new(),
+    }
+}
+
 /// `sh(300) < cron(200,exited)`; a thread named differently from its
 /// process is shown inside braces: `kworkerd(300){xmrig:301}`.
 pub(super) fn chain_text(ancestry: &[ProcessOut]) -> String {
@@ -324,8 +339,9 @@ impl<W: Write> EventWriter<W> {
         }
         writeln!(
             self.out,
-            "\n        chain: {}",
-            escape(&chain_text(&e.ancestry))
+            "\n        chain: {}{}",
+            escape(&chain_text(&e.ancestry)),
+            cut_text(e.ancestry_cut)
         )
     }
 
@@ -336,7 +352,7 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", c.timestamp)?;
         writeln!(
             self.out,
-            "CONNECT pid={} user={} {} {} -> {}{}{}\n        chain: {}",
+            "CONNECT pid={} user={} {} {} -> {}{}{}\n        chain: {}{}",
             c.pid,
             c.user.escaped(),
             c.comm.escaped(),
@@ -348,7 +364,8 @@ impl<W: Write> EventWriter<W> {
             } else {
                 ""
             },
-            escape(&chain_text(&c.ancestry))
+            escape(&chain_text(&c.ancestry)),
+            cut_text(c.ancestry_cut)
         )
     }
 

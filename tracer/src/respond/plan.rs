@@ -188,7 +188,8 @@ pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<Kil
     reasons.insert(target_proc.id(), "the target".to_string());
     let mut top = target_proc;
     let mut boundary = None;
-    for ancestor in table.ancestry(&target_proc.id()) {
+    // However deep: a chain of one dropped program is followed to its end.
+    for ancestor in table.ancestors(&target_proc.id()) {
         if ancestor.exited_at_ns.is_some() {
             continue; // gone already: nothing to stop, look further up
         }
@@ -512,6 +513,41 @@ pub(crate) mod tests {
             exited_at_ns: None,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_chain_of_one_dropped_program_is_followed_to_its_end() {
+        const DEPTH: u32 = 3000;
+        let mut t = ProcessTable::new();
+        let mut procs = vec![
+            proc(1, 0, "/usr/lib/systemd/systemd", "/sbin/init"),
+            proc(50, 1, "/usr/sbin/sshd", "sshd: root@pts/0"),
+        ];
+        for level in 0..DEPTH {
+            let pid = 1000 + level;
+            let ppid = if level == 0 { 50 } else { pid - 1 };
+            procs.push(proc(pid, ppid, "/tmp/.x/dhpcd", "/tmp/.x/dhpcd -o pool"));
+        }
+        t.seed(procs);
+        let leaf = 1000 + DEPTH - 1;
+        let plan = plan_tree(&t, leaf, 99_999).unwrap();
+        assert_eq!(
+            plan.members.len(),
+            DEPTH as usize,
+            "every level is a member"
+        );
+        assert!(plan.members.iter().all(|m| m.process.pid >= 1000));
+        assert_eq!(plan.boundary.as_ref().map(|b| b.pid), Some(50));
+        // Events show 64 of them and say how many more there are.
+        let id = t.get(leaf).unwrap().id();
+        let shown = t.ancestry(&id);
+        let cut = t.ancestry_cut_of(&id, &shown).unwrap();
+        assert_eq!(shown.len(), crate::table::MAX_DEPTH);
+        assert_eq!(
+            cut.left_out,
+            DEPTH as usize - 1 - crate::table::MAX_DEPTH + 2
+        );
+        assert_eq!(cut.continues_at, shown.last().unwrap().ppid);
     }
 
     /// init -> cron -> cron (job) -> sh -c run.sh -> sh watchdog loop -> miner (+ a thread-rich sibling)

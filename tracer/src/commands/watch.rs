@@ -269,6 +269,16 @@ struct Watcher {
     live_writes: live_writes::LiveWrites,
 }
 
+/// The next lineage request, or never when watch could not listen.
+async fn accept(
+    listener: Option<&tokio::net::UnixListener>,
+) -> io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Watcher {
     /// Drains the ring buffer until SIGINT or SIGTERM, then once more.
     async fn stream(&mut self, ring: RingBuf<MapData>, mut stop: Stop) -> Result<()> {
@@ -284,6 +294,21 @@ impl Watcher {
         // At most one save per interval, even after a busy stretch.
         let mut lineage_tick = tokio::time::interval(views::lineage::SAVE_INTERVAL);
         lineage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // kill-tree asks here for the lineage as of now.
+        let requests = match self
+            .lineage
+            .listen()
+            .and_then(tokio::net::UnixListener::from_std)
+        {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "tracer: kill-tree cannot ask this watch for its lineage ({e}); it reads the file saved every {} s",
+                    views::lineage::SAVE_INTERVAL.as_secs()
+                );
+                None
+            }
+        };
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -316,6 +341,25 @@ impl Watcher {
                     self.priority.check();
                 }
                 _ = refresh.tick() => self.indicators.refresh(),
+                Ok((mut conn, _)) = accept(requests.as_ref()) => {
+                    let allowed = conn
+                        .peer_cred()
+                        .is_ok_and(|c| views::lineage::LineageWriter::may_ask(c.uid()));
+                    if allowed {
+                        // Forks still queued in the kernel first.
+                        if self.drain(ring.get_mut())? {
+                            return Ok(());
+                        }
+                        let mut asked = [0u8; 16];
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(1),
+                            tokio::io::AsyncReadExt::read(&mut conn, &mut asked),
+                        )
+                        .await;
+                        let answer = self.lineage.answer(&self.table);
+                        let _ = tokio::io::AsyncWriteExt::write_all(&mut conn, answer).await;
+                    }
+                }
                 _ = lineage_tick.tick() => {
                     let events = self.seen.exec + self.seen.fork + self.seen.exit;
                     self.lineage.maybe_save(&self.table, events);

@@ -68,6 +68,42 @@ fn file_in(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
+/// The socket a running watch answers lineage requests on, in the state
+/// directory (root's own, 0700: only root reaches it; watch checks the
+/// caller's uid too).
+const SOCKET_NAME: &str = "lineage.sock";
+/// What kill-tree asks and watch answers once the file is written.
+const REQUEST: &[u8] = b"lineage\n";
+const SAVED: &[u8] = b"saved\n";
+/// How long kill-tree waits for watch's answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks a running watch to save its lineage now, so kill-tree never plans
+/// from a copy older than its own start. `Ok` when watch answered that it
+/// saved; `Err` says why not (no watch, or it did not answer).
+pub fn request_fresh() -> Result<(), String> {
+    use std::os::unix::net::UnixStream;
+    let path = state_dir().join(SOCKET_NAME);
+    let mut s = UnixStream::connect(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            "no watch is running to ask".to_string()
+        }
+        _ => format!("cannot ask watch ({e})"),
+    })?;
+    let _ = s.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let _ = s.set_write_timeout(Some(REQUEST_TIMEOUT));
+    std::io::Write::write_all(&mut s, REQUEST).map_err(|e| format!("cannot ask watch ({e})"))?;
+    let mut answer = [0u8; 16];
+    let n = s
+        .read(&mut answer)
+        .map_err(|e| format!("watch did not answer ({e})"))?;
+    if answer[..n] == *SAVED {
+        Ok(())
+    } else {
+        Err("watch did not confirm the save".into())
+    }
+}
+
 /// One saved process and the parent it was forked from.
 #[derive(Serialize, Deserialize)]
 struct SavedEntry {
@@ -161,6 +197,32 @@ impl LineageWriter {
         file_in(&self.dir)
     }
 
+    /// The socket kill-tree asks on ([`request_fresh`]), in the state
+    /// directory, made tracer's own first.
+    pub fn listen(&self) -> std::io::Result<std::os::unix::net::UnixListener> {
+        let dir = crate::safe_fs::SafeDir::own(&self.dir)?;
+        // A socket left by a watch that died; the directory is ours alone.
+        if dir.exists(SOCKET_NAME) {
+            dir.remove(SOCKET_NAME)?;
+        }
+        let listener = std::os::unix::net::UnixListener::bind(dir.join(SOCKET_NAME))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    }
+
+    /// Whether a request may be answered: root, or tracer's own user.
+    pub fn may_ask(uid: u32) -> bool {
+        uid == 0 || uid == rustix::process::geteuid().as_raw()
+    }
+
+    /// The answer to one request: the file is written now, or the error.
+    pub fn answer(&mut self, table: &ProcessTable) -> &'static [u8] {
+        match self.save(table) {
+            Ok(()) => SAVED,
+            Err(_) => b"failed\n",
+        }
+    }
+
     /// Called every [`SAVE_INTERVAL`]: saves when `events` (a count of
     /// events seen) moved since the last save. A failure is said once on
     /// stderr; watch goes on.
@@ -202,6 +264,7 @@ impl LineageWriter {
             if f.writer == self.writer {
                 if let Ok(dir) = crate::safe_fs::SafeDir::existing(&self.dir) {
                     let _ = dir.remove(FILE_NAME);
+                    let _ = dir.remove(SOCKET_NAME);
                 }
                 // Only when empty: no other watch's file goes with it.
                 let _ = fs::remove_dir(&self.dir);
@@ -335,7 +398,19 @@ fn freshness(
 /// Merges the lineage file of a running watch into `table`, when present
 /// and fresh, and says where the table's lineage came from.
 pub fn merge_into(table: &mut ProcessTable) -> LineageSource {
-    merge_from(table, &state_dir())
+    // A running watch writes its table now, so the plan is not up to a
+    // save interval behind the tree.
+    let asked = request_fresh();
+    let mut source = merge_from(table, &state_dir());
+    match asked {
+        Ok(()) => source.detail.push_str(" (saved by watch on request)"),
+        Err(why) if source.source == "watch" => source.detail.push_str(&format!(
+            " (not saved on request: {why}; up to {} s old)",
+            SAVE_INTERVAL.as_secs()
+        )),
+        Err(_) => {}
+    }
+    source
 }
 
 fn merge_from(table: &mut ProcessTable, dir: &Path) -> LineageSource {

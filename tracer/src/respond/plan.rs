@@ -87,8 +87,8 @@ pub fn plan(table: &ProcessTable, target: u32, self_pid: u32) -> Result<KillPlan
 }
 
 /// Relatives that can only be the tree's own orphans become members: in
-/// the target's process group, reparented to init, and started after the
-/// target. A child that double-forks leaves exactly such a grandchild, and
+/// the target's process group, reparented to init or to a subreaper above
+/// the tree, and started after the target. A child that double-forks leaves exactly such a grandchild, and
 /// /proc keeps no other trace of where it came from (watch's lineage does,
 /// and merges it in as a member before this runs). A relative whose parent
 /// still lives, like a sibling the target's parent started, stays a
@@ -102,12 +102,20 @@ pub fn adopt_orphans(plan: &mut KillPlan) {
     else {
         return;
     };
+    // An orphan goes to init or to the nearest child subreaper above its
+    // dead parent: an ancestor of the tree. Not the target's own parent,
+    // whose living children are the target's siblings.
+    let adopters: HashSet<u32> = std::iter::once(1)
+        .chain(plan.members.iter().map(|m| m.process.pid))
+        .chain(plan.ancestry.iter().map(|p| p.pid))
+        .filter(|&pid| pid != target.ppid && pid != target.pid)
+        .collect();
     let (orphans, relatives): (Vec<PlanMember>, Vec<PlanMember>) =
         std::mem::take(&mut plan.relatives)
             .into_iter()
             .partition(|r| {
                 let p = &r.process;
-                p.ppid == 1
+                adopters.contains(&p.ppid)
                     && target.pgid != 0
                     && p.pgid == target.pgid
                     && p.start_ticks >= target.start_ticks
@@ -115,8 +123,13 @@ pub fn adopt_orphans(plan: &mut KillPlan) {
     plan.relatives = relatives;
     plan.members.extend(orphans.into_iter().map(|mut m| {
         m.reason = format!(
-            "orphan of the tree: in the target's process group ({}), started after the target, reparented to init",
-            m.process.pgid
+            "orphan of the tree: in the target's process group ({}), started after the target, reparented to {}",
+            m.process.pgid,
+            if m.process.ppid == 1 {
+                "init".to_string()
+            } else {
+                format!("subreaper {}", m.process.ppid)
+            }
         );
         m
     }));

@@ -2,6 +2,7 @@
 //! levels deep (latency, loss, attribution), then kill-tree on 1,000 processes.
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -149,15 +150,128 @@ pub fn run(tracer: &Path) -> Result<bool> {
     if left > 0 {
         failures.push(format!("kill-tree left {left} processes"));
     }
+    let race = kill_race(tracer, &dir)?;
+    println!(
+        "{:<34} {RACE_ROUNDS} rounds: last marked process gone after {:.3} s median, {:.3} s max; {} escaped",
+        "kill race (orphans every 30 ms)",
+        median(&race.gone_secs),
+        race.gone_secs.iter().copied().fold(0.0, f64::max),
+        race.escaped
+    );
+    if race.escaped > 0 {
+        failures.push(format!("kill race: {} processes escaped", race.escaped));
+    }
     Ok(verdict(
         "bench connect",
         &format!(
             "median < {MAX_MEDIAN_MS} ms and p99 < {MAX_P99_MS} ms with and without {EXTRA_PROCS} other processes, \
              watch start-up < {MAX_STARTUP_SECS} s with them, \
-             0 lost, all attributed with a kill-tree plan, tree gone < {MAX_KILL_SECS} s, nothing left"
+             0 lost, all attributed with a kill-tree plan, tree gone < {MAX_KILL_SECS} s, nothing left, \
+             no process escapes the kill race"
         ),
         &failures,
     ))
+}
+
+/// Rounds of the kill race.
+const RACE_ROUNDS: usize = 5;
+
+struct KillRace {
+    /// Per round, from starting `kill-tree --kill` to no marked process left.
+    gone_secs: Vec<f64>,
+    /// Marked processes still running after a kill, over all rounds.
+    escaped: usize,
+}
+
+/// Live (not zombie) processes whose argv[0] is `marker`.
+fn marked(marker: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let argv0 = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).next() == Some(marker.as_bytes()));
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
+                .unwrap_or(true);
+            argv0 && !zombie
+        })
+        .collect()
+}
+
+/// A spawner whose children each leave an orphaned grandchild every 30 ms,
+/// killed with `kill-tree --kill`, RACE_ROUNDS times.
+fn kill_race(tracer: &Path, dir: &Path) -> Result<KillRace> {
+    let mut race = KillRace {
+        gone_secs: Vec::new(),
+        escaped: 0,
+    };
+    for round in 0..RACE_ROUNDS {
+        let marker = format!("tracer-bench-race-{}-{round}", std::process::id());
+        let script = dir.join(format!("race-{round}.sh"));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/bash\nwhile :; do ( exec -a {marker} sleep 600 & ); sleep 0.03; done\n"
+            ),
+        )?;
+        // Through sh, so that the spawner's parent is not this bench, the
+        // subreaper its orphans go to.
+        let group = Proc::spawn(
+            "kill race",
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("bash {} & wait", script.display()))
+                .process_group(0)
+                .stdin(Stdio::null()),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while marked(&marker).len() < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let sh = group.pid();
+        let spawner = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children"))?
+            .split_whitespace()
+            .next()
+            .context("the race's spawner did not start")?
+            .to_string();
+        let start = Instant::now();
+        let mut kill = Proc::spawn(
+            "tracer kill-tree (race)",
+            Command::new(tracer)
+                .args(["kill-tree", &spawner, "--kill"])
+                .env("TRACER_RESPAWN_CHECK_MS", "0")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        let mut gone = None;
+        while start.elapsed() < Duration::from_secs(30) {
+            // SAFETY: reaps the orphans reparented to this bench (subreaper).
+            unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
+            if gone.is_none() && marked(&marker).is_empty() {
+                gone = Some(start.elapsed().as_secs_f64());
+            }
+            if kill.child.try_wait()?.is_some() && gone.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(kill);
+        std::thread::sleep(Duration::from_millis(200));
+        let left = marked(&marker);
+        race.escaped += left.len();
+        race.gone_secs.push(gone.unwrap_or(f64::INFINITY));
+        for pid in left {
+            // SAFETY: a process of the race this bench started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        drop(group);
+        unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
+    }
+    Ok(race)
 }
 
 /// Stages of connect-to-alert, in the order of `ConnectRun::stages`.

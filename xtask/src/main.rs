@@ -2,6 +2,7 @@
 mod bench;
 mod build;
 mod dist;
+mod fixtures;
 mod matrix;
 mod setup;
 

@@ -23,7 +23,7 @@ use crate::{cargo, target_dir};
 
 /// The integration test binaries (tests/tests/NAME.rs) run in every guest,
 /// one test thread each.
-pub const TESTS: &[&str] = &["kernel"];
+pub const TESTS: &[&str] = &["kernel", "matrix"];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -173,6 +173,7 @@ pub fn run(args: &Args) -> Result<u8> {
 /// Builds the static tracer, the debug tracer and the test binaries, and
 /// copies them to target/xtask/matrix/bin/.
 fn build() -> Result<Binaries> {
+    crate::fixtures::build_getdents_hider()?;
     crate::build::build_static()?;
     crate::run(cargo().args(["build", "-p", "tracer"]))?;
     let out = cargo()
@@ -269,7 +270,7 @@ step status {static_tracer} status --json
     for (name, exe) in &bins.tests {
         let _ = writeln!(
             s,
-            "step test-{name} env TRACER_BIN={} CARGO_TARGET_DIR=/tmp/matrix-target {} --test-threads=1 {}",
+            "step test-{name} env TRACER_BIN={} TRACER_MATRIX=1 CARGO_TARGET_DIR=/tmp/matrix-target {} --test-threads=1 {}",
             quote(&bins.tracer.display().to_string()),
             quote(&exe.display().to_string()),
             args.join(" ")

@@ -191,6 +191,18 @@ pub fn relatives(table: &ProcessTable, plan: &KillPlan, self_pid: u32) -> Vec<Pl
 
 /// The set to stop and why, from the table alone (no I/O).
 pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<KillPlan> {
+    plan_tree_within(table, target, self_pid, usize::MAX)
+}
+
+/// [`plan_tree`], climbing at most `climb` ancestors: what watch proposes
+/// with each alert, so an alert's cost does not grow with the depth of a
+/// chain (its `kill-tree` command follows the chain to its end).
+pub fn plan_tree_within(
+    table: &ProcessTable,
+    target: u32,
+    self_pid: u32,
+    climb: usize,
+) -> Result<KillPlan> {
     let self_chain = own_lineage(table, self_pid);
     let target_proc = check_target(table, target, self_pid, &self_chain)?;
 
@@ -202,7 +214,7 @@ pub fn plan_tree(table: &ProcessTable, target: u32, self_pid: u32) -> Result<Kil
     let mut top = target_proc;
     let mut boundary = None;
     // However deep: a chain of one dropped program is followed to its end.
-    for ancestor in table.ancestors(&target_proc.id()) {
+    for ancestor in table.ancestors(&target_proc.id()).take(climb) {
         if ancestor.exited_at_ns.is_some() {
             continue; // gone already: nothing to stop, look further up
         }

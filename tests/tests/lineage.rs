@@ -16,8 +16,9 @@ fn dead(pid: u32) -> bool {
     stat_field(pid, 3).is_none_or(|state| state == "Z")
 }
 
-/// PIDs of live processes in process group `pgid` running `sleep ARG`.
-fn sleepers(pgid: u32, arg: &str) -> Vec<u32> {
+/// PIDs of live processes running `sleep ARG`, started by this test (the
+/// arguments are its own), in a session of their own.
+fn sleepers(arg: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -29,7 +30,7 @@ fn sleepers(pgid: u32, arg: &str) -> Vec<u32> {
         };
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if cmdline == format!("sleep\0{arg}\0").as_bytes()
-            && stat_field(pid, 5).as_deref() == Some(&pgid.to_string())
+            && stat_field(pid, 6).as_deref() == Some(&pid.to_string())
         {
             out.push(pid);
         }
@@ -86,17 +87,19 @@ fn kill_tree_with_watch_running_takes_grandchildren_reparented_to_init() {
     // An unrelated process in the test's own session: must survive.
     let sibling = Planted::spawn(Command::new("sleep").arg("7203"));
     // The tree, in a process group of its own: the target shell starts a
-    // middle shell that puts two sleepers in the background and exits, so
-    // the kernel reparents them away from the tree.
+    // middle shell that puts two sleepers in the background, each in a
+    // session of its own (setsid), and exits, so the kernel reparents them
+    // away from the tree and nothing in /proc ties them to it (orphans
+    // left in the target's group are the tree's by /proc alone).
     let target = Planted::spawn_group(Command::new("sh").args([
         "-c",
-        "sh -c 'sleep 7201 >/dev/null 2>&1 & sleep 7202 >/dev/null 2>&1 & exit 0'; exec sleep 7200",
+        "sh -c 'setsid sleep 7201 >/dev/null 2>&1 & setsid sleep 7202 >/dev/null 2>&1 & exit 0'; exec sleep 7200",
     ]));
     let pgid = target.pid();
     let mut grandchildren = Vec::new();
     assert!(
         wait_until(Duration::from_secs(5), || {
-            grandchildren = [sleepers(pgid, "7201"), sleepers(pgid, "7202")].concat();
+            grandchildren = [sleepers("7201"), sleepers("7202")].concat();
             grandchildren.len() == 2
                 && grandchildren
                     .iter()
@@ -182,4 +185,76 @@ fn kill_tree_with_watch_running_takes_grandchildren_reparented_to_init() {
     let (code, stderr) = watch.stop_collecting();
     assert_eq!(code, 0, "{stderr}");
     assert!(!file.exists(), "watch left {}", file.display());
+}
+
+/// CLOCK_BOOTTIME now, in ns.
+fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn a_forged_lineage_link_to_an_older_process_is_refused_and_said() {
+    use std::os::unix::fs::PermissionsExt;
+    if !running_as_root("a_forged_lineage_link_to_an_older_process_is_refused_and_said") {
+        return;
+    }
+    let innocent = Planted::spawn(Command::new("sleep").arg("611"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let target = Planted::spawn_group(Command::new("sleep").arg("612"));
+    let start = |pid: u32| -> u64 { stat_field(pid, 22).unwrap().parse().unwrap() };
+    let me = std::process::id();
+    let state = Scratch::new("forged-lineage");
+    fs::set_permissions(state.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    // The innocent process, forged as the target's child.
+    let forged = serde_json::json!({
+        "format": 1,
+        "writer": {"pid": me, "start_ticks": start(me)},
+        "boot_id": boot_id.trim(),
+        "written_boottime_ns": boottime_ns(),
+        "truncated": false,
+        "entries": [{
+            "process": {
+                "pid": innocent.pid(), "ppid": target.pid(), "uid": 0, "comm": "sleep",
+                "exe": "/usr/bin/sleep", "cmdline": ["sleep", "611"],
+                "start_ticks": start(innocent.pid()), "kernel_thread": false
+            },
+            "parent": {"pid": target.pid(), "start_ticks": start(target.pid())}
+        }]
+    });
+    let file = state.path().join("lineage.json");
+    fs::write(&file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+
+    let (code, stdout, stderr) = kill_tree(&[&target.pid().to_string(), "--json"], state.path());
+    assert_eq!(code, 0, "{stderr}");
+    let plan = plan_of(&stdout);
+    let members: Vec<u64> = plan["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["process"]["pid"].as_u64())
+        .collect();
+    assert!(
+        !members.contains(&(innocent.pid() as u64)),
+        "the forged child is planned: {members:?}"
+    );
+    let refused = plan["lineage"]["refused"].to_string();
+    assert!(
+        refused.contains(&format!(
+            "pid {} as a child of pid {}",
+            innocent.pid(),
+            target.pid()
+        )),
+        "the refusal is not said: {}",
+        plan["lineage"]
+    );
+    let (_, human, _) = kill_tree(&[&target.pid().to_string()], state.path());
+    assert!(human.contains("refused a lineage link"), "{human}");
 }

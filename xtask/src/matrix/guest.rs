@@ -136,7 +136,8 @@ pub fn run(
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(&initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 loglevel=4"])
+        .arg("-append")
+        .arg(cmdline())
         .arg("-virtfs")
         .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
         .arg("-virtfs")
@@ -250,6 +251,16 @@ pub fn run(
     Ok(outcome)
 }
 
+/// The kernel command line, plus `TRACER_MATRIX_APPEND` when set.
+fn cmdline() -> String {
+    let mut line = String::from("console=ttyS0 panic=-1 loglevel=4");
+    if let Ok(extra) = std::env::var("TRACER_MATRIX_APPEND") {
+        line.push(' ');
+        line.push_str(&extra);
+    }
+    line
+}
+
 /// The guest's /init.
 fn init_script(modules: &[String]) -> String {
     let modules = modules.join(" ");
@@ -264,6 +275,8 @@ fail() {{ echo "matrix: error $*"; sync; poweroff -f; echo o > /proc/sysrq-trigg
 for m in {modules}; do
     insmod /modules/$m.ko || echo "matrix: error insmod $m failed"
 done
+# -nic none: loopback only, which tests use.
+ip link set lo up
 mkdir -p /host /newroot /rw
 opts=trans=virtio,version=9p2000.L,msize=512000
 mount -t 9p -o ro,$opts,cache=loose hostroot /host || fail "mounting the host's root over 9p"

@@ -39,6 +39,11 @@ pub struct Args {
     /// Only fetch and unpack the kernels, print where they are, boot none.
     #[arg(long)]
     fetch_only: bool,
+    /// Run CMD (`sh -c`, as root, in the guest's view of the host's root)
+    /// instead of tracer status and the tests, and print what it printed;
+    /// builds nothing.
+    #[arg(long, value_name = "CMD")]
+    command: Option<String>,
     /// Passed to every test binary, after --test-threads=1.
     #[arg(last = true)]
     test_args: Vec<String>,
@@ -92,7 +97,10 @@ pub fn run(args: &Args) -> Result<u8> {
         return Ok(0);
     }
     crate::setup::require_root("matrix (the guests read the host's whole root filesystem)")?;
-    let bins = build()?;
+    let bins = match args.command {
+        Some(_) => None,
+        None => Some(build()?),
+    };
     let accel = guest::accelerator();
     if accel.name == "kvm" {
         println!("matrix: accelerator kvm ({})", accel.reason);
@@ -128,7 +136,10 @@ pub fn run(args: &Args) -> Result<u8> {
             "matrix {name}: booting {} ({}, {})",
             kernel.release, kernel.version, kernel.suite
         );
-        let script = script(&bins, &args.test_args);
+        let script = match (&bins, &args.command) {
+            (Some(bins), _) => script(bins, &args.test_args),
+            (None, cmd) => command_script(cmd.as_deref().unwrap_or("true")),
+        };
         let outcome = guest::run(
             &kernel,
             &accel,
@@ -138,7 +149,10 @@ pub fn run(args: &Args) -> Result<u8> {
         );
         match outcome {
             Ok(o) => {
-                collect(&mut row, &o, &bins);
+                match &bins {
+                    Some(bins) => collect(&mut row, &o, bins),
+                    None => collect_command(&mut row, &o),
+                }
                 println!(
                     "matrix {name}: finished in {:.0} s, console log {}",
                     o.total,
@@ -277,6 +291,48 @@ step status {static_tracer} status --json
         );
     }
     s
+}
+
+/// The script that runs `--command`.
+fn command_script(cmd: &str) -> String {
+    format!(
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         export HOME=/root LANG=C.UTF-8 TERM=dumb\n\
+         cd /\n\
+         echo 'matrix: step command'\n\
+         sh -c {} > {out}/command.out 2>&1 < /dev/null\n\
+         rc=$?\n\
+         echo $rc > {out}/command.rc\n\
+         echo \"matrix: done command $rc\"\n",
+        quote(cmd),
+        out = guest::OUT
+    )
+}
+
+/// Fills `row` from a `--command` guest, and prints what the command printed.
+fn collect_command(row: &mut Row, o: &guest::Outcome) {
+    row.boot = o.boot;
+    row.total = Some(o.total);
+    row.console = Some(o.console.clone());
+    let rc = fs::read_to_string(o.out.join("command.rc")).ok();
+    let text = fs::read_to_string(o.out.join("command.out")).unwrap_or_default();
+    println!("---- {} ----\n{}----", row.kernel, text);
+    row.status = match rc.as_deref().map(str::trim) {
+        Some(code) => format!("command exit {code}"),
+        None => "command not run".into(),
+    };
+    let mut why = Vec::new();
+    if o.timed_out {
+        why.push("timed out".to_string());
+    } else if o.boot.is_none() {
+        why.push("never came up".to_string());
+    } else if rc.as_deref().map(str::trim) != Some("0") {
+        why.push(format!("command: {}", row.status));
+    }
+    why.extend(o.errors.iter().cloned());
+    if !why.is_empty() {
+        row.failure = Some(why.join("; "));
+    }
 }
 
 /// Fills `row` from the guest's outcome and result files.

@@ -36,6 +36,29 @@ fn nothing_forked_by_the_tree_outlives_the_kill_and_the_sibling_lives() {
         return;
     }
     let scratch = Scratch::new("kill-race");
+    races(&scratch, None);
+}
+
+#[test]
+fn with_watch_running_nothing_outlives_the_kill_either() {
+    if !running_as_root("with_watch_running_nothing_outlives_the_kill_either") {
+        return;
+    }
+    let scratch = Scratch::new("kill-race-watch");
+    let state = scratch.path().join("state");
+    let state = state.to_str().unwrap();
+    let (watch, _) = tracer_tests::watch::Watch::start_with(
+        &["--exec-only", "--no-default-iocs"],
+        &[("TRACER_STATE_DIR", state)],
+    );
+    races(&scratch, Some(state));
+    let (code, stderr) = watch.stop_collecting();
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// ROUNDS kills of a fresh spawner each; with `state`, kill-tree asks the
+/// watch that saves its lineage there.
+fn races(scratch: &Scratch, state: Option<&str>) {
     for round in 0..ROUNDS {
         let marker = format!("tracer-race-{}-{round}", std::process::id());
         let spawner = scratch.write(
@@ -56,11 +79,19 @@ fn nothing_forked_by_the_tree_outlives_the_kill_and_the_sibling_lives() {
             tracer_tests::wait_until(Duration::from_secs(10), || marked(&marker).len() >= 5),
             "round {round}: the spawner left no orphans"
         );
-        let out = run(
-            tracer(&["kill-tree", &target.to_string(), "--kill"])
-                .env("TRACER_RESPAWN_CHECK_MS", "300"),
-            Duration::from_secs(120),
-        );
+        let mut kill = tracer(&["kill-tree", &target.to_string(), "--kill"]);
+        kill.env("TRACER_RESPAWN_CHECK_MS", "300");
+        if let Some(state) = state {
+            kill.env("TRACER_STATE_DIR", state);
+        }
+        let out = run(&mut kill, Duration::from_secs(120));
+        if state.is_some() {
+            assert!(
+                out.stdout.contains("saved by watch on request"),
+                "round {round}: kill-tree did not get watch's lineage:\n{}",
+                out.stdout
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
         let escaped = marked(&marker);
         assert!(

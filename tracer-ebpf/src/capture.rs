@@ -25,6 +25,9 @@ static CAPTURE_SET: HashMap<u32, u64> = HashMap::with_max_entries(CAPTURE_MAX, 0
 #[map]
 static CAPTURE_MODE: Array<u32> = Array::with_max_entries(1, 0);
 
+/// How far up from a forking task the hook looks for a member.
+const ANCESTORS: usize = 8;
+
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
 
@@ -38,8 +41,30 @@ pub fn capture_fork(ctx: BtfTracePointContext) -> i32 {
             return 0;
         }
         let parent_tgid = task::tgid(&off, parent);
-        if CAPTURE_SET.get(&parent_tgid).is_none() {
+        // The parent, or an ancestor: a member's child that user space had
+        // not put in the set yet forks too, and its child is the tree's.
+        let mut member = false;
+        let mut cur = parent;
+        for _ in 0..ANCESTORS {
+            if cur.is_null() {
+                break;
+            }
+            let tgid = task::tgid(&off, cur);
+            if tgid <= 1 {
+                break;
+            }
+            if CAPTURE_SET.get(&tgid).is_some() {
+                member = true;
+                break;
+            }
+            cur = task::read_ptr(cur, off.task_real_parent);
+        }
+        if !member {
             return 0;
+        }
+        if CAPTURE_SET.get(&parent_tgid).is_none() {
+            let parent_start: u64 = task::leader_start_boottime(&off, parent);
+            let _ = CAPTURE_SET.insert(&parent_tgid, &parent_start, 0);
         }
         let child_tgid = task::tgid(&off, child);
         if child_tgid == parent_tgid {

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use tracer_common::{CAPTURE_KILL, CAPTURE_MAX, CAPTURE_STOP};
 
-use crate::{maps, task};
+use crate::task;
 
 /// Member tgid -> its start time (CLOCK_BOOTTIME ns; 0 for the members
 /// user space put in), so user space can tell a member from a recycled PID.
@@ -34,12 +34,9 @@ const SIGSTOP: u32 = 19;
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn capture_fork(ctx: BtfTracePointContext) -> i32 {
     unsafe {
-        let parent: *const u8 = ctx.arg(0);
-        let child: *const u8 = ctx.arg(1);
-        let off = maps::offsets();
-        if off.ready == 0 {
+        let Some((parent, child, off)) = crate::lifecycle::fork_tasks(&ctx) else {
             return 0;
-        }
+        };
         let parent_tgid = task::tgid(&off, parent);
         // The parent, or an ancestor: a member's child that user space had
         // not put in the set yet forks too, and its child is the tree's.

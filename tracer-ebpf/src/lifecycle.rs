@@ -7,15 +7,25 @@ use tracer_common::{EventKind, ExitEvent, ForkEvent};
 
 use crate::{maps, task};
 
+/// `sched_process_fork`'s parent and child tasks, and the offsets to read
+/// them with; `None` until user space has filled the offsets in.
+#[inline(always)]
+pub unsafe fn fork_tasks(
+    ctx: &BtfTracePointContext,
+) -> Option<(*const u8, *const u8, tracer_common::KernelOffsets)> {
+    let off = maps::offsets();
+    if off.ready == 0 {
+        return None;
+    }
+    Some((ctx.arg(0), ctx.arg(1), off))
+}
+
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn fork_tp_btf(ctx: BtfTracePointContext) -> i32 {
     unsafe {
-        let parent: *const u8 = ctx.arg(0);
-        let child: *const u8 = ctx.arg(1);
-        let off = maps::offsets();
-        if off.ready == 0 {
+        let Some((parent, child, off)) = fork_tasks(&ctx) else {
             return 0;
-        }
+        };
         let child_tgid = task::tgid(&off, child);
         // New threads share the parent's tgid: they are not new processes.
         if child_tgid != task::pid(&off, child) {

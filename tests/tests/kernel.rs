@@ -35,8 +35,14 @@ fn bpftrace(script: &str) -> (Planted, u32) {
     ));
     let pid = planted.pid();
     let mut id = None;
+    // Under TCG in the kernel matrix bpftrace takes tens of seconds to start.
+    let limit = if std::env::var_os("TRACER_MATRIX").is_some() {
+        Duration::from_secs(180)
+    } else {
+        Duration::from_secs(30)
+    };
     assert!(
-        wait_until(Duration::from_secs(30), || {
+        wait_until(limit, || {
             id = attached_program(pid);
             id.is_some()
         }),

@@ -40,7 +40,6 @@ pub fn loader() -> PathBuf {
 }
 
 /// Builds the module for a fetched kernel into `<kernel dir>/kmod/`.
-#[allow(dead_code)] // For the matrix's module tests.
 pub fn build_for(kernel: &Kernel) -> Result<PathBuf> {
     build(&kernel.name, &kernel.headers, &kernel.dir.join("kmod"))
 }

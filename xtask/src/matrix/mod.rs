@@ -23,7 +23,8 @@ use crate::{cargo, target_dir};
 
 /// The integration test binaries (tests/tests/NAME.rs) run in every guest,
 /// one test thread each.
-pub const TESTS: &[&str] = &["kernel", "matrix"];
+/// `rootkit_module` loads a module that cannot be unloaded: it runs last.
+pub const TESTS: &[&str] = &["kernel", "matrix", "rootkit_module"];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -137,7 +138,15 @@ pub fn run(args: &Args) -> Result<u8> {
             kernel.release, kernel.version, kernel.suite
         );
         let script = match (&bins, &args.command) {
-            (Some(bins), _) => script(bins, &args.test_args),
+            (Some(bins), _) => {
+                // The test rootkit module, built against this kernel's
+                // headers; where it cannot be, the module test says why.
+                let module = kmod::build_for(&kernel).map_err(|e| format!("{e:#}"));
+                if let Err(why) = &module {
+                    println!("matrix {name}: test module not built: {why}");
+                }
+                script(bins, &module, &args.test_args)
+            }
             (None, cmd) => command_script(cmd.as_deref().unwrap_or("true")),
         };
         let outcome = guest::run(
@@ -253,7 +262,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The script the guest runs in the chroot of the host's root.
-fn script(bins: &Binaries, test_args: &[String]) -> String {
+fn script(bins: &Binaries, module: &Result<PathBuf, String>, test_args: &[String]) -> String {
     let out = guest::OUT;
     let mut s = format!(
         r#"export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -281,10 +290,14 @@ step status {static_tracer} status --json
         quote(&crate::root().join("tests").display().to_string())
     );
     let args: Vec<String> = test_args.iter().map(|a| quote(a)).collect();
+    let module = match module {
+        Ok(ko) => format!("TRACER_KMOD={}", quote(&ko.display().to_string())),
+        Err(why) => format!("TRACER_KMOD_UNAVAILABLE={}", quote(why)),
+    };
     for (name, exe) in &bins.tests {
         let _ = writeln!(
             s,
-            "step test-{name} env TRACER_BIN={} TRACER_MATRIX=1 CARGO_TARGET_DIR=/tmp/matrix-target {} --test-threads=1 {}",
+            "step test-{name} env TRACER_BIN={} TRACER_MATRIX=1 {module} CARGO_TARGET_DIR=/tmp/matrix-target {} --test-threads=1 {}",
             quote(&bins.tracer.display().to_string()),
             quote(&exe.display().to_string()),
             args.join(" ")

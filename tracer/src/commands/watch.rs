@@ -901,13 +901,9 @@ fn proposed_kill_tree(
     pid: u32,
     persistence_cache: &mut HashMap<String, Vec<String>>,
 ) -> Option<KillPlanSummary> {
-    let plan = respond::plan::plan_tree_within(
-        table,
-        pid,
-        std::process::id(),
-        crate::table::MAX_DEPTH,
-    )
-    .ok()?;
+    let plan =
+        respond::plan::plan_tree_within(table, pid, std::process::id(), crate::table::MAX_DEPTH)
+            .ok()?;
     let key = plan
         .members
         .iter()

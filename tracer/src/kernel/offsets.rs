@@ -247,14 +247,34 @@ pub struct ModuleLayout {
     pub name: u32,
     pub state: u32,
     pub kobj_mod: u32,
+    /// Where the module's code starts (a pointer) and how long it is (a
+    /// u32): `mem[MOD_TEXT]` since Linux 6.4, `core_layout` before.
+    pub text_base: u32,
+    pub text_size: u32,
 }
 
 pub fn resolve_module_layout(btf: &KernelBtf) -> Result<ModuleLayout> {
+    let (text_base, text_size) = match btf.field_offset("module", "mem") {
+        // mem[0] is MOD_TEXT.
+        Ok(mem) => (
+            mem + btf.field_offset("module_memory", "base")?,
+            mem + btf.field_offset("module_memory", "size")?,
+        ),
+        Err(_) => {
+            let core = btf.field_offset("module", "core_layout")?;
+            (
+                core + btf.field_offset("module_layout", "base")?,
+                core + btf.field_offset("module_layout", "size")?,
+            )
+        }
+    };
     Ok(ModuleLayout {
         name: btf.field_offset("module", "name")?,
         state: btf.field_offset("module", "state")?,
         kobj_mod: btf.field_offset("module", "mkobj")?
             + btf.field_offset("module_kobject", "mod")?,
+        text_base,
+        text_size,
     })
 }
 

@@ -37,9 +37,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build, then run the test suite on one test thread.
+    /// Set up, build, run the test suite on this host on one test thread,
+    /// then the kernel matrix (the kernel tests in Debian's 5.10, 6.1 and
+    /// 6.12 under QEMU).
     Test {
-        /// Passed to the test binaries.
+        /// This host's tests only, no kernel matrix.
+        #[arg(long)]
+        host_only: bool,
+        /// Passed to the test binaries (on the host).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -79,7 +84,18 @@ fn main() -> ExitCode {
         Cmd::BuildStatic => build::build_static().map(|()| 0),
         Cmd::Dist => dist::dist(),
         Cmd::Run { args } => build::run_tracer(&args),
-        Cmd::Test { args } => build::test(&args),
+        Cmd::Test { host_only, args } => build::test(&args).and_then(|host| {
+            if host_only {
+                return Ok(host);
+            }
+            let matrix = matrix::run(&matrix::Args::all())?;
+            println!(
+                "xtask test: host tests {}, kernel matrix {}",
+                if host == 0 { "passed" } else { "FAILED" },
+                if matrix == 0 { "passed" } else { "FAILED" }
+            );
+            Ok(if host == 0 { matrix } else { host })
+        }),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Matrix(args) => matrix::run(&args),
         Cmd::Sleepers { count } => bench::hidden::sleepers(count),

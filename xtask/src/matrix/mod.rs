@@ -26,7 +26,7 @@ use crate::{cargo, target_dir};
 /// `rootkit_module` loads a module that cannot be unloaded: it runs last.
 pub const TESTS: &[&str] = &["kernel", "matrix", "rootkit_module"];
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Default)]
 pub struct Args {
     /// Only these kernels (repeatable): 5.10, 6.1, 6.12. Default: all.
     #[arg(long = "kernel", value_name = "NAME")]
@@ -50,6 +50,16 @@ pub struct Args {
     test_args: Vec<String>,
 }
 
+impl Args {
+    /// Every kernel, every test, the default time limit: `cargo xtask test`.
+    pub fn all() -> Args {
+        Args {
+            timeout: 1200,
+            ..Args::default()
+        }
+    }
+}
+
 /// What the guest needs, copied out of the build tree.
 struct Binaries {
     static_tracer: PathBuf,
@@ -66,6 +76,8 @@ struct Row {
     boot: Option<f64>,
     total: Option<f64>,
     hooks: String,
+    /// `hidden` and watch start-up in ms, and ps -e's, in the guest.
+    bench: String,
     status: String,
     tests: Vec<(String, String)>,
     /// Why this kernel failed, when it did.
@@ -118,6 +130,7 @@ pub fn run(args: &Args) -> Result<u8> {
             boot: None,
             total: None,
             hooks: String::new(),
+            bench: String::new(),
             status: String::new(),
             tests: Vec::new(),
             failure: None,
@@ -279,6 +292,16 @@ step() {{
 }}
 uname -r > $out/uname
 step status {static_tracer} status --json
+# Start-up in this guest, beside ps -e (TCG is slow: ratios only): the
+# median of 3 runs each, in ms.
+ms() {{ s=$(date +%s%N); "$@" > /dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }}
+med() {{ sort -n | sed -n 2p; }}
+watch_start() {{ timeout 120 {static_tracer} watch --json --no-default-iocs | head -n 1 > /dev/null; }}
+{{
+  echo "ps $(for i in 1 2 3; do ms ps -e; done | med)"
+  echo "hidden $(for i in 1 2 3; do ms {static_tracer} hidden --json; done | med)"
+  echo "watch $(for i in 1 2 3; do ms watch_start; done | med)"
+}} > $out/bench.out 2>&1
 "#,
         static_tracer = quote(&bins.static_tracer.display().to_string()),
     );
@@ -348,6 +371,28 @@ fn collect_command(row: &mut Row, o: &guest::Outcome) {
     }
 }
 
+/// `hidden 820 (4.1x), watch 300 (1.5x), ps -e 200` from the guest's
+/// `NAME MS` lines.
+///
+/// ```text
+/// ps 200
+/// hidden 820
+/// ```
+fn bench_cell(text: &str) -> String {
+    let ms = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    let Some(ps) = ms("ps ").filter(|&p| p > 0.0) else {
+        return "-".into();
+    };
+    let part = |name: &str| match ms(&format!("{name} ")) {
+        Some(v) => format!("{name} {v:.0} ({:.1}x)", v / ps),
+        None => format!("{name} ?"),
+    };
+    format!("{}, {}, ps -e {ps:.0}", part("hidden"), part("watch"))
+}
+
 /// Fills `row` from the guest's outcome and result files.
 fn collect(row: &mut Row, o: &guest::Outcome, bins: &Binaries) {
     row.boot = o.boot;
@@ -389,6 +434,7 @@ fn collect(row: &mut Row, o: &guest::Outcome, bins: &Binaries) {
         }
         None => {}
     }
+    row.bench = read("bench.out").map(|b| bench_cell(&b)).unwrap_or_default();
     for (name, _) in &bins.tests {
         let step = format!("test-{name}");
         let result = match rc(&step) {
@@ -470,6 +516,7 @@ fn print_table(rows: &[Row]) {
         "status".into(),
     ]];
     table[0].extend(TESTS.iter().map(|t| format!("test {t}")));
+    table[0].push("start-up (ms, ratio to ps -e)".into());
     table[0].push("hooks".into());
     for r in rows {
         let mut cells = vec![
@@ -497,6 +544,11 @@ fn print_table(rows: &[Row]) {
                     .unwrap_or_else(|| "-".into()),
             );
         }
+        cells.push(if r.bench.is_empty() {
+            "-".into()
+        } else {
+            r.bench.clone()
+        });
         cells.push(if r.hooks.is_empty() {
             "-".into()
         } else {
@@ -526,4 +578,14 @@ fn print_table(rows: &[Row]) {
         println!("{}", line.trim_end());
     }
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn start_up_cell_gives_ratios_to_ps() {
+        let cell = super::bench_cell("ps 200\nhidden 820\nwatch 300\n");
+        assert_eq!(cell, "hidden 820 (4.1x), watch 300 (1.5x), ps -e 200");
+        assert_eq!(super::bench_cell("garbage"), "-");
+    }
 }

@@ -34,8 +34,12 @@ pub fn module_around(memory: &KernelMemory, addr: u64) -> Option<FoundModule> {
     let after = (0..REACH / PAGE).map(|i| start.checked_add(i * PAGE));
     let before = (1..REACH / PAGE).map(|i| start.checked_sub(i * PAGE));
     for page in after.chain(before).flatten() {
-        // A struct module may straddle pages: read two.
-        let Ok(bytes) = memory.read(page, 2 * PAGE as usize) else {
+        // A struct module may straddle pages: read two, or the one alone
+        // when the next is a guard page (the struct can end a region).
+        let Ok(bytes) = memory
+            .read(page, 2 * PAGE as usize)
+            .or_else(|_| memory.read(page, PAGE as usize))
+        else {
             continue;
         };
         if let Some(found) = scan(&bytes, page, &layout, addr) {

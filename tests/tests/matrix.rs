@@ -64,7 +64,9 @@ fn loopback_up() {
         let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(1);
         if in_matrix() && flags & 1 == 0 {
             eprintln!("matrix: lo was down in this guest, bringing it up");
-            let up = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+            let up = Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status();
             assert!(up.is_ok_and(|s| s.success()), "ip link set lo up failed");
         }
     });
@@ -549,9 +551,14 @@ fn hider_in_hide_mode_is_named_with_its_helper_attach_point_and_owner() {
     );
 
     // Where it is attached, and what it likely hides.
+    // Before Linux 6.6 a perf-event link does not say which tracepoint it
+    // is on (aya attaches through one and closes the event's fd): tracer
+    // must say so, and still link the writer of user memory to the hiding.
+    let attach = evidence(&prog, "attach").unwrap_or_default().to_string();
+    let unknown = attach.contains("does not say which event");
     assert!(
-        evidence(&prog, "attach").is_some_and(|a| a.contains("sys_exit_getdents64")),
-        "the attach point of the hider {hider_pid}'s program is not named: {prog:#}"
+        attach.contains("sys_exit_getdents64") || unknown,
+        "the attach point of the hider {hider_pid}'s program is neither named nor said unknown: {prog:#}"
     );
     let reasons: Vec<&str> = prog["evidence"]
         .as_array()
@@ -562,7 +569,7 @@ fn hider_in_hide_mode_is_named_with_its_helper_attach_point_and_owner() {
         .collect();
     assert!(
         reasons.iter().any(|r| r.contains("bpf_probe_write_user"))
-            && reasons.iter().any(|r| r.contains("getdents64")),
+            && (unknown || reasons.iter().any(|r| r.contains("getdents64"))),
         "both reasons: {reasons:?}"
     );
     // Each names the other.

@@ -178,7 +178,47 @@ pub fn detect(state: &KernelState) -> Vec<(Finding, Vec<Hides>)> {
         f.id = format!("{}:{n}", f.kind);
     }
     link_hidden_modules(&mut out);
+    link_kprobes_to_their_ftrace_hook(&mut out);
     out
+}
+
+/// On x86 a kprobe at a function's entry is an ftrace hook whose callback
+/// is `kprobe_ftrace_handler`: that hook is the kprobes' mechanism, so it is
+/// linked to the kprobes (tracefs ones and BPF kprobe programs) on the same
+/// function, and says whose they are.
+fn link_kprobes_to_their_ftrace_hook(out: &mut [(Finding, Vec<Hides>)]) {
+    let mut pairs = Vec::new();
+    for (i, (f, _)) in out.iter().enumerate() {
+        let by_kprobes = f.kind == "ftrace-hook"
+            && evidence(f, "hook").is_some_and(|h| h.contains("kprobe_ftrace_handler"));
+        let Some(function) = evidence(f, "function").filter(|_| by_kprobes) else {
+            continue;
+        };
+        for (j, (k, _)) in out.iter().enumerate() {
+            let kprobe = k.kind == "kprobe-hook" && evidence(k, "function") == Some(function);
+            let program = evidence(k, "attach").is_some_and(|a| {
+                a.split(", ").any(|point| {
+                    point.starts_with("kprobe")
+                        && point
+                            .rsplit(['/', ':'])
+                            .next()
+                            .map(|n| n.split('+').next().unwrap_or(n))
+                            == Some(function)
+                })
+            });
+            if kprobe || program {
+                pairs.push((i, j));
+            }
+        }
+    }
+    for (ftrace, kprobe) in pairs {
+        let (kid, ksummary) = (out[kprobe].0.id.clone(), out[kprobe].0.summary.clone());
+        let fid = out[ftrace].0.id.clone();
+        let f = &mut out[ftrace].0;
+        f.related.push(kid);
+        f.evidence.push(("kprobe behind it".into(), ksummary));
+        out[kprobe].0.related.push(fid);
+    }
 }
 
 fn evidence<'f>(f: &'f Finding, label: &str) -> Option<&'f str> {
@@ -278,6 +318,14 @@ fn program_finding(p: &BpfProgram) -> Option<(Finding, Vec<Hides>)> {
                 format!("calls {helper}: {why}"),
             ));
         }
+    }
+    // A program that writes user memory where the kernel does not say
+    // where it is attached (a perf-event link before Linux 6.6) can rewrite
+    // any listing: it may explain what is hidden from /proc.
+    let attach_unknown =
+        p.attach.is_empty() || p.attach.iter().all(|a| a.starts_with("perf_event"));
+    if attach_unknown && p.helpers.iter().any(|h| h == "bpf_probe_write_user") {
+        hides.push(Hides::Processes);
     }
     for point in &p.attach {
         if let Some(h) = sensitive(point) {
@@ -559,6 +607,58 @@ mod tests {
         );
         assert_eq!(pointer.related, [module.id.clone()]);
         assert_eq!(module.related, [pointer.id.clone()]);
+    }
+
+    #[test]
+    fn an_ftrace_hook_by_the_kprobe_handler_names_the_kprobes_on_its_function() {
+        let f = "__x64_sys_getdents64";
+        let state = KernelState {
+            hooks: vec![
+                FtraceHook {
+                    function: f.into(),
+                    detail: "(1) R tramp: 0xffffffffc0000000 (kprobe_ftrace_handler+0x0/0x1b0) ->kprobe_ftrace_handler+0x0/0x1b0".into(),
+                    mechanism: "ftrace",
+                },
+                FtraceHook {
+                    function: f.into(),
+                    detail: "p:kprobes/hide __x64_sys_getdents64".into(),
+                    mechanism: "kprobe",
+                },
+            ],
+            ..Default::default()
+        };
+        let mut p = prog();
+        p.attach = vec![format!("kprobe/{f}")];
+        let mut state = state;
+        state.bpf.programs = vec![p];
+        let found = detect(&state);
+        let by = |kind: &str| {
+            found
+                .iter()
+                .map(|(f, _)| f)
+                .find(|f| f.kind == kind)
+                .unwrap()
+        };
+        let ft = by("ftrace-hook");
+        assert!(
+            ft.related.contains(&by("kprobe-hook").id),
+            "{:?}",
+            ft.related
+        );
+        assert!(
+            ft.related.contains(&by("bpf-sensitive-hook").id),
+            "{:?}",
+            ft.related
+        );
+    }
+
+    #[test]
+    fn a_user_memory_writer_attached_where_the_kernel_does_not_say_explains_hiding() {
+        let mut p = prog();
+        p.attach = vec!["perf_event type 0".into()];
+        p.helpers = vec!["bpf_probe_write_user".into()];
+        let (_, hides) = program_finding(&p).unwrap();
+        assert_eq!(hides, [Hides::Processes]);
     }
 
     #[test]

@@ -247,6 +247,9 @@ pub fn link_info(fd: &OwnedFd) -> io::Result<LinkInfo> {
             3 | 4 => format!("kprobe/{}", text()),
             5 => format!("tracepoint/{}", text()),
             1 | 2 => format!("uprobe/{}", text()),
+            // 0: the kernel fills no perf-event link info (before 6.6).
+            0 => "perf_event link (this kernel does not say which event: Linux before 6.6)"
+                .to_string(),
             t => format!("perf_event type {t}"),
         },
         11 => format!("tcx ifindex {}", rd_u32(&info, 16)),

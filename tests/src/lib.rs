@@ -448,3 +448,51 @@ pub fn in_private_mounts(setup: &str, program: &Path, args: &[&str]) -> Command 
         .args(args);
     c
 }
+
+/// Syscall tracepoints need tracefs; mount it in the private namespace
+/// bpftrace runs in when the host has not mounted it.
+pub const TRACEFS_SETUP: &str =
+    "grep -q ' /sys/kernel/tracing ' /proc/self/mountinfo || mount -t tracefs tracefs /sys/kernel/tracing";
+
+/// bpftrace running `script` (with `--unsafe`), and the id of the program
+/// it attached, as `bpftool perf` sees it (bpftrace's own feature probes
+/// open and close other programs and perf events first). Under TCG in the
+/// kernel matrix bpftrace takes tens of seconds to start.
+pub fn bpftrace(script: &str) -> (Planted, u32) {
+    let bin = Path::new("/usr/bin/bpftrace");
+    assert!(bin.exists(), "bpftrace missing: run `cargo xtask setup`");
+    let planted = Planted::spawn(&mut in_private_mounts(
+        TRACEFS_SETUP,
+        bin,
+        &["--unsafe", "-e", script],
+    ));
+    let pid = planted.pid();
+    let limit = if std::env::var_os("TRACER_MATRIX").is_some() {
+        Duration::from_secs(180)
+    } else {
+        Duration::from_secs(30)
+    };
+    let mut id = None;
+    assert!(
+        wait_until(limit, || {
+            id = attached_program(pid);
+            id.is_some()
+        }),
+        "bpftrace {pid} never attached its probe"
+    );
+    (planted, id.unwrap())
+}
+
+/// The program `pid` has attached through a perf event, per `bpftool perf`.
+pub fn attached_program(pid: u32) -> Option<u32> {
+    let out = Command::new("bpftool")
+        .args(["perf", "show", "--json"])
+        .output()
+        .ok()?;
+    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+    list.as_array()?
+        .iter()
+        .find(|a| a["pid"] == pid)
+        .and_then(|a| a["prog_id"].as_u64())
+        .map(|id| id as u32)
+}

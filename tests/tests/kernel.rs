@@ -7,63 +7,15 @@
 //! Other engineers' tracers and the machine's own agent may hold BPF
 //! programs at the same time: every assertion is about what this test
 //! planted, or about programs tracer itself loaded.
-use std::{fs, path::Path, process::Command, time::Duration};
+use std::{fs, process::Command, time::Duration};
 
 use serde_json::Value;
 use tracer_tests::{
-    evidence, in_private_mounts, run, running_as_root, tracer, tracer_in_private_mounts,
-    wait_until, Planted, Scratch, TracerRun,
+    bpftrace, evidence, run, running_as_root, tracer, tracer_in_private_mounts, Planted, Scratch,
+    TracerRun,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Syscall tracepoints need tracefs; mount it in the private namespace
-/// bpftrace runs in when the host has not mounted it.
-const TRACEFS: &str =
-    "grep -q ' /sys/kernel/tracing ' /proc/self/mountinfo || mount -t tracefs tracefs /sys/kernel/tracing";
-
-/// bpftrace running `script`, and the id of the program it attached
-/// (as `bpftool perf` sees it: bpftrace's own feature probes open and
-/// close other programs and perf events first).
-fn bpftrace(script: &str) -> (Planted, u32) {
-    let bin = Path::new("/usr/bin/bpftrace");
-    assert!(bin.exists(), "bpftrace missing: run `cargo xtask setup`");
-    let planted = Planted::spawn(&mut in_private_mounts(
-        TRACEFS,
-        bin,
-        &["--unsafe", "-e", script],
-    ));
-    let pid = planted.pid();
-    let mut id = None;
-    // Under TCG in the kernel matrix bpftrace takes tens of seconds to start.
-    let limit = if std::env::var_os("TRACER_MATRIX").is_some() {
-        Duration::from_secs(180)
-    } else {
-        Duration::from_secs(30)
-    };
-    assert!(
-        wait_until(limit, || {
-            id = attached_program(pid);
-            id.is_some()
-        }),
-        "bpftrace {pid} never attached its probe"
-    );
-    (planted, id.unwrap())
-}
-
-/// The program `pid` has attached through a perf event, per `bpftool perf`.
-fn attached_program(pid: u32) -> Option<u32> {
-    let out = Command::new("bpftool")
-        .args(["perf", "show", "--json"])
-        .output()
-        .ok()?;
-    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
-    list.as_array()?
-        .iter()
-        .find(|a| a["pid"] == pid)
-        .and_then(|a| a["prog_id"].as_u64())
-        .map(|id| id as u32)
-}
 
 fn kernel_findings(run: &TracerRun) -> Vec<Value> {
     run.json()["kernel"]["findings"]

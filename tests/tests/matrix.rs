@@ -34,7 +34,7 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    evidence, in_private_mounts, net::connection_holder, net::Connection, pids_of, run,
+    bpftrace, evidence, in_private_mounts, net::connection_holder, net::Connection, pids_of, run,
     running_as_root, tracer, wait_until, watch::Watch, Planted, TracerRun,
 };
 
@@ -708,37 +708,6 @@ impl Drop for TracefsKprobe {
             "echo 0 > events/{e}/enable; echo '-:{e}' >> kprobe_events"
         ));
     }
-}
-
-/// bpftrace running `script` and the id of the program it attached (as
-/// `bpftool perf` sees it).
-fn bpftrace(script: &str) -> (Planted, u32) {
-    let bin = Path::new("/usr/bin/bpftrace");
-    assert!(bin.exists(), "bpftrace missing: run `cargo xtask setup`");
-    let planted = Planted::spawn(&mut in_private_mounts(TRACEFS, bin, &["-e", script]));
-    let pid = planted.pid();
-    let mut id = None;
-    assert!(
-        wait_until(Duration::from_secs(90), || {
-            id = attached_program(pid);
-            id.is_some()
-        }),
-        "bpftrace {pid} never attached its probe"
-    );
-    (planted, id.unwrap())
-}
-
-fn attached_program(pid: u32) -> Option<u32> {
-    let out = Command::new("bpftool")
-        .args(["perf", "show", "--json"])
-        .output()
-        .ok()?;
-    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
-    list.as_array()?
-        .iter()
-        .find(|a| a["pid"] == pid)
-        .and_then(|a| a["prog_id"].as_u64())
-        .map(|id| id as u32)
 }
 
 const GETDENTS: &str = "__x64_sys_getdents64";

@@ -296,7 +296,13 @@ step status {static_tracer} status --json
 # median of 3 runs each, in ms.
 ms() {{ s=$(date +%s%N); "$@" > /dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }}
 med() {{ sort -n | sed -n 2p; }}
-watch_start() {{ timeout 120 {static_tracer} watch --json --no-default-iocs | head -n 1 > /dev/null; }}
+# watch start-up: until its start record is out.
+watch_start() {{
+  f=/tmp/watch-start.$$; : > $f
+  {static_tracer} watch --json --no-default-iocs > $f 2> /dev/null & p=$!
+  n=0; while [ ! -s $f ] && [ $n -lt 6000 ]; do sleep 0.01; n=$((n + 1)); done
+  kill -INT $p; wait $p
+}}
 {{
   echo "ps $(for i in 1 2 3; do ms ps -e; done | med)"
   echo "hidden $(for i in 1 2 3; do ms {static_tracer} hidden --json; done | med)"

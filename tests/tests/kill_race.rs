@@ -8,6 +8,10 @@
 //! started are recognised as the tree's orphans (same process group,
 //! started after the target, reparented to init), and everything forked
 //! once kill-tree runs is caught in the kernel by its fork capture.
+//!
+//! Run serially (`--test-threads=1`, as `cargo xtask test` does): the two
+//! tests' spawners run the same program, and each kill-tree's respawn check
+//! would rightly see the other's as its tree coming back.
 use std::{
     os::unix::process::CommandExt,
     process::{Command, Stdio},
@@ -60,7 +64,8 @@ fn with_watch_running_nothing_outlives_the_kill_either() {
 /// watch that saves its lineage there.
 fn races(scratch: &Scratch, state: Option<&str>) {
     for round in 0..ROUNDS {
-        let marker = format!("tracer-race-{}-{round}", std::process::id());
+        let kind = if state.is_some() { "watch" } else { "proc" };
+        let marker = format!("tracer-race-{}-{kind}-{round}", std::process::id());
         let spawner = scratch.write(
             &format!("spawner-{round}.sh"),
             &format!(

@@ -87,8 +87,8 @@ pub fn plan(table: &ProcessTable, target: u32, self_pid: u32) -> Result<KillPlan
 }
 
 /// Relatives that can only be the tree's own orphans become members: in
-/// the target's process group, reparented to init or to a subreaper above
-/// the tree, and started after the target. A child that double-forks leaves exactly such a grandchild, and
+/// the target's process group, whose leader is in the set, reparented to
+/// init or to a subreaper above the tree, and started after the target. A child that double-forks leaves exactly such a grandchild, and
 /// /proc keeps no other trace of where it came from (watch's lineage does,
 /// and merges it in as a member before this runs). A relative whose parent
 /// still lives, like a sibling the target's parent started, stays a
@@ -110,13 +110,20 @@ pub fn adopt_orphans(plan: &mut KillPlan) {
         .chain(plan.ancestry.iter().map(|p| p.pid))
         .filter(|&pid| pid != target.ppid && pid != target.pid)
         .collect();
+    // The group's orphans are its leader's: only when the leader is in the
+    // set (the target, or an ancestor it climbed to) are they the tree's.
+    let leader_in_set = target.pgid != 0
+        && plan
+            .members
+            .iter()
+            .any(|m| m.process.pid == target.pgid);
     let (orphans, relatives): (Vec<PlanMember>, Vec<PlanMember>) =
         std::mem::take(&mut plan.relatives)
             .into_iter()
             .partition(|r| {
                 let p = &r.process;
-                adopters.contains(&p.ppid)
-                    && target.pgid != 0
+                leader_in_set
+                    && adopters.contains(&p.ppid)
                     && p.pgid == target.pgid
                     && p.start_ticks >= target.start_ticks
             });

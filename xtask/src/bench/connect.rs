@@ -248,9 +248,11 @@ fn kill_race(tracer: &Path, dir: &Path) -> Result<KillRace> {
                 .stderr(Stdio::null()),
         )?;
         let mut gone = None;
+        let pgid = group.pid();
         while start.elapsed() < Duration::from_secs(30) {
-            // SAFETY: reaps the orphans reparented to this bench (subreaper).
-            unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
+            // SAFETY: reaps the race's orphans reparented to this bench (a
+            // subreaper): its process group only, never kill-tree itself.
+            unsafe { while libc::waitpid(-pgid, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
             if gone.is_none() && marked(&marker).is_empty() {
                 gone = Some(start.elapsed().as_secs_f64());
             }
@@ -269,7 +271,8 @@ fn kill_race(tracer: &Path, dir: &Path) -> Result<KillRace> {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         drop(group);
-        unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
+        // SAFETY: as above.
+        unsafe { while libc::waitpid(-pgid, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
     }
     Ok(race)
 }

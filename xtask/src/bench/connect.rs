@@ -218,12 +218,13 @@ fn kill_race(tracer: &Path, dir: &Path) -> Result<KillRace> {
             ),
         )?;
         // Through sh, so that the spawner's parent is not this bench, the
-        // subreaper its orphans go to.
+        // subreaper its orphans go to; the spawner leads its own session and
+        // group, as a dropper's loop does.
         let group = Proc::spawn(
             "kill race",
             Command::new("sh")
                 .arg("-c")
-                .arg(format!("bash {} & wait", script.display()))
+                .arg(format!("setsid bash {} & wait", script.display()))
                 .process_group(0)
                 .stdin(Stdio::null()),
         )?;
@@ -248,7 +249,7 @@ fn kill_race(tracer: &Path, dir: &Path) -> Result<KillRace> {
                 .stderr(Stdio::null()),
         )?;
         let mut gone = None;
-        let pgid = group.pid();
+        let pgid: i32 = spawner.parse()?;
         while start.elapsed() < Duration::from_secs(30) {
             // SAFETY: reaps the race's orphans reparented to this bench (a
             // subreaper): its process group only, never kill-tree itself.

@@ -34,6 +34,8 @@ const PACKAGES: &[&str] = &[
     "xz-utils",
     "cpio",
     "kmod",
+    // The test module's kbuild against each kernel's headers.
+    "make",
 ];
 
 pub fn run() -> Result<()> {

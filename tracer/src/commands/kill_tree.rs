@@ -71,8 +71,7 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
         // What forked (and orphaned its children) while the capture was
         // going on: plan again, now that no member escapes the set.
         let (again, again_lineage) = plan_from_proc(requested)?;
-        let tgids: Vec<u32> = again.members.iter().map(|m| m.process.pid).collect();
-        if let Err(e) = c.add(&tgids) {
+        if let Err(e) = c.add(&stopped_tgids(&again, args.relatives)) {
             eprintln!("tracer: fork capture: cannot add members: {e:#}");
         }
         (plan, lineage) = (again, again_lineage);
@@ -114,21 +113,23 @@ fn plan_from_proc(requested: u32) -> Result<(KillPlan, views::lineage::LineageSo
     // A running watch saw the forks that /proc no longer shows.
     let lineage = views::lineage::merge_into(&mut table);
     let target = thread_group_of(&table, requested);
-    let own = std::process::id();
-    let mut plan = respond::plan_tree(&table, target, own)?;
-    plan.relatives = respond::plan::relatives(&table, &plan, own);
-    respond::plan::adopt_orphans(&mut plan);
-    Ok((plan, lineage))
+    Ok((respond::plan(&table, target, std::process::id())?, lineage))
 }
 
-/// Starts the fork capture over the plan's members (and relatives, when
-/// they are to be stopped too).
-fn start_capture(kernel: Kernel, plan: &KillPlan, relatives: bool) -> Result<Capture, String> {
+/// The tgids `--kill` stops: the plan's members, and its relatives with
+/// `--relatives`.
+fn stopped_tgids(plan: &KillPlan, relatives: bool) -> Vec<u32> {
     let mut tgids: Vec<u32> = plan.members.iter().map(|m| m.process.pid).collect();
     if relatives {
         tgids.extend(plan.relatives.iter().map(|m| m.process.pid));
     }
-    let mut capture = Capture::start(kernel, &tgids, Mode::Record).map_err(|e| format!("{e:#}"))?;
+    tgids
+}
+
+/// Starts the fork capture over what `--kill` stops.
+fn start_capture(kernel: Kernel, plan: &KillPlan, relatives: bool) -> Result<Capture, String> {
+    let mut capture = Capture::start(kernel, &stopped_tgids(plan, relatives), Mode::Record)
+        .map_err(|e| format!("{e:#}"))?;
     capture.kernel().release_btf();
     Ok(capture)
 }

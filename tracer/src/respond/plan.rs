@@ -75,14 +75,14 @@ pub struct RelativesAlive {
     pub relatives_alive: Vec<PlanMember>,
 }
 
-/// Plans stopping `target`: the tree (see [`plan_tree`]) plus the
-/// persistence that would start it again, read from the files under
-/// `TRACER_PERSISTENCE_ROOT` (default `/`). Fast enough to run per alert.
+/// Plans stopping `target`: the tree (see [`plan_tree`]), its relatives,
+/// and the tree's orphans among them (see [`adopt_orphans`]). The
+/// persistence scan, the slow part, is [`add_persistence`]: kill-tree
+/// starts its fork capture in between.
 pub fn plan(table: &ProcessTable, target: u32, self_pid: u32) -> Result<KillPlan> {
     let mut plan = plan_tree(table, target, self_pid)?;
     plan.relatives = relatives(table, &plan, self_pid);
     adopt_orphans(&mut plan);
-    add_persistence(&mut plan);
     Ok(plan)
 }
 
@@ -112,11 +112,8 @@ pub fn adopt_orphans(plan: &mut KillPlan) {
         .collect();
     // The group's orphans are its leader's: only when the leader is in the
     // set (the target, or an ancestor it climbed to) are they the tree's.
-    let leader_in_set = target.pgid != 0
-        && plan
-            .members
-            .iter()
-            .any(|m| m.process.pid == target.pgid);
+    let leader_in_set =
+        target.pgid != 0 && plan.members.iter().any(|m| m.process.pid == target.pgid);
     let (orphans, relatives): (Vec<PlanMember>, Vec<PlanMember>) =
         std::mem::take(&mut plan.relatives)
             .into_iter()

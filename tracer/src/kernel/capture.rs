@@ -107,11 +107,10 @@ impl Capture {
         Ok(set.iter().filter_map(|r| r.ok()).collect())
     }
 
-    /// Whether the set is full (a fork bomb outgrew it): then some forks
-    /// were not captured, and the kill must say so.
-    pub fn full(&self) -> bool {
-        self.members()
-            .is_ok_and(|m| m.len() >= CAPTURE_MAX as usize)
+    /// Whether a set of `members` is full (a fork bomb outgrew it): then
+    /// some forks were not captured, and the kill must say so.
+    pub fn is_full(members: usize) -> bool {
+        members >= CAPTURE_MAX as usize
     }
 
     /// The kernel side, for the other views kill-tree takes (sockets).

@@ -113,7 +113,7 @@ pub fn execute(
     // (however it was reparented); /proc's children files the ones still
     // under their parent. Each round holds and stops what it finds.
     for _ in 0..JOIN_ROUNDS {
-        let mut late = captured_not_held(capture.as_deref_mut().ok(), &held);
+        let mut late = captured_not_held(capture.as_deref().ok(), &held);
         let seen: HashSet<ProcessId> = late.iter().map(|m| m.process.id()).collect();
         late.extend(
             late_children(&held)
@@ -153,7 +153,7 @@ pub fn execute(
     }
     // A member born while the others were being killed (its parent was
     // stopped in a fork): killed too, after it was announced.
-    let stragglers = captured_not_held(capture.as_deref_mut().ok(), &held);
+    let stragglers = captured_not_held(capture.as_deref().ok(), &held);
     if !stragglers.is_empty() {
         let before = held.len();
         for m in &stragglers {
@@ -168,7 +168,7 @@ pub fn execute(
     ex.fork_capture = match &capture {
         Ok(c) => {
             let n = c.members().map(|m| m.len()).unwrap_or(0);
-            let full = if c.full() {
+            let full = if Capture::is_full(n) {
                 "; the set is FULL: forks beyond it were not caught"
             } else {
                 ""
@@ -210,7 +210,7 @@ fn hold_and_stop<'a>(
 
 /// Members the kernel's fork capture added that are not held yet, checked
 /// against what /proc says of the same PID now (same start time).
-fn captured_not_held(capture: Option<&mut Capture>, held: &[signal::Held]) -> Vec<PlanMember> {
+fn captured_not_held(capture: Option<&Capture>, held: &[signal::Held]) -> Vec<PlanMember> {
     let Some(capture) = capture else {
         return Vec::new();
     };

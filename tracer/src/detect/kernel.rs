@@ -605,8 +605,8 @@ mod tests {
             "{}",
             pointer.summary
         );
-        assert_eq!(pointer.related, [module.id.clone()]);
-        assert_eq!(module.related, [pointer.id.clone()]);
+        assert_eq!(pointer.related, std::slice::from_ref(&module.id));
+        assert_eq!(module.related, std::slice::from_ref(&pointer.id));
     }
 
     #[test]

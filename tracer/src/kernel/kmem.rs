@@ -91,7 +91,7 @@ impl KernelMemory {
 /// The data of the iterator's chunks, or the first chunk that failed.
 fn decode(raw: &[u8], addr: u64) -> Result<Vec<u8>> {
     const RECORD: usize = 8 + KMEM_CHUNK;
-    if raw.len() % RECORD != 0 {
+    if !raw.len().is_multiple_of(RECORD) {
         bail!("kmem_iter wrote {} bytes, not whole chunks", raw.len());
     }
     let mut out = Vec::with_capacity(raw.len());

@@ -440,7 +440,9 @@ fn collect(row: &mut Row, o: &guest::Outcome, bins: &Binaries) {
         }
         None => {}
     }
-    row.bench = read("bench.out").map(|b| bench_cell(&b)).unwrap_or_default();
+    row.bench = read("bench.out")
+        .map(|b| bench_cell(&b))
+        .unwrap_or_default();
     for (name, _) in &bins.tests {
         let step = format!("test-{name}");
         let result = match rc(&step) {

@@ -41,6 +41,7 @@ pub mod exit {
     pub const BAD_INPUT: i32 = 2;
     pub const REFUSED: i32 = 5;
     pub const INCOMPLETE: i32 = 6;
+    pub const NO_MATCH: i32 = 7;
 }
 
 /// cargo with the environment of a plain command line: the test harness

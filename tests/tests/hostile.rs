@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::exit::{BAD_INPUT, FINDINGS, INCOMPLETE, REFUSED};
+use tracer_tests::exit::{BAD_INPUT, FINDINGS, INCOMPLETE, NO_MATCH, REFUSED};
 use tracer_tests::{run, running_as_root, tracer, wait_until, Planted, Scratch};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -289,7 +289,7 @@ fn every_bad_value_gets_one_line_and_its_exit_code() {
         (&["watch", "--pid", "x", "--no-default-iocs"], BAD_INPUT),
         (&["kill-tree", "-5"], REFUSED),
         (&["kill-tree", "0"], REFUSED),
-        (&["kill-tree", "abc"], REFUSED),
+        (&["kill-tree", "abc"], NO_MATCH),
         (&["watch", "--no-default-iocs", "--ioc", &long], BAD_INPUT),
         (&["watch", "--no-default-iocs", "--ioc", &binary], BAD_INPUT),
         (&["watch", "--no-default-iocs", "--ioc", &folder], BAD_INPUT),

@@ -5,6 +5,8 @@
 //! back, so a silent layout change would corrupt every event.
 #![no_std]
 
+pub mod file_users;
+
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 /// Bytes of the executable path kept per exec event.

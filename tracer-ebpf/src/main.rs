@@ -15,6 +15,8 @@ mod connect;
 #[cfg(target_arch = "bpf")]
 mod exec;
 #[cfg(target_arch = "bpf")]
+mod file_users;
+#[cfg(target_arch = "bpf")]
 mod iter;
 #[cfg(target_arch = "bpf")]
 mod kmem;

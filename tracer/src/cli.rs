@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
     about = "Live response for compromised Linux hosts: the kernel's view of processes and connections",
     after_help = "Exit codes: 0 ok/clean, 1 findings, 2 error or bad input, 3 needs root, \
                   4 kernel unsupported, 5 kill-tree refused its target, \
-                  6 hidden found nothing but could not check everything (not root)."
+                  6 hidden found nothing but could not check everything (not root), \
+                  7 a --file/--remote selector (or kill-tree PATH) matched no process."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -114,14 +115,39 @@ pub struct HiddenArgs {
     /// Skip the kernel checks (BPF programs, kernel hooks, hidden modules).
     #[arg(long)]
     pub no_kernel_checks: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// Selectors shared by `hidden` and `net`: look at the processes that
+/// `kill-tree PATH` or `kill-tree --remote ADDR` would stop.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SelectArgs {
+    /// Only the processes that run, map or hold open this file.
+    #[arg(long = "file", value_name = "PATH", conflicts_with = "remote")]
+    pub file: Option<PathBuf>,
+    /// Only the processes holding a connection to ADDR[:PORT].
+    #[arg(long = "remote", value_name = "ADDR[:PORT]")]
+    pub remote: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct KillTreeArgs {
-    /// The process to stop, with everything that keeps it alive.
+    /// The process to stop (a PID), or a file: every process that runs it,
+    /// maps it or holds it open (also deleted or replaced since), each with
+    /// everything that keeps it alive.
     // Negative numbers reach the PID check, so `-5` gets its one-line refusal.
-    #[arg(value_name = "PID", allow_negative_numbers = true)]
-    pub pid: String,
+    #[arg(
+        value_name = "PID|PATH",
+        allow_negative_numbers = true,
+        required_unless_present = "remote",
+        conflicts_with = "remote"
+    )]
+    pub target: Option<String>,
+    /// Instead of a PID: every process holding a connection to ADDR
+    /// (`10.0.0.1`, `10.0.0.1:3333`, `[2001:db8::1]:443`).
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub remote: Option<String>,
     /// Carry out the plan (default is a dry run that only prints it).
     #[arg(long)]
     pub kill: bool,
@@ -158,6 +184,8 @@ pub struct NetArgs {
     /// Only listening TCP sockets and bound, unconnected datagram sockets.
     #[arg(long)]
     pub listening: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 #[derive(Args, Debug, Clone, Default)]

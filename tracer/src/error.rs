@@ -21,6 +21,9 @@ pub mod exit {
     /// root: the kernel view, other users' executables and open files).
     /// Not "clean".
     pub const INCOMPLETE: i32 = 6;
+    /// A `--file` or `--remote` selector (or `kill-tree PATH`) matched no
+    /// process.
+    pub const NO_MATCH: i32 = 7;
 }
 
 #[derive(Debug)]
@@ -28,20 +31,24 @@ pub enum UserError {
     NotPrivileged {
         command: String,
     },
-    NoBtf,
+    /// The kernel has no BTF at this path.
+    NoBtf(&'static str),
     /// The kernel lacks something a command cannot do without.
     KernelUnsupported(String),
     Refused(String),
     BadInput(String),
+    /// A selector matched no process.
+    NoMatch(String),
 }
 
 impl UserError {
     pub fn exit_code(&self) -> i32 {
         match self {
             UserError::NotPrivileged { .. } => exit::NOT_PRIVILEGED,
-            UserError::NoBtf | UserError::KernelUnsupported(_) => exit::KERNEL_UNSUPPORTED,
+            UserError::NoBtf(_) | UserError::KernelUnsupported(_) => exit::KERNEL_UNSUPPORTED,
             UserError::Refused(_) => exit::REFUSED,
             UserError::BadInput(_) => exit::ERROR,
+            UserError::NoMatch(_) => exit::NO_MATCH,
         }
     }
 }
@@ -57,14 +64,14 @@ impl fmt::Display for UserError {
                 f,
                 "`tracer {command}` loads eBPF programs and needs root (or CAP_BPF and CAP_PERFMON): run `sudo tracer {command}`"
             ),
-            UserError::NoBtf => write!(
+            UserError::NoBtf(path) => write!(
                 f,
-                "this kernel has no BTF ({}): tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
-                crate::kernel::offsets::VMLINUX_BTF
+                "this kernel has no BTF ({path}): tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
             ),
             UserError::KernelUnsupported(why) => f.write_str(why),
             UserError::Refused(why) => write!(f, "refused: {why}"),
             UserError::BadInput(why) => f.write_str(why),
+            UserError::NoMatch(why) => f.write_str(why),
         }
     }
 }

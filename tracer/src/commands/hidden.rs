@@ -23,6 +23,7 @@ use crate::{
         host::Host,
         kernel_hooks::KernelInput,
         net::{libc, NetSnapshot, SocketListing},
+        selection::{select, Selection},
         Snapshot,
     },
 };
@@ -36,7 +37,18 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     let started = Instant::now();
     // ps and the libc lister run while the kernel side loads.
     let started_views = Snapshot::start();
-    let mut kernel = load_kernel(&args);
+    let selector = super::selector_of(&args.select)?;
+    let mut kernel = load_kernel(&args, selector.is_some());
+    // `--file`/`--remote`: the processes kill-tree would start from; the
+    // report keeps only findings about them.
+    let selection = match &selector {
+        Some(sel) => {
+            let found = select(kernel.as_mut().map_err(|why| why.clone()), sel);
+            found.require_some()?;
+            Some(found)
+        }
+        None => None,
+    };
     // The kernel checks need tracer's programs only briefly; the rest
     // (kallsyms, tracefs, bpf syscalls) runs beside the process views.
     let kernel_checks = (!args.no_kernel_checks).then(|| {
@@ -87,6 +99,9 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         &host,
     ));
     hidden_net::link_related(&mut found);
+    if let Some(sel) = &selection {
+        found.retain(|f| is_about_selected(f, sel));
+    }
     sort_findings(&mut found);
     let kernel_state = kernel_checks.map(|t| t.join().unwrap_or_default());
     let mut kernel_found = match &kernel_state {
@@ -109,6 +124,7 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
             findings: &kernel_found,
             state,
         }),
+        selection: selection.as_ref(),
     };
     let mut out = io::stdout().lock();
     if args.json {
@@ -168,13 +184,28 @@ fn unchecked(snap: &Snapshot) -> Unchecked {
 
 /// The kernel side, or why the kernel view is skipped. Never fatal: the
 /// other views still catch user-space hiding.
-fn load_kernel(args: &HiddenArgs) -> Result<Kernel, String> {
+/// Whether a finding is about a selected process (or a connection one of
+/// them holds).
+fn is_about_selected(f: &Finding, sel: &Selection) -> bool {
+    f.process
+        .as_ref()
+        .is_some_and(|p| sel.matched.contains_key(&p.pid))
+        || f.connection
+            .as_ref()
+            .is_some_and(|c| c.owners.iter().any(|o| sel.matched.contains_key(&o.pid)))
+}
+
+fn load_kernel(args: &HiddenArgs, files: bool) -> Result<Kernel, String> {
     if args.no_kernel {
         return Err("--no-kernel was given".into());
     }
     // The task iterator is loaded with the kernel; its BTF is not needed
     // again, and is large.
-    let loaded = Kernel::load_for("hidden", Needs::SCAN).map(|mut k| {
+    let needs = Needs {
+        files,
+        ..Needs::SCAN
+    };
+    let loaded = Kernel::load_for("hidden", needs).map(|mut k| {
         k.release_btf();
         k
     });

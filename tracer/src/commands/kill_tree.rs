@@ -1,4 +1,4 @@
-//! `tracer kill-tree PID`: plan (and with --kill, carry out) stopping a
+//! `tracer kill-tree PID|PATH|--remote ADDR`: plan (and with --kill, carry out) stopping a
 //! malicious process tree, with what would start it again.
 //!
 //! Dry run by default: prints the plan and the command that carries it out.
@@ -10,7 +10,11 @@
 //! Exit codes: 0 done (or dry run); 1 something survived, came back, or
 //! could not be signalled; 3 --kill without root; 5 target refused (not a
 //! PID, no such process, PID 1, kernel thread, tracer or its ancestors).
-use std::{io, path::Path};
+use std::{
+    io,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Result;
 
@@ -21,29 +25,88 @@ use crate::{
         capture::{Capture, Mode},
         Kernel, Needs,
     },
+    model::HostStr,
     output::{plan as render, schema},
     respond::{self, respawn, KillPlan},
     safe_fs::SafeDir,
     table::ProcessTable,
     users::Users,
-    views,
+    views::{
+        self,
+        selection::{select, Remote, Selection, Selector},
+    },
 };
 
-pub fn run(args: KillTreeArgs) -> Result<i32> {
-    let requested = respond::parse_target(&args.pid)?;
-    // With --kill, the kernel side loads first (it takes a moment), so that
-    // the fork capture can go on the moment the tree is known.
-    let kernel = match args.kill {
-        true => {
-            if !rustix::process::geteuid().is_root() {
-                return Err(UserError::NotPrivileged {
-                    command: format!("kill-tree {} --kill", args.pid),
-                }
-                .into());
-            }
-            Some(Kernel::load_for("kill-tree", Needs::SOCKETS).map_err(|e| format!("{e:#}")))
+/// What kill-tree was asked to stop.
+enum Target {
+    Pid(u32),
+    Select(Selector),
+}
+
+impl Target {
+    fn of(args: &KillTreeArgs) -> Result<Target> {
+        if let Some(remote) = &args.remote {
+            let remote = Remote::parse(remote).map_err(UserError::BadInput)?;
+            return Ok(Target::Select(Selector::Remote(remote)));
         }
-        false => None,
+        let arg = args.target.as_deref().unwrap_or_default();
+        // A number (or what looks like one: `-5`, `+7`) is a PID and gets
+        // the PID checks; anything else names a file.
+        let numeric = !arg.is_empty()
+            && arg
+                .trim_start_matches(['-', '+'])
+                .bytes()
+                .all(|b| b.is_ascii_digit());
+        Ok(match numeric {
+            true => Target::Pid(respond::parse_target(arg)?),
+            false => Target::Select(Selector::File(PathBuf::from(arg))),
+        })
+    }
+
+    /// The command-line words that name this target again.
+    fn words(&self, args: &KillTreeArgs, plan: &KillPlan) -> String {
+        match self {
+            Target::Pid(_) => plan.target.to_string(),
+            Target::Select(Selector::File(_)) => {
+                shell_quote(args.target.as_deref().unwrap_or_default())
+            }
+            Target::Select(Selector::Remote(_)) => {
+                format!(
+                    "--remote {}",
+                    shell_quote(args.remote.as_deref().unwrap_or_default())
+                )
+            }
+        }
+    }
+}
+
+pub fn run(args: KillTreeArgs) -> Result<i32> {
+    let requested = Target::of(&args)?;
+    let shown = args
+        .target
+        .clone()
+        .or_else(|| args.remote.as_ref().map(|r| format!("--remote {r}")))
+        .unwrap_or_default();
+    let root = rustix::process::geteuid().is_root();
+    if args.kill && !root {
+        return Err(UserError::NotPrivileged {
+            command: format!("kill-tree {shown} --kill"),
+        }
+        .into());
+    }
+    // With --kill, the kernel side loads first (it takes a moment), so that
+    // the fork capture can go on the moment the tree is known. A selector
+    // searches the kernel's views, dry run or not.
+    let needs = match &requested {
+        Target::Select(Selector::File(_)) => Needs::FILES,
+        _ => Needs::SOCKETS,
+    };
+    let mut kernel = match (&requested, args.kill) {
+        (_, true) | (Target::Select(_), _) if root => {
+            Some(Kernel::load_for("kill-tree", needs).map_err(|e| format!("{e:#}")))
+        }
+        (Target::Select(_), _) => Some(Err("not root".to_string())),
+        _ => None,
     };
     // A quarantine directory that cannot be made fails here, before
     // anything is stopped; one refused as unsafe (a link, another user's,
@@ -59,31 +122,39 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
         },
         _ => None,
     };
-    let (mut plan, mut lineage) = plan_from_proc(requested)?;
-    let target = plan.target;
+    let (mut plan, mut lineage) = plan_now(&requested, loaded(&mut kernel))?;
     // From here every fork of a member joins the set in the kernel (the
     // set's next system calls stop them once the kill starts).
-    let mut capture = match kernel {
-        Some(kernel) => kernel.and_then(|k| start_capture(k, &plan, args.relatives)),
-        None => Err("not killing".into()),
+    let mut capture = match (args.kill, kernel) {
+        (true, Some(kernel)) => kernel
+            .and_then(|k| start_capture(k, &plan, args.relatives))
+            .map_err(Uncaptured::Why),
+        (_, Some(Ok(kernel))) => Err(Uncaptured::Kernel(kernel)),
+        _ => Err(Uncaptured::Why("not killing".into())),
     };
     if let Ok(c) = capture.as_mut() {
         // What forked (and orphaned its children) while the capture was
         // going on: plan again, now that no member escapes the set.
-        let (again, again_lineage) = plan_from_proc(requested)?;
+        let (again, again_lineage) = plan_now(&requested, Ok(c.kernel()))?;
         if let Err(e) = c.add(&stopped_tgids(&again, args.relatives)) {
             eprintln!("tracer: fork capture: cannot add members: {e:#}");
         }
         (plan, lineage) = (again, again_lineage);
     }
     plan.lineage = Some(lineage);
-    plan.command = command_line(target, args.quarantine.as_deref(), args.relatives);
+    plan.command = command_line(
+        &requested.words(&args, &plan),
+        args.quarantine.as_deref(),
+        args.relatives,
+    );
     respond::plan::add_persistence(&mut plan);
     respond::attach_threads(&mut plan);
-    plan.network = Some(respond::network::collect(
-        &plan,
-        capture.as_mut().ok().map(Capture::kernel),
-    ));
+    let kernel_for_network = match capture.as_mut() {
+        Ok(c) => Some(c.kernel()),
+        Err(Uncaptured::Kernel(k)) => Some(k),
+        Err(Uncaptured::Why(_)) => None,
+    };
+    plan.network = Some(respond::network::collect(&plan, kernel_for_network));
 
     if !args.kill {
         if args.json {
@@ -96,24 +167,97 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
         }
         return Ok(exit::OK);
     }
+    let capture = match capture.as_mut() {
+        Ok(c) => Ok(c),
+        Err(Uncaptured::Why(why)) => Err(why.as_str()),
+        Err(Uncaptured::Kernel(_)) => Err("not killing"),
+    };
     execute(
         &plan,
         &args,
         quarantine
             .as_ref()
             .map(|q| q.as_ref().map_err(String::as_str)),
-        capture.as_mut().map_err(|why| why.as_str()),
+        capture,
     )
 }
 
-/// The tree of `requested` as /proc (and a running watch's lineage) show
-/// it now: members, relatives and the tree's orphans; no persistence yet.
-fn plan_from_proc(requested: u32) -> Result<(KillPlan, views::lineage::LineageSource)> {
+/// The kernel kill-tree loaded, or why there is none.
+fn loaded(kernel: &mut Option<Result<Kernel, String>>) -> Result<&mut Kernel, String> {
+    match kernel {
+        Some(Ok(k)) => Ok(k),
+        Some(Err(why)) => Err(why.clone()),
+        None => Err("not loaded".into()),
+    }
+}
+
+/// Why there is no fork capture: a dry run keeps the loaded kernel for
+/// the connection listing.
+enum Uncaptured {
+    Kernel(Kernel),
+    Why(String),
+}
+
+/// The plan for `target` as /proc (and a running watch's lineage) and, for
+/// a selector, the kernel's views show it now: members, relatives and the
+/// tree's orphans; no persistence yet.
+fn plan_now(
+    target: &Target,
+    kernel: Result<&mut Kernel, String>,
+) -> Result<(KillPlan, views::lineage::LineageSource)> {
     let mut table = ProcessTable::from_proc();
     // A running watch saw the forks that /proc no longer shows.
     let lineage = views::lineage::merge_into(&mut table);
-    let target = thread_group_of(&table, requested);
-    Ok((respond::plan(&table, target, std::process::id())?, lineage))
+    let plan = match target {
+        Target::Pid(pid) => {
+            let pid = thread_group_of(&table, *pid);
+            respond::plan(&table, pid, std::process::id())?
+        }
+        Target::Select(selector) => {
+            let mut kernel = kernel;
+            let found = select(kernel.as_deref_mut().map_err(|why| why.clone()), selector);
+            found.require_some()?;
+            if let Ok(k) = kernel {
+                add_hidden_matches(&mut table, k, &found, selector);
+            }
+            respond::plan_selected(&table, found, std::process::id())?
+        }
+    };
+    Ok((plan, lineage))
+}
+
+/// Matches /proc does not show (hidden from it) join the table from the
+/// kernel's task list, so they are planned like the rest.
+fn add_hidden_matches(
+    table: &mut ProcessTable,
+    kernel: &mut Kernel,
+    found: &Selection,
+    selector: &Selector,
+) {
+    let missing: Vec<u32> = found
+        .matched
+        .keys()
+        .copied()
+        .filter(|pid| table.get(*pid).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(tasks) = views::kernel::list(kernel) else {
+        return;
+    };
+    for pid in missing {
+        let Some(k) = tasks.get(&pid) else { continue };
+        let mut process = k.to_process();
+        // The kernel said it runs the file: that is its executable.
+        if let Selector::File(path) = selector {
+            if found.matched[&pid].iter().any(|w| w == "runs it") {
+                process.exe = Some(HostStr::from_bytes(path.as_os_str().as_bytes()));
+            }
+        }
+        let parent = table.get(process.ppid).map(|p| p.id());
+        table.upsert(process, parent);
+    }
 }
 
 /// The tgids `--kill` stops: the plan's members, and its relatives with
@@ -221,7 +365,7 @@ fn thread_group_of(table: &ProcessTable, pid: u32) -> u32 {
 }
 
 /// The exact command that carries out the plan.
-fn command_line(target: u32, quarantine: Option<&Path>, relatives: bool) -> String {
+fn command_line(target: &str, quarantine: Option<&Path>, relatives: bool) -> String {
     let mut cmd = format!("sudo tracer kill-tree {target} --kill");
     if relatives {
         cmd.push_str(" --relatives");
@@ -251,15 +395,15 @@ mod tests {
     #[test]
     fn command_quotes_the_quarantine_dir() {
         assert_eq!(
-            command_line(7, None, false),
+            command_line("7", None, false),
             "sudo tracer kill-tree 7 --kill"
         );
         assert_eq!(
-            command_line(7, Some(Path::new("/root/q")), false),
+            command_line("7", Some(Path::new("/root/q")), false),
             "sudo tracer kill-tree 7 --kill --quarantine /root/q"
         );
         assert_eq!(
-            command_line(7, Some(Path::new("/root/it's here")), true),
+            command_line("7", Some(Path::new("/root/it's here")), true),
             r"sudo tracer kill-tree 7 --kill --relatives --quarantine '/root/it'\''s here'"
         );
     }

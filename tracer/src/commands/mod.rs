@@ -25,3 +25,19 @@ pub fn run(command: Command) -> Result<i32> {
         Command::Generate { dir } => generate::run(&dir),
     }
 }
+
+/// The selector `--file PATH` or `--remote ADDR` names, if either.
+pub fn selector_of(
+    args: &crate::cli::SelectArgs,
+) -> Result<Option<crate::views::selection::Selector>> {
+    use crate::views::selection::{Remote, Selector};
+    if let Some(path) = &args.file {
+        return Ok(Some(Selector::File(path.clone())));
+    }
+    match &args.remote {
+        Some(text) => Ok(Some(Selector::Remote(
+            Remote::parse(text).map_err(crate::error::UserError::BadInput)?,
+        ))),
+        None => Ok(None),
+    }
+}

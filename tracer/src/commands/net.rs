@@ -22,17 +22,39 @@ use crate::{
     output::net::{self as render, Ancestors, ConnectionOut, NetReport, NetSummary},
     table::ProcessTable,
     users::Users,
-    views,
+    views::{
+        self,
+        selection::{select, Selector},
+    },
 };
 
 pub fn run(args: NetArgs) -> Result<i32> {
     let started = Instant::now();
     kernel::check_privileges("net")?;
     let mut indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
-    let mut kernel = Kernel::load_for("net", kernel::Needs::SOCKETS)?;
+    let selector = super::selector_of(&args.select)?;
+    let needs = match selector {
+        Some(Selector::File(_)) => kernel::Needs::FILES,
+        _ => kernel::Needs::SOCKETS,
+    };
+    let mut kernel = Kernel::load_for("net", needs)?;
     kernel.release_btf();
     let view = views::net::kernel::take(&mut kernel)
         .map_err(|e| UserError::KernelUnsupported(format!("{e:#}")))?;
+    // `--file`: the connections of the processes that use the file;
+    // `--remote`: the connections to that address.
+    let selection = match &selector {
+        Some(sel @ Selector::File(_)) => {
+            let found = select(Ok(&mut kernel), sel);
+            found.require_some()?;
+            Some(found)
+        }
+        _ => None,
+    };
+    let remote = match &selector {
+        Some(Selector::Remote(r)) => Some(*r),
+        _ => None,
+    };
     if args.resolve_domains {
         indicators.resolve_domains();
     } else if indicators.domain_count() > 0 {
@@ -62,6 +84,12 @@ pub fn run(args: NetArgs) -> Result<i32> {
         .iter()
         .filter(|s| !args.listening || s.is_listening())
         .filter(|s| selected.as_ref().is_none_or(|pids| held_by_any(s, pids)))
+        .filter(|s| {
+            selection
+                .as_ref()
+                .is_none_or(|sel| s.owners.iter().any(|o| sel.matched.contains_key(&o.pid)))
+        })
+        .filter(|s| remote.is_none_or(|r| s.peer().is_some_and(|p| r.is(p))))
         .map(|s| {
             let matched = match_socket(s, &indicators).map(|m| {
                 let severity = s
@@ -76,6 +104,13 @@ pub fn run(args: NetArgs) -> Result<i32> {
             ConnectionOut::new(s, &table, &users, matched, &mut processes)
         })
         .collect();
+    if let (Some(sel), true) = (&selector, connections.is_empty()) {
+        // The selector matched processes but none holds a connection (or
+        // no connection goes to the address): said, with its own code.
+        if selection.as_ref().is_none_or(|s| s.matched.is_empty()) || remote.is_some() {
+            return Err(UserError::NoMatch(format!("{sel}: no connection matches")).into());
+        }
+    }
     // Matches first, most severe first; otherwise the view's order.
     connections.sort_by_key(|c| std::cmp::Reverse(c.severity));
     let report = NetReport {
@@ -86,6 +121,7 @@ pub fn run(args: NetArgs) -> Result<i32> {
         summary: NetSummary::of(&connections),
         connections,
         processes,
+        selection: selection.as_ref(),
     };
     // Buffered: stdout is line-buffered, and 10,000 connections are
     // hundreds of thousands of lines.

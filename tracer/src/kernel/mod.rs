@@ -6,6 +6,7 @@ pub mod bpf_files;
 pub mod bpf_sys;
 pub mod capture;
 pub mod events;
+pub mod file_users;
 pub mod kmem;
 pub mod mounts;
 pub mod offsets;
@@ -57,6 +58,8 @@ pub struct Kernel {
     kmem_unavailable: Option<String>,
     /// How to recognise a `struct module` in memory (kernel checks).
     module_layout: Option<offsets::ModuleLayout>,
+    /// Which file-user iterators loaded (`--file` selectors).
+    file_users: file_users::Availability,
 }
 
 /// CAP_PERFMON (38) and CAP_BPF (39), or CAP_SYS_ADMIN (21) which implies both.
@@ -99,6 +102,8 @@ pub struct Needs {
     pub bpf_files: bool,
     /// A full-size event ring buffer, for commands that attach hooks.
     pub events: bool,
+    /// The file-user iterators (`--file` selectors).
+    pub files: bool,
 }
 
 impl Needs {
@@ -106,24 +111,36 @@ impl Needs {
         sockets: true,
         bpf_files: true,
         events: true,
+        files: true,
     };
     /// Every iterator and no hook (`hidden`).
     pub const SCAN: Needs = Needs {
         sockets: true,
         bpf_files: true,
         events: false,
+        files: false,
     };
     /// A one-shot look at sockets and processes (`net`, `kill-tree`).
     pub const SOCKETS: Needs = Needs {
         sockets: true,
         bpf_files: false,
         events: false,
+        files: false,
+    };
+    /// `net`, `kill-tree` and `hidden` with `--file`: sockets and the
+    /// file-user iterators.
+    pub const FILES: Needs = Needs {
+        sockets: true,
+        bpf_files: false,
+        events: false,
+        files: true,
     };
     /// `watch`: events, and sockets for its start-up snapshot.
     pub const WATCH: Needs = Needs {
         sockets: true,
         bpf_files: false,
         events: true,
+        files: false,
     };
 }
 
@@ -182,6 +199,13 @@ impl Kernel {
             .then(|| offsets::resolve_module_layout(&btf_rs).ok())
             .flatten();
         let socket_globals = socket_offsets.as_ref().copied().unwrap_or_default();
+        let file_user_offsets = needs
+            .files
+            .then(|| file_users::resolve(&btf_rs).map_err(|e| format!("{e:#}")));
+        let file_user_globals = match &file_user_offsets {
+            Some(Ok(off)) => *off,
+            _ => Default::default(),
+        };
         // eBPF memory is charged to the memory cgroup since Linux 5.11; on
         // older kernels a low RLIMIT_MEMLOCK fails the load, so try to raise
         // it, but do not insist (raising needs CAP_SYS_RESOURCE).
@@ -202,6 +226,7 @@ impl Kernel {
             .set_global("OFFSETS", &offsets, true)
             .set_global("SOCKET_OFFSETS", &socket_globals, true)
             .set_global("BPF_FILE_OFFSETS", &bpf_file_globals, true)
+            .set_global("FILE_USER_OFFSETS", &file_user_globals, true)
             .load(EBPF_OBJECT)
             .context("loading tracer's eBPF object")?;
         drop(loader);
@@ -216,6 +241,9 @@ impl Kernel {
         if needs.bpf_files {
             wanted.push(KMEM_ITERATOR);
         }
+        if matches!(file_user_offsets, Some(Ok(_))) {
+            wanted.extend([file_users::EXE, file_users::FD, file_users::MAP]);
+        }
         let mut loaded = load_iterators(&mut ebpf, &btf, &wanted);
         let mut kernel = Kernel {
             ebpf,
@@ -226,6 +254,7 @@ impl Kernel {
             bpf_files_unavailable: None,
             kmem_unavailable: None,
             module_layout,
+            file_users: file_users::Availability::not_loaded(),
         };
         let mut result_of = |prog: &str| {
             loaded
@@ -262,6 +291,20 @@ impl Kernel {
             }
         } else {
             kernel.kmem_unavailable = Some("not loaded by this command".into());
+        }
+        if let Some(offsets) = file_user_offsets {
+            let mut why = |(prog, target): (&str, &str)| match &offsets {
+                Err(e) => Some(format!("file fields not in this kernel's BTF: {e}")),
+                Ok(_) => result_of(prog)
+                    .err()
+                    .map(|e| format!("loading iter/{target} {prog}: {}", root_cause(&e))),
+            };
+            let exe = why(file_users::EXE);
+            let fd = why(file_users::FD);
+            kernel.file_users = file_users::Availability {
+                files: exe.or(fd),
+                maps: why(file_users::MAP),
+            };
         }
         Ok(kernel)
     }

@@ -281,7 +281,7 @@ pub fn resolve_module_layout(btf: &KernelBtf) -> Result<ModuleLayout> {
 /// Loads the running kernel's BTF.
 pub fn load_vmlinux_btf() -> Result<KernelBtf> {
     if !std::path::Path::new(VMLINUX_BTF).exists() {
-        bail!(crate::error::UserError::NoBtf);
+        bail!(crate::error::UserError::NoBtf(VMLINUX_BTF));
     }
     // Mmap backend: types are decoded on demand, so a lookup of a few
     // structs costs a few MB instead of decoding all of vmlinux (~40 MB).

@@ -50,6 +50,10 @@ pub struct Report<'a> {
     /// absent when they were not run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<super::kernel::KernelSection<'a>>,
+    /// With `--file` or `--remote`: the processes selected; `findings`
+    /// holds only those about them (kernel findings are kept whole).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<&'a crate::views::selection::Selection>,
 }
 
 /// Processes that could not be fully checked.
@@ -69,6 +73,26 @@ pub fn write_json(w: &mut impl Write, report: &Report) -> io::Result<()> {
 /// The findings, then a note for each missing or incomplete view, the
 /// connection views' counts, then one summary line; severities in colour
 /// when `colour` is on (see `style::colour_for`).
+/// The selected processes, each with why, before the findings about them.
+pub fn write_selection(
+    w: &mut impl Write,
+    sel: &crate::views::selection::Selection,
+) -> io::Result<()> {
+    writeln!(
+        w,
+        "{} ({} processes):",
+        escape(&sel.selector),
+        sel.matched.len()
+    )?;
+    for (pid, why) in &sel.matched {
+        writeln!(w, "  {pid:>7}  {}", escape(&why.join(", ")))?;
+    }
+    for gap in &sel.gaps {
+        writeln!(w, "  not covered: {}", escape(gap))?;
+    }
+    writeln!(w)
+}
+
 pub fn write_human(
     w: &mut impl Write,
     report: &Report,
@@ -76,6 +100,9 @@ pub fn write_human(
     connection_view_order: &[&str],
     colour: bool,
 ) -> io::Result<()> {
+    if let Some(sel) = report.selection {
+        write_selection(w, sel)?;
+    }
     write_findings_styled(w, report.findings, colour)?;
     if let Some(k) = &report.kernel {
         super::kernel::write_human(w, k)?;

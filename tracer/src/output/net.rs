@@ -201,6 +201,10 @@ pub struct NetReport<'a> {
     pub connections: Vec<ConnectionOut<'a>>,
     /// The parents named in the owners' `ancestry`, by PID.
     pub processes: Ancestors<'a>,
+    /// With `--file`: the processes that use it (only their connections
+    /// are listed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<&'a crate::views::selection::Selection>,
 }
 
 pub fn write_json(out: &mut impl Write, r: &NetReport) -> io::Result<()> {
@@ -208,6 +212,9 @@ pub fn write_json(out: &mut impl Write, r: &NetReport) -> io::Result<()> {
 }
 
 pub fn write_human(out: &mut impl Write, r: &NetReport) -> io::Result<()> {
+    if let Some(sel) = r.selection {
+        super::findings::write_selection(out, sel)?;
+    }
     for gap in r.gaps {
         writeln!(out, "note: {gap}")?;
     }

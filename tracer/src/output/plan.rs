@@ -10,6 +10,7 @@ use crate::{
         PlanMember,
     },
     users::Users,
+    views::selection::Selection,
 };
 
 /// The plan as a human reads it: the tree (like `pstree -asp`), the set
@@ -18,16 +19,19 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
     let mut out = String::new();
     let threads: usize = plan.members.iter().map(|m| m.threads.len().max(1)).sum();
     let target = plan.members.iter().find(|m| m.process.pid == plan.target);
-    push_line(
-        &mut out,
-        &format!(
-            "kill-tree plan for PID {} ({}): {} processes, {} threads",
-            plan.target,
-            target.map(|m| m.process.comm.as_str()).unwrap_or("?"),
-            plan.members.len(),
-            threads
+    match &plan.selection {
+        None => push_line(
+            &mut out,
+            &format!(
+                "kill-tree plan for PID {} ({}): {} processes, {} threads",
+                plan.target,
+                target.map(|m| m.process.comm.as_str()).unwrap_or("?"),
+                plan.members.len(),
+                threads
+            ),
         ),
-    );
+        Some(sel) => selection_text(&mut out, plan, sel, threads),
+    }
     if let Some(l) = &plan.lineage {
         push_line(&mut out, &format!("Lineage: {}.", l.detail));
         for why in &l.refused {
@@ -43,6 +47,17 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
                 "\nStops at {} ({}): {why}; left running.",
                 b.pid,
                 b.comm.as_str()
+            ),
+        );
+    }
+    for b in &plan.other_boundaries {
+        push_line(
+            &mut out,
+            &format!(
+                "Stops at {} ({}): {}; left running.",
+                b.process.pid,
+                b.process.comm.as_str(),
+                b.reason
             ),
         );
     }
@@ -192,6 +207,50 @@ fn block_text(net: &PlanNetwork) -> String {
 /// Appends one line, escaped: plan lines quote process names, command
 /// lines and persistence lines, all of them the attacker's. A leading
 /// `\n` is a blank line before it, kept.
+/// The header of a plan for a selector: what it matched, how, and what
+/// it could not search or would not stop.
+fn selection_text(out: &mut String, plan: &KillPlan, sel: &Selection, threads: usize) {
+    push_line(
+        out,
+        &format!(
+            "kill-tree plan for {}: {} matching {}, {} processes, {} threads",
+            sel.selector,
+            sel.matched.len(),
+            if sel.matched.len() == 1 {
+                "process"
+            } else {
+                "processes"
+            },
+            plan.members.len(),
+            threads
+        ),
+    );
+    if !sel.identities.is_empty() {
+        push_line(
+            out,
+            &format!(
+                "Matched by device and inode: {}.",
+                sel.identities.join(", ")
+            ),
+        );
+    }
+    for (pid, why) in &sel.matched {
+        let comm = plan
+            .members
+            .iter()
+            .find(|m| m.process.pid == *pid)
+            .map(|m| m.process.comm.as_str())
+            .unwrap_or("?");
+        push_line(out, &format!("  {pid:>7}  {comm}  {}", why.join(", ")));
+    }
+    for (pid, why) in &sel.refused {
+        push_line(out, &format!("  {pid:>7}  not stopped: {why}"));
+    }
+    for gap in &sel.gaps {
+        push_line(out, &format!("Not covered: {gap}."));
+    }
+}
+
 fn push_line(out: &mut String, line: &str) {
     let body = line.trim_start_matches('\n');
     for _ in 0..line.len() - body.len() {

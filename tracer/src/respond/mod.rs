@@ -31,7 +31,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 pub use persistence::PersistenceHit;
-pub use plan::{parse_target, plan, plan_tree, KillPlan, PlanMember};
+pub use plan::{parse_target, plan, plan_selected, plan_tree, KillPlan, PlanMember};
 
 use crate::{
     kernel::capture::{Capture, Mode as CaptureMode},

@@ -56,6 +56,20 @@ pub struct KillPlan {
     /// watch's lineage file (filled in by `kill-tree`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lineage: Option<crate::views::lineage::LineageSource>,
+    /// For `kill-tree PATH` and `--remote`: what the selector matched (each
+    /// match is a member, or refused), and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::views::selection::Selection>,
+    /// With several matches in separate trees, the other trees' boundaries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_boundaries: Vec<Boundary>,
+}
+
+/// An ancestor a tree hangs from, left alone, and why.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Boundary {
+    pub process: Process,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -284,7 +298,106 @@ pub fn plan_tree_within(
         command: format!("sudo tracer kill-tree {target} --kill"),
         network: None,
         lineage: None,
+        selection: None,
+        other_boundaries: Vec::new(),
     })
+}
+
+/// One plan for every process a selector matched: each match planned as
+/// [`plan`] does, the sets merged (each process once, every match's reason
+/// first in its member's). Matches that cannot be targets (PID 1, kernel
+/// threads, tracer's own chain, gone) go to `selection.refused`; when
+/// every match is refused the plan is refused too.
+pub fn plan_selected(
+    table: &ProcessTable,
+    mut selection: crate::views::selection::Selection,
+    self_pid: u32,
+) -> Result<KillPlan> {
+    // Oldest first: an ancestor's tree takes in a descendant that matched
+    // too, and members stay top-down.
+    let mut order: Vec<u32> = selection.pids();
+    order.sort_by_key(|pid| table.get(*pid).map_or(u64::MAX, |p| p.start_ticks));
+    let mut merged: Option<KillPlan> = None;
+    for pid in order {
+        if let Some(m) = &merged {
+            if m.members.iter().any(|m| m.process.pid == pid) {
+                continue;
+            }
+        }
+        let one = match plan(table, pid, self_pid) {
+            Ok(one) => one,
+            Err(e) => {
+                let why = match e.downcast_ref::<UserError>() {
+                    Some(UserError::Refused(why)) => why.clone(),
+                    _ => format!("{e:#}"),
+                };
+                selection.refused.insert(pid, why);
+                continue;
+            }
+        };
+        match &mut merged {
+            None => merged = Some(one),
+            Some(m) => merge_plan(m, one),
+        }
+    }
+    let Some(mut plan) = merged else {
+        let refused: Vec<String> = selection
+            .refused
+            .iter()
+            .map(|(pid, why)| format!("{pid}: {why}"))
+            .collect();
+        return Err(UserError::Refused(format!(
+            "every process {} matched was refused ({})",
+            selection.selector,
+            refused.join("; ")
+        ))
+        .into());
+    };
+    for m in &mut plan.members {
+        if let Some(why) = selection.matched.get(&m.process.pid) {
+            let why = why.join(", ");
+            m.reason = match m.reason.as_str() {
+                "the target" => why,
+                other => format!("{why}; {other}"),
+            };
+        }
+    }
+    plan.selection = Some(selection);
+    Ok(plan)
+}
+
+/// Adds `other`'s processes to `plan` (each once).
+fn merge_plan(plan: &mut KillPlan, other: KillPlan) {
+    let known: HashSet<ProcessId> = plan.members.iter().map(|m| m.process.id()).collect();
+    plan.members.extend(
+        other
+            .members
+            .into_iter()
+            .filter(|m| !known.contains(&m.process.id())),
+    );
+    let members: HashSet<ProcessId> = plan.members.iter().map(|m| m.process.id()).collect();
+    plan.relatives
+        .retain(|r| !members.contains(&r.process.id()));
+    let related: HashSet<ProcessId> = plan.relatives.iter().map(|m| m.process.id()).collect();
+    plan.relatives.extend(
+        other
+            .relatives
+            .into_iter()
+            .filter(|r| !members.contains(&r.process.id()) && !related.contains(&r.process.id())),
+    );
+    if let Some(b) = other.boundary {
+        let seen = plan.boundary.as_ref().is_some_and(|p| p.id() == b.id())
+            || plan
+                .other_boundaries
+                .iter()
+                .any(|o| o.process.id() == b.id());
+        if !seen {
+            plan.other_boundaries.push(Boundary {
+                process: b,
+                reason: other.boundary_reason.unwrap_or_default(),
+            });
+        }
+    }
 }
 
 /// Parses the PID argument; anything else is refused, like a bad target.

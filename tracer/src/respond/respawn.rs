@@ -189,6 +189,8 @@ mod tests {
             command: String::new(),
             network: None,
             lineage: None,
+            selection: None,
+            other_boundaries: vec![],
         };
         let since = crate::model::boottime_ns_to_ticks(crate::proc::boottime_ns());
         let mut again = std::process::Command::new(&exe).arg("30").spawn().unwrap();

@@ -8,6 +8,9 @@
 //! | S    | the output of `ps`                        | `ps`           |
 //! | D    | direct probes of each PID                 | `probes`, `mounts` |
 //!
+//! `file_users` and `selection` answer "which processes use this file or
+//! talk to this address" for the `--file` and `--remote` selectors.
+//!
 //! `host` holds what turns a process record into evidence (user names,
 //! wall-clock start times, parent chains).
 //!
@@ -19,6 +22,7 @@
 //! lying layer again and probing that PID (the only serial pass).
 pub mod bpf;
 pub mod dns;
+pub mod file_users;
 pub mod file_writes;
 pub mod host;
 pub mod kallsyms;
@@ -31,6 +35,7 @@ pub mod mounts;
 pub mod net;
 pub mod probes;
 pub mod ps;
+pub mod selection;
 pub mod syscalls;
 
 use std::{

@@ -231,6 +231,7 @@ mod tests {
             unchecked: Unchecked::default(),
             findings,
             kernel: None,
+            selection: None,
         }
     }
 

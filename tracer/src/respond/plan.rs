@@ -808,6 +808,85 @@ pub(crate) mod tests {
         assert_eq!(rel.iter().map(|r| r.process.pid).collect::<Vec<_>>(), [700]);
     }
 
+    fn selection(matched: &[(u32, &str)]) -> crate::views::selection::Selection {
+        crate::views::selection::Selection {
+            selector: "file /var/tmp/.x/kswapd0".into(),
+            matched: matched
+                .iter()
+                .map(|(pid, why)| (*pid, vec![why.to_string()]))
+                .collect(),
+            refused: Default::default(),
+            identities: vec![],
+            gaps: vec![],
+        }
+    }
+
+    #[test]
+    fn a_selection_is_one_plan_with_each_match_saying_why() {
+        let t = cron_chain();
+        // The worker and the miner both run the file; kthreadd and tracer's
+        // shell were matched too (an fd, say) and are refused.
+        let sel = selection(&[
+            (510, "runs it"),
+            (500, "runs it"),
+            (2, "holds it open as fd 3"),
+            (620, "holds it open as fd 9"),
+        ]);
+        let plan = plan_selected(&t, sel, 630).unwrap();
+        assert_eq!(
+            pids(&plan),
+            [300, 400, 500, 510],
+            "each process once, top-down"
+        );
+        let reason = |pid| {
+            plan.members
+                .iter()
+                .find(|m| m.process.pid == pid)
+                .unwrap()
+                .reason
+                .clone()
+        };
+        assert_eq!(reason(500), "runs it");
+        assert_eq!(reason(510), "runs it; descendant of 500 (kswapd0)");
+        let sel = plan.selection.as_ref().unwrap();
+        assert!(
+            sel.refused[&2].contains("kernel thread"),
+            "{:?}",
+            sel.refused
+        );
+        assert!(
+            sel.refused[&620].contains("ancestor of tracer"),
+            "{:?}",
+            sel.refused
+        );
+        assert_eq!(plan.boundary.as_ref().unwrap().pid, 200);
+        assert!(plan.other_boundaries.is_empty());
+    }
+
+    #[test]
+    fn matches_in_separate_trees_keep_each_boundary() {
+        let t = cron_chain();
+        // The sshd session's bash (not tracer's chain here: tracer is 999).
+        let sel = selection(&[(500, "runs it"), (620, "maps it")]);
+        let plan = plan_selected(&t, sel, 999).unwrap();
+        assert!(pids(&plan).contains(&500) && pids(&plan).contains(&620));
+        assert_eq!(plan.boundary.as_ref().unwrap().pid, 200);
+        let others: Vec<u32> = plan
+            .other_boundaries
+            .iter()
+            .map(|b| b.process.pid)
+            .collect();
+        assert_eq!(others, [610]);
+    }
+
+    #[test]
+    fn a_selection_of_only_refused_processes_is_refused() {
+        let t = cron_chain();
+        let e = plan_selected(&t, selection(&[(1, "runs it"), (2, "maps it")]), 630).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), exit::REFUSED, "{e}");
+        assert!(e.to_string().contains("1: PID 1 is init"), "{e}");
+    }
+
     #[test]
     fn cron_chain_stops_at_cron_and_takes_the_loop() {
         let t = cron_chain();

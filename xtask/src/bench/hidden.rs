@@ -33,6 +33,7 @@ pub fn run(tracer: &Path) -> Result<bool> {
         if size == PROCS {
             unhide = unhide_runs(&dir)?;
             failures.extend(kernel_checks(tracer, &dir)?);
+            failures.extend(kill_tree_path(tracer, &dir)?);
         }
         rows.push(row);
     }
@@ -92,12 +93,70 @@ pub fn run(tracer: &Path) -> Result<bool> {
         "bench hidden",
         &format!(
             "at {PROCS} extra processes: <= {MAX_PS_RATIO}x its ps run, faster \
-             than every unhide test, kernel checks add < {MAX_KERNEL_CHECKS_MS} ms; \
+             than every unhide test, kernel checks add < {MAX_KERNEL_CHECKS_MS} ms, \
+             kill-tree PATH < {MAX_PATH_SECS} s; \
              growth to {} no worse than linear (+15%)",
             SIZES[SIZES.len() - 1]
         ),
         &failures,
     ))
+}
+
+const PATH_RUNS: usize = 5;
+const MAX_PATH_SECS: f64 = 0.5;
+
+/// `kill-tree PATH` (dry run) on the big host: a dropped program run three
+/// times, found as `lsof PATH` finds it, both timed from the same state
+/// (median of alternating runs). Returns the failure, if the bar is missed.
+fn kill_tree_path(tracer: &Path, dir: &Path) -> Result<Option<String>> {
+    let drop_dir = dir.join("dropped");
+    let _ = std::fs::remove_dir_all(&drop_dir);
+    std::fs::create_dir_all(&drop_dir)?;
+    let miner = drop_dir.join("dhpcd");
+    std::fs::copy("/bin/sleep", &miner)?;
+    let mut planted = Vec::new();
+    for _ in 0..3 {
+        planted.push(Proc::spawn("dropped", Command::new(&miner).arg("600"))?);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..PATH_RUNS {
+        let out = dir.join(format!("kill-tree-path-{i}.json"));
+        let t = timed(
+            "tracer kill-tree PATH",
+            Command::new(tracer)
+                .arg("kill-tree")
+                .arg(&miner)
+                .arg("--json"),
+            &out,
+            TRACER_CAP,
+        )?;
+        ensure!(
+            t.status.is_some_and(|s| s.success()),
+            "tracer kill-tree PATH failed: {}",
+            tail(&out.with_extension("err"))
+        );
+        let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)?;
+        let found = plan["selection"]["matched"]
+            .as_object()
+            .map_or(0, |m| m.len());
+        ensure!(
+            found == 3,
+            "kill-tree PATH matched {found} processes, not 3"
+        );
+        ours.push(t.secs);
+        let out = dir.join(format!("lsof-{i}.out"));
+        let t = timed("lsof", Command::new("lsof").arg(&miner), &out, TRACER_CAP)?;
+        theirs.push(t.secs);
+    }
+    drop(planted);
+    let (ours, theirs) = (median(&ours), median(&theirs));
+    println!(
+        "kill-tree PATH (dry run) at {PROCS} extra: {ours:.3} s; lsof PATH {theirs:.3} s; \
+         tracer/lsof {:.2}",
+        ours / theirs
+    );
+    Ok((ours > MAX_PATH_SECS).then(|| format!("kill-tree PATH took {ours:.3} s")))
 }
 
 const KERNEL_RUNS: usize = 5;

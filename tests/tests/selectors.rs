@@ -353,3 +353,56 @@ fn selectors_that_match_nothing_or_only_tracers_chain() {
         out.describe()
     );
 }
+
+/// A beacon that connects and exits at once, relaunched by a shell loop:
+/// with watch running, `kill-tree --remote` finds the loop through the
+/// connects watch saw, though no process holds a connection there.
+#[test]
+fn remote_finds_the_launcher_of_an_exited_beacon_through_watch() {
+    if !running_as_root("remote_finds_the_launcher_of_an_exited_beacon_through_watch") {
+        return;
+    }
+    let scratch = Scratch::under(Path::new("/tmp"), "tracer-sel-beacon");
+    let state = scratch.path().join("state");
+    let state_env = state.to_str().unwrap();
+    let (watch, _) = tracer_tests::watch::Watch::start_with(
+        &["--connect-only", "--no-default-iocs"],
+        &[("TRACER_STATE_DIR", state_env)],
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    scratch.copy_in("/bin/bash", "beacon");
+    let script =
+        format!("while true; do ./beacon -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'; sleep 0.5; done");
+    let looper = Planted::spawn_group(
+        Command::new("sh")
+            .current_dir(scratch.path())
+            .args(["-c", &script]),
+    );
+    let remote = format!("127.0.0.1:{port}");
+    // The first connect reached watch's stream (so its table has it).
+    tracer_tests::watch::wait_for(&watch, "the beacon's connect", |v| {
+        v["type"] == "connect" && v["dport"].as_u64() == Some(port as u64)
+    });
+    let out = run(
+        tracer(&["kill-tree", "--remote", &remote, "--json"])
+            .env("TRACER_STATE_DIR", state_env)
+            .env("TRACER_PERSISTENCE_ROOT", scratch.path()),
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let plan = out.json();
+    let why = matched(&plan)
+        .into_iter()
+        .find(|(p, _)| *p == looper.pid())
+        .unwrap_or_else(|| panic!("the loop {} is not matched: {plan:#}", looper.pid()))
+        .1;
+    assert!(
+        why.contains("launched") && why.contains(&format!("connected to {remote}")),
+        "{why}"
+    );
+    assert!(why.contains("seen by watch"), "{why}");
+    assert!(member_pids(&plan).contains(&looper.pid()));
+    drop(looper);
+    drop(watch);
+}

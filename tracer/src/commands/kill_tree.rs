@@ -215,7 +215,10 @@ fn plan_now(
         }
         Target::Select(selector) => {
             let mut kernel = kernel;
-            let found = select(kernel.as_deref_mut().map_err(|why| why.clone()), selector);
+            let mut found = select(kernel.as_deref_mut().map_err(|why| why.clone()), selector);
+            if let Selector::Remote(remote) = selector {
+                add_exited_connectors(&mut table, &lineage, *remote, &mut found);
+            }
             found.require_some()?;
             if let Ok(k) = kernel {
                 add_hidden_matches(&mut table, k, &found, selector);
@@ -224,6 +227,72 @@ fn plan_now(
         }
     };
     Ok((plan, lineage))
+}
+
+/// Processes a running watch saw connect to `remote` and that have exited
+/// since: their launcher (a loop, a dropper still running) is what keeps
+/// the beacon coming back, and joins the selection; where there is none,
+/// the selection says so.
+fn add_exited_connectors(
+    table: &mut ProcessTable,
+    lineage: &views::lineage::LineageSource,
+    remote: Remote,
+    found: &mut Selection,
+) {
+    const GAPS_SHOWN: usize = 3;
+    let now = crate::proc::boottime_ns();
+    // Per launcher: the latest connector (connects come oldest first) and
+    // how many there were; a loop relaunches its beacon every few seconds.
+    let mut launched: std::collections::BTreeMap<u32, (String, String, usize)> = Default::default();
+    let mut unplanned = Vec::new();
+    for c in lineage
+        .recent_connects
+        .iter()
+        .filter(|c| remote.is(c.remote))
+    {
+        let id = c.process.id();
+        if table.get(id.pid).map(|p| p.id()) == Some(id) {
+            continue; // still running: the socket view has it, if it holds on
+        }
+        let mut gone = c.process.clone();
+        gone.exited_at_ns = Some(gone.exited_at_ns.unwrap_or(now));
+        table.upsert(gone, c.parent);
+        let what = format!(
+            "{} ({}) connected to {} {} s ago and exited",
+            id.pid,
+            c.process.comm.as_str(),
+            c.remote,
+            now.saturating_sub(c.at_ns) / 1_000_000_000
+        );
+        match respond::plan::launcher_of(table, &id, std::process::id()) {
+            Ok((launcher, why)) => {
+                let entry = launched.entry(launcher).or_insert((String::new(), why, 0));
+                entry.0 = what;
+                entry.2 += 1;
+            }
+            Err(why) => unplanned.push(format!("{what} (seen by watch); {why}: not planned")),
+        }
+    }
+    for (launcher, (latest, why, count)) in launched {
+        let more = match count {
+            1 => String::new(),
+            n => format!(" (the latest of {n})"),
+        };
+        found
+            .matched
+            .entry(launcher)
+            .or_default()
+            .push(format!("launched {latest}{more}, seen by watch; {why}"));
+    }
+    let hidden = unplanned.len().saturating_sub(GAPS_SHOWN);
+    found
+        .gaps
+        .extend(unplanned.into_iter().rev().take(GAPS_SHOWN));
+    if hidden > 0 {
+        found
+            .gaps
+            .push(format!("{hidden} more exited connectors not planned"));
+    }
 }
 
 /// Matches /proc does not show (hidden from it) join the table from the

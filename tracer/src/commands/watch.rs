@@ -784,6 +784,9 @@ impl Watcher {
         let Some(id) = self.ensure_known(c.pid, |t| t.get(c.pid).map(Process::id)) else {
             return Ok(());
         };
+        // For `kill-tree --remote`, after the connector is gone.
+        self.lineage
+            .note_connect(id, std::net::SocketAddr::new(c.daddr, c.dport), c.ktime_ns);
         if matched.is_some() {
             // The alert's kill-tree plan shows the descendants too.
             self.table.read_pending_details_below(&id);

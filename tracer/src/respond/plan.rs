@@ -366,6 +366,47 @@ pub fn plan_selected(
     Ok(plan)
 }
 
+/// The live process that launched `exited` (a process gone since it did
+/// something, such as connect), when it belongs to the same chain (a loop,
+/// a launcher, the same dropped directory: as [`plan_tree`] climbs), with
+/// why; otherwise why not. Exited ancestors in between are passed over.
+pub fn launcher_of(
+    table: &ProcessTable,
+    exited: &ProcessId,
+    self_pid: u32,
+) -> std::result::Result<(u32, String), String> {
+    let Some(process) = table.by_id(exited) else {
+        return Err("not in the table".into());
+    };
+    let self_chain = own_lineage(table, self_pid);
+    let mut clues = ChainClues::default();
+    clues.add(process);
+    for ancestor in table.ancestors(exited) {
+        if ancestor.exited_at_ns.is_some()
+            || table.get(ancestor.pid).map(Process::id) != Some(ancestor.id())
+        {
+            clues.add(ancestor);
+            continue;
+        }
+        if let Some(why) = legitimate_boundary(ancestor, &self_chain) {
+            return Err(format!(
+                "its nearest living ancestor {} ({}) is left alone: {why}",
+                ancestor.pid,
+                ancestor.comm.as_str()
+            ));
+        }
+        return match chain_reason(ancestor, &clues) {
+            Some(why) => Ok((ancestor.pid, why)),
+            None => Err(format!(
+                "its nearest living ancestor {} ({}) is not part of the chain",
+                ancestor.pid,
+                ancestor.comm.as_str()
+            )),
+        };
+    }
+    Err("no living ancestor known".into())
+}
+
 /// Adds `other`'s processes to `plan` (each once).
 fn merge_plan(plan: &mut KillPlan, other: KillPlan) {
     let known: HashSet<ProcessId> = plan.members.iter().map(|m| m.process.id()).collect();

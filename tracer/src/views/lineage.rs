@@ -111,6 +111,25 @@ struct SavedEntry {
     parent: Option<ProcessId>,
 }
 
+/// A connect watch saw, kept in the file for `kill-tree --remote`: its
+/// process may have exited since, its launcher not.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecentConnect {
+    /// The process as watch's table had it (command line cut to
+    /// [`RECENT_CMDLINE_BYTES`]).
+    pub process: Process,
+    /// The process it was forked from.
+    pub parent: Option<ProcessId>,
+    pub remote: std::net::SocketAddr,
+    /// CLOCK_BOOTTIME of the connect, ns.
+    pub at_ns: u64,
+}
+
+/// Connects kept (the most recent).
+pub const RECENT_CONNECTS: usize = 1024;
+/// Bytes of a connecting process's command line kept in the file.
+const RECENT_CMDLINE_BYTES: usize = 1024;
+
 /// A [`SavedEntry`] as written, borrowing the table's process.
 #[derive(Serialize)]
 struct SavedEntryRef<'a> {
@@ -126,6 +145,7 @@ struct FileHeader<'a> {
     boot_id: &'a str,
     written_boottime_ns: u64,
     truncated: bool,
+    connects: &'a [RecentConnect],
 }
 
 /// The file's content.
@@ -141,6 +161,9 @@ struct LineageFile {
     written_boottime_ns: u64,
     /// Entries left out by the size bounds.
     truncated: bool,
+    /// Recent connects, oldest first (absent in files of older watches).
+    #[serde(default)]
+    connects: Vec<RecentConnect>,
     entries: Vec<SavedEntry>,
 }
 
@@ -162,6 +185,9 @@ pub struct LineageSource {
     pub detail: String,
     /// Processes whose parent link came from the file (0 for `proc`).
     pub relinked: usize,
+    /// The connects the file recorded (for `kill-tree --remote`).
+    #[serde(skip)]
+    pub recent_connects: Vec<RecentConnect>,
     /// Parent links of the file that were refused, and why.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub refused: Vec<String>,
@@ -176,6 +202,8 @@ pub struct LineageWriter {
     saved_at_events: Option<u64>,
     /// Why saving failed, once said.
     warned: bool,
+    /// The latest connects: (process, remote, boottime ns).
+    connects: std::collections::VecDeque<(ProcessId, std::net::SocketAddr, u64)>,
 }
 
 impl LineageWriter {
@@ -190,7 +218,38 @@ impl LineageWriter {
             boot_id: boot_id(),
             saved_at_events: None,
             warned: false,
+            connects: std::collections::VecDeque::with_capacity(RECENT_CONNECTS),
         }
+    }
+
+    /// Notes a connect for the next save (the oldest is dropped when
+    /// [`RECENT_CONNECTS`] are kept): constant cost, no allocation.
+    pub fn note_connect(&mut self, id: ProcessId, remote: std::net::SocketAddr, at_ns: u64) {
+        if self.connects.len() == RECENT_CONNECTS {
+            self.connects.pop_front();
+        }
+        self.connects.push_back((id, remote, at_ns));
+    }
+
+    /// The noted connects whose process the table still has.
+    fn recent_connects(&self, table: &ProcessTable) -> Vec<RecentConnect> {
+        self.connects
+            .iter()
+            .filter_map(|(id, remote, at_ns)| {
+                let mut process = table.by_id(id)?.clone();
+                let mut kept = 0;
+                process.cmdline.retain(|a| {
+                    kept += a.byte_len();
+                    kept <= RECENT_CMDLINE_BYTES
+                });
+                Some(RecentConnect {
+                    process,
+                    parent: table.parent_of(id),
+                    remote: *remote,
+                    at_ns: *at_ns,
+                })
+            })
+            .collect()
     }
 
     pub fn path(&self) -> PathBuf {
@@ -250,6 +309,7 @@ impl LineageWriter {
             self.writer,
             &self.boot_id,
             proc::boottime_ns(),
+            &self.recent_connects(table),
             MAX_BYTES,
         )?;
         // Root-owned state in a directory of its own: no link followed,
@@ -285,8 +345,13 @@ fn encode(
     writer: ProcessId,
     boot_id: &str,
     now_ns: u64,
+    connects: &[RecentConnect],
     max_bytes: usize,
 ) -> std::io::Result<Vec<u8>> {
+    // The connects (bounded in number and size) come out of the budget
+    // first: the whole file stays within what a reader accepts.
+    let connect_bytes = serde_json::to_vec(connects).map_err(std::io::Error::other)?;
+    let max_bytes = max_bytes.saturating_sub(connect_bytes.len());
     // Each entry is serialised once, into the array as it grows, so the
     // bounds are checked on the bytes that are written.
     let mut entries = b"[".to_vec();
@@ -312,6 +377,7 @@ fn encode(
         boot_id,
         written_boottime_ns: now_ns,
         truncated,
+        connects,
     };
     // The header's object, its closing brace replaced by the entries: the
     // fields of LineageFile in its order.
@@ -421,6 +487,7 @@ fn merge_from(table: &mut ProcessTable, dir: &Path) -> LineageSource {
         file: file.clone(),
         detail: format!("/proc only: the watch lineage file {file} is {why}"),
         relinked: 0,
+        recent_connects: Vec::new(),
         refused: Vec::new(),
     };
     let saved = match read_file(&path) {
@@ -433,6 +500,7 @@ fn merge_from(table: &mut ProcessTable, dir: &Path) -> LineageSource {
         Err(why) => return only_proc(why),
     };
     let truncated = saved.truncated;
+    let recent_connects = saved.connects;
     let (relinked, refused) = table.merge_lineage_checked(
         saved
             .entries
@@ -452,6 +520,7 @@ fn merge_from(table: &mut ProcessTable, dir: &Path) -> LineageSource {
             }
         ),
         relinked,
+        recent_connects,
         refused,
     }
 }
@@ -598,14 +667,14 @@ mod tests {
             pid: 1,
             start_ticks: 1,
         };
-        let small = encode(&t, writer, "b", 0, 8192).unwrap();
+        let small = encode(&t, writer, "b", 0, &[], 8192).unwrap();
         assert!(small.len() <= 8192, "{}", small.len());
         let f: LineageFile = serde_json::from_slice(&small).unwrap();
         assert!(f.truncated && !f.entries.is_empty());
         // The reparented children first.
         assert_eq!(f.entries[0].process.pid, 1001);
         let all: LineageFile =
-            serde_json::from_slice(&encode(&t, writer, "b", 0, MAX_BYTES).unwrap()).unwrap();
+            serde_json::from_slice(&encode(&t, writer, "b", 0, &[], MAX_BYTES).unwrap()).unwrap();
         assert_eq!((all.entries.len(), all.truncated), (600, false));
         // Then the exited parents, most recently exited first.
         assert_eq!(all.entries[300].process.pid, 1598);

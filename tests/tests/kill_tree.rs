@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracer_tests::exit::{BAD_INPUT, REFUSED};
+use tracer_tests::exit::{BAD_INPUT, NO_MATCH, REFUSED};
 use tracer_tests::tracer_bin;
 
 fn require_root() {
@@ -525,8 +525,13 @@ fn bad_targets_are_refused_with_one_line() {
         &["kill-tree", &gone_pid.to_string(), "--kill"],
         &format!("no process with PID {gone_pid}"),
     );
-    assert_refused(&["kill-tree", "not-a-pid"], "is not a PID");
     assert_refused(&["kill-tree", "0"], "is not a PID");
+    // Not a number: a file, which nothing runs (exit 7, one line).
+    let out = run_tracer(&["kill-tree", "not-a-pid"], &[], Duration::from_secs(10));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(NO_MATCH), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no such file"), "{stderr}");
 }
 
 #[test]

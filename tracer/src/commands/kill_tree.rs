@@ -258,7 +258,7 @@ fn add_exited_connectors(
         gone.exited_at_ns = Some(gone.exited_at_ns.unwrap_or(now));
         table.upsert(gone, c.parent);
         let what = format!(
-            "{} ({}) connected to {} {} s ago and exited",
+            "{} ({}), which connected to {} {} s ago and exited",
             id.pid,
             c.process.comm.as_str(),
             c.remote,

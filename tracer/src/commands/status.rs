@@ -64,6 +64,8 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         k.attach_watch()?;
         let places = persistence::places(&persistence::Roots::from_env());
         k.hooks.push(file_writes::watch_places(&places).1);
+        let file_users = k.file_user_choice();
+        k.hooks.push(file_users);
         let tasks = k.tasks()?;
         Ok((k.hooks.clone(), tasks.len(), k.socket_iterators.clone()))
     });

@@ -35,6 +35,32 @@ impl Availability {
     }
 }
 
+impl Kernel {
+    /// What `--file` searches with on this kernel (for `tracer status`).
+    pub fn file_user_choice(&self) -> super::HookChoice {
+        let a = &self.file_users;
+        let (hook, reason) = match (&a.files, &a.maps) {
+            (Some(why), _) => (
+                "/proc".to_string(),
+                format!("file-user iterators unavailable: {why}"),
+            ),
+            (None, None) => (
+                "iter/task + iter/task_file + iter/task_vma".to_string(),
+                "executables, open files and mappings from the kernel's tables".to_string(),
+            ),
+            (None, Some(why)) => (
+                "iter/task + iter/task_file; /proc/PID/maps".to_string(),
+                format!("mappings from /proc: {why}"),
+            ),
+        };
+        super::HookChoice {
+            event: "file-users",
+            hook,
+            reason,
+        }
+    }
+}
+
 /// Offsets for the file-user iterators, from the running kernel's BTF.
 pub fn resolve(btf: &KernelBtf) -> Result<FileUserOffsets> {
     let f = |s, m| btf.field_offset(s, m);

@@ -17,5 +17,6 @@ pub mod respond;
 pub mod safe_fs;
 pub mod sched;
 pub mod table;
+pub mod timings;
 pub mod users;
 pub mod views;

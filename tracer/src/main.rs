@@ -11,6 +11,10 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => usage_error(e),
     };
+    let timings = cli.timings;
+    if timings {
+        tracer::timings::enable();
+    }
     let code = match commands::run(cli.command) {
         Ok(code) => code,
         Err(err) => {
@@ -18,6 +22,9 @@ fn main() {
             error::exit_code_of(&err)
         }
     };
+    if timings {
+        eprint!("{}", tracer::timings::report());
+    }
     std::process::exit(code);
 }
 

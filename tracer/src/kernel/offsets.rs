@@ -9,6 +9,8 @@ use tracer_common::{KernelOffsets, SocketOffsets};
 use super::attach_btf::{AttachTarget, TargetKind};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// The directory of the kernel's BTF files.
+pub const BTF_DIR: &str = "/sys/kernel/btf";
 
 /// Every struct the programs read a field of. A name lookup in the mmap
 /// backend scans all of vmlinux's types (~1 ms each), so these are found

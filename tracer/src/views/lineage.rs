@@ -627,6 +627,48 @@ mod tests {
     }
 
     #[test]
+    fn connects_are_kept_within_the_size_bound_and_read_back() {
+        let mut t = ProcessTable::new();
+        t.seed([proc(10, 1, 100), proc(11, 10, 110)]);
+        let mut w = LineageWriter::new();
+        for i in 0..(RECENT_CONNECTS + 5) {
+            let id = ProcessId {
+                pid: 11,
+                start_ticks: 110,
+            };
+            w.note_connect(
+                id,
+                format!("127.0.0.1:{}", 1000 + i % 50).parse().unwrap(),
+                i as u64,
+            );
+        }
+        let connects = w.recent_connects(&t);
+        assert_eq!(connects.len(), RECENT_CONNECTS, "the oldest were dropped");
+        assert_eq!(connects[0].at_ns, 5);
+        assert_eq!(
+            connects[0].parent,
+            Some(ProcessId {
+                pid: 10,
+                start_ticks: 100
+            })
+        );
+        let writer = ProcessId {
+            pid: 1,
+            start_ticks: 1,
+        };
+        let bytes = encode(&t, writer, "b", 0, &connects, MAX_BYTES).unwrap();
+        let back: LineageFile = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.connects.len(), RECENT_CONNECTS);
+        assert_eq!(back.connects[3].remote, connects[3].remote);
+        // The connects' bytes come out of the entries' budget.
+        let connect_len = serde_json::to_vec(&connects).unwrap().len();
+        let tight = encode(&t, writer, "b", 0, &connects, connect_len + 100).unwrap();
+        let back: LineageFile = serde_json::from_slice(&tight).unwrap();
+        assert!(back.entries.is_empty());
+        assert!(tight.len() < connect_len + 4096);
+    }
+
+    #[test]
     fn freshness_needs_the_same_boot_and_a_live_writer_or_a_recent_write() {
         let file = |written: u64| LineageFile {
             format: FORMAT,
@@ -637,6 +679,7 @@ mod tests {
             boot_id: "boot-a".into(),
             written_boottime_ns: written,
             truncated: false,
+            connects: Vec::new(),
             entries: Vec::new(),
         };
         let s = 1_000_000_000u64;

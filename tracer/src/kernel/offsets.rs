@@ -289,6 +289,7 @@ pub fn load_vmlinux_btf() -> Result<KernelBtf> {
     // structs costs a few MB instead of decoding all of vmlinux (~40 MB).
     // sysfs refuses mmap of the BTF file before Linux 6.16 (ENODEV), so
     // there the file is read(2) into a memfd and the memfd is mapped.
+    let open_span = crate::timings::span("kernel: BTF index: open");
     let btf = match Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap) {
         Ok(btf) => btf,
         Err(direct) => {
@@ -302,6 +303,10 @@ pub fn load_vmlinux_btf() -> Result<KernelBtf> {
             .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?
         }
     };
+    drop(open_span);
+    // One pass over every name in vmlinux (~5 ms): btf-rs's mmap backend
+    // scans them all for any lookup, so one regex beats one scan a name.
+    let _t = crate::timings::span("kernel: BTF index: lookups");
     KernelBtf::new(btf).with_context(|| format!("cannot index {VMLINUX_BTF}"))
 }
 

@@ -10,7 +10,10 @@ use tracer_common::{
     COMM_LEN,
 };
 
-use crate::{iter::IterMeta, maps, task};
+use crate::{
+    iter::{IterMeta, IterTaskFileCtx},
+    maps, task,
+};
 
 /// Offsets for this iterator, filled in by user space from BTF.
 #[unsafe(no_mangle)]
@@ -30,15 +33,6 @@ static BPF_FILE_OFFSETS: BpfFileOffsets = BpfFileOffsets {
     perf_event_prog: 0,
     _pad: 0,
 };
-
-/// `struct bpf_iter__task_file`.
-#[repr(C)]
-pub struct IterTaskFileCtx {
-    meta: *const IterMeta,
-    task: *const u8,
-    fd: u32,
-    file: *const u8,
-}
 
 /// The anonymous-inode name of a file: `bpf-prog`, `bpf-link`, `[perf_event]`.
 #[inline(always)]

@@ -15,7 +15,7 @@ use tracer_common::file_users::{
 };
 
 use crate::{
-    iter::{IterMeta, IterTaskCtx},
+    iter::{IterMeta, IterTaskCtx, IterTaskFileCtx},
     maps, task,
 };
 
@@ -43,15 +43,6 @@ static FILE_TARGETS: HashMap<FileKey, u32> = HashMap::with_max_entries(64, 0);
 /// The deleted file's name looked for, if any.
 #[map]
 static FILE_QUERY: Array<FileQuery> = Array::with_max_entries(1, 0);
-
-/// `struct bpf_iter__task_file`.
-#[repr(C)]
-pub struct TaskFileCtx {
-    meta: *const IterMeta,
-    task: *const u8,
-    fd: u32,
-    file: *const u8,
-}
 
 /// `struct bpf_iter__task_vma`.
 #[repr(C)]
@@ -170,7 +161,7 @@ pub extern "C" fn file_users_exe(ctx: *const IterTaskCtx) -> i32 {
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task_file")]
-pub extern "C" fn file_users_fd(ctx: *const TaskFileCtx) -> i32 {
+pub extern "C" fn file_users_fd(ctx: *const IterTaskFileCtx) -> i32 {
     unsafe {
         // Each context field read once: the verifier forgets a null check
         // made on an earlier load of the same field.

@@ -22,6 +22,15 @@ pub struct IterTaskCtx {
     pub task: *const u8,
 }
 
+/// `struct bpf_iter__task_file`.
+#[repr(C)]
+pub struct IterTaskFileCtx {
+    pub meta: *const IterMeta,
+    pub task: *const u8,
+    pub fd: u32,
+    pub file: *const u8,
+}
+
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
 pub extern "C" fn task_iter(ctx: *const IterTaskCtx) -> i32 {

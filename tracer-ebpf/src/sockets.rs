@@ -14,7 +14,7 @@ use tracer_common::{
 };
 
 use crate::{
-    iter::IterMeta,
+    iter::{IterMeta, IterTaskFileCtx},
     maps,
     task::{self, read_at, read_ptr},
 };
@@ -60,15 +60,6 @@ const SOCK_DGRAM: u16 = 2;
 const TCP_TIME_WAIT: u16 = 6;
 const TCP_NEW_SYN_RECV: u16 = 12;
 
-/// `struct bpf_iter__task_file`.
-#[repr(C)]
-pub struct TaskFileCtx {
-    meta: *const IterMeta,
-    task: *const u8,
-    fd: u32,
-    file: *const u8,
-}
-
 /// `struct bpf_iter__tcp`.
 #[repr(C)]
 pub struct TcpCtx {
@@ -88,7 +79,7 @@ pub struct UdpCtx {
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task_file")]
-pub extern "C" fn socket_file_iter(ctx: *const TaskFileCtx) -> i32 {
+pub extern "C" fn socket_file_iter(ctx: *const IterTaskFileCtx) -> i32 {
     unsafe {
         let ctx = &*ctx;
         // The final call of an iteration has no task and no file.

@@ -29,12 +29,7 @@ pub fn resolve(btf: &KernelBtf, own_tgid: u32) -> Result<BpfFileOffsets> {
 
 /// The iterator's output as records; a trailing partial record is dropped.
 pub fn decode(bytes: &[u8]) -> Vec<BpfFileRecord> {
-    bytes
-        .chunks_exact(std::mem::size_of::<BpfFileRecord>())
-        // SAFETY: BpfFileRecord is plain integers and bytes, valid for any
-        // bit pattern, and the chunk has exactly its size.
-        .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr() as *const BpfFileRecord) })
-        .collect()
+    super::events::read_records(bytes)
 }
 
 #[cfg(test)]

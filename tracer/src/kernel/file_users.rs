@@ -136,14 +136,9 @@ impl Kernel {
     }
 }
 
-/// The iterators' output as records; a trailing partial record is dropped.
+/// The iterator's output as records; a trailing partial record is dropped.
 pub fn decode(bytes: &[u8]) -> Vec<FileUserRecord> {
-    bytes
-        .chunks_exact(std::mem::size_of::<FileUserRecord>())
-        // SAFETY: FileUserRecord is plain integers and bytes, valid for any
-        // bit pattern, and the chunk has exactly its size.
-        .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr() as *const FileUserRecord) })
-        .collect()
+    super::events::read_records(bytes)
 }
 
 #[cfg(test)]

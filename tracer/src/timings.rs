@@ -53,6 +53,12 @@ impl Drop for Span {
     }
 }
 
+/// Records a point in time (a span of no length), such as the moment a
+/// command's first record is out.
+pub fn mark(name: &'static str) {
+    drop(span(name));
+}
+
 /// The recorded spans, in start order, one line each: start offset and
 /// duration in ms (spans on other threads overlap the rest).
 pub fn report() -> String {

@@ -65,15 +65,24 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     // The reader is woken for every connect: it must not queue behind a
     // busy host's work (see `sched`).
     let priority = crate::sched::Priority::raise();
-    let indicators = Indicators::load(&args.ioc_files, !args.no_default_iocs)?;
+    let indicators = {
+        let _t = crate::timings::span("watch: indicators");
+        Indicators::load(&args.ioc_files, !args.no_default_iocs)?
+    };
     let sink = open_output(&args)?;
     let mut kernel = Kernel::load_for("watch", Needs::WATCH)?;
-    kernel.attach_watch()?;
+    {
+        let _t = crate::timings::span("watch: hooks attached");
+        kernel.attach_watch()?;
+    }
     kernel.release_btf();
     let ring = kernel.take_events()?;
     // Connections already open: counted in the start record, and those
     // that match an indicator alerted at once.
-    let open = views::net::kernel::take(&mut kernel);
+    let open = {
+        let _t = crate::timings::span("watch: open connections");
+        views::net::kernel::take(&mut kernel)
+    };
     // The table is seeded after the programs are attached, so nothing that
     // starts in between is missed: it is either in the snapshot or an event.
     // /proc is read now only for the holders of open connections (and their
@@ -83,7 +92,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         .flat_map(|v| &v.sockets)
         .flat_map(|s| s.owners.iter().map(|o| o.pid))
         .collect();
-    let table = views::kernel::process_table_deferred(&mut kernel, &holders);
+    let table = {
+        let _t = crate::timings::span("watch: process table");
+        views::kernel::process_table_deferred(&mut kernel, &holders)
+    };
 
     // Domains come from the host's own DNS answers; looked up only when
     // asked (a lookup lands in the incident's DNS logs).
@@ -91,7 +103,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     if args.resolve_domains {
         indicators.resolve_domains();
     }
-    let dns = views::dns::DnsWatch::open();
+    let dns = {
+        let _t = crate::timings::span("watch: DNS socket");
+        views::dns::DnsWatch::open()
+    };
     let dns_status = match &dns {
         Ok(_) => views::dns::SOURCE.to_string(),
         Err(e) => format!(
@@ -103,7 +118,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
             }
         ),
     };
-    let (live_writes, write_hook) = live_writes::start();
+    let (live_writes, write_hook) = {
+        let _t = crate::timings::span("watch: write watching");
+        live_writes::start()
+    };
 
     let json = args.json;
     let colour = style::colour_for(sink.is_terminal());
@@ -168,6 +186,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
             w.report_open(&v.sockets)?;
         }
         w.out.flush()?;
+        crate::timings::mark("watch: start record out");
         w.stream(ring, stop).await
     });
 

@@ -133,7 +133,7 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
         (true, Some(kernel)) => kernel
             .and_then(|k| start_capture(k, &plan, args.relatives))
             .map_err(Uncaptured::Why),
-        (_, Some(Ok(kernel))) => Err(Uncaptured::Kernel(kernel)),
+        (_, Some(Ok(kernel))) => Err(Uncaptured::Kernel(Box::new(kernel))),
         _ => Err(Uncaptured::Why("not killing".into())),
     };
     if let Ok(c) = capture.as_mut() {
@@ -155,7 +155,7 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
     respond::attach_threads(&mut plan);
     let kernel_for_network = match capture.as_mut() {
         Ok(c) => Some(c.kernel()),
-        Err(Uncaptured::Kernel(k)) => Some(k),
+        Err(Uncaptured::Kernel(k)) => Some(&mut **k),
         Err(Uncaptured::Why(_)) => None,
     };
     plan.network = Some(respond::network::collect(&plan, kernel_for_network));
@@ -198,7 +198,7 @@ fn loaded(kernel: &mut Option<Result<Kernel, String>>) -> Result<&mut Kernel, St
 /// Why there is no fork capture: a dry run keeps the loaded kernel for
 /// the connection listing.
 enum Uncaptured {
-    Kernel(Kernel),
+    Kernel(Box<Kernel>),
     Why(String),
 }
 

@@ -270,9 +270,11 @@ impl Kernel {
         if matches!(file_user_offsets, Some(Ok(_))) {
             wanted.extend([file_users::EXE, file_users::FD, file_users::MAP]);
         }
+        // watch's BTF tracepoints are verified beside the iterators.
+        let early_hooks: &[(&str, &str)] = if needs.events { &EARLY_TP_BTF } else { &[] };
         let mut loaded = {
             let _t = crate::timings::span("kernel: iterators verified");
-            load_iterators(&mut ebpf, &btf, &wanted)
+            load_parallel(&mut ebpf, &btf, &wanted, early_hooks)
         };
         let mut kernel = Kernel {
             ebpf,
@@ -360,7 +362,10 @@ impl Kernel {
             .program_mut(prog)
             .context("program missing from object")?
             .try_into()?;
-        p.load(tracepoint, btf)?;
+        // Verified already beside the iterators, when that worked.
+        if p.fd().is_err() {
+            p.load(tracepoint, btf)?;
+        }
         p.attach()?;
         Ok(())
     }
@@ -655,28 +660,62 @@ fn loader_without_btf_parse() -> EbpfLoader<'static> {
 /// The kernel-memory reader of the kernel checks (see `kmem`).
 const KMEM_ITERATOR: (&str, &str) = ("kmem_iter", "task");
 
-/// Loads each (program, iterator target) of `wanted`, each verifier pass on
-/// its own thread (the programs are independent), and returns the result
-/// of each program the object has.
-fn load_iterators(
+/// Hook programs watch attaches whose verification can start with the
+/// iterators' (see `load_parallel`): (program, BTF tracepoint).
+const EARLY_TP_BTF: [(&str, &str); 4] = [
+    ("exec_tp_btf", "sched_process_exec"),
+    ("fork_tp_btf", "sched_process_fork"),
+    ("exit_tp_btf", "sched_process_exit"),
+    ("rename_tp_btf", "task_rename"),
+];
+
+/// What a program is loaded as.
+#[derive(Clone, Copy)]
+enum LoadAs {
+    /// An iterator of this target.
+    Iter(&'static str),
+    /// A BTF tracepoint of this name.
+    TpBtf(&'static str),
+}
+
+/// Loads each iterator of `wanted` (program, target) and each hook of
+/// `hooks` (program, BTF tracepoint), each verifier pass on its own thread
+/// (the programs are independent), and returns the result of each program
+/// the object has. A hook that fails here is tried again, with its
+/// fallbacks, when it is attached.
+fn load_parallel(
     ebpf: &mut Ebpf,
     btf: &Btf,
     wanted: &[(&'static str, &'static str)],
+    hooks: &[(&'static str, &'static str)],
 ) -> HashMap<&'static str, Result<()>> {
-    let programs: Vec<(&'static str, &'static str, &mut aya::programs::Program)> = ebpf
+    let jobs: Vec<(&'static str, LoadAs)> = wanted
+        .iter()
+        .map(|(p, t)| (*p, LoadAs::Iter(t)))
+        .chain(hooks.iter().map(|(p, t)| (*p, LoadAs::TpBtf(t))))
+        .collect();
+    let programs: Vec<(&'static str, LoadAs, &mut aya::programs::Program)> = ebpf
         .programs_mut()
         .filter_map(|(name, prog)| {
-            let (p, target) = wanted.iter().find(|(p, _)| *p == name)?;
-            Some((*p, *target, prog))
+            let (p, how) = jobs.iter().find(|(p, _)| *p == name)?;
+            Some((*p, *how, prog))
         })
         .collect();
     std::thread::scope(|s| {
         let running: Vec<_> = programs
             .into_iter()
-            .map(|(name, target, prog)| {
+            .map(|(name, how, prog)| {
                 let load = move || -> Result<()> {
-                    let iter: &mut Iter = prog.try_into()?;
-                    iter.load(target, btf)?;
+                    match how {
+                        LoadAs::Iter(target) => {
+                            let iter: &mut Iter = prog.try_into()?;
+                            iter.load(target, btf)?;
+                        }
+                        LoadAs::TpBtf(tracepoint) => {
+                            let p: &mut BtfTracePoint = prog.try_into()?;
+                            p.load(tracepoint, btf)?;
+                        }
+                    }
                     Ok(())
                 };
                 (name, s.spawn(load))

@@ -171,6 +171,33 @@ pub fn read_process(pid: u32) -> Option<Process> {
     Some(process_from_stat(pid, stat, uid, None))
 }
 
+/// What `/proc/PID/stat` and `status` say of one process (parents, group,
+/// session, start, uid), its executable and command line left for later
+/// ([`read_details`]), or `None` if it is gone: two files a process, for
+/// a table of the whole host.
+pub fn read_process_brief(pid: u32) -> Option<Process> {
+    let stat = read_stat(pid).ok()?;
+    let uid = read_uid(pid).ok().or_else(|| {
+        rfs::stat(format!("/proc/{pid}").as_str())
+            .ok()
+            .map(|st| st.st_uid)
+    })?;
+    Some(Process {
+        pid,
+        ppid: stat.ppid.max(0) as u32,
+        pgid: stat.pgrp.max(0) as u32,
+        sid: stat.session.max(0) as u32,
+        uid,
+        exe: None,
+        cmdline: Vec::new(),
+        start_ticks: stat.starttime,
+        kernel_thread: stat.flags & tracer_common::PF_KTHREAD != 0,
+        comm: stat.comm,
+        threads: Vec::new(),
+        exited_at_ns: None,
+    })
+}
+
 /// A process record from its already-read stat and uid, with its command
 /// line, executable and thread names read now.
 /// `threads`: the distinct thread names when already known (from the
@@ -251,9 +278,16 @@ pub fn read_exe(pid: u32) -> Option<HostStr> {
 /// Fills in exe and command line from /proc, when /proc still shows the
 /// same process (its start time matches). Kernel threads have neither.
 pub fn read_details(p: &mut Process) {
-    if !p.kernel_thread && start_ticks(p.pid) == Some(p.start_ticks) {
+    if p.kernel_thread {
+        return;
+    }
+    let Ok(stat) = read_stat(p.pid) else { return };
+    if stat.starttime == p.start_ticks {
         p.exe = read_exe(p.pid);
         p.cmdline = read_cmdline(p.pid);
+        if p.threads.is_empty() && stat.num_threads > 1 {
+            p.threads = thread_names(p.pid, &p.comm);
+        }
     }
 }
 

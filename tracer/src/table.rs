@@ -541,6 +541,25 @@ impl ProcessTable {
         t.seed(pids.into_iter().filter_map(crate::proc::read_process));
         t
     }
+
+    /// Like [`Self::from_proc`], each process's exe and command line left
+    /// for [`Self::read_details_for`] (or the ancestry readers): a kill-tree
+    /// plan needs them for its chain only, not for the whole host.
+    pub fn from_proc_deferred() -> Self {
+        let mut t = Self::new();
+        let pids = crate::proc::list_pids().unwrap_or_default();
+        t.seed_deferred(
+            pids.into_iter()
+                .filter_map(crate::proc::read_process_brief)
+                .collect(),
+        );
+        t
+    }
+
+    /// Reads the pending exe and command line of these processes.
+    pub fn read_details_for(&mut self, ids: impl IntoIterator<Item = ProcessId>) {
+        self.read_details_of(ids.into_iter().collect());
+    }
 }
 
 #[cfg(test)]

@@ -151,14 +151,20 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
         args.quarantine.as_deref(),
         args.relatives,
     );
-    respond::plan::add_persistence(&mut plan);
+    {
+        let _t = crate::timings::span("kill-tree: persistence");
+        respond::plan::add_persistence(&mut plan);
+    }
     respond::attach_threads(&mut plan);
     let kernel_for_network = match capture.as_mut() {
         Ok(c) => Some(c.kernel()),
         Err(Uncaptured::Kernel(k)) => Some(&mut **k),
         Err(Uncaptured::Why(_)) => None,
     };
-    plan.network = Some(respond::network::collect(&plan, kernel_for_network));
+    plan.network = {
+        let _t = crate::timings::span("kill-tree: connections");
+        Some(respond::network::collect(&plan, kernel_for_network))
+    };
 
     if !args.kill {
         if args.json {
@@ -209,17 +215,37 @@ fn plan_now(
     target: &Target,
     kernel: Result<&mut Kernel, String>,
 ) -> Result<(KillPlan, views::lineage::LineageSource)> {
-    let mut table = ProcessTable::from_proc();
+    // Exe and command lines are read for the plan's chain only: the whole
+    // host's would cost more than all the rest at 10,000 processes. A
+    // selector's search runs in the kernel meanwhile.
+    let mut kernel = kernel;
+    let (table, found) = std::thread::scope(|s| {
+        let table = s.spawn(|| {
+            let _t = crate::timings::span("kill-tree: process table");
+            ProcessTable::from_proc_deferred()
+        });
+        let found = match target {
+            Target::Select(selector) => {
+                let _t = crate::timings::span("kill-tree: selection");
+                Some(select(
+                    kernel.as_deref_mut().map_err(|why| why.clone()),
+                    selector,
+                ))
+            }
+            Target::Pid(_) => None,
+        };
+        (table.join(), found)
+    });
+    let mut table = table.map_err(|_| anyhow::anyhow!("the /proc reader thread panicked"))?;
     // A running watch saw the forks that /proc no longer shows.
-    let lineage = views::lineage::merge_into(&mut table);
+    let lineage = {
+        let _t = crate::timings::span("kill-tree: lineage");
+        views::lineage::merge_into(&mut table)
+    };
+    let _t = crate::timings::span("kill-tree: plan");
     let plan = match target {
-        Target::Pid(pid) => {
-            let pid = thread_group_of(&table, *pid);
-            respond::plan(&table, pid, std::process::id())?
-        }
         Target::Select(selector) => {
-            let mut kernel = kernel;
-            let mut found = select(kernel.as_deref_mut().map_err(|why| why.clone()), selector);
+            let mut found = found.ok_or_else(|| anyhow::anyhow!("the selection did not run"))?;
             if let Selector::Remote(remote) = selector {
                 add_exited_connectors(&mut table, &lineage, *remote, &mut found);
             }
@@ -227,10 +253,44 @@ fn plan_now(
             if let Ok(k) = kernel {
                 add_hidden_matches(&mut table, k, &found, selector);
             }
-            respond::plan_selected(&table, found, std::process::id())?
+            let pids = found.pids();
+            with_details(&mut table, &pids, |t| {
+                respond::plan_selected(t, found.clone(), std::process::id())
+            })?
+        }
+        Target::Pid(pid) => {
+            let pid = thread_group_of(&table, *pid);
+            with_details(&mut table, &[pid], |t| {
+                respond::plan(t, pid, std::process::id())
+            })?
         }
     };
     Ok((plan, lineage))
+}
+
+/// Plans with `plan` once the exe and command line of `targets` and their
+/// ancestors are read (the chain's clues), then again once the members',
+/// relatives' and boundary's are, so the plan shows them.
+fn with_details(
+    table: &mut ProcessTable,
+    targets: &[u32],
+    plan: impl Fn(&ProcessTable) -> Result<KillPlan>,
+) -> Result<KillPlan> {
+    for pid in targets {
+        if let Some(id) = table.get(*pid).map(|p| p.id()) {
+            table.read_pending_details(&id);
+        }
+    }
+    let first = plan(table)?;
+    let shown = first
+        .members
+        .iter()
+        .chain(&first.relatives)
+        .map(|m| m.process.id())
+        .chain(first.ancestry.iter().map(|p| p.id()))
+        .chain(first.other_boundaries.iter().map(|b| b.process.id()));
+    table.read_details_for(shown.collect::<Vec<_>>());
+    plan(table)
 }
 
 /// Processes a running watch saw connect to `remote` and that have exited
@@ -261,6 +321,7 @@ fn add_exited_connectors(
         let mut gone = c.process.clone();
         gone.exited_at_ns = Some(gone.exited_at_ns.unwrap_or(now));
         table.upsert(gone, c.parent);
+        table.read_pending_details(&id);
         let what = format!(
             "{} ({}), which connected to {} {} s ago and exited",
             id.pid,

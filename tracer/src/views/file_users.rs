@@ -137,6 +137,7 @@ pub fn find(kernel: Result<&mut Kernel, String>, path: &Path) -> FileUsers {
         pids.extend(tasks.keys());
         Ok(k)
     });
+    let exe_span = crate::timings::span("file users: /proc/PID/exe of every process");
     for &pid in &pids {
         let link = format!("/proc/{pid}/exe");
         let Ok(shown) = proc::read_link(&link) else {
@@ -146,6 +147,7 @@ pub fn find(kernel: Result<&mut Kernel, String>, path: &Path) -> FileUsers {
             keys.extend(identity_of(link.as_bytes()));
         }
     }
+    drop(exe_span);
     let keys: Vec<FileKey> = keys.into_iter().collect();
     found.identities = keys.iter().map(show).collect();
     let from_kernel = kernel.and_then(|k| {

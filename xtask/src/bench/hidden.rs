@@ -114,9 +114,22 @@ fn kill_tree_path(tracer: &Path, dir: &Path) -> Result<Option<String>> {
     std::fs::create_dir_all(&drop_dir)?;
     let miner = drop_dir.join("dhpcd");
     std::fs::copy("/bin/sleep", &miner)?;
-    let mut planted = Vec::new();
+    // Each in a session of its own, as a dropper leaves them: not
+    // relatives of the bench's 10,000 sleepers, which share its session.
+    let mut planted = Dropped(Vec::new());
     for _ in 0..3 {
-        planted.push(Proc::spawn("dropped", Command::new(&miner).arg("600"))?);
+        let mut cmd = Command::new(&miner);
+        cmd.arg("600");
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::setsid();
+                Ok(())
+            })
+        };
+        planted
+            .0
+            .push(cmd.spawn().context("starting the dropped program")?);
     }
     std::thread::sleep(Duration::from_millis(200));
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -157,6 +170,18 @@ fn kill_tree_path(tracer: &Path, dir: &Path) -> Result<Option<String>> {
         ours / theirs
     );
     Ok((ours > MAX_PATH_SECS).then(|| format!("kill-tree PATH took {ours:.3} s")))
+}
+
+/// The bench's dropped programs, killed and reaped when dropped.
+struct Dropped(Vec<std::process::Child>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 const KERNEL_RUNS: usize = 5;

@@ -211,6 +211,7 @@ mod tests {
         Finding {
             id: "hidden-from-libc:77:0".into(),
             related: vec![],
+            sigma: None,
             connection: None,
             kind: "hidden-from-libc".into(),
             severity: Severity::High,

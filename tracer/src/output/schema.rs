@@ -201,6 +201,7 @@ mod tests {
         let finding = Finding {
             id: "masquerade:1:0".into(),
             related: vec![],
+            sigma: None,
             connection: None,
             kind: "masquerade".into(),
             severity: Severity::High,

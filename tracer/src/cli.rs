@@ -85,6 +85,9 @@ pub struct WatchArgs {
     /// default: the lookups land in the incident's DNS logs).
     #[arg(long)]
     pub resolve_domains: bool,
+    /// Sigma rules: a rule file or a directory of them (repeatable); see "Sigma rules" in the README.
+    #[arg(long = "sigma", value_name = "PATH")]
+    pub sigma: Vec<PathBuf>,
     /// Internal (benchmarks): add a `timing` object to each alert.
     #[arg(long, hide = true)]
     pub timing: bool,
@@ -105,6 +108,9 @@ pub struct WatchArgs {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct HiddenArgs {
+    /// Sigma rules: a rule file or a directory of them (repeatable): process_creation rules run on every running process; see "Sigma rules" in the README.
+    #[arg(long = "sigma", value_name = "PATH")]
+    pub sigma: Vec<PathBuf>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -165,4 +171,7 @@ pub struct StatusArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+    /// Sigma rules: a rule file or a directory of them (repeatable): load them and print what loaded, without watching; see "Sigma rules" in the README.
+    #[arg(long = "sigma", value_name = "PATH")]
+    pub sigma: Vec<PathBuf>,
 }

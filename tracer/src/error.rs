@@ -21,6 +21,8 @@ pub mod exit {
     /// root: the kernel view, other users' executables and open files).
     /// Not "clean".
     pub const INCOMPLETE: i32 = 6;
+    /// `status --sigma`: some rules were skipped (each named in one line).
+    pub const RULES_SKIPPED: i32 = 7;
 }
 
 #[derive(Debug)]

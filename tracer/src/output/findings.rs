@@ -45,11 +45,24 @@ pub struct Report<'a> {
     pub elapsed_ms: u64,
     /// Processes some checks could not run on, and why.
     pub unchecked: Unchecked,
+    /// Every finding of the run, in one list: processes, connections,
+    /// Sigma matches, then the kernel's (layer `kernel`).
     pub findings: &'a [Finding],
-    /// Kernel-layer findings and checks (BPF programs, hooks, modules);
-    /// absent when they were not run.
+    /// What the kernel checks saw (BPF programs, hooks, modules); absent
+    /// when they were not run. Their findings are in `findings`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<super::kernel::KernelSection<'a>>,
+    /// The Sigma rules loaded (`--sigma`), per category, and each skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<&'a crate::detect::sigma::LoadSummary>,
+}
+
+impl Report<'_> {
+    /// The findings printed before the kernel section (human output).
+    fn outside_kernel(&self) -> &[Finding] {
+        let k = self.kernel.as_ref().map_or(0, |k| k.findings.len());
+        &self.findings[..self.findings.len() - k]
+    }
 }
 
 /// Processes that could not be fully checked.
@@ -76,7 +89,7 @@ pub fn write_human(
     connection_view_order: &[&str],
     colour: bool,
 ) -> io::Result<()> {
-    write_findings_styled(w, report.findings, colour)?;
+    write_findings_styled(w, report.outside_kernel(), colour)?;
     if let Some(k) = &report.kernel {
         super::kernel::write_human(w, k)?;
     }
@@ -106,7 +119,10 @@ pub fn write_human(
             counts(&report.connection_views, connection_view_order).join(", ")
         )?;
     }
-    let n = report.findings.len();
+    if let Some(sigma) = report.sigma {
+        writeln!(w, "{}", escape(&sigma.line()))?;
+    }
+    let n = report.outside_kernel().len();
     let unchecked = match report.unchecked.count {
         0 => String::new(),
         u => format!(
@@ -204,6 +220,7 @@ mod tests {
             unchecked: Unchecked::default(),
             findings,
             kernel: None,
+            sigma: None,
         }
     }
 

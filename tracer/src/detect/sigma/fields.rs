@@ -209,3 +209,42 @@ impl SigmaEvent {
         (self.present & (1 << field.index()) != 0).then(|| self.values[field.index()].as_slice())
     }
 }
+
+/// The process fields of an event (`Image`, `CommandLine`, `User`,
+/// `LogonId`, `ProcessId`, and the parent's), as watch and hidden both
+/// fill them.
+pub fn fill_process(
+    ev: &mut SigmaEvent,
+    p: &crate::model::Process,
+    parent: Option<&crate::model::Process>,
+    user: Option<&HostStr>,
+) {
+    if let Some(exe) = &p.exe {
+        ev.set_host(Field::Image, exe);
+    }
+    if !p.cmdline.is_empty() {
+        ev.set_args(Field::CommandLine, &p.cmdline);
+    }
+    if let Some(user) = user {
+        ev.set_host(Field::User, user);
+    }
+    ev.set_num(Field::LogonId, u64::from(p.uid));
+    ev.set_num(Field::ProcessId, u64::from(p.pid));
+    ev.set_num(Field::ParentProcessId, u64::from(p.ppid));
+    if let Some(parent) = parent {
+        if let Some(exe) = &parent.exe {
+            ev.set_host(Field::ParentImage, exe);
+        }
+        if !parent.cmdline.is_empty() {
+            ev.set_args(Field::ParentCommandLine, &parent.cmdline);
+        }
+    }
+}
+
+/// `/proc/PID/cwd`, read only when a rule asks for `CurrentDirectory`.
+pub fn fill_cwd(ev: &mut SigmaEvent, pid: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) {
+        ev.set(Field::CurrentDirectory, cwd.as_os_str().as_bytes());
+    }
+}

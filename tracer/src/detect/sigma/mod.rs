@@ -11,6 +11,7 @@
 pub mod compile;
 pub mod engine;
 pub mod fields;
+pub mod hunt;
 
 use std::path::{Path, PathBuf};
 
@@ -147,16 +148,21 @@ impl SigmaRules {
     }
 
     /// Evaluates `event` and returns a finding per matching rule, about
-    /// `process` with its `ancestry`.
+    /// `process` with its ancestry (asked for only on a match).
     pub fn findings(
         &mut self,
         category: Category,
         event: &SigmaEvent,
         process: &Process,
-        ancestry: &[Process],
+        ancestry: impl FnOnce() -> Vec<Process>,
     ) -> Vec<Finding> {
         let mut out = Vec::new();
+        let mut ancestry = Some(ancestry);
+        let mut chain = Vec::new();
         self.engine(category).evaluate(event, |rule, matched| {
+            if let Some(get) = ancestry.take() {
+                chain = get();
+            }
             let fields = matched
                 .fields()
                 .into_iter()
@@ -165,7 +171,7 @@ impl SigmaRules {
                     value: HostStr::from_bytes(v),
                 })
                 .collect();
-            out.push(finding(rule, fields, process, ancestry));
+            out.push(finding(rule, fields, process, &chain));
         });
         out
     }

@@ -201,7 +201,7 @@ fn metadata_and_severity() {
     let mut ev = SigmaEvent::new();
     ev.set(Field::Image, b"/tmp/zz");
     let p = Process::default();
-    let f = r.findings(Category::ProcessCreation, &ev, &p, &[]);
+    let f = r.findings(Category::ProcessCreation, &ev, &p, Vec::new);
     assert_eq!(f.len(), 1);
     let s = f[0].sigma.as_ref().unwrap();
     assert_eq!(f[0].severity, Severity::Critical);

@@ -117,12 +117,6 @@ impl SigmaRules {
         for file in &files {
             load_file(file, &mut by_category, &mut summary.skipped);
         }
-        if files.is_empty() {
-            return Err(UserError::BadInput(format!(
-                "--sigma {}: no Sigma rule files (.yml, .yaml) there",
-                crate::model::host_str::escape(&summary.paths.join(", "))
-            )));
-        }
         summary.process_creation = by_category[0].len();
         summary.network_connection = by_category[1].len();
         summary.file_event = by_category[2].len();

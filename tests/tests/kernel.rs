@@ -20,7 +20,11 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn kernel_findings(run: &TracerRun) -> Vec<Value> {
     // One list since schema 2: the kernel's findings have layer `kernel`.
     let report = run.json();
-    assert!(report["kernel"].is_object(), "no kernel section:\n{}", run.describe());
+    assert!(
+        report["kernel"].is_object(),
+        "no kernel section:\n{}",
+        run.describe()
+    );
     report["findings"]
         .as_array()
         .into_iter()

@@ -159,7 +159,11 @@ fn assert_no_panic(what: &str, r: &TracerRun) {
 fn kernel_findings(r: &TracerRun) -> Vec<Value> {
     // One list since schema 2: the kernel's findings have layer `kernel`.
     let report = r.json();
-    assert!(report["kernel"].is_object(), "no kernel section:\n{}", r.describe());
+    assert!(
+        report["kernel"].is_object(),
+        "no kernel section:\n{}",
+        r.describe()
+    );
     report["findings"]
         .as_array()
         .into_iter()

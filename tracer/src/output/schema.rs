@@ -105,4 +105,3 @@ pub fn file_text(schema: &Value) -> String {
     text.push('\n');
     text
 }
-

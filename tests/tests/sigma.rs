@@ -52,7 +52,7 @@ fn process_rule_with_filter_matches_in_hidden_and_watch_but_not_the_twin() {
     let planted = Planted::spawn(waiting(&exe).args(["1000", "#mark"]));
     let twin = Planted::spawn(waiting(&exe).args(["1000", "#mark", "#twin"]));
     let r = run(
-        &mut tracer(&["hidden", "--json", "--no-kernel-checks", "--sigma"]).arg(rules.path()),
+        tracer(&["hidden", "--json", "--no-kernel-checks", "--sigma"]).arg(rules.path()),
         LIMIT,
     );
     let found = r.findings();
@@ -123,7 +123,7 @@ fn parent_rule_matches_a_miner_started_by_a_shell_loop_in_tmp() {
         .is_ok_and(|c| !c.trim().is_empty())
     }));
     let r = run(
-        &mut tracer(&["hidden", "--json", "--no-kernel-checks", "--sigma"]).arg(rules.path()),
+        tracer(&["hidden", "--json", "--no-kernel-checks", "--sigma"]).arg(rules.path()),
         LIMIT,
     );
     let found = r.findings();
@@ -255,7 +255,7 @@ fn regex_base64offset_and_one_of_rules_and_non_utf8_bytes() {
     let bytes_arg = std::ffi::OsStr::from_bytes(b"\xff\xfesigmabytes");
     let c = Planted::spawn(waiting(&exe).arg("1000").arg(bytes_arg));
     let r = run(
-        &mut tracer(&["hidden", "--json", "--no-kernel-checks", "--sigma"]).arg(rules.path()),
+        tracer(&["hidden", "--json", "--no-kernel-checks", "--sigma"]).arg(rules.path()),
         LIMIT,
     );
     let found = r.findings();
@@ -306,7 +306,7 @@ fn bad_rules_are_named_one_line_each_and_the_good_ones_load() {
         ),
         0o644,
     );
-    let r = run(&mut tracer(&["status", "--sigma"]).arg(rules.path()), LIMIT);
+    let r = run(tracer(&["status", "--sigma"]).arg(rules.path()), LIMIT);
     assert_eq!(r.code, 7, "{}", r.describe());
     let lines: Vec<&str> = r.stdout.lines().collect();
     let named = |what: &str| lines.iter().filter(|l| l.contains(what)).count();

@@ -36,20 +36,14 @@ fn module() -> Option<Result<PathBuf, String>> {
 }
 
 fn kernel_findings(report: &Value) -> Vec<Value> {
-    // Kernel findings may sit in their own section or in the one list.
-    let mut all: Vec<Value> = report["kernel"]["findings"]
+    // One list since schema 2: the kernel's findings have layer `kernel`.
+    report["findings"]
         .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["layer"] == "kernel")
         .cloned()
-        .unwrap_or_default();
-    all.extend(
-        report["findings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|f| f["layer"] == "kernel")
-            .cloned(),
-    );
-    all
+        .collect()
 }
 
 #[test]

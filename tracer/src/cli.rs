@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
     after_help = "Exit codes: 0 ok/clean, 1 findings, 2 error or bad input, 3 needs root, \
                   4 kernel unsupported, 5 kill-tree refused its target, \
                   6 hidden found nothing but could not check everything (not root), \
-                  7 a --file/--remote selector (or kill-tree PATH) matched no process."
+                  7 a --file/--remote selector (or kill-tree PATH) matched no process, \
+                  8 status --sigma skipped some rules."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -89,6 +90,9 @@ pub struct WatchArgs {
     /// default: the lookups land in the incident's DNS logs).
     #[arg(long)]
     pub resolve_domains: bool,
+    /// Sigma rules: a rule file or a directory of them (repeatable); see "Sigma rules" in the README.
+    #[arg(long = "sigma", value_name = "PATH")]
+    pub sigma: Vec<PathBuf>,
     /// Internal (benchmarks): add a `timing` object to each alert.
     #[arg(long, hide = true)]
     pub timing: bool,
@@ -109,6 +113,9 @@ pub struct WatchArgs {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct HiddenArgs {
+    /// Sigma rules: a rule file or a directory of them (repeatable): process_creation rules run on every running process; see "Sigma rules" in the README.
+    #[arg(long = "sigma", value_name = "PATH")]
+    pub sigma: Vec<PathBuf>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -196,4 +203,7 @@ pub struct StatusArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+    /// Sigma rules: a rule file or a directory of them (repeatable): load them and print what loaded, without watching; see "Sigma rules" in the README.
+    #[arg(long = "sigma", value_name = "PATH")]
+    pub sigma: Vec<PathBuf>,
 }

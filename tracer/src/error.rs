@@ -24,6 +24,8 @@ pub mod exit {
     /// A `--file` or `--remote` selector (or `kill-tree PATH`) matched no
     /// process.
     pub const NO_MATCH: i32 = 7;
+    /// `status --sigma`: some rules were skipped (each named in one line).
+    pub const RULES_SKIPPED: i32 = 8;
 }
 
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     error::exit,
-    output::{manual, schema},
+    output::{catalog, manual},
 };
 
 pub fn run(dir: &Path) -> Result<i32> {
@@ -19,6 +19,6 @@ pub fn run(dir: &Path) -> Result<i32> {
         "completions",
         manual::write_completions(&dir.join("completions")),
     )?;
-    write("schemas", schema::write_all(&dir.join("schemas")))?;
+    write("schemas", catalog::write_all(&dir.join("schemas")))?;
     Ok(exit::OK)
 }

@@ -35,6 +35,16 @@ const CONNECTION_VIEW_ORDER: &[&str] = &["K", "P", "N", "F", "L", "S", "S2", "S3
 
 pub fn run(args: HiddenArgs) -> Result<i32> {
     let started = Instant::now();
+    // Bad input first, before anything is loaded or scanned.
+    let mut sigma = if args.sigma.is_empty() {
+        None
+    } else {
+        let rules = detect::sigma::SigmaRules::load(&args.sigma)?;
+        for s in &rules.summary.skipped {
+            eprintln!("tracer: {}", s.line());
+        }
+        Some(rules)
+    };
     // ps and the libc lister run while the kernel side loads.
     let started_views = Snapshot::start();
     let selector = super::selector_of(&args.select)?;
@@ -77,6 +87,9 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     let mut found = hidden::findings(&confirmed, &snap, &table, &host);
     found.extend(hidden::corrupt_listing(&snap));
     found.extend(masquerade::detect(&snap, &table, &host));
+    if let Some(rules) = sigma.as_mut() {
+        found.extend(detect::sigma::hunt::hunt(rules, &snap, &table));
+    }
 
     let own_pids = snap.own_pids.union(&net.helper_pids).copied().collect();
     let net_suspects = hidden_net::suspects(&net, &own_pids);
@@ -109,6 +122,9 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         None => Vec::new(),
     };
     sort_findings(&mut kernel_found);
+    // One list: the kernel's findings follow the others (layer `kernel`).
+    let process_count = found.len();
+    found.extend(kernel_found);
 
     let report = Report {
         views: view_summaries(&snap),
@@ -121,10 +137,11 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         unchecked: unchecked(&snap),
         findings: &found,
         kernel: kernel_state.as_ref().map(|state| KernelSection {
-            findings: &kernel_found,
+            findings: &found[process_count..],
             state,
         }),
         selection: selection.as_ref(),
+        sigma: sigma.as_ref().map(|s| &s.summary),
     };
     let mut out = io::stdout().lock();
     if args.json {
@@ -135,7 +152,7 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     }
     let incomplete =
         report.unchecked.count > 0 || (snap.kernel.skipped().is_some() && !args.no_kernel);
-    Ok(if !found.is_empty() || !kernel_found.is_empty() {
+    Ok(if !found.is_empty() {
         exit::FINDINGS
     } else if incomplete {
         exit::INCOMPLETE

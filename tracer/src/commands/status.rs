@@ -32,6 +32,9 @@ pub struct Status {
 }
 
 pub fn run(args: StatusArgs) -> Result<i32> {
+    if !args.sigma.is_empty() {
+        return sigma_summary(&args);
+    }
     let mut status = Status {
         tracer: env!("CARGO_PKG_VERSION"),
         kernel: kernel::kernel_release(),
@@ -164,5 +167,26 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         exit::ERROR
     } else {
         exit::OK
+    })
+}
+
+/// `status --sigma PATH`: load the rules as watch would and say what
+/// loaded and what did not, without loading anything into the kernel.
+/// Exit 0 when every rule loaded, 8 when some were skipped.
+fn sigma_summary(args: &StatusArgs) -> Result<i32> {
+    let rules = crate::detect::sigma::SigmaRules::load(&args.sigma)?;
+    let summary = &rules.summary;
+    if args.json {
+        crate::output::schema::write_pretty(&mut std::io::stdout().lock(), summary)?;
+    } else {
+        for s in &summary.skipped {
+            println!("{}", s.line());
+        }
+        println!("{}", escape(&summary.line()));
+    }
+    Ok(if summary.skipped.is_empty() {
+        exit::OK
+    } else {
+        exit::RULES_SKIPPED
     })
 }

@@ -44,6 +44,7 @@ use crate::{
 };
 
 mod live_writes;
+mod sigma;
 
 /// How often resolved indicator domains are taken in. `refresh` never
 /// blocks: lookups run in the background and are started anew every few
@@ -68,6 +69,15 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let indicators = {
         let _t = crate::timings::span("watch: indicators");
         Indicators::load(&args.ioc_files, !args.no_default_iocs)?
+    };
+    let sigma_rules = if args.sigma.is_empty() {
+        None
+    } else {
+        let rules = crate::detect::sigma::SigmaRules::load(&args.sigma)?;
+        for s in &rules.summary.skipped {
+            eprintln!("tracer: {}", s.line());
+        }
+        Some(rules)
     };
     let sink = open_output(&args)?;
     let mut kernel = Kernel::load_for("watch", Needs::WATCH)?;
@@ -153,6 +163,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         dns: dns.ok(),
         lineage: views::lineage::LineageWriter::new(),
         live_writes,
+        sigma: sigma_rules.map(sigma::LiveSigma::new),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -181,6 +192,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
             },
             dns: &dns_status,
             scheduling: w.priority.describe(),
+            sigma: w.sigma.as_ref().map(|s| &s.rules.summary),
         })?;
         if let Ok(v) = &open {
             w.report_open(&v.sockets)?;
@@ -286,6 +298,8 @@ struct Watcher {
     lineage: views::lineage::LineageWriter,
     /// Writes to persistence places (see `live_writes`).
     live_writes: live_writes::LiveWrites,
+    /// The user's Sigma rules (`--sigma`).
+    sigma: Option<sigma::LiveSigma>,
 }
 
 /// The next lineage request, or never when watch could not listen.
@@ -637,7 +651,7 @@ impl Watcher {
         for finding in self.rules.check(&mut self.table, &id) {
             self.raise("exec", finding)?;
         }
-        Ok(())
+        self.sigma_exec(id)
     }
 
     fn print_exec(
@@ -727,7 +741,7 @@ impl Watcher {
 
     fn on_connect(&mut self, c: &ConnectEvent) -> io::Result<()> {
         let (daddr, saddr, family) = addresses(c);
-        self.report_connect(SeenConnect {
+        let seen = SeenConnect {
             ktime_ns: c.ktime_ns,
             pid: c.tgid,
             tid: c.pid,
@@ -744,7 +758,9 @@ impl Watcher {
                 _ => "tracepoint/inet_sock_set_state",
             },
             established_before_start: false,
-        })
+        };
+        self.sigma_connect(&seen)?;
+        self.report_connect(seen)
     }
 
     /// Connections already open at start that match an indicator: each

@@ -324,6 +324,7 @@ pub fn findings(
             Finding {
                 id: Finding::process_finding_id(s.liar.kind(), &process),
                 related: Vec::new(),
+                sigma: None,
                 connection: None,
                 kind: s.liar.kind().into(),
                 severity: if s.liar == Liar::Kernel {
@@ -379,6 +380,7 @@ pub fn corrupt_listing(snap: &Snapshot) -> Option<Finding> {
             .into(),
         connection: None,
         related: Vec::new(),
+        sigma: None,
     })
 }
 

@@ -391,6 +391,7 @@ pub fn findings(
                 next_step,
                 connection: Some(s.socket.clone()),
                 related: Vec::new(),
+                sigma: None,
             }
         })
         .collect()
@@ -819,6 +820,7 @@ mod tests {
             next_step: String::new(),
             connection,
             related: vec![],
+            sigma: None,
         }
     }
 

@@ -120,6 +120,7 @@ pub fn detect(state: &KernelState) -> Vec<(Finding, Vec<Hides>)> {
                 id: String::new(),
                 connection: None,
                 related: vec![],
+                sigma: None,
                 summary: format!(
                     "{} points to {} instead of {}",
                     c.what, where_, c.expected
@@ -157,6 +158,7 @@ pub fn detect(state: &KernelState) -> Vec<(Finding, Vec<Hides>)> {
                 id: String::new(),
                 connection: None,
                 related: vec![],
+                sigma: None,
                 summary: format!(
                     "kernel module {} is missing from the module list but seen in {}",
                     m.name,
@@ -282,6 +284,7 @@ fn hook_finding(h: &FtraceHook) -> (Finding, Vec<Hides>) {
             id: String::new(),
             connection: None,
             related: vec![],
+            sigma: None,
             summary: format!(
                 "kernel function {} is hooked through {}",
                 h.function, h.mechanism
@@ -453,6 +456,7 @@ fn program_finding(p: &BpfProgram) -> Option<(Finding, Vec<Hides>)> {
             id: String::new(),
             connection: None,
             related: vec![],
+            sigma: None,
             summary,
             process,
             ancestry: vec![],
@@ -675,6 +679,7 @@ mod tests {
             id: "corrupt-directory-listing:/proc".into(),
             connection: None,
             related: vec![],
+            sigma: None,
         };
         let (k, hides) = program_finding(&prog()).unwrap();
         let mut others = vec![listing];
@@ -700,6 +705,7 @@ mod tests {
             id: String::new(),
             connection: None,
             related: vec![],
+            sigma: None,
         };
         let libc = Finding {
             kind: "hidden-from-libc".into(),

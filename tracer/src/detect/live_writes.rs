@@ -193,6 +193,7 @@ fn written(
         ),
         connection: None,
         related: Vec::new(),
+        sigma: None,
     }
 }
 
@@ -236,6 +237,7 @@ fn mounted(
         ),
         connection: None,
         related: Vec::new(),
+        sigma: None,
     }
 }
 

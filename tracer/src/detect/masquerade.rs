@@ -1104,6 +1104,7 @@ impl Hit {
         Finding {
             id: Finding::process_finding_id(self.rule.kind(), p),
             related: Vec::new(),
+            sigma: None,
             connection: None,
             kind: self.rule.kind().into(),
             severity: self.severity,

@@ -8,3 +8,4 @@ pub mod live;
 pub mod live_writes;
 pub mod masquerade;
 pub mod noise;
+pub mod sigma;

@@ -66,6 +66,7 @@ mod tests {
             next_step: String::new(),
             connection: None,
             related: Vec::new(),
+            sigma: None,
         }
     }
 

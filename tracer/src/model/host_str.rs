@@ -79,6 +79,18 @@ impl HostStr {
         Cow::Owned(out)
     }
 
+    /// Appends the original bytes to `out` (reusing its capacity: no
+    /// allocation once it is large enough, as per-event matchers need).
+    pub fn extend_bytes_into(&self, out: &mut Vec<u8>) {
+        let mut buf = [0u8; 4];
+        for c in self.0.chars() {
+            match raw_byte(c) {
+                Some(b) => out.push(b),
+                None => out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
+            }
+        }
+    }
+
     /// The original bytes as a path, for the file system.
     pub fn to_path(&self) -> std::path::PathBuf {
         use std::os::unix::ffi::OsStrExt;

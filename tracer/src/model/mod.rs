@@ -172,6 +172,42 @@ pub struct Finding {
     /// hidden connection and the hidden process that holds it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub related: Vec<String>,
+    /// The Sigma rule that produced it (kind `sigma`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<Box<SigmaMatch>>,
+}
+
+/// What a Sigma rule says about itself, and the fields that matched.
+/// These strings are the rule author's, escaped like host strings when
+/// printed.
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+pub struct SigmaMatch {
+    /// The rule's `id` (its file name when it has none).
+    pub rule_id: String,
+    pub title: String,
+    /// The rule's `level` as written (`informational`..`critical`).
+    pub level: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    pub tags: Vec<String>,
+    /// ATT&CK technique ids from the tags (`attack.t1059.004` → `T1059.004`).
+    pub attack: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    pub references: Vec<String>,
+    pub falsepositives: Vec<String>,
+    /// The rule file it was loaded from.
+    pub file: String,
+    /// Logsource category (`process_creation`, `network_connection`, `file_event`).
+    pub category: String,
+    /// Each field whose condition held, with the event's value.
+    pub matched: Vec<SigmaField>,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct SigmaField {
+    pub field: String,
+    pub value: HostStr,
 }
 
 impl Finding {

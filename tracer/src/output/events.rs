@@ -171,6 +171,9 @@ pub struct StartOut<'a> {
     pub dns: &'a str,
     /// The event reader's CPU scheduling (real-time while cheap, or why not).
     pub scheduling: String,
+    /// The Sigma rules loaded (`--sigma`): per category, and each skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<&'a crate::detect::sigma::LoadSummary>,
 }
 
 #[derive(Serialize, JsonSchema, Default, Clone, Copy)]
@@ -309,6 +312,9 @@ impl<W: Write> EventWriter<W> {
         )?;
         for gap in &s.connections_gaps {
             writeln!(self.out, "  note: {gap}")?;
+        }
+        if let Some(sigma) = s.sigma {
+            writeln!(self.out, "  {}", sigma.line())?;
         }
         for h in s.hooks {
             writeln!(self.out, "  {:<8} {}  ({})", h.event, h.hook, h.reason)?;

@@ -45,15 +45,28 @@ pub struct Report<'a> {
     pub elapsed_ms: u64,
     /// Processes some checks could not run on, and why.
     pub unchecked: Unchecked,
+    /// Every finding of the run, in one list: processes, connections,
+    /// Sigma matches, then the kernel's (layer `kernel`).
     pub findings: &'a [Finding],
-    /// Kernel-layer findings and checks (BPF programs, hooks, modules);
-    /// absent when they were not run.
+    /// What the kernel checks saw (BPF programs, hooks, modules); absent
+    /// when they were not run. Their findings are in `findings`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<super::kernel::KernelSection<'a>>,
     /// With `--file` or `--remote`: the processes selected; `findings`
     /// holds only those about them (kernel findings are kept whole).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selection: Option<&'a crate::views::selection::Selection>,
+    /// The Sigma rules loaded (`--sigma`), per category, and each skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<&'a crate::detect::sigma::LoadSummary>,
+}
+
+impl Report<'_> {
+    /// The findings printed before the kernel section (human output).
+    fn outside_kernel(&self) -> &[Finding] {
+        let k = self.kernel.as_ref().map_or(0, |k| k.findings.len());
+        &self.findings[..self.findings.len() - k]
+    }
 }
 
 /// Processes that could not be fully checked.
@@ -103,7 +116,7 @@ pub fn write_human(
     if let Some(sel) = report.selection {
         write_selection(w, sel)?;
     }
-    write_findings_styled(w, report.findings, colour)?;
+    write_findings_styled(w, report.outside_kernel(), colour)?;
     if let Some(k) = &report.kernel {
         super::kernel::write_human(w, k)?;
     }
@@ -133,7 +146,10 @@ pub fn write_human(
             counts(&report.connection_views, connection_view_order).join(", ")
         )?;
     }
-    let n = report.findings.len();
+    if let Some(sigma) = report.sigma {
+        writeln!(w, "{}", escape(&sigma.line()))?;
+    }
+    let n = report.outside_kernel().len();
     let unchecked = match report.unchecked.count {
         0 => String::new(),
         u => format!(
@@ -232,6 +248,7 @@ mod tests {
             findings,
             kernel: None,
             selection: None,
+            sigma: None,
         }
     }
 
@@ -239,6 +256,7 @@ mod tests {
         Finding {
             id: "hidden-from-libc:77:0".into(),
             related: vec![],
+            sigma: None,
             connection: None,
             kind: "hidden-from-libc".into(),
             severity: Severity::High,

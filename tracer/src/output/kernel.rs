@@ -11,9 +11,12 @@ use crate::{
     views::kernel_hooks::KernelState,
 };
 
-/// Kernel findings with everything the checks saw (JSON `kernel`).
+/// Everything the kernel checks saw (JSON `kernel`). Its findings are
+/// printed in this section for people, and are in the report's one
+/// `findings` list in JSON.
 #[derive(Serialize, JsonSchema)]
 pub struct KernelSection<'a> {
+    #[serde(skip)]
     pub findings: &'a [Finding],
     #[serde(flatten)]
     pub state: &'a KernelState,

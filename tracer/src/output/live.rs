@@ -94,6 +94,7 @@ mod tests {
             next_step: "look".into(),
             connection: None,
             related: Vec::new(),
+            sigma: None,
         }
     }
 

@@ -73,6 +73,7 @@ impl Watcher {
                 path: &w.path,
                 how: w.kind,
             };
+            self.sigma_write(w.pid, &w.path)?;
             let Some(hit) = live_writes::hit(&event, &self.live_writes.places, w.pid) else {
                 continue;
             };

@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Result};
 
 use super::{event_type, median, tail, verdict, vm_hwm_kib, Proc, STOPPING};
 
-const EXECS: usize = 20_000;
+pub const EXECS: usize = 20_000;
 const MAX_RSS_MIB: f64 = 50.0;
 /// Largest CPU tracer watch may spend during the storm, as a share of the
 /// storm's own CPU, percent.
@@ -43,22 +43,39 @@ impl Config {
 }
 
 #[derive(Default)]
-struct Sample {
-    secs: f64,
+pub struct Sample {
+    pub secs: f64,
     /// The storm's own CPU seconds (see `storm`).
-    storm_cpu_secs: f64,
-    captured: u64,
+    pub storm_cpu_secs: f64,
+    pub captured: u64,
     /// Loss the tool itself reported (tracer's summary).
-    tool_lost: Option<u64>,
+    pub tool_lost: Option<u64>,
     /// tracer's findings about the storm's /bin/true (the rules run on
     /// every exec; the storm is benign, so any is a false positive).
-    storm_findings: u64,
-    hwm_kib: Option<u64>,
+    pub storm_findings: u64,
+    pub hwm_kib: Option<u64>,
     /// The tool's user + system CPU seconds during the storm.
-    cpu_secs: f64,
+    pub cpu_secs: f64,
     /// Run time of the tool's BPF programs during the storm (ns), and runs.
-    bpf_ns: Option<u64>,
-    bpf_runs: u64,
+    pub bpf_ns: Option<u64>,
+    pub bpf_runs: u64,
+}
+
+impl Sample {
+    /// The tool's CPU per 1,000 execs: user + system and in-kernel BPF, ms.
+    pub fn cpu_ms_per_1000(&self) -> f64 {
+        (self.cpu_secs * 1e3 + self.bpf_ns.unwrap_or(0) as f64 / 1e6) * 1000.0 / EXECS as f64
+    }
+}
+
+/// One storm under `tracer watch --json --no-default-iocs EXTRA...`.
+pub fn measure_watch(
+    tracer: &Path,
+    out: &Path,
+    workers: usize,
+    extra: &[String],
+) -> Result<Sample> {
+    measure(Config::Tracer, tracer, out, workers, extra)
 }
 
 pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
@@ -81,7 +98,7 @@ pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
     for round in 1..=rounds {
         for (i, &config) in CONFIGS.iter().enumerate() {
             let out = dir.join(format!("{}-{round}.out", config.name()));
-            let s = measure(config, tracer, &out, workers)?;
+            let s = measure(config, tracer, &out, workers, &[])?;
             let captured = if config == Config::Baseline {
                 String::new()
             } else {
@@ -266,7 +283,7 @@ pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
 }
 
 /// Classic tracepoints (bpftrace) need tracefs, not mounted on a fresh machine.
-fn ensure_tracefs() -> Result<()> {
+pub fn ensure_tracefs() -> Result<()> {
     if !Path::new("/sys/kernel/tracing/events").is_dir() {
         crate::run(Command::new("mount").args([
             "-t",
@@ -279,7 +296,13 @@ fn ensure_tracefs() -> Result<()> {
     Ok(())
 }
 
-fn measure(config: Config, tracer: &Path, out: &Path, workers: usize) -> Result<Sample> {
+fn measure(
+    config: Config,
+    tracer: &Path,
+    out: &Path,
+    workers: usize,
+    extra: &[String],
+) -> Result<Sample> {
     let mut cmd = match config {
         Config::Baseline => {
             let (secs, storm_cpu_secs) = storm(workers)?;
@@ -295,7 +318,9 @@ fn measure(config: Config, tracer: &Path, out: &Path, workers: usize) -> Result<
     };
     match config {
         // Every exec goes through the live rules; no built-in domain is looked up.
-        Config::Tracer => cmd.args(["watch", "--json", "--no-default-iocs"]),
+        Config::Tracer => cmd
+            .args(["watch", "--json", "--no-default-iocs"])
+            .args(extra),
         Config::Forkstat => cmd.args(["-e", "exec"]),
         _ => cmd.args(["-e", BPFTRACE]),
     };
@@ -407,12 +432,12 @@ fn bpf_progs() -> Result<std::collections::HashMap<u32, BpfProg>> {
 /// BPF run-time statistics, on while this lives: through BPF_ENABLE_STATS,
 /// whose file descriptor turns them off again when closed (even if the
 /// bench dies), so `kernel.bpf_stats_enabled` is left as it was.
-struct BpfStats {
+pub struct BpfStats {
     _fd: std::os::fd::OwnedFd,
 }
 
 impl BpfStats {
-    fn enable() -> Result<BpfStats> {
+    pub fn enable() -> Result<BpfStats> {
         const BPF_ENABLE_STATS: libc::c_long = 32;
         const BPF_STATS_RUN_TIME: u32 = 0;
         // union bpf_attr: enable_stats { __u32 type; }, padded.

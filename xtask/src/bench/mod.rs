@@ -6,6 +6,7 @@ pub mod exec;
 pub mod hidden;
 pub mod ioc;
 pub mod net;
+pub mod sigma;
 
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read};
@@ -43,6 +44,7 @@ enum Which {
     Connect,
     Net,
     Ioc,
+    Sigma,
     All,
 }
 
@@ -71,6 +73,9 @@ pub fn run(args: &Args) -> Result<u8> {
     bench(Which::Connect, "connect", &|| connect::run(&tracer));
     bench(Which::Net, "net", &|| net::run(&tracer));
     bench(Which::Ioc, "ioc", &|| ioc::run(&tracer));
+    bench(Which::Sigma, "sigma", &|| {
+        sigma::run(&tracer, args.rounds.into(), args.workers.into())
+    });
     let mut all_pass = true;
     for (name, result) in &verdicts {
         let verdict = match result {

@@ -12,6 +12,9 @@ use std::{
 use tracer_tests::{plain_cargo, running_as_root, target_dir, workspace_root};
 
 const CONFFILE: &str = "/etc/tracer/indicators.txt";
+/// The note in the unit's (otherwise empty) Sigma rule directory: under
+/// /etc, so a conffile too, kept by `dpkg -r` like the indicators.
+const SIGMA_NOTE: &str = "/etc/tracer/sigma/README";
 const UNIT: &str = "/usr/lib/systemd/system/tracer.service";
 
 /// Purges the package on drop, so no test run leaves it installed.
@@ -162,6 +165,7 @@ fn the_deb_installs_works_from_usr_bin_and_removes_all_but_its_conffile() {
         "tracer",
     ])));
     assert!(conffiles.contains(CONFFILE), "{conffiles}");
+    assert!(conffiles.contains(SIGMA_NOTE), "{conffiles}");
 
     let installed: Vec<String> = text(&run(Command::new("dpkg").args(["-L", "tracer"])))
         .lines()
@@ -175,8 +179,8 @@ fn the_deb_installs_works_from_usr_bin_and_removes_all_but_its_conffile() {
 
     run(Command::new("dpkg").args(["-r", "tracer"]));
     for path in &installed {
-        if path == CONFFILE {
-            assert!(Path::new(path).exists(), "dpkg -r removed the conffile");
+        if path == CONFFILE || path == SIGMA_NOTE {
+            assert!(Path::new(path).exists(), "dpkg -r removed the conffile {path}");
         } else {
             assert!(!Path::new(path).exists(), "dpkg -r left {path}");
         }
@@ -189,5 +193,7 @@ fn the_deb_installs_works_from_usr_bin_and_removes_all_but_its_conffile() {
     assert_eq!(state, "deinstall ok config-files");
 
     run(Command::new("dpkg").args(["--purge", "tracer"]));
-    assert!(!Path::new(CONFFILE).exists(), "--purge left the conffile");
+    for conffile in [CONFFILE, SIGMA_NOTE] {
+        assert!(!Path::new(conffile).exists(), "--purge left {conffile}");
+    }
 }

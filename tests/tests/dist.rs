@@ -180,7 +180,10 @@ fn the_deb_installs_works_from_usr_bin_and_removes_all_but_its_conffile() {
     run(Command::new("dpkg").args(["-r", "tracer"]));
     for path in &installed {
         if path == CONFFILE || path == SIGMA_NOTE {
-            assert!(Path::new(path).exists(), "dpkg -r removed the conffile {path}");
+            assert!(
+                Path::new(path).exists(),
+                "dpkg -r removed the conffile {path}"
+            );
         } else {
             assert!(!Path::new(path).exists(), "dpkg -r left {path}");
         }

@@ -48,7 +48,8 @@ pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
                 tail(&out.with_extension("err"))
             )
         })?;
-    let summary = &status["sigma"];
+    // `status --sigma --json` prints the load summary as its record.
+    let summary = &status;
     let loaded = ["process_creation", "network_connection", "file_event"]
         .iter()
         .map(|c| summary[c].as_u64().unwrap_or(0))

@@ -161,14 +161,18 @@ pub fn split_nul_args(bytes: &[u8]) -> Vec<HostStr> {
 /// kernel thread) are left empty.
 pub fn read_process(pid: u32) -> Option<Process> {
     let stat = read_stat(pid).ok()?;
-    // The status file's Uid line, else the owner of /proc/PID (the
-    // process's effective uid): never a made-up uid.
-    let uid = read_uid(pid).ok().or_else(|| {
+    let uid = process_uid(pid)?;
+    Some(process_from_stat(pid, stat, uid, None))
+}
+
+/// The status file's Uid line, else the owner of /proc/PID (the process's
+/// effective uid): never a made-up uid.
+fn process_uid(pid: u32) -> Option<u32> {
+    read_uid(pid).ok().or_else(|| {
         rfs::stat(format!("/proc/{pid}").as_str())
             .ok()
             .map(|st| st.st_uid)
-    })?;
-    Some(process_from_stat(pid, stat, uid, None))
+    })
 }
 
 /// What `/proc/PID/stat` and `status` say of one process (parents, group,
@@ -177,11 +181,7 @@ pub fn read_process(pid: u32) -> Option<Process> {
 /// a table of the whole host.
 pub fn read_process_brief(pid: u32) -> Option<Process> {
     let stat = read_stat(pid).ok()?;
-    let uid = read_uid(pid).ok().or_else(|| {
-        rfs::stat(format!("/proc/{pid}").as_str())
-            .ok()
-            .map(|st| st.st_uid)
-    })?;
+    let uid = process_uid(pid)?;
     Some(Process {
         pid,
         ppid: stat.ppid.max(0) as u32,

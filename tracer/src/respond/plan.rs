@@ -787,6 +787,12 @@ pub(crate) mod tests {
         plan.members.iter().map(|m| m.process.pid).collect()
     }
 
+    /// A member's reason; panics when `pid` is not a member.
+    fn reason_of(plan: &KillPlan, pid: u32) -> String {
+        let member = plan.members.iter().find(|m| m.process.pid == pid);
+        member.expect("a member").reason.clone()
+    }
+
     fn refusal(t: &ProcessTable, target: u32) -> String {
         let e = plan_tree(t, target, 630).unwrap_err();
         assert_eq!(crate::error::exit_code_of(&e), exit::REFUSED, "{e}");
@@ -879,16 +885,11 @@ pub(crate) mod tests {
             [300, 400, 500, 510],
             "each process once, top-down"
         );
-        let reason = |pid| {
-            plan.members
-                .iter()
-                .find(|m| m.process.pid == pid)
-                .unwrap()
-                .reason
-                .clone()
-        };
-        assert_eq!(reason(500), "runs it");
-        assert_eq!(reason(510), "runs it; descendant of 500 (kswapd0)");
+        assert_eq!(reason_of(&plan, 500), "runs it");
+        assert_eq!(
+            reason_of(&plan, 510),
+            "runs it; descendant of 500 (kswapd0)"
+        );
         let sel = plan.selection.as_ref().unwrap();
         assert!(
             sel.refused[&2].contains("kernel thread"),
@@ -943,14 +944,7 @@ pub(crate) mod tests {
             plan.ancestry.iter().map(|p| p.pid).collect::<Vec<_>>(),
             [200, 100, 1]
         );
-        let reason = |pid| {
-            plan.members
-                .iter()
-                .find(|m| m.process.pid == pid)
-                .unwrap()
-                .reason
-                .clone()
-        };
+        let reason = |pid| reason_of(&plan, pid);
         assert_eq!(reason(500), "the target");
         assert!(reason(400).contains("launches kswapd0"), "{}", reason(400));
         assert!(reason(300).contains("run.sh"), "{}", reason(300));

@@ -101,7 +101,7 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// The matches, oldest first... by PID (planning re-orders by start).
+    /// The matched PIDs, in PID order (planning orders them by start).
     pub fn pids(&self) -> Vec<u32> {
         self.matched.keys().copied().collect()
     }

@@ -52,6 +52,25 @@ pub const HOOK_TRACEPOINT: u32 = 1;
 pub const HOOK_FENTRY: u32 = 2;
 pub const HOOK_KPROBE: u32 = 3;
 
+/// Where a task lives, read from its `task_struct` by the same walk in
+/// every program: its namespaces' inodes (`pid:[N]` as /proc/PID/ns shows
+/// them), its PID inside its own PID namespace, and the kernfs id of its
+/// cgroup v2 directory. A field is 0 when the kernel had no answer (an
+/// exiting task has no nsproxy) or this kernel's BTF lacks a field on the way.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NsIds {
+    pub pid_ns: u32,
+    pub mnt_ns: u32,
+    pub net_ns: u32,
+    pub uts_ns: u32,
+    pub user_ns: u32,
+    /// The thread-group leader's PID as its own PID namespace numbers it.
+    pub ns_pid: u32,
+    /// `task->cgroups->dfl_cgrp->kn->id`: the inode of its cgroup v2 directory.
+    pub cgroup_id: u64,
+}
+
 /// `sched_process_exec`: a task replaced its program.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -78,6 +97,7 @@ pub struct ExecEvent {
     /// Full length of the argument area; more than `argv_len` means truncated.
     pub argv_total_len: u32,
     pub _pad: u32,
+    pub ns: NsIds,
     pub filename: [u8; PATH_LEN],
     pub argv: [u8; ARGV_LEN],
 }
@@ -163,10 +183,7 @@ pub struct TaskRecord {
     pub has_mm: u32,
     pub start_boottime_ns: u64,
     pub comm: [u8; COMM_LEN],
-    /// `nsproxy->net_ns->ns.inum`: the network namespace's inode (0 when
-    /// the task is exiting or this kernel's BTF lacks a field on the way).
-    pub netns: u32,
-    pub _pad: u32,
+    pub ns: NsIds,
 }
 
 /// Byte offsets of the kernel structure fields the programs read, resolved
@@ -206,6 +223,30 @@ pub struct KernelOffsets {
     pub task_nsproxy: u32,
     pub nsproxy_net_ns: u32,
     pub net_ns_inum: u32,
+    /// The rest of a task's namespaces, its PID inside its own PID
+    /// namespace and its cgroup: `ns_ready` is 0 when one is missing (then
+    /// only the network namespace is read, and /proc gives the rest).
+    pub ns_ready: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
+    pub nsproxy_uts_ns: u32,
+    pub uts_ns_inum: u32,
+    pub cred_user_ns: u32,
+    pub user_ns_inum: u32,
+    /// `task->thread_pid`, then `pid.level`, `pid.numbers`, the size of a
+    /// `struct upid`, `upid.nr`, `upid.ns` and `pid_namespace.ns.inum`.
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+    pub pid_ns_inum: u32,
+    /// `task->cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
 }
 
 /// Which kernel iterator produced a `SocketRecord`.
@@ -440,13 +481,16 @@ const _: () = {
         core::mem::size_of::<MountEvent>()
             == 64 + COMM_LEN + PATH_LEN + MOUNT_SOURCE_LEN + MOUNT_FSTYPE_LEN
     );
-    assert!(core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + PATH_LEN + ARGV_LEN);
+    assert!(core::mem::size_of::<NsIds>() == 32);
+    assert!(
+        core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + 32 + PATH_LEN + ARGV_LEN
+    );
     assert!(core::mem::size_of::<ForkEvent>() == 32 + COMM_LEN);
     assert!(core::mem::size_of::<ExitEvent>() == 24 + COMM_LEN);
     assert!(core::mem::size_of::<RenameEvent>() == 32 + 2 * COMM_LEN);
     assert!(core::mem::size_of::<ConnectEvent>() == 72 + COMM_LEN);
-    assert!(core::mem::size_of::<TaskRecord>() == 40 + COMM_LEN);
-    assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
+    assert!(core::mem::size_of::<TaskRecord>() == 32 + COMM_LEN + 32);
+    assert!(core::mem::size_of::<KernelOffsets>() == 44 * 4);
     assert!(core::mem::size_of::<SocketRecord>() == 48 + 32);
     assert!(core::mem::size_of::<SocketOffsets>() == 16 * 4);
     assert!(core::mem::size_of::<BpfFileRecord>() == 16 + COMM_LEN + 24);

@@ -52,8 +52,7 @@ pub extern "C" fn task_iter(ctx: *const IterTaskCtx) -> i32 {
             has_mm: (task::read_at::<u64>(task, off.task_mm) != 0) as u32,
             start_boottime_ns: task::leader_start_boottime(&off, task),
             comm: [0; 16],
-            netns: task::netns(&off, task),
-            _pad: 0,
+            ns: task::ns_ids(&off, task),
         };
         task::comm(&off, task, &mut rec.comm);
         bpf_seq_write(

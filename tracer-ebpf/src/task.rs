@@ -1,6 +1,6 @@
 //! Reading `task_struct` fields through the BTF-resolved offsets table.
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use tracer_common::{KernelOffsets, COMM_LEN};
+use tracer_common::{KernelOffsets, NsIds, COMM_LEN};
 
 /// Reads a `T` at `base + offset` from kernel memory; zero on failure.
 #[inline(always)]
@@ -61,4 +61,42 @@ pub unsafe fn netns(off: &KernelOffsets, task: *const u8) -> u32 {
 #[inline(always)]
 pub unsafe fn comm(off: &KernelOffsets, task: *const u8, out: &mut [u8; COMM_LEN]) {
     let _ = bpf_probe_read_kernel_buf(task.add(off.task_comm as usize), out);
+}
+
+/// Deepest PID namespace nesting the kernel allows (`MAX_PID_NS_LEVEL`).
+const MAX_PID_NS_LEVEL: u32 = 32;
+
+/// Where the task lives: its namespaces, its PID in its own PID namespace
+/// and its cgroup v2 directory (see `NsIds`). Only the network namespace
+/// when this kernel's BTF lacked a field of the rest.
+#[inline(always)]
+pub unsafe fn ns_ids(off: &KernelOffsets, task: *const u8) -> NsIds {
+    let mut ids = NsIds {
+        net_ns: netns(off, task),
+        ..NsIds::default()
+    };
+    if off.ns_ready == 0 {
+        return ids;
+    }
+    let nsproxy = read_ptr(task, off.task_nsproxy);
+    ids.mnt_ns = read_at(read_ptr(nsproxy, off.nsproxy_mnt_ns), off.mnt_ns_inum);
+    ids.uts_ns = read_at(read_ptr(nsproxy, off.nsproxy_uts_ns), off.uts_ns_inum);
+    let cred = read_ptr(task, off.task_real_cred);
+    ids.user_ns = read_at(read_ptr(cred, off.cred_user_ns), off.user_ns_inum);
+    // The leader's `struct pid`: its last `numbers[level]` is the PID in
+    // the namespace the process itself sees (task_active_pid_ns).
+    let leader = read_ptr(task, off.task_group_leader);
+    let leader = if leader.is_null() { task } else { leader };
+    let pid = read_ptr(leader, off.task_thread_pid);
+    if !pid.is_null() {
+        let level: u32 = read_at(pid, off.pid_level);
+        if level < MAX_PID_NS_LEVEL {
+            let upid = pid.add((off.pid_numbers + level * off.upid_size) as usize);
+            ids.ns_pid = read_at(upid, off.upid_nr);
+            ids.pid_ns = read_at(read_ptr(upid, off.upid_ns), off.pid_ns_inum);
+        }
+    }
+    let cgroup = read_ptr(read_ptr(task, off.task_cgroups), off.css_set_dfl_cgrp);
+    ids.cgroup_id = read_at(read_ptr(cgroup, off.cgroup_kn), off.kernfs_node_id);
+    ids
 }

@@ -139,6 +139,11 @@ pub struct SelectArgs {
     /// Only the processes holding a connection to ADDR[:PORT].
     #[arg(long = "remote", value_name = "ADDR[:PORT]")]
     pub remote: Option<String>,
+    /// Only the processes in this container: its id or an id prefix of 4
+    /// or more digits (`docker ps` shows 12), its name (LXC, nspawn), a
+    /// Kubernetes pod's uid, or `ns:INODE` for a PID namespace.
+    #[arg(long = "container", value_name = "ID|NAME")]
+    pub container: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

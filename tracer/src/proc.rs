@@ -1,11 +1,14 @@
 //! Raw /proc access through direct system calls (rustix's linux_raw
 //! backend), never through libc: an `/etc/ld.so.preload` library hooks libc's
 //! `readdir`/`open`, and tracer must not see /proc through the thing it hunts.
-use std::io;
+use std::{io, sync::OnceLock};
 
 use rustix::fs::{self as rfs, Mode, OFlags, CWD};
 
-use crate::model::{HostStr, Process, ThreadName};
+use crate::model::{
+    placement::{self, Namespaces},
+    HostStr, Process, ThreadName,
+};
 
 /// Reads a whole file with open/read system calls.
 pub fn read_file(path: &str) -> io::Result<Vec<u8>> {
@@ -195,6 +198,9 @@ pub fn read_process_brief(pid: u32) -> Option<Process> {
         comm: stat.comm,
         threads: Vec::new(),
         exited_at_ns: None,
+        namespaces: None,
+        cgroup: None,
+        container: None,
     })
 }
 
@@ -227,6 +233,9 @@ pub fn process_from_stat(
         comm,
         threads,
         exited_at_ns: None,
+        namespaces: None,
+        cgroup: None,
+        container: None,
     }
 }
 
@@ -287,6 +296,74 @@ pub fn read_details(p: &mut Process) {
         p.cmdline = read_cmdline(p.pid);
         if p.threads.is_empty() && stat.num_threads > 1 {
             p.threads = thread_names(p.pid, &p.comm);
+        }
+        read_placement(p);
+    }
+}
+
+/// The host's namespaces, read once: kthreadd's (PID 2, a kernel thread,
+/// lives in the initial namespaces of every kind), else PID 1's (some
+/// hosts refuse /proc/1/ns even to root), else tracer's own.
+pub fn host_namespaces() -> &'static Namespaces {
+    static HOST: OnceLock<Namespaces> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let kthreadd = read_stat(2).is_ok_and(|s| s.flags & tracer_common::PF_KTHREAD != 0);
+        kthreadd
+            .then(|| read_namespaces(2))
+            .flatten()
+            .filter(|ns| ns.pid != 0)
+            .or_else(|| read_namespaces(1).filter(|ns| ns.pid != 0))
+            .or_else(|| read_namespaces(std::process::id()))
+            .unwrap_or_default()
+    })
+}
+
+/// `/proc/PID/ns/*` and the `NSpid` line of its status.
+pub fn read_namespaces(pid: u32) -> Option<Namespaces> {
+    let link = |name: &str| {
+        read_link(&format!("/proc/{pid}/ns/{name}"))
+            .ok()
+            .and_then(|l| placement::ns_inode(l.as_str()))
+            .unwrap_or(0)
+    };
+    let ns = Namespaces {
+        pid: link("pid"),
+        mnt: link("mnt"),
+        net: link("net"),
+        uts: link("uts"),
+        user: link("user"),
+        ns_pid: read_file(&format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| placement::ns_pid_of_status(&s))
+            .unwrap_or(0),
+        separate: Vec::new(),
+    };
+    (ns.pid != 0 || ns.mnt != 0 || ns.net != 0).then_some(ns)
+}
+
+/// Fills in what is missing of `p`'s placement from /proc, when /proc
+/// still shows the same process: its namespaces, cgroup and the container
+/// the cgroup names. Kernel threads live on the host.
+pub fn read_placement(p: &mut Process) {
+    if p.kernel_thread || p.exited_at_ns.is_some() {
+        return;
+    }
+    if start_ticks(p.pid) != Some(p.start_ticks) {
+        return;
+    }
+    if p.namespaces.is_none() {
+        p.namespaces = read_namespaces(p.pid);
+    }
+    if let Some(ns) = p.namespaces.as_mut() {
+        ns.compare_with(host_namespaces());
+    }
+    if p.cgroup.is_none() {
+        if let Ok(file) = read_file(&format!("/proc/{}/cgroup", p.pid)) {
+            p.cgroup = placement::v2_path(&file);
+            p.container = p
+                .container
+                .take()
+                .or_else(|| placement::container_of_cgroup(&file));
         }
     }
 }

@@ -197,6 +197,9 @@ impl ProcessTable {
             kernel_thread: false,
             threads: Vec::new(),
             exited_at_ns: None,
+            namespaces: None,
+            cgroup: None,
+            container: None,
         };
         self.upsert(process, None);
         id

@@ -11,7 +11,7 @@ use crate::{
     detect::{self, hidden, hidden_net, masquerade},
     error::{exit, UserError},
     kernel::{Kernel, Needs},
-    model::Finding,
+    model::{placement, Finding},
     output::{
         findings::{self, Report, Unchecked, ViewSummary},
         kernel::KernelSection,
@@ -115,6 +115,12 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     if let Some(sel) = &selection {
         found.retain(|f| is_about_selected(f, sel));
     }
+    views::placement::annotate_findings(&mut found, &table);
+    if let Some(wanted) = &args.select.container {
+        views::placement::fill_table(&mut table, |_| true);
+        views::placement::require_any(&table, wanted)?;
+        found.retain(|f| is_in_container(f, wanted, &table));
+    }
     sort_findings(&mut found);
     let kernel_state = kernel_checks.map(|t| t.join().unwrap_or_default());
     let mut kernel_found = match &kernel_state {
@@ -210,6 +216,21 @@ fn is_about_selected(f: &Finding, sel: &Selection) -> bool {
         || f.connection
             .as_ref()
             .is_some_and(|c| c.owners.iter().any(|o| sel.matched.contains_key(&o.pid)))
+}
+
+/// Whether a finding is about a process in the container (or a
+/// connection one of them holds).
+fn is_in_container(f: &Finding, wanted: &str, table: &ProcessTable) -> bool {
+    f.process
+        .as_ref()
+        .is_some_and(|p| placement::in_container(p, wanted))
+        || f.connection.as_ref().is_some_and(|c| {
+            c.owners.iter().any(|o| {
+                table
+                    .get(o.pid)
+                    .is_some_and(|p| placement::in_container(p, wanted))
+            })
+        })
 }
 
 fn load_kernel(args: &HiddenArgs, files: bool) -> Result<Kernel, String> {

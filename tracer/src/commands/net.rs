@@ -78,10 +78,21 @@ pub fn run(args: NetArgs) -> Result<i32> {
         .flat_map(|s| s.owners.iter().map(|o| o.pid))
         .chain(args.pids.iter().copied())
         .collect();
-    let table = {
+    let mut table = {
         let _t = crate::timings::span("net: process table");
         views::kernel::process_table_for(&mut kernel, &owners)
     };
+    {
+        let _t = crate::timings::span("net: containers");
+        let wanted = args.select.container.as_deref();
+        views::placement::fill_table(&mut table, |p| {
+            wanted.is_some()
+                || (owners.contains(&p.pid) && views::placement::maybe_contained(p))
+        });
+        if let Some(wanted) = wanted {
+            views::placement::require_any(&table, wanted)?;
+        }
+    }
     // Built-in domains resolve in the background: take what has arrived.
     indicators.refresh();
     let selected = selected_pids(&table, &args.pids)?;
@@ -99,6 +110,15 @@ pub fn run(args: NetArgs) -> Result<i32> {
                 .is_none_or(|sel| s.owners.iter().any(|o| sel.matched.contains_key(&o.pid)))
         })
         .filter(|s| remote.is_none_or(|r| s.peer().is_some_and(|p| r.is(p))))
+        .filter(|s| {
+            args.select.container.as_deref().is_none_or(|wanted| {
+                s.owners.iter().any(|o| {
+                    table
+                        .get(o.pid)
+                        .is_some_and(|p| crate::model::placement::in_container(p, wanted))
+                })
+            })
+        })
         .map(|s| {
             let matched = match_socket(s, &indicators).map(|m| {
                 let severity = s

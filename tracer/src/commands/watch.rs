@@ -31,7 +31,7 @@ use crate::{
     output::{
         events::{
             AlertOut, AlertTiming, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary,
-            LossOut, ProcessOut, StartOut, SummaryOut,
+            LossOut, PlacementOut, ProcessOut, StartOut, SummaryOut,
         },
         live::FindingOut,
         sink::{RotatingFile, Sink},
@@ -155,6 +155,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         alerts: 0,
         shown: 0,
         persistence_cache: HashMap::new(),
+        cgroups: Default::default(),
         kernel,
         lost_reported: Counts::default(),
         last_loss_report: None,
@@ -282,6 +283,8 @@ struct Watcher {
     findings_suppressed: u64,
     /// Persistence found per set of executables, for alerts.
     persistence_cache: HashMap<String, Vec<String>>,
+    /// Cgroup paths and containers by cgroup id.
+    cgroups: views::placement::CgroupCache,
     /// Owned here to read the loss counters and the task list mid-stream;
     /// dropped last, which detaches every program.
     kernel: Kernel,
@@ -647,6 +650,10 @@ impl Watcher {
             live::exec_path(e.tgid, &filename, &argv),
             argv.clone(),
         );
+        if let Some(mut placed) = self.table.by_id(&id).cloned() {
+            self.cgroups.place(&mut placed, &e.ns, &self.table);
+            self.table.update(&id, |p| views::placement::copy_placement(&placed, p));
+        }
         self.print_exec(e, id, &comm, &filename, &argv)?;
         for finding in self.rules.check(&mut self.table, &id) {
             self.raise("exec", finding)?;
@@ -690,6 +697,11 @@ impl Watcher {
             argv,
             argv_truncated: e.argv_total_len > e.argv_len,
             start_ticks,
+            placement: self
+                .table
+                .by_id(&id)
+                .map(PlacementOut::of)
+                .unwrap_or_default(),
             signs: &signs,
             ancestry_cut: self.table.ancestry_cut_of(&id, &ancestry),
             ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
@@ -845,6 +857,7 @@ impl Watcher {
             comm: &c.comm,
             exe: process.exe.as_ref(),
             cmdline: process.cmdline_string(),
+            placement: PlacementOut::of(process),
             family: c.family,
             saddr: c.saddr.to_string(),
             sport: c.sport,

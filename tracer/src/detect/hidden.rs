@@ -685,6 +685,7 @@ mod tests {
             threads: 1,
             thread_names: Vec::new(),
             netns: None,
+            ns: Default::default(),
         }
     }
 

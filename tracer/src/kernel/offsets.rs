@@ -43,6 +43,14 @@ const STRUCTS: &[&str] = &[
     "pt_regs",
     "module",
     "module_kobject",
+    "uts_namespace",
+    "pid_namespace",
+    "user_namespace",
+    "pid",
+    "upid",
+    "css_set",
+    "cgroup",
+    "kernfs_node",
 ];
 
 /// Kernel functions fentry programs attach to (see `attach_watch`); a
@@ -102,6 +110,11 @@ impl KernelBtf {
     /// Every function and typedef a program may attach to, with its id.
     pub fn attach_targets(&self) -> &[AttachTarget] {
         &self.attach_targets
+    }
+
+    /// The size of struct `name` in bytes.
+    pub(crate) fn struct_size(&self, name: &str) -> Result<u32> {
+        Ok(self.find_struct(name)?.size() as u32)
     }
 
     fn find_struct(&self, name: &str) -> Result<btf_rs::Struct> {
@@ -189,7 +202,45 @@ pub fn resolve(btf: &KernelBtf) -> Result<KernelOffsets> {
         sk_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
         sk_protocol: field_offset("sock", "sk_protocol")?,
         task_stack: task("stack").unwrap_or(0),
-        ..netns_offsets(btf).unwrap_or_default()
+        ..namespace_offsets(btf)
+    })
+}
+
+/// The network namespace path, then the rest of a task's namespaces, PID
+/// and cgroup (see `KernelOffsets::ns_ready`): each group all or nothing.
+fn namespace_offsets(btf: &KernelBtf) -> KernelOffsets {
+    let Ok(net) = netns_offsets(btf) else {
+        return KernelOffsets::default();
+    };
+    match identity_offsets(btf, &net) {
+        Ok(all) => all,
+        Err(_) => net,
+    }
+}
+
+fn identity_offsets(btf: &KernelBtf, net: &KernelOffsets) -> Result<KernelOffsets> {
+    let f = |s, f| btf.field_offset(s, f);
+    let inum = |s| -> Result<u32> { Ok(f(s, "ns")? + f("ns_common", "inum")?) };
+    Ok(KernelOffsets {
+        ns_ready: 1,
+        nsproxy_mnt_ns: f("nsproxy", "mnt_ns")?,
+        mnt_ns_inum: inum("mnt_namespace")?,
+        nsproxy_uts_ns: f("nsproxy", "uts_ns")?,
+        uts_ns_inum: inum("uts_namespace")?,
+        cred_user_ns: f("cred", "user_ns")?,
+        user_ns_inum: inum("user_namespace")?,
+        task_thread_pid: f("task_struct", "thread_pid")?,
+        pid_level: f("pid", "level")?,
+        pid_numbers: f("pid", "numbers")?,
+        upid_size: btf.struct_size("upid")?,
+        upid_nr: f("upid", "nr")?,
+        upid_ns: f("upid", "ns")?,
+        pid_ns_inum: inum("pid_namespace")?,
+        task_cgroups: f("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: f("css_set", "dfl_cgrp")?,
+        cgroup_kn: f("cgroup", "kn")?,
+        kernfs_node_id: f("kernfs_node", "id")?,
+        ..*net
     })
 }
 
@@ -366,6 +417,8 @@ mod tests {
         );
         assert!(off.mm_arg_end > off.mm_arg_start);
         assert!(off.sk_v6_daddr > off.sk_daddr);
+        assert_eq!(off.ns_ready, 1, "every namespace field resolves here");
+        assert_eq!(off.upid_size, 16, "struct upid is an int and a pointer");
         let so = resolve_sockets(&btf).expect("socket fields resolve");
         assert_eq!(so.ready, 1);
         assert_ne!(so.file_inode, so.file_private_data);

@@ -1,9 +1,11 @@
 //! Types every part of tracer speaks: process identity, process records,
 //! findings and their severity.
 pub mod host_str;
+pub mod placement;
 pub mod socket;
 
 pub use host_str::HostStr;
+pub use placement::{Container, Namespaces};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -74,6 +76,16 @@ pub struct Process {
     /// When the process was seen to exit (boot-time ns), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exited_at_ns: Option<u64>,
+    /// Its namespaces, from the kernel's task record or /proc (`None`
+    /// where not read: tracer reads them for the processes it shows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Namespaces>,
+    /// Its cgroup v2 path (the `0::` line of /proc/PID/cgroup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<HostStr>,
+    /// The container its cgroup or runtime process names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::{
     kernel::HookChoice,
-    model::{host_str::escape, HostStr, Process, Severity, ThreadName},
+    model::{
+        host_str::escape, placement, Container, HostStr, Namespaces, Process, Severity, ThreadName,
+    },
     output::{
         schema::{self, Record},
         style,
@@ -35,6 +37,36 @@ pub struct ProcessOut<'a> {
     /// Threads named differently from the process.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub threads: &'a [ThreadName],
+    #[serde(flatten)]
+    pub placement: PlacementOut<'a>,
+}
+
+/// Where a process lives (see `model::placement`), in every process and
+/// event record; each part absent when unknown.
+#[derive(Serialize, JsonSchema, Default, Clone, Copy)]
+pub struct PlacementOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<&'a Namespaces>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<&'a HostStr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<&'a Container>,
+}
+
+impl<'a> PlacementOut<'a> {
+    pub fn of(p: &'a Process) -> Self {
+        PlacementOut {
+            namespaces: p.namespaces.as_ref(),
+            cgroup: p.cgroup.as_ref(),
+            container: p.container.as_ref(),
+        }
+    }
+
+    /// ` in=docker:3f2a9c1b7d4e` (or ` in=ns:pid,mnt pid 1`); empty on the host.
+    pub fn human(&self) -> String {
+        placement::token_of(self.namespaces, self.container)
+            .map_or(String::new(), |t| format!(" in={}", escape(&t)))
+    }
 }
 
 impl<'a> ProcessOut<'a> {
@@ -50,6 +82,7 @@ impl<'a> ProcessOut<'a> {
             start_ticks: p.start_ticks,
             exited: p.exited_at_ns.is_some(),
             threads: &p.threads,
+            placement: PlacementOut::of(p),
         }
     }
 }
@@ -69,6 +102,8 @@ pub struct ExecOut<'a> {
     pub argv: &'a [HostStr],
     pub argv_truncated: bool,
     pub start_ticks: u64,
+    #[serde(flatten)]
+    pub placement: PlacementOut<'a>,
     /// Signs of mining or C2 in the command line, if any.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub signs: &'a [String],
@@ -90,6 +125,8 @@ pub struct ConnectOut<'a> {
     pub comm: &'a HostStr,
     pub exe: Option<&'a HostStr>,
     pub cmdline: HostStr,
+    #[serde(flatten)]
+    pub placement: PlacementOut<'a>,
     pub family: &'static str,
     pub saddr: String,
     pub sport: u16,
@@ -332,10 +369,11 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", e.timestamp)?;
         write!(
             self.out,
-            "EXEC    pid={} ppid={} user={} {} [{}]{}",
+            "EXEC    pid={} ppid={} user={}{} {} [{}]{}",
             e.pid,
             e.ppid,
             e.user.escaped(),
+            e.placement.human(),
             e.filename.escaped(),
             args.escaped(),
             if e.argv_truncated { "..." } else { "" }
@@ -358,9 +396,10 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", c.timestamp)?;
         writeln!(
             self.out,
-            "CONNECT pid={} user={} {} {} -> {}{}{}\n        chain: {}{}",
+            "CONNECT pid={} user={}{} {} {} -> {}{}{}\n        chain: {}{}",
             c.pid,
             c.user.escaped(),
+            c.placement.human(),
             c.comm.escaped(),
             endpoint(&c.saddr, c.sport),
             endpoint(&c.daddr, c.dport),
@@ -383,10 +422,11 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", c.timestamp)?;
         writeln!(
             self.out,
-            "ALERT [{}] {} (pid {}) {} {}{}: matches {} ({}); {}",
+            "ALERT [{}] {} (pid {}{}) {} {}{}: matches {} ({}); {}",
             style::severity(a.severity, false, self.colour),
             c.comm.escaped(),
             c.pid,
+            c.placement.human(),
             if c.established_before_start {
                 "has been connected since before watch started to"
             } else {
@@ -407,10 +447,11 @@ impl<W: Write> EventWriter<W> {
         for p in ancestry {
             writeln!(
                 self.out,
-                "        < {} {} user={} exe={} start={} `{}`{}",
+                "        < {} {} user={}{} exe={} start={} `{}`{}",
                 p.pid,
                 p.comm.escaped(),
                 p.user.escaped(),
+                p.placement.human(),
                 p.exe.map_or("?".into(), |e| e.escaped()),
                 p.start_ticks,
                 p.cmdline.escaped(),

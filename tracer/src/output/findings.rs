@@ -210,6 +210,9 @@ fn write_findings_styled(w: &mut impl Write, findings: &[Finding], colour: bool)
             f.kind
         )?;
         writeln!(w, "    {}", escape(&f.summary))?;
+        if let Some(place) = f.process.as_ref().and_then(crate::model::placement::token) {
+            writeln!(w, "    in: {}", escape(&place))?;
+        }
         for (label, value) in f.evidence.iter().filter(|(l, _)| l != "pid") {
             writeln!(w, "    {}: {}", escape(label), escape(value))?;
         }

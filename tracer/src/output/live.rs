@@ -48,7 +48,8 @@ impl<W: Write> EventWriter<W> {
             .process
             .as_ref()
             .map_or(("-".to_string(), "-".to_string()), |p| {
-                (p.pid.to_string(), p.comm.escaped().into_owned())
+                let place = super::events::PlacementOut::of(p).human();
+                (format!("{}{place}", p.pid), p.comm.escaped().into_owned())
             });
         if let Some(t) = &f.timestamp {
             write!(self.out, "{t} ")?;

@@ -270,10 +270,11 @@ pub fn connection_text(c: &ConnectionOut, ancestors: &Ancestors) -> String {
             Some(p) => {
                 let _ = writeln!(
                     out,
-                    " pid={} fd={} user={} comm={} exe={} `{}`",
+                    " pid={} fd={} user={}{} comm={} exe={} `{}`",
                     o.pid,
                     o.fd,
                     escape(&p.user),
+                    p.placement.human(),
                     escape(p.comm),
                     escape(p.exe.map_or("?", |e| e.as_str())),
                     escape(&p.cmdline)

@@ -50,6 +50,21 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
             ),
         );
     }
+    if let Some(c) = &plan.container {
+        let what = c.container.as_ref().map_or("a bare PID namespace".to_string(), |k| {
+            format!("container {} {}", k.runtime.name(), k.id.as_str())
+        });
+        let init = c
+            .init
+            .map_or(String::new(), |pid| format!(", whose init is PID {pid} on the host"));
+        push_line(
+            &mut out,
+            &format!(
+                "Runs in {what} (PID namespace {}{init}). Stop it as a whole: {}",
+                c.pid_ns, c.stop
+            ),
+        );
+    }
     for b in &plan.other_boundaries {
         push_line(
             &mut out,
@@ -292,10 +307,11 @@ fn line(out: &mut String, users: &Users, depth: usize, member: bool, p: &Process
     push_line(
         out,
         &format!(
-            "  {:indent$}{branch}{mark}{} {} {}",
+            "  {:indent$}{branch}{mark}{} {}{} {}",
             "",
             p.pid,
             users.name(p.uid).as_str(),
+            crate::model::placement::token(p).map_or(String::new(), |t| format!(" [{t}]")),
             p.cmdline_string().as_str(),
             indent = depth.saturating_sub(1) * 3
         ),

@@ -63,6 +63,25 @@ pub struct KillPlan {
     /// With several matches in separate trees, the other trees' boundaries.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub other_boundaries: Vec<Boundary>,
+    /// When the target runs in a PID namespace of its own: that namespace,
+    /// the container it is, and how to stop it as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerStop>,
+}
+
+/// The container (or bare PID namespace) a plan's target runs in.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct ContainerStop {
+    /// The PID namespace's inode.
+    pub pid_ns: u64,
+    /// Its init (PID 1 inside), by its host PID, when the table has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::model::Container>,
+    /// How to stop the whole container through its runtime (tracer never
+    /// runs it), or what `--kill` does to the bare namespace.
+    pub stop: String,
 }
 
 /// An ancestor a tree hangs from, left alone, and why.
@@ -231,10 +250,29 @@ pub fn plan_tree_within(
     reasons.insert(target_proc.id(), "the target".to_string());
     let mut top = target_proc;
     let mut boundary = None;
+    let own_pid_ns = target_proc
+        .namespaces
+        .as_ref()
+        .filter(|ns| ns.separate_pid() && ns.pid != 0)
+        .map(|ns| ns.pid);
     // However deep: a chain of one dropped program is followed to its end.
     for ancestor in table.ancestors(&target_proc.id()).take(climb) {
         if ancestor.exited_at_ns.is_some() {
             continue; // gone already: nothing to stop, look further up
+        }
+        if let Some(pid_ns) = own_pid_ns {
+            match container_step(ancestor, pid_ns, &self_chain, target_proc) {
+                ContainerStep::Member(why) => {
+                    reasons.insert(ancestor.id(), why);
+                    clues.add(ancestor);
+                    top = ancestor;
+                    continue;
+                }
+                ContainerStep::Boundary(why) => {
+                    boundary = Some((ancestor, why));
+                    break;
+                }
+            }
         }
         if let Some(why) = legitimate_boundary(ancestor, &self_chain) {
             boundary = Some((ancestor, why));
@@ -300,7 +338,70 @@ pub fn plan_tree_within(
         lineage: None,
         selection: None,
         other_boundaries: Vec::new(),
+        container: own_pid_ns.map(|pid_ns| container_stop(table, target_proc, pid_ns)),
     })
+}
+
+enum ContainerStep {
+    Member(String),
+    Boundary(String),
+}
+
+/// The climb from a target in a PID namespace of its own: every ancestor
+/// inside that namespace is the container's payload, its init too
+/// (killing the init ends every process of the namespace), unless the
+/// init is a service manager (a system container: stop it through its
+/// runtime); the first ancestor outside is the runtime that made it,
+/// never killed.
+fn container_step(
+    ancestor: &Process,
+    pid_ns: u64,
+    self_chain: &HashSet<ProcessId>,
+    target: &Process,
+) -> ContainerStep {
+    let inside = ancestor.namespaces.as_ref().is_some_and(|ns| ns.pid == pid_ns);
+    let how = target
+        .container
+        .as_ref()
+        .map_or("stop the namespace's init".to_string(), |c| {
+            format!("stop the container: {}", c.stop_command())
+        });
+    if !inside || self_chain.contains(&ancestor.id()) {
+        return ContainerStep::Boundary(format!(
+            "outside the target's PID namespace (its runtime or creator, left running; {how})"
+        ));
+    }
+    if let Some(why) = legitimate_boundary(ancestor, self_chain) {
+        return ContainerStep::Boundary(format!("{why} inside the container; {how}"));
+    }
+    let ns_pid = ancestor.namespaces.as_ref().map_or(0, |ns| ns.ns_pid);
+    ContainerStep::Member(if ns_pid == 1 {
+        "init of the target's PID namespace (PID 1 inside): the container's payload".into()
+    } else {
+        format!("in the target's PID namespace (PID {ns_pid} inside), above it")
+    })
+}
+
+fn container_stop(table: &ProcessTable, target: &Process, pid_ns: u64) -> ContainerStop {
+    let in_ns = |p: &&Process| p.namespaces.as_ref().is_some_and(|ns| ns.pid == pid_ns);
+    let init = std::iter::once(target)
+        .chain(table.ancestors(&target.id()))
+        .filter(in_ns)
+        .find(|p| p.namespaces.as_ref().is_some_and(|ns| ns.ns_pid == 1))
+        .map(|p| p.pid);
+    let stop = match (&target.container, init) {
+        (Some(c), _) => c.stop_command(),
+        (None, Some(init)) => format!(
+            "kill its init, PID {init} on the host (`--kill` does): every process of the namespace ends with it"
+        ),
+        (None, None) => "its init is not in the table: stop every process of the namespace".into(),
+    };
+    ContainerStop {
+        pid_ns,
+        init,
+        container: target.container.clone(),
+        stop,
+    }
 }
 
 /// One plan for every process a selector matched: each match planned as
@@ -694,6 +795,9 @@ pub(crate) mod tests {
             kernel_thread: false,
             threads: Vec::new(),
             exited_at_ns: None,
+            namespaces: None,
+            cgroup: None,
+            container: None,
             ..Default::default()
         }
     }

@@ -30,6 +30,9 @@ pub struct KernelProcess {
     /// The network namespace's inode (the leader's; a thread's when the
     /// leader has none, having exited).
     pub netns: Option<u64>,
+    /// Where the leader lives (a live thread's record when the leader has
+    /// exited and has no namespaces left).
+    pub ns: tracer_common::NsIds,
 }
 
 impl KernelProcess {
@@ -48,6 +51,7 @@ impl KernelProcess {
             start_ticks: self.start_ticks,
             kernel_thread: self.kernel_thread,
             threads: self.thread_names.clone(),
+            namespaces: crate::views::placement::from_kernel(&self.ns),
             ..Default::default()
         }
     }
@@ -175,13 +179,22 @@ pub fn group_by_tgid(tasks: &[TaskRecord]) -> BTreeMap<u32, KernelProcess> {
         entry.threads += 1;
         entry.has_mm |= t.has_mm != 0;
         if is_leader {
-            let (threads, has_mm, netns) = (entry.threads, entry.has_mm, entry.netns);
+            let (threads, has_mm, netns, ns) =
+                (entry.threads, entry.has_mm, entry.netns, entry.ns);
             *entry = describe(t);
             entry.threads = threads;
             entry.has_mm = has_mm;
             entry.netns = entry.netns.or(netns);
-        } else if entry.netns.is_none() {
-            entry.netns = netns(t);
+            if entry.ns.pid_ns == 0 {
+                entry.ns = ns;
+            }
+        } else {
+            if entry.netns.is_none() {
+                entry.netns = netns(t);
+            }
+            if entry.ns.pid_ns == 0 {
+                entry.ns = t.ns;
+            }
         }
     }
     for (tgid, mut threads) in names {
@@ -206,11 +219,12 @@ fn describe(t: &TaskRecord) -> KernelProcess {
         threads: 0,
         thread_names: Vec::new(),
         netns: netns(t),
+        ns: t.ns,
     }
 }
 
 fn netns(t: &TaskRecord) -> Option<u64> {
-    (t.netns != 0).then_some(u64::from(t.netns))
+    (t.ns.net_ns != 0).then_some(u64::from(t.ns.net_ns))
 }
 
 /// tracer's own PID and start time must read the same in both views.
@@ -241,7 +255,10 @@ mod tests {
             has_mm: (flags & PF_KTHREAD == 0) as u32,
             start_boottime_ns: 5_000_000_000,
             comm: c,
-            netns: 4026531840,
+            ns: tracer_common::NsIds {
+                net_ns: 4026531840,
+                ..Default::default()
+            },
             _pad: 0,
         }
     }

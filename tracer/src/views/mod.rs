@@ -32,6 +32,7 @@ pub mod libc_readdir;
 pub mod lineage;
 pub mod module_memory;
 pub mod mounts;
+pub mod placement;
 pub mod net;
 pub mod probes;
 pub mod ps;

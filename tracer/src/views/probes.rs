@@ -232,6 +232,7 @@ mod tests {
             threads: 1,
             thread_names: Vec::new(),
             netns: None,
+            ns: Default::default(),
         };
         let same = probe_with(me, Some(&kernel(real.start_ticks)));
         assert_eq!(same.process.unwrap().uid, real.uid + 4242);

@@ -28,6 +28,7 @@ pub enum EventKind {
     Rename = 5,
     /// 6 and 7 are unused (kinds were numbered on parallel branches).
     Mount = 8,
+    Datagram = 9,
 }
 
 impl EventKind {
@@ -39,13 +40,14 @@ impl EventKind {
             4 => Some(Self::Connect),
             5 => Some(Self::Rename),
             8 => Some(Self::Mount),
+            9 => Some(Self::Datagram),
             _ => None,
         }
     }
 }
 
 /// Indexes of the per-CPU loss counters (`LOST` map): one per event kind.
-pub const LOST_SLOTS: u32 = 9;
+pub const LOST_SLOTS: u32 = 10;
 
 /// Which program produced a connect record.
 pub const HOOK_TRACEPOINT: u32 = 1;
@@ -169,6 +171,70 @@ pub struct ConnectEvent {
     pub comm: [u8; COMM_LEN],
 }
 
+/// Which program produced a datagram record: the cgroup socket-address
+/// hooks (`cgroup/connect4`, `connect6`, `sendmsg4`, `sendmsg6` on the
+/// cgroup v2 root), or fentry / kprobes on the kernel's UDP functions.
+pub const DGRAM_HOOK_CGROUP: u32 = 1;
+pub const DGRAM_HOOK_FENTRY: u32 = 2;
+pub const DGRAM_HOOK_KPROBE: u32 = 3;
+
+/// What the process did: `connect()` a UDP socket, or send to an address
+/// (`sendto`, `sendmsg`, `sendmmsg`) without connecting.
+pub const DGRAM_CONNECT: u16 = 1;
+pub const DGRAM_SEND: u16 = 2;
+
+/// The kernel sends at most one record per process and destination per
+/// this many ns; the datagrams in between are counted into the next.
+pub const DGRAM_THROTTLE_NS: u64 = 1_000_000_000;
+
+/// Outbound UDP to an address, IPv4 or IPv6, seen in the sending task's
+/// context: the first datagram to a destination, then at most one record
+/// a second per process and destination, with the count since the last.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DatagramEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Host byte order.
+    pub dport: u16,
+    /// `DGRAM_CONNECT` or `DGRAM_SEND`.
+    pub call: u16,
+    pub _pad: u16,
+    /// IPv4 addresses use the first 4 bytes, network order.
+    pub daddr: [u8; 16],
+    /// Datagrams (or connects) to this destination since the last record,
+    /// this one included.
+    pub count: u32,
+    /// `DGRAM_HOOK_*`.
+    pub hook: u32,
+    pub ktime_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// The throttle's key: one process and one destination.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct DatagramKey {
+    pub tgid: u32,
+    pub family: u16,
+    pub dport: u16,
+    pub daddr: [u8; 16],
+}
+
+/// The throttle's value: when the last record went out, and how many
+/// datagrams were counted since.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct DatagramSeen {
+    pub last_ns: u64,
+    pub pending: u32,
+    pub _pad: u32,
+}
+
 /// One task as the kernel's task iterator sees it (threads included).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -247,6 +313,10 @@ pub struct KernelOffsets {
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    /// `msghdr.msg_name`, for the UDP send hooks on kernel functions (0
+    /// when missing: they are then not used).
+    pub msghdr_name: u32,
+    pub _pad: u32,
 }
 
 /// Which kernel iterator produced a `SocketRecord`.
@@ -490,7 +560,10 @@ const _: () = {
     assert!(core::mem::size_of::<RenameEvent>() == 32 + 2 * COMM_LEN);
     assert!(core::mem::size_of::<ConnectEvent>() == 72 + COMM_LEN);
     assert!(core::mem::size_of::<TaskRecord>() == 32 + COMM_LEN + 32);
-    assert!(core::mem::size_of::<KernelOffsets>() == 44 * 4);
+    assert!(core::mem::size_of::<DatagramEvent>() == 24 + 16 + 16 + COMM_LEN);
+    assert!(core::mem::size_of::<DatagramKey>() == 24);
+    assert!(core::mem::size_of::<DatagramSeen>() == 16);
+    assert!(core::mem::size_of::<KernelOffsets>() == 46 * 4);
     assert!(core::mem::size_of::<SocketRecord>() == 48 + 32);
     assert!(core::mem::size_of::<SocketOffsets>() == 16 * 4);
     assert!(core::mem::size_of::<BpfFileRecord>() == 16 + COMM_LEN + 24);
@@ -505,6 +578,8 @@ mod pod {
     unsafe impl aya::Pod for super::SocketOffsets {}
     unsafe impl aya::Pod for super::BpfFileOffsets {}
     unsafe impl aya::Pod for super::KmemRequest {}
+    unsafe impl aya::Pod for super::DatagramKey {}
+    unsafe impl aya::Pod for super::DatagramSeen {}
 }
 
 /// The bytes of a fixed-size, NUL-padded kernel string up to the first NUL.

@@ -60,6 +60,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     css_set_dfl_cgrp: 0,
     cgroup_kn: 0,
     kernfs_node_id: 0,
+    msghdr_name: 0,
+    _pad: 0,
 };
 
 /// The offsets, read through a volatile load so the compiler cannot fold the

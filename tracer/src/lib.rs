@@ -11,6 +11,7 @@ mod fuzz;
 pub mod getdents;
 pub mod kernel;
 pub mod model;
+pub mod mountinfo;
 pub mod output;
 pub mod proc;
 pub mod respond;

@@ -12,7 +12,10 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
-use tracer_common::{ConnectEvent, ExecEvent, RenameEvent, HOOK_FENTRY, HOOK_KPROBE};
+use tracer_common::{
+    ConnectEvent, DatagramEvent, ExecEvent, RenameEvent, DGRAM_CONNECT, DGRAM_HOOK_FENTRY,
+    DGRAM_HOOK_KPROBE, HOOK_FENTRY, HOOK_KPROBE,
+};
 
 use crate::{
     cli::WatchArgs,
@@ -43,6 +46,8 @@ use crate::{
     views,
 };
 
+mod datagrams;
+pub use datagrams::BeaconOut;
 mod live_writes;
 mod sigma;
 
@@ -156,6 +161,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         shown: 0,
         persistence_cache: HashMap::new(),
         cgroups: Default::default(),
+        datagrams: Default::default(),
         kernel,
         lost_reported: Counts::default(),
         last_loss_report: None,
@@ -220,6 +226,7 @@ fn lost_counts(kernel: &Kernel) -> Counts {
         connect: lost[4],
         mount: lost[tracer_common::EventKind::Mount as usize],
         rename: lost[tracer_common::EventKind::Rename as usize],
+        datagram: lost[tracer_common::EventKind::Datagram as usize],
     }
 }
 
@@ -285,6 +292,8 @@ struct Watcher {
     persistence_cache: HashMap<String, Vec<String>>,
     /// Cgroup paths and containers by cgroup id.
     cgroups: views::placement::CgroupCache,
+    /// Outbound UDP destinations: shown once a minute, counted always.
+    datagrams: datagrams::DatagramLedger,
     /// Owned here to read the loss counters and the task list mid-stream;
     /// dropped last, which detaches every program.
     kernel: Kernel,
@@ -436,6 +445,11 @@ impl Watcher {
             findings: self.findings,
             findings_suppressed: self.findings_suppressed,
             shown: self.shown,
+            beacons: {
+                let kernel = &self.kernel;
+                self.datagrams
+                    .beacons(|d| kernel.datagrams_pending(d.pid, d.addr, d.port))
+            },
         };
         let written = self.out.summary(&summary).and_then(|_| self.out.flush());
         if self.summary_to_stderr {
@@ -508,6 +522,7 @@ impl Watcher {
                     connect: now.connect.saturating_sub(last.connect),
                     mount: now.mount.saturating_sub(last.mount),
                     rename: now.rename.saturating_sub(last.rename),
+                    datagram: now.datagram.saturating_sub(last.datagram),
                 },
                 total_lost: now.total(),
             })?;
@@ -581,6 +596,10 @@ impl Watcher {
             KernelEvent::Rename(r) => {
                 self.seen.rename += 1;
                 self.on_rename(&r)
+            }
+            KernelEvent::Datagram(d) => {
+                self.seen.datagram += 1;
+                self.on_datagram(&d)
             }
         }
     }
@@ -770,9 +789,60 @@ impl Watcher {
                 _ => "tracepoint/inet_sock_set_state",
             },
             established_before_start: false,
+            protocol: "tcp",
+            udp: None,
         };
         self.sigma_connect(&seen)?;
-        self.report_connect(seen)
+        self.report_connect(seen).map(|_| ())
+    }
+
+    /// A UDP connect or send to an address: shown (and alerted, on a
+    /// match) once a minute per process and destination, counted always.
+    fn on_datagram(&mut self, d: &DatagramEvent) -> io::Result<()> {
+        let (daddr, family) = datagram_destination(d);
+        let comm = text(&d.comm);
+        let dest = datagrams::Destination {
+            pid: d.tgid,
+            addr: daddr,
+            port: d.dport,
+        };
+        let earlier = match self.datagrams.note(dest, comm.as_str(), d.ktime_ns, d.count) {
+            datagrams::Verdict::Counted => return Ok(()),
+            datagrams::Verdict::Show { earlier } => earlier,
+        };
+        let seen = SeenConnect {
+            ktime_ns: d.ktime_ns,
+            pid: d.tgid,
+            tid: d.pid,
+            uid: d.uid,
+            comm,
+            family,
+            saddr: if family == "ipv6" {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            },
+            sport: 0,
+            daddr,
+            dport: d.dport,
+            hook: match d.hook {
+                DGRAM_HOOK_FENTRY => "fentry/udp",
+                DGRAM_HOOK_KPROBE => "kprobe/udp",
+                _ => "cgroup/sock_addr",
+            },
+            established_before_start: false,
+            protocol: "udp",
+            udp: Some(UdpFacts {
+                call: if d.call == DGRAM_CONNECT { "connect" } else { "send" },
+                datagrams: self.datagrams.total(&dest),
+                earlier_minute: earlier,
+            }),
+        };
+        self.sigma_connect(&seen)?;
+        if self.report_connect(seen)? {
+            self.datagrams.alerted(dest);
+        }
+        Ok(())
     }
 
     /// Connections already open at start that match an indicator: each
@@ -802,6 +872,8 @@ impl Watcher {
                     dport: m.peer.port(),
                     hook: "iter/task_file",
                     established_before_start: true,
+                    protocol: m.socket.protocol.name(),
+                    udp: None,
                 })?;
             }
         }
@@ -810,9 +882,10 @@ impl Watcher {
 
     /// Prints a connection (new or already open) and, when it matches an
     /// indicator, its alert with the chain and the proposed kill tree.
-    fn report_connect(&mut self, c: SeenConnect) -> io::Result<()> {
+    /// Returns whether it alerted.
+    fn report_connect(&mut self, c: SeenConnect) -> io::Result<bool> {
         if self.args.exec_only {
-            return Ok(());
+            return Ok(false);
         }
         let mut clock = StageClock::new(self.args.timing, self.woken_ns);
         // An answer that reached the host before this connect is queued on
@@ -829,7 +902,7 @@ impl Watcher {
             .match_connect_named(c.daddr, c.dport, &names);
         clock.timing.match_ns = clock.lap();
         let Some(id) = self.ensure_known(c.pid, |t| t.get(c.pid).map(Process::id)) else {
-            return Ok(());
+            return Ok(false);
         };
         // For `kill-tree --remote`, after the connector is gone.
         self.lineage
@@ -839,12 +912,12 @@ impl Watcher {
             self.table.read_pending_details_below(&id);
         }
         let Some(process) = self.table.by_id(&id) else {
-            return Ok(());
+            return Ok(false);
         };
         let ancestry = self.table.ancestry(&id);
         clock.timing.ancestry_ns = clock.lap();
         if matched.is_none() && !self.selected(c.comm.as_str(), c.pid, &ancestry) {
-            return Ok(());
+            return Ok(false);
         }
         let users = &self.users;
         let out = ConnectOut {
@@ -866,6 +939,10 @@ impl Watcher {
             domain: names.first(),
             hook: c.hook,
             established_before_start: c.established_before_start,
+            protocol: c.protocol,
+            udp_call: c.udp.map(|u| u.call),
+            datagrams: c.udp.map(|u| u.datagrams),
+            datagrams_earlier_minute: c.udp.and_then(|u| u.earlier_minute),
             ancestry_cut: self.table.ancestry_cut_of(&id, &ancestry),
             ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
         };
@@ -882,7 +959,11 @@ impl Watcher {
                 severity,
                 indicator: &m.indicator,
                 indicator_source: &m.source,
-                reason: if m.port_only {
+                reason: if c.protocol == "udp" {
+                    "outbound UDP to a known pool or C2 address (a beacon is alerted once a minute; \
+                     its datagrams are counted in the summary)"
+                        .into()
+                } else if m.port_only {
                     "destination port commonly used by mining pools".into()
                 } else {
                     "destination is a known pool or C2 address".into()
@@ -893,8 +974,9 @@ impl Watcher {
             })?;
             // An alert leaves at once, not with the rest of the batch.
             self.out.flush()?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 }
 /// Stage stamps for `--timing`; reads no clock when timing is off.
@@ -942,6 +1024,19 @@ struct SeenConnect {
     dport: u16,
     hook: &'static str,
     established_before_start: bool,
+    /// `tcp` or `udp`.
+    protocol: &'static str,
+    udp: Option<UdpFacts>,
+}
+
+/// What a UDP record adds: the call, and the datagrams counted.
+#[derive(Clone, Copy)]
+struct UdpFacts {
+    call: &'static str,
+    /// To this destination from this process since first seen.
+    datagrams: u64,
+    /// In the minute before this record, when this is not the first.
+    earlier_minute: Option<u64>,
 }
 
 /// The kill-tree tracer would propose for `pid`, shown with an alert: the
@@ -987,6 +1082,22 @@ fn proposed_kill_tree(
 }
 
 /// Destination, source and family name of a connect record.
+/// A datagram record's destination; an IPv4-mapped IPv6 address (an IPv6
+/// socket sending to IPv4) is the IPv4 address it maps.
+fn datagram_destination(d: &DatagramEvent) -> (IpAddr, &'static str) {
+    const AF_INET6: u16 = 10;
+    if d.family == AF_INET6 {
+        let v6 = Ipv6Addr::from(d.daddr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => (IpAddr::V4(v4), "ipv4"),
+            None => (IpAddr::V6(v6), "ipv6"),
+        }
+    } else {
+        let a = d.daddr;
+        (IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])), "ipv4")
+    }
+}
+
 fn addresses(c: &ConnectEvent) -> (IpAddr, IpAddr, &'static str) {
     const AF_INET6: u16 = 10;
     if c.family == AF_INET6 {

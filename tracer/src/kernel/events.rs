@@ -1,7 +1,8 @@
 //! Decoding the records the kernel programs write.
 use crate::model::HostStr;
 use tracer_common::{
-    ConnectEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, MountEvent, RenameEvent, TaskRecord,
+    ConnectEvent, DatagramEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, MountEvent, RenameEvent,
+    TaskRecord,
 };
 
 /// One record from the ring buffer.
@@ -12,6 +13,7 @@ pub enum KernelEvent {
     Connect(ConnectEvent),
     Mount(Box<MountEvent>),
     Rename(RenameEvent),
+    Datagram(DatagramEvent),
 }
 
 /// Copies a `#[repr(C)]` record out of a byte slice, if it is long enough.
@@ -34,6 +36,7 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
         EventKind::Connect => KernelEvent::Connect(read_record(bytes)?),
         EventKind::Mount => KernelEvent::Mount(Box::new(read_record(bytes)?)),
         EventKind::Rename => KernelEvent::Rename(read_record(bytes)?),
+        EventKind::Datagram => KernelEvent::Datagram(read_record(bytes)?),
     })
 }
 
@@ -64,6 +67,7 @@ mod tests {
     fn short_or_unknown_records_are_rejected() {
         assert!(decode(&[]).is_none());
         assert!(decode(&9u32.to_ne_bytes()).is_none());
+        assert!(decode(&77u32.to_ne_bytes()).is_none());
         // An exec kind with a fork-sized body is truncated, not misread.
         let mut short = vec![0u8; std::mem::size_of::<ForkEvent>()];
         short[..4].copy_from_slice(&(EventKind::Exec as u32).to_ne_bytes());

@@ -5,6 +5,7 @@ pub mod attach_btf;
 pub mod bpf_files;
 pub mod bpf_sys;
 pub mod capture;
+pub mod datagram;
 pub mod events;
 pub mod file_users;
 pub mod kmem;
@@ -480,6 +481,8 @@ impl Kernel {
         self.hooks.push(connect);
         let rename = self.attach_rename();
         self.hooks.push(rename);
+        let udp = datagram::attach(self);
+        self.hooks.push(udp);
         mounts::attach(self);
         Ok(())
     }

@@ -27,7 +27,6 @@ use tracer_common::{
 };
 
 use super::{root_cause, HookChoice, Kernel};
-use crate::views::{kernel_hooks, mounts};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -131,13 +130,14 @@ fn attach_capable(kernel: &mut Kernel) -> Result<()> {
 /// be mounted privately.
 fn attach_all(kernel: &mut Kernel) -> Result<bool> {
     let common = common_fields(kernel)?;
-    let mounted_here = mounts::own_mount_points_of_type("tracefs")
+    let mounted_here = crate::mountinfo::own_mount_points_of_type("tracefs")
         .is_ok_and(|dirs| dirs.iter().any(|d| d == TRACEFS));
     let ebpf = &mut kernel.ebpf;
     std::thread::scope(|s| {
         s.spawn(|| -> Result<bool> {
             if !mounted_here {
-                kernel_hooks::private_tracefs().context("mounting tracefs privately")?;
+                crate::mountinfo::mount_privately("tracefs", TRACEFS)
+                    .context("mounting tracefs privately")?;
             }
             let enter_mount = format_of("sys_enter_mount")?;
             let enter_move = format_of("sys_enter_move_mount")?;

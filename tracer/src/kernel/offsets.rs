@@ -51,11 +51,18 @@ const STRUCTS: &[&str] = &[
     "css_set",
     "cgroup",
     "kernfs_node",
+    "msghdr",
 ];
 
 /// Kernel functions fentry programs attach to (see `attach_watch`); a
 /// new one must be added here to be found.
-const FENTRY_FUNCTIONS: &[&str] = &["tcp_connect"];
+const FENTRY_FUNCTIONS: &[&str] = &[
+    "tcp_connect",
+    "udp_sendmsg",
+    "udpv6_sendmsg",
+    "__ip4_datagram_connect",
+    "__ip6_datagram_connect",
+];
 
 /// The running kernel's BTF, with the structs tracer reads indexed by name,
 /// and every attach target (iterators, BTF tracepoints, fentry functions).
@@ -202,6 +209,7 @@ pub fn resolve(btf: &KernelBtf) -> Result<KernelOffsets> {
         sk_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
         sk_protocol: field_offset("sock", "sk_protocol")?,
         task_stack: task("stack").unwrap_or(0),
+        msghdr_name: field_offset("msghdr", "msg_name").unwrap_or(0),
         ..namespace_offsets(btf)
     })
 }

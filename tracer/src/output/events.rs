@@ -140,6 +140,20 @@ pub struct ConnectOut<'a> {
     /// The connection was already open when watch started (found by the
     /// start-up snapshot, not by a connect event).
     pub established_before_start: bool,
+    /// `tcp`, or `udp` for a datagram socket's connect or send.
+    pub protocol: &'static str,
+    /// UDP: `connect` (a connected socket) or `send` (to an address, not
+    /// connected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_call: Option<&'static str>,
+    /// UDP: datagrams (and connects) from this process to this destination
+    /// since watch first saw one. Each destination is shown once a minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datagrams: Option<u64>,
+    /// UDP: datagrams in the minute before this record, when it is not
+    /// the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datagrams_earlier_minute: Option<u64>,
     pub ancestry: Vec<ProcessOut<'a>>,
     /// Where `ancestry` was cut, when the chain is deeper than it shows.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -224,12 +238,16 @@ pub struct Counts {
     pub mount: u64,
     /// Renames after exec (`task_rename`).
     pub rename: u64,
+    /// Outbound UDP records (the kernel sends one a second at most per
+    /// process and destination).
+    #[serde(default)]
+    pub datagram: u64,
 }
 
 impl Counts {
     /// Every kind together.
     pub fn total(&self) -> u64 {
-        self.exec + self.fork + self.exit + self.connect + self.mount + self.rename
+        self.exec + self.fork + self.exit + self.connect + self.mount + self.rename + self.datagram
     }
 }
 
@@ -265,6 +283,9 @@ pub struct SummaryOut {
     /// same process and rule.
     pub findings_suppressed: u64,
     pub shown: u64,
+    /// UDP destinations that raised alerts, with every datagram counted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub beacons: Vec<crate::commands::watch::BeaconOut>,
 }
 
 /// Writes events as JSON lines or human lines.
@@ -394,9 +415,20 @@ impl<W: Write> EventWriter<W> {
             return self.json_line(c);
         }
         write!(self.out, "{} ", c.timestamp)?;
+        let (label, udp) = match (c.udp_call, c.datagrams) {
+            (Some(call), Some(n)) => (
+                "UDP    ",
+                format!(
+                    " ({call}; datagrams so far: {n}{})",
+                    c.datagrams_earlier_minute
+                        .map_or(String::new(), |m| format!(", {m} in the minute before"))
+                ),
+            ),
+            _ => ("CONNECT", String::new()),
+        };
         writeln!(
             self.out,
-            "CONNECT pid={} user={}{} {} {} -> {}{}{}\n        chain: {}{}",
+            "{label} pid={} user={}{} {} {} -> {}{}{}{udp}\n        chain: {}{}",
             c.pid,
             c.user.escaped(),
             c.placement.human(),
@@ -429,6 +461,8 @@ impl<W: Write> EventWriter<W> {
             c.placement.human(),
             if c.established_before_start {
                 "has been connected since before watch started to"
+            } else if c.protocol == "udp" {
+                "sends UDP to"
             } else {
                 "connects to"
             },
@@ -489,9 +523,9 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", l.timestamp)?;
         writeln!(
             self.out,
-            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}, mount {}, rename {}) since the last \
+            "LOSS    the kernel dropped {n} events (exec {}, fork {}, exit {}, connect {}, mount {}, rename {}, udp {}) since the last \
              report, {} in all; ancestry is re-read from the kernel once losses stop",
-            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.lost.mount, l.lost.rename, l.total_lost
+            l.lost.exec, l.lost.fork, l.lost.exit, l.lost.connect, l.lost.mount, l.lost.rename, l.lost.datagram, l.total_lost
         )
     }
 
@@ -502,19 +536,33 @@ impl<W: Write> EventWriter<W> {
         write!(self.out, "{} ", s.timestamp)?;
         writeln!(
             self.out,
-            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}, rename {}), {} lost in the kernel, {} malformed, {} alerts, {} findings ({} suppressed)",
+            "tracer: {} events seen (exec {}, fork {}, exit {}, connect {}, rename {}, udp {}), {} lost in the kernel, {} malformed, {} alerts, {} findings ({} suppressed)",
             s.events_seen,
             s.seen.exec,
             s.seen.fork,
             s.seen.exit,
             s.seen.connect,
             s.seen.rename,
+            s.seen.datagram,
             s.events_lost,
             s.malformed,
             s.alerts,
             s.findings,
             s.findings_suppressed
-        )
+        )?;
+        for b in &s.beacons {
+            writeln!(
+                self.out,
+                "  beacon: pid {} {} -> {}: {} datagrams over {} s, {} alerts",
+                b.pid,
+                escape(&b.comm),
+                endpoint(&b.daddr, b.dport),
+                b.datagrams,
+                b.last_ktime_ns.saturating_sub(b.first_ktime_ns) / 1_000_000_000,
+                b.alerts
+            )?;
+        }
+        Ok(())
     }
 
     pub fn flush(&mut self) -> io::Result<()> {

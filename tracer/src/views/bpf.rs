@@ -16,7 +16,7 @@ use tracer_common::{BpfFileRecord, BPF_FILE_LINK, BPF_FILE_PERF_EVENT, BPF_FILE_
 use crate::{
     kernel::{bpf_sys, events::text, Kernel},
     model::HostStr,
-    views::{kallsyms::Kallsyms, mounts},
+    views::kallsyms::Kallsyms,
 };
 
 /// A process holding a BPF object open.
@@ -253,7 +253,7 @@ impl BpfInventory {
     /// Walks every bpffs mounted in tracer's mount namespace and records
     /// each pinned program or link against its program.
     fn pins(&mut self, programs: &mut BTreeMap<u32, BpfProgram>, links: &BTreeMap<u32, u32>) {
-        let roots = match mounts::own_mount_points_of_type("bpf") {
+        let roots = match crate::mountinfo::own_mount_points_of_type("bpf") {
             Ok(r) => r,
             Err(e) => {
                 self.notes

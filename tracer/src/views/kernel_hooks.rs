@@ -13,7 +13,6 @@ use crate::{
     views::{
         bpf::{BpfInventory, OwnPrograms},
         kallsyms::Kallsyms,
-        mounts,
     },
 };
 
@@ -356,7 +355,7 @@ pub fn parse_kprobe_events(text: &str) -> Vec<FtraceHook> {
 /// a private mount namespace of a short-lived thread (the host's mounts are
 /// not touched) and says so.
 pub fn ftrace_hooks(notes: &mut Vec<String>) -> Vec<FtraceHook> {
-    let mounted = mounts::own_mount_points_of_type("tracefs")
+    let mounted = crate::mountinfo::own_mount_points_of_type("tracefs")
         .ok()
         .and_then(|m| m.into_iter().next());
     match mounted {
@@ -394,19 +393,8 @@ pub fn ftrace_hooks(notes: &mut Vec<String>) -> Vec<FtraceHook> {
 
 /// In this thread only: a private mount namespace with tracefs mounted.
 pub(crate) fn private_tracefs() -> std::io::Result<&'static str> {
-    use rustix::{
-        mount::{mount, mount_change, MountFlags, MountPropagationFlags},
-        thread::{unshare_unsafe, UnshareFlags},
-    };
     const DIR: &str = "/sys/kernel/tracing";
-    // SAFETY: FILES is not unshared, so fds stay valid across threads; this
-    // thread only reads files and ends.
-    unsafe { unshare_unsafe(UnshareFlags::NEWNS | UnshareFlags::FS)? };
-    mount_change(
-        "/",
-        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-    )?;
-    mount("tracefs", DIR, "tracefs", MountFlags::empty(), None)?;
+    crate::mountinfo::mount_privately("tracefs", DIR)?;
     Ok(DIR)
 }
 

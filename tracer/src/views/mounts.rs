@@ -33,7 +33,7 @@ pub fn parse_proc_pid_mounts(mountinfo: &str) -> Vec<ProcMount> {
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
-            let mount_point = unescape(fields.get(4)?);
+            let mount_point = crate::mountinfo::unescape(fields.get(4)?);
             let pid = mount_point
                 .strip_prefix("/proc/")?
                 .split('/')
@@ -46,57 +46,11 @@ pub fn parse_proc_pid_mounts(mountinfo: &str) -> Vec<ProcMount> {
                 pid,
                 mount_point,
                 fs_type: fields.get(dash + 1)?.to_string(),
-                source: unescape(fields.get(dash + 2)?),
+                source: crate::mountinfo::unescape(fields.get(dash + 2)?),
                 line: line.to_string(),
             })
         })
         .collect()
-}
-
-/// Mount points of every mount of `fs_type` (`bpf`, `tracefs`) in
-/// mountinfo text.
-pub fn mount_points_of_type(mountinfo: &str, fs_type: &str) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let dash = fields.iter().position(|f| *f == "-")?;
-            let mount_point = fields.get(4)?;
-            (*fields.get(dash + 1)? == fs_type).then(|| unescape(mount_point))
-        })
-        .collect()
-}
-
-/// Mount points of `fs_type` in tracer's own mount namespace.
-pub fn own_mount_points_of_type(fs_type: &str) -> io::Result<Vec<String>> {
-    let bytes = crate::proc::read_file("/proc/self/mountinfo")?;
-    Ok(mount_points_of_type(
-        &String::from_utf8_lossy(&bytes),
-        fs_type,
-    ))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space and so on).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -135,18 +89,5 @@ mod tests {
             ]
         );
         assert!(mounts[1].line.contains("/77 /proc/4343"));
-    }
-
-    #[test]
-    fn mounts_are_found_by_type() {
-        let text = format!("{MOUNTINFO}94 22 0:53 / /tmp/b\\040f rw - bpf bpf rw\n");
-        assert_eq!(mount_points_of_type(&text, "bpf"), ["/tmp/b f"]);
-        assert_eq!(mount_points_of_type(&text, "tmpfs").len(), 3);
-        assert!(mount_points_of_type(&text, "tracefs").is_empty());
-    }
-
-    #[test]
-    fn octal_escapes_are_decoded() {
-        assert_eq!(unescape(r"/a\040b\011c\134d\x"), "/a b\tc\\d\\x");
     }
 }

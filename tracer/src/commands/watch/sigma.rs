@@ -106,7 +106,7 @@ impl Watcher {
                 ev.set_num(Field::SourcePort, u64::from(c.sport));
             }
             ev.set(Field::Initiated, b"true");
-            ev.set(Field::Protocol, b"tcp");
+            ev.set(Field::Protocol, c.protocol.as_bytes());
         })
     }
 

@@ -162,6 +162,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         persistence_cache: HashMap::new(),
         cgroups: Default::default(),
         datagrams: Default::default(),
+        hosts: Default::default(),
         kernel,
         lost_reported: Counts::default(),
         last_loss_report: None,
@@ -294,6 +295,8 @@ struct Watcher {
     cgroups: views::placement::CgroupCache,
     /// Outbound UDP destinations: shown once a minute, counted always.
     datagrams: datagrams::DatagramLedger,
+    /// `/etc/hosts` names by mount namespace.
+    hosts: views::hosts_file::HostsFiles,
     /// Owned here to read the loss counters and the task list mid-stream;
     /// dropped last, which detaches every program.
     kernel: Kernel,
@@ -897,12 +900,31 @@ impl Watcher {
             }
             None => Vec::new(),
         };
-        let matched = self
+        let mut matched = self
             .indicators
             .match_connect_named(c.daddr, c.dport, &names);
         clock.timing.match_ns = clock.lap();
         let Some(id) = self.ensure_known(c.pid, |t| t.get(c.pid).map(Process::id)) else {
             return Ok(false);
+        };
+        // Names the connecting process's own /etc/hosts gives the address
+        // (one read per mount namespace, re-checked once a second).
+        let mnt_ns = self
+            .table
+            .by_id(&id)
+            .and_then(|p| p.namespaces.as_ref())
+            .map_or(u64::MAX - u64::from(c.pid), |ns| ns.mnt);
+        let hosts_names: Vec<HostStr> = self.hosts.names(mnt_ns, c.pid, c.daddr).to_vec();
+        if !hosts_names.is_empty() && matched.as_ref().is_none_or(|m| m.port_only) {
+            matched = self
+                .indicators
+                .match_connect_named(c.daddr, c.dport, &hosts_names)
+                .or(matched);
+        }
+        let (domain, domain_source) = match (names.first(), hosts_names.first()) {
+            (Some(d), _) => (Some(d), Some("dns")),
+            (None, Some(h)) => (Some(h), Some("hosts")),
+            (None, None) => (None, None),
         };
         // For `kill-tree --remote`, after the connector is gone.
         self.lineage
@@ -936,7 +958,8 @@ impl Watcher {
             sport: c.sport,
             daddr: c.daddr.to_string(),
             dport: c.dport,
-            domain: names.first(),
+            domain,
+            domain_source,
             hook: c.hook,
             established_before_start: c.established_before_start,
             protocol: c.protocol,

@@ -133,9 +133,14 @@ pub struct ConnectOut<'a> {
     pub daddr: String,
     pub dport: u16,
     /// The name a DNS answer seen by watch gave for `daddr` (the name asked
-    /// for, before any CNAME), when one did.
+    /// for, before any CNAME), else one the connecting process's own
+    /// `/etc/hosts` gives it, when one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<&'a HostStr>,
+    /// Where `domain` came from: `dns` or `hosts` (the /etc/hosts of the
+    /// process's mount namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_source: Option<&'static str>,
     pub hook: &'static str,
     /// The connection was already open when watch started (found by the
     /// start-up snapshot, not by a connect event).

@@ -25,6 +25,7 @@ pub mod dns;
 pub mod file_users;
 pub mod file_writes;
 pub mod host;
+pub mod hosts_file;
 pub mod kallsyms;
 pub mod kernel;
 pub mod kernel_hooks;

@@ -117,15 +117,22 @@ pub struct ForkEvent {
     pub comm: [u8; COMM_LEN],
 }
 
-/// `sched_process_exit` of a thread-group leader.
+/// `sched_process_exit`: the last thread of a process ended (`live_threads`
+/// 0), or its leader ended while other threads run on (`live_threads` > 0:
+/// ps shows the process `<defunct>` though it still runs). Where the
+/// kernel's BTF lacks `signal_struct.live`, every leader's exit is sent
+/// with `live_threads` 0.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExitEvent {
     pub kind: u32,
     pub tgid: u32,
+    /// `start_boottime` of the thread-group leader, in ns.
     pub start_boottime_ns: u64,
     pub ktime_ns: u64,
     pub comm: [u8; COMM_LEN],
+    pub live_threads: u32,
+    pub _pad: u32,
 }
 
 /// `task_rename`: a task changed its name after exec (`prctl(PR_SET_NAME)`,
@@ -316,6 +323,10 @@ pub struct KernelOffsets {
     /// `msghdr.msg_name`, for the UDP send hooks on kernel functions (0
     /// when missing: they are then not used).
     pub msghdr_name: u32,
+    /// `task_struct.signal` and `signal_struct.live` (0 when missing: exits
+    /// are then told by the leader's alone).
+    pub task_signal: u32,
+    pub signal_live: u32,
     pub _pad: u32,
 }
 
@@ -556,14 +567,14 @@ const _: () = {
         core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + 32 + PATH_LEN + ARGV_LEN
     );
     assert!(core::mem::size_of::<ForkEvent>() == 32 + COMM_LEN);
-    assert!(core::mem::size_of::<ExitEvent>() == 24 + COMM_LEN);
+    assert!(core::mem::size_of::<ExitEvent>() == 32 + COMM_LEN);
     assert!(core::mem::size_of::<RenameEvent>() == 32 + 2 * COMM_LEN);
     assert!(core::mem::size_of::<ConnectEvent>() == 72 + COMM_LEN);
     assert!(core::mem::size_of::<TaskRecord>() == 32 + COMM_LEN + 32);
     assert!(core::mem::size_of::<DatagramEvent>() == 24 + 16 + 16 + COMM_LEN);
     assert!(core::mem::size_of::<DatagramKey>() == 24);
     assert!(core::mem::size_of::<DatagramSeen>() == 16);
-    assert!(core::mem::size_of::<KernelOffsets>() == 46 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 48 * 4);
     assert!(core::mem::size_of::<SocketRecord>() == 48 + 32);
     assert!(core::mem::size_of::<SocketOffsets>() == 16 * 4);
     assert!(core::mem::size_of::<BpfFileRecord>() == 16 + COMM_LEN + 24);

@@ -57,8 +57,20 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
             return 0;
         }
         let tgid = task::tgid(&off, task);
-        // Only the thread-group leader's exit ends the process as ps shows it.
-        if tgid != task::pid(&off, task) {
+        let is_leader = tgid == task::pid(&off, task);
+        // `signal->live` counts the group's threads not yet in do_exit;
+        // this thread took itself off before the tracepoint.
+        let live_threads = if off.task_signal != 0 {
+            let live: i32 = task::read_at(task::read_ptr(task, off.task_signal), off.signal_live);
+            live.max(0) as u32
+        } else if is_leader {
+            0
+        } else {
+            return 0;
+        };
+        // The process ends with its last thread; a leader that ends first
+        // leaves it running (a zombie leader), which is told too.
+        if live_threads > 0 && !is_leader {
             return 0;
         }
         let Some(mut entry) = maps::EVENTS.reserve::<ExitEvent>(0) else {
@@ -68,9 +80,11 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
         let ev = &mut *entry.as_mut_ptr();
         ev.kind = EventKind::Exit as u32;
         ev.tgid = tgid;
-        ev.start_boottime_ns = task::read_at(task, off.task_start_boottime);
+        ev.start_boottime_ns = task::leader_start_boottime(&off, task);
         ev.ktime_ns = bpf_ktime_get_boot_ns();
         task::comm(&off, task, &mut ev.comm);
+        ev.live_threads = live_threads;
+        ev._pad = 0;
         entry.submit(maps::batched_submit_flags());
     }
     0

@@ -61,6 +61,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     cgroup_kn: 0,
     kernfs_node_id: 0,
     msghdr_name: 0,
+    task_signal: 0,
+    signal_live: 0,
     _pad: 0,
 };
 

@@ -201,6 +201,7 @@ pub fn read_process_brief(pid: u32) -> Option<Process> {
         namespaces: None,
         cgroup: None,
         container: None,
+        leader_exited: false,
     })
 }
 
@@ -220,14 +221,20 @@ pub fn process_from_stat(
         None if stat.num_threads > 1 => thread_names(pid, &comm),
         None => Vec::new(),
     };
+    let leader_exited = leader_exited(&stat);
+    let speaker = if leader_exited {
+        live_thread(pid).unwrap_or(pid)
+    } else {
+        pid
+    };
     Process {
         pid,
         ppid: stat.ppid.max(0) as u32,
         pgid: stat.pgrp.max(0) as u32,
         sid: stat.session.max(0) as u32,
         uid,
-        exe: read_exe(pid),
-        cmdline: read_cmdline(pid),
+        exe: read_exe_of(pid, speaker),
+        cmdline: read_cmdline_of(pid, speaker),
         start_ticks: stat.starttime,
         kernel_thread: stat.flags & tracer_common::PF_KTHREAD != 0,
         comm,
@@ -236,6 +243,7 @@ pub fn process_from_stat(
         namespaces: None,
         cgroup: None,
         container: None,
+        leader_exited,
     }
 }
 
@@ -284,6 +292,44 @@ pub fn read_exe(pid: u32) -> Option<HostStr> {
     read_link(&format!("/proc/{pid}/exe")).ok()
 }
 
+/// A process whose main thread has exited (zombie, or on its way out)
+/// while other threads run on: ps shows it `<defunct>`, and its own exe
+/// and cmdline are empty. Its live threads speak for it.
+pub fn leader_exited(stat: &Stat) -> bool {
+    const PF_EXITING: u32 = 0x4;
+    (matches!(stat.state, 'Z' | 'X') || stat.flags & PF_EXITING != 0) && stat.num_threads > 1
+}
+
+/// A thread of `pid` other than its leader that has not exited.
+pub fn live_thread(pid: u32) -> Option<u32> {
+    let mut tids = list_threads(pid).ok()?;
+    tids.sort_unstable();
+    tids.into_iter().filter(|&t| t != pid).find(|&tid| {
+        read_file(&format!("/proc/{pid}/task/{tid}/stat"))
+            .ok()
+            .and_then(|b| parse_stat(&b).ok())
+            .is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
+    })
+}
+
+/// `exe` of the process, through thread `tid` (the leader's own when
+/// `tid == pid`).
+fn read_exe_of(pid: u32, tid: u32) -> Option<HostStr> {
+    if tid == pid {
+        return read_exe(pid);
+    }
+    read_link(&format!("/proc/{pid}/task/{tid}/exe")).ok()
+}
+
+fn read_cmdline_of(pid: u32, tid: u32) -> Vec<HostStr> {
+    if tid == pid {
+        return read_cmdline(pid);
+    }
+    read_file(&format!("/proc/{pid}/task/{tid}/cmdline"))
+        .map(|b| split_nul_args(&b))
+        .unwrap_or_default()
+}
+
 /// Fills in exe and command line from /proc, when /proc still shows the
 /// same process (its start time matches). Kernel threads have neither.
 pub fn read_details(p: &mut Process) {
@@ -292,8 +338,14 @@ pub fn read_details(p: &mut Process) {
     }
     let Ok(stat) = read_stat(p.pid) else { return };
     if stat.starttime == p.start_ticks {
-        p.exe = read_exe(p.pid);
-        p.cmdline = read_cmdline(p.pid);
+        p.leader_exited = leader_exited(&stat);
+        let speaker = if p.leader_exited {
+            live_thread(p.pid).unwrap_or(p.pid)
+        } else {
+            p.pid
+        };
+        p.exe = read_exe_of(p.pid, speaker);
+        p.cmdline = read_cmdline_of(p.pid, speaker);
         if p.threads.is_empty() && stat.num_threads > 1 {
             p.threads = thread_names(p.pid, &p.comm);
         }

@@ -200,6 +200,7 @@ impl ProcessTable {
             namespaces: None,
             cgroup: None,
             container: None,
+            leader_exited: false,
         };
         self.upsert(process, None);
         id

@@ -87,6 +87,7 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     let mut found = hidden::findings(&confirmed, &snap, &table, &host);
     found.extend(hidden::corrupt_listing(&snap));
     found.extend(masquerade::detect(&snap, &table, &host));
+    found.extend(detect::zombie_leader::detect(&snap, &table));
     if let Some(rules) = sigma.as_mut() {
         found.extend(detect::sigma::hunt::hunt(rules, &snap, &table));
     }

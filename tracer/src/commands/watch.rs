@@ -579,6 +579,10 @@ impl Watcher {
                 );
                 Ok(())
             }
+            KernelEvent::Exit(x) if x.live_threads > 0 => {
+                self.seen.exit += 1;
+                self.on_leader_exit(x.tgid, boottime_ns_to_ticks(x.start_boottime_ns))
+            }
             KernelEvent::Exit(x) => {
                 self.seen.exit += 1;
                 self.table.on_exit(
@@ -605,6 +609,32 @@ impl Watcher {
                 self.on_datagram(&d)
             }
         }
+    }
+
+    /// A process's main thread exited while its other threads run on: the
+    /// process lives (ps shows it `<defunct>`); its record is re-read
+    /// through a live thread and the state is a finding.
+    fn on_leader_exit(&mut self, pid: u32, start_ticks: u64) -> io::Result<()> {
+        let id = crate::model::ProcessId { pid, start_ticks };
+        if self.ensure_known(pid, |t| t.by_id(&id).map(|_| id)).is_none() {
+            return Ok(());
+        }
+        let Ok(stat) = proc::read_stat(pid) else {
+            return Ok(());
+        };
+        if stat.starttime != start_ticks || !proc::leader_exited(&stat) {
+            return Ok(()); // gone altogether since
+        }
+        self.table.update(&id, proc::read_details);
+        let Some(p) = self.table.by_id(&id).cloned() else {
+            return Ok(());
+        };
+        let finding = crate::detect::zombie_leader::finding(
+            &p,
+            &self.table,
+            stat.num_threads.saturating_sub(1),
+        );
+        self.raise("exit", finding)
     }
 
     /// A task renamed itself after exec: the table takes the new name (the

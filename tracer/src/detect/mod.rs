@@ -9,3 +9,4 @@ pub mod live_writes;
 pub mod masquerade;
 pub mod noise;
 pub mod sigma;
+pub mod zombie_leader;

@@ -440,7 +440,7 @@ impl Kernel {
         self.hooks.push(HookChoice {
             event: "exit",
             hook: "tp_btf/sched_process_exit".into(),
-            reason: "thread-group leaders only".into(),
+            reason: "a process's last thread; a main thread that exits before the others (a zombie leader) is told apart".into(),
         });
         // connect: fentry on tcp_connect sees the chosen source port; a
         // kprobe on it does too, where kprobes exist but trampolines are

@@ -52,6 +52,7 @@ const STRUCTS: &[&str] = &[
     "cgroup",
     "kernfs_node",
     "msghdr",
+    "signal_struct",
 ];
 
 /// Kernel functions fentry programs attach to (see `attach_watch`); a
@@ -185,6 +186,7 @@ pub fn resolve(btf: &KernelBtf) -> Result<KernelOffsets> {
         // sock_common sits at the start of struct sock as `__sk_common`.
         Ok(field_offset("sock", "__sk_common")? + field_offset("sock_common", f)?)
     };
+    let live = live_threads_offsets(btf);
     Ok(KernelOffsets {
         ready: 1,
         task_pid: task("pid")?,
@@ -210,8 +212,18 @@ pub fn resolve(btf: &KernelBtf) -> Result<KernelOffsets> {
         sk_protocol: field_offset("sock", "sk_protocol")?,
         task_stack: task("stack").unwrap_or(0),
         msghdr_name: field_offset("msghdr", "msg_name").unwrap_or(0),
+        task_signal: live.map_or(0, |l| l.0),
+        signal_live: live.map_or(0, |l| l.1),
         ..namespace_offsets(btf)
     })
+}
+
+/// `task->signal` and `signal_struct.live`, both or neither.
+fn live_threads_offsets(btf: &KernelBtf) -> Option<(u32, u32)> {
+    Some((
+        btf.field_offset("task_struct", "signal").ok()?,
+        btf.field_offset("signal_struct", "live").ok()?,
+    ))
 }
 
 /// The network namespace path, then the rest of a task's namespaces, PID

@@ -86,6 +86,14 @@ pub struct Process {
     /// The container its cgroup or runtime process names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
+    /// Its main thread has exited while other threads run on: ps shows it
+    /// `<defunct>`; `exe` and `cmdline` are a live thread's.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub leader_exited: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -798,6 +798,7 @@ pub(crate) mod tests {
             namespaces: None,
             cgroup: None,
             container: None,
+            leader_exited: false,
             ..Default::default()
         }
     }

@@ -84,9 +84,12 @@ impl Probe {
     }
 
     /// An exiting, zombie or dead process: it is leaving during the scan,
-    /// and nothing it shows or lacks means anything.
+    /// and nothing it shows or lacks means anything. Not one whose main
+    /// thread alone has exited: its other threads still run (and speak
+    /// for it, see `proc::leader_exited`).
     pub fn is_defunct(&self) -> bool {
-        self.exiting || matches!(self.state, Some('Z') | Some('X'))
+        let leaving = self.exiting || matches!(self.state, Some('Z') | Some('X'));
+        leaving && !self.process.as_ref().is_some_and(|p| p.leader_exited)
     }
 
     /// The process record, if /proc answered for this PID and not for some

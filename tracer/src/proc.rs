@@ -12,13 +12,22 @@ use crate::model::{
 
 /// Reads a whole file with open/read system calls.
 pub fn read_file(path: &str) -> io::Result<Vec<u8>> {
+    read_file_max(path, usize::MAX).map(|(bytes, _)| bytes)
+}
+
+/// Reads a file's first `max` bytes; true when there was more.
+pub fn read_file_max(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
     let fd = rfs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut out = Vec::with_capacity(512);
     let mut buf = [0u8; 4096];
     loop {
         let n = rustix::io::read(&fd, &mut buf)?;
         if n == 0 {
-            return Ok(out);
+            return Ok((out, false));
+        }
+        if out.len() + n > max {
+            out.extend_from_slice(&buf[..max - out.len()]);
+            return Ok((out, true));
         }
         out.extend_from_slice(&buf[..n]);
     }
@@ -202,6 +211,7 @@ pub fn read_process_brief(pid: u32) -> Option<Process> {
         cgroup: None,
         container: None,
         leader_exited: false,
+        cut: Vec::new(),
     })
 }
 
@@ -227,6 +237,9 @@ pub fn process_from_stat(
     } else {
         pid
     };
+    let (cmdline, cmdline_cut) = read_cmdline_of(pid, speaker);
+    let mut cut: Vec<String> = cmdline_cut.into_iter().collect();
+    let threads = cap_threads(threads, &mut cut);
     Process {
         pid,
         ppid: stat.ppid.max(0) as u32,
@@ -234,7 +247,7 @@ pub fn process_from_stat(
         sid: stat.session.max(0) as u32,
         uid,
         exe: read_exe_of(pid, speaker),
-        cmdline: read_cmdline_of(pid, speaker),
+        cmdline,
         start_ticks: stat.starttime,
         kernel_thread: stat.flags & tracer_common::PF_KTHREAD != 0,
         comm,
@@ -244,6 +257,7 @@ pub fn process_from_stat(
         cgroup: None,
         container: None,
         leader_exited,
+        cut,
     }
 }
 
@@ -265,6 +279,17 @@ pub fn thread_names(pid: u32, comm: &HostStr) -> Vec<ThreadName> {
     distinct_thread_names(named, comm)
 }
 
+/// At most [`THREAD_NAMES_MAX`](crate::model::THREAD_NAMES_MAX) thread
+/// names, noting in `cut` how many more there were.
+pub fn cap_threads(mut threads: Vec<ThreadName>, cut: &mut Vec<String>) -> Vec<ThreadName> {
+    let max = crate::model::THREAD_NAMES_MAX;
+    if threads.len() > max {
+        cut.push(format!("threads: {max} of {} names kept", threads.len()));
+        threads.truncate(max);
+    }
+    threads
+}
+
 /// Threads named unlike `comm`, one per name, in thread-id order.
 pub fn distinct_thread_names(
     threads: impl IntoIterator<Item = (u32, HostStr)>,
@@ -280,11 +305,24 @@ pub fn distinct_thread_names(
 }
 
 /// `/proc/PID/cmdline` as arguments; empty when unreadable (kernel threads,
-/// zombies).
+/// zombies). At most [`CMDLINE_MAX_BYTES`](crate::model::CMDLINE_MAX_BYTES).
 pub fn read_cmdline(pid: u32) -> Vec<HostStr> {
-    read_file(&format!("/proc/{pid}/cmdline"))
-        .map(|b| split_nul_args(&b))
+    read_cmdline_path(&format!("/proc/{pid}/cmdline")).0
+}
+
+/// A cmdline file's arguments, and whether it was cut.
+fn read_cmdline_path(path: &str) -> (Vec<HostStr>, bool) {
+    read_file_max(path, crate::model::CMDLINE_MAX_BYTES)
+        .map(|(b, cut)| (split_nul_args(&b), cut))
         .unwrap_or_default()
+}
+
+/// The note a record carries when its command line was cut.
+fn cmdline_cut_note() -> String {
+    format!(
+        "cmdline: first {} bytes kept",
+        crate::model::CMDLINE_MAX_BYTES
+    )
 }
 
 /// The target of `/proc/PID/exe`, if readable.
@@ -321,13 +359,16 @@ fn read_exe_of(pid: u32, tid: u32) -> Option<HostStr> {
     read_link(&format!("/proc/{pid}/task/{tid}/exe")).ok()
 }
 
-fn read_cmdline_of(pid: u32, tid: u32) -> Vec<HostStr> {
-    if tid == pid {
-        return read_cmdline(pid);
-    }
-    read_file(&format!("/proc/{pid}/task/{tid}/cmdline"))
-        .map(|b| split_nul_args(&b))
-        .unwrap_or_default()
+/// `cmdline` of the process through thread `tid`, with the note to keep
+/// when it was cut.
+fn read_cmdline_of(pid: u32, tid: u32) -> (Vec<HostStr>, Option<String>) {
+    let path = if tid == pid {
+        format!("/proc/{pid}/cmdline")
+    } else {
+        format!("/proc/{pid}/task/{tid}/cmdline")
+    };
+    let (args, cut) = read_cmdline_path(&path);
+    (args, cut.then(cmdline_cut_note))
 }
 
 /// Fills in exe and command line from /proc, when /proc still shows the
@@ -345,7 +386,10 @@ pub fn read_details(p: &mut Process) {
             p.pid
         };
         p.exe = read_exe_of(p.pid, speaker);
-        p.cmdline = read_cmdline_of(p.pid, speaker);
+        let (cmdline, cut) = read_cmdline_of(p.pid, speaker);
+        p.cmdline = cmdline;
+        p.cut.retain(|c| !c.starts_with("cmdline"));
+        p.cut.extend(cut);
         if p.threads.is_empty() && stat.num_threads > 1 {
             p.threads = thread_names(p.pid, &p.comm);
         }

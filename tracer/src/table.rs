@@ -201,6 +201,7 @@ impl ProcessTable {
             cgroup: None,
             container: None,
             leader_exited: false,
+            cut: Vec::new(),
         };
         self.upsert(process, None);
         id

@@ -13,6 +13,7 @@ use crate::{
     kernel::{Kernel, Needs},
     model::{placement, Finding},
     output::{
+        bounded::LineCap,
         findings::{self, Report, Unchecked, ViewSummary},
         kernel::KernelSection,
         style,
@@ -150,7 +151,11 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         selection: selection.as_ref(),
         sigma: sigma.as_ref().map(|s| &s.summary),
     };
-    let mut out = io::stdout().lock();
+    let mut out = if args.json {
+        LineCap::unbounded(io::stdout().lock())
+    } else {
+        LineCap::new(io::stdout().lock())
+    };
     if args.json {
         findings::write_json(&mut out, &report)?;
     } else {

@@ -26,7 +26,7 @@ use crate::{
         Kernel, Needs,
     },
     model::HostStr,
-    output::{plan as render, schema},
+    output::{bounded, plan as render, schema},
     respond::{self, respawn, KillPlan},
     safe_fs::SafeDir,
     table::ProcessTable,
@@ -170,10 +170,11 @@ pub fn run(args: KillTreeArgs) -> Result<i32> {
         if args.json {
             schema::write_pretty(&mut io::stdout().lock(), &plan)?;
         } else {
-            print!(
-                "{}",
-                render::plan_text(&plan, &Users::load(), args.quarantine.is_some())
-            );
+            bounded::print(&render::plan_text(
+                &plan,
+                &Users::load(),
+                args.quarantine.is_some(),
+            ))?;
         }
         return Ok(exit::OK);
     }
@@ -423,17 +424,18 @@ fn execute(
     if args.json {
         schema::write_line(&mut io::stdout().lock(), plan)?;
     } else {
-        print!(
-            "{}",
-            render::plan_text(plan, &users, args.quarantine.is_some())
-        );
+        bounded::print(&render::plan_text(
+            plan,
+            &users,
+            args.quarantine.is_some(),
+        ))?;
         println!("\nCarrying it out:");
     }
     let mut announce = |m: &respond::PlanMember| {
         if args.json {
             let _ = schema::write_line(&mut io::stdout().lock(), m);
         } else {
-            println!("{}", render::joined_text(m));
+            let _ = bounded::print(&format!("{}\n", render::joined_text(m)));
         }
     };
     // Relatives join the set only when asked; either way they are checked
@@ -447,7 +449,7 @@ fn execute(
     if args.json {
         schema::write_line(&mut io::stdout().lock(), &ex)?;
     } else {
-        print!("{}", render::execution_text(&ex));
+        bounded::print(&render::execution_text(&ex))?;
         println!(
             "watching for a respawn ({} ms; set {} to change)...",
             check.as_millis(),
@@ -468,8 +470,8 @@ fn execute(
             &respond::plan::RelativesAlive { relatives_alive },
         )?;
     } else {
-        print!("{}", render::respawn_text(&report));
-        print!("{}", render::relatives_text(&living, args.relatives));
+        bounded::print(&render::respawn_text(&report))?;
+        bounded::print(&render::relatives_text(&living, args.relatives))?;
     }
     let complete =
         report.clean() && ex.survivors.is_empty() && ex.refused.is_empty() && living.is_empty();

@@ -155,7 +155,12 @@ pub fn run(args: NetArgs) -> Result<i32> {
     // Buffered: stdout is line-buffered, and 10,000 connections are
     // hundreds of thousands of lines.
     let _t = crate::timings::span("net: output");
-    let mut out = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+    let buffered = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+    let mut out = if args.json {
+        crate::output::bounded::LineCap::unbounded(buffered)
+    } else {
+        crate::output::bounded::LineCap::new(buffered)
+    };
     if args.json {
         render::write_json(&mut out, &report)?;
     } else {

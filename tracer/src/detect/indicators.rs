@@ -596,6 +596,19 @@ pub fn exec_signs(p: &Process) -> Vec<String> {
     signs
 }
 
+/// Where in a command line (as one string) the first sign of a miner
+/// sits: a stratum URL, a miner-only option or a pool login (`-o`), for
+/// showing that part of a long command line.
+pub fn first_sign_at(cmdline: &str) -> Option<usize> {
+    let lower = cmdline.to_ascii_lowercase();
+    STRATUM_SCHEMES
+        .iter()
+        .chain(MINER_OPTIONS.iter())
+        .chain([" -o ", " --url"].iter())
+        .filter_map(|needle| lower.find(needle))
+        .min()
+}
+
 /// The signs of [`exec_signs`] that are in the command line alone.
 pub fn argv_signs(p: &Process) -> Vec<String> {
     let mut signs = Vec::new();

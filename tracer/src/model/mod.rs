@@ -90,7 +90,17 @@ pub struct Process {
     /// `<defunct>`; `exe` and `cmdline` are a live thread's.
     #[serde(default, skip_serializing_if = "is_false")]
     pub leader_exited: bool,
+    /// What of this record was cut to keep one event bounded (JSON keeps
+    /// everything else): a command line past [`CMDLINE_MAX_BYTES`], thread
+    /// names past [`THREAD_NAMES_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cut: Vec<String>,
 }
+
+/// Bytes of a command line kept in a record (Linux allows about 6 MiB).
+pub const CMDLINE_MAX_BYTES: usize = 4 << 20;
+/// Distinct thread names kept in a record.
+pub const THREAD_NAMES_MAX: usize = 4096;
 
 fn is_false(b: &bool) -> bool {
     !*b

@@ -16,6 +16,7 @@ use crate::{
         host_str::escape, placement, Container, HostStr, Namespaces, Process, Severity, ThreadName,
     },
     output::{
+        bounded::{self, LineCap},
         schema::{self, Record},
         style,
     },
@@ -295,7 +296,8 @@ pub struct SummaryOut {
 
 /// Writes events as JSON lines or human lines.
 pub struct EventWriter<W: Write> {
-    pub(super) out: W,
+    /// Human lines are bounded (see `bounded`); JSON lines pass whole.
+    pub(super) out: LineCap<W>,
     pub(super) json: bool,
     /// Severity in colour (human lines on a terminal only).
     pub(super) colour: bool,
@@ -339,7 +341,11 @@ pub(super) fn chain_text(ancestry: &[ProcessOut]) -> String {
 impl<W: Write> EventWriter<W> {
     pub fn new(out: W, json: bool) -> Self {
         EventWriter {
-            out,
+            out: if json {
+                LineCap::unbounded(out)
+            } else {
+                LineCap::new(out)
+            },
             json,
             colour: false,
         }
@@ -353,7 +359,7 @@ impl<W: Write> EventWriter<W> {
 
     /// The writer underneath (to re-open a file).
     pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
+        self.out.get_mut()
     }
 
     pub(super) fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
@@ -400,8 +406,8 @@ impl<W: Write> EventWriter<W> {
             e.ppid,
             e.user.escaped(),
             e.placement.human(),
-            e.filename.escaped(),
-            args.escaped(),
+            escape(&bounded::cut(e.filename.as_str(), bounded::FIELD_MAX)),
+            escape(&bounded::cmdline(&args)),
             if e.argv_truncated { "..." } else { "" }
         )?;
         if !e.signs.is_empty() {
@@ -491,18 +497,17 @@ impl<W: Write> EventWriter<W> {
                 p.comm.escaped(),
                 p.user.escaped(),
                 p.placement.human(),
-                p.exe.map_or("?".into(), |e| e.escaped()),
+                p.exe.map_or("?".into(), |e| escape(&bounded::cut(e.as_str(), bounded::FIELD_MAX))
+                    .into_owned()),
                 p.start_ticks,
-                p.cmdline.escaped(),
+                escape(&bounded::cmdline(&p.cmdline)),
                 if p.exited { " (exited)" } else { "" }
             )?;
             if !p.threads.is_empty() {
-                let threads: Vec<String> = p
-                    .threads
-                    .iter()
-                    .map(|t| format!("{}({})", t.comm.escaped(), t.tid))
-                    .collect();
-                writeln!(self.out, "          threads: {}", threads.join(", "))?;
+                let threads = bounded::threads(p.threads, |n| {
+                    crate::detect::masquerade::miner_named(n).is_some()
+                });
+                writeln!(self.out, "          threads: {}", escape(&threads))?;
             }
         }
         Ok(())

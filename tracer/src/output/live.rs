@@ -64,7 +64,17 @@ impl<W: Write> EventWriter<W> {
             escape(&finding.summary)
         )?;
         for (label, value) in &finding.evidence {
-            writeln!(self.out, "        {}: {}", escape(label), escape(value))?;
+            let threads = finding.process.as_ref().map(|p| p.threads.as_slice());
+            let value = if label.starts_with("cmdline") {
+                super::bounded::cmdline(&crate::model::HostStr::from_text(value))
+            } else if let (true, Some(threads)) = (label == "threads", threads) {
+                super::bounded::threads(threads, |n| {
+                    crate::detect::masquerade::miner_named(n).is_some()
+                })
+            } else {
+                super::bounded::cut(value, super::bounded::FIELD_MAX)
+            };
+            writeln!(self.out, "        {}: {}", escape(label), escape(&value))?;
         }
         self.chain_block(chain)?;
         writeln!(self.out, "        next: {}", escape(&finding.next_step))?;

@@ -1,4 +1,5 @@
 //! Renderers: the same events and findings as human lines or JSON.
+pub mod bounded;
 pub mod catalog;
 pub mod events;
 pub mod findings;

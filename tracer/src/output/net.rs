@@ -276,8 +276,11 @@ pub fn connection_text(c: &ConnectionOut, ancestors: &Ancestors) -> String {
                     escape(&p.user),
                     p.placement.human(),
                     escape(p.comm),
-                    escape(p.exe.map_or("?", |e| e.as_str())),
-                    escape(&p.cmdline)
+                    escape(&super::bounded::cut(
+                        p.exe.map_or("?", |e| e.as_str()),
+                        super::bounded::FIELD_MAX
+                    )),
+                    escape(&super::bounded::cmdline(&p.cmdline))
                 );
             }
             None => {

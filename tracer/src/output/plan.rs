@@ -92,7 +92,9 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
         if !m.process.threads.is_empty() {
             threads.push_str(&format!(
                 " (threads named {})",
-                crate::views::host::thread_list(&m.process)
+                super::bounded::threads(&m.process.threads, |n| {
+                    crate::detect::masquerade::miner_named(n).is_some()
+                })
             ));
         }
         push_line(
@@ -117,7 +119,7 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
                 &format!(
                     "  {:>7}  {}  {}",
                     r.process.pid,
-                    r.process.cmdline_string().as_str(),
+                    super::bounded::cmdline(&r.process.cmdline_string()),
                     r.reason
                 ),
             );
@@ -144,7 +146,7 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
                 h.line_no,
                 h.kind,
                 h.technique,
-                h.line.as_str()
+                super::bounded::cut(h.line.as_str(), super::bounded::FIELD_MAX)
             ),
         );
         push_line(
@@ -312,7 +314,7 @@ fn line(out: &mut String, users: &Users, depth: usize, member: bool, p: &Process
             p.pid,
             users.name(p.uid).as_str(),
             crate::model::placement::token(p).map_or(String::new(), |t| format!(" [{t}]")),
-            p.cmdline_string().as_str(),
+            super::bounded::cmdline(&p.cmdline_string()),
             indent = depth.saturating_sub(1) * 3
         ),
     );

@@ -799,6 +799,7 @@ pub(crate) mod tests {
             cgroup: None,
             container: None,
             leader_exited: false,
+            cut: Vec::new(),
             ..Default::default()
         }
     }

@@ -191,6 +191,7 @@ mod tests {
             lineage: None,
             selection: None,
             other_boundaries: vec![],
+            container: None,
         };
         let since = crate::model::boottime_ns_to_ticks(crate::proc::boottime_ns());
         let mut again = std::process::Command::new(&exe).arg("30").spawn().unwrap();

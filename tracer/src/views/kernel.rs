@@ -43,6 +43,7 @@ impl KernelProcess {
 
     /// What the kernel alone says about the process (no exe, no arguments).
     pub fn to_process(&self) -> Process {
+        let mut cut = Vec::new();
         Process {
             pid: self.tgid,
             ppid: self.ppid,
@@ -50,8 +51,9 @@ impl KernelProcess {
             comm: self.comm.clone(),
             start_ticks: self.start_ticks,
             kernel_thread: self.kernel_thread,
-            threads: self.thread_names.clone(),
+            threads: crate::proc::cap_threads(self.thread_names.clone(), &mut cut),
             namespaces: crate::views::placement::from_kernel(&self.ns),
+            cut,
             ..Default::default()
         }
     }
@@ -259,7 +261,6 @@ mod tests {
                 net_ns: 4026531840,
                 ..Default::default()
             },
-            _pad: 0,
         }
     }
 

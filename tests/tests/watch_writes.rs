@@ -195,3 +195,76 @@ fn bind_mount_over_proc_pid_in_a_private_namespace_names_the_mounter_and_its_cha
         "the mounter's namespace is named: {f}"
     );
 }
+
+/// The capabilities the shipped unit grants (`CapabilityBoundingSet=`),
+/// as setpriv names them (`+bpf,+perfmon,...`).
+fn unit_capabilities() -> String {
+    let unit = std::fs::read_to_string(
+        tracer_tests::workspace_root().join("packaging/tracer.service"),
+    )
+    .unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet");
+    line.split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn under_the_units_capabilities_watch_still_sees_writes_and_datagrams() {
+    if !running_as_root("under_the_units_capabilities_watch_still_sees_writes_and_datagrams") {
+        return;
+    }
+    let caps = unit_capabilities();
+    let root = Scratch::new("unit-caps-cron");
+    std::fs::create_dir_all(root.path().join("etc/cron.d")).unwrap();
+    // Root under setpriv keeps only the unit's set: at exec its permitted
+    // and effective sets become the bounding set.
+    let mut command = Command::new("setpriv");
+    command
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .args(["--inh-caps=-all", "--"])
+        .arg(tracer_tests::tracer_bin())
+        .args(["watch", "--json", "--no-default-iocs", "--comm", "no-such-comm-x"])
+        .env("TRACER_PERSISTENCE_ROOT", root.path());
+    let watch = tracer_tests::watch::Watch::run(&mut command);
+    let start = watch.wait_for("the start record", |v| v["type"] == "start");
+    let hook = |event: &str| {
+        start["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["event"] == event)
+            .map(|h| h["hook"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(hook("write"), "fanotify FAN_CLOSE_WRITE", "{start}");
+    assert_ne!(hook("udp"), "none", "{start}");
+    let effective = std::fs::read_to_string(format!("/proc/{}/status", watch.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        .unwrap();
+    let effective = u64::from_str_radix(&effective, 16).unwrap();
+    assert_eq!(
+        effective.count_ones() as usize,
+        caps.split(',').count(),
+        "watch ran with exactly the unit's {caps}"
+    );
+
+    let job = root.path().join("etc/cron.d/job");
+    let writer = sh_writes(&format!(
+        "echo '@reboot root /dev/shm/.x/run' > {}",
+        job.display()
+    ));
+    let me = std::process::id() as u64;
+    let f = watch.wait_for("the cron write's finding", |v| {
+        v["type"] == "finding" && pids_of(&v["ancestry"]).contains(&me)
+    });
+    assert_eq!(f["kind"], "persistence-written", "{f}");
+    assert_eq!(f["process"]["pid"].as_u64(), Some(writer as u64), "{f}");
+    watch.interrupt();
+}

@@ -951,7 +951,17 @@ impl Watcher {
                 .match_connect_named(c.daddr, c.dport, &hosts_names)
                 .or(matched);
         }
-        let (domain, domain_source) = match (names.first(), hosts_names.first()) {
+        // The hosts name shown is the one that matched, when one did
+        // (127.0.0.1 is `localhost` first, and the pool's name after).
+        let hosts_name = hosts_names
+            .iter()
+            .find(|n| {
+                self.indicators
+                    .match_connect_named(c.daddr, c.dport, std::slice::from_ref(*n))
+                    .is_some_and(|m| !m.port_only)
+            })
+            .or(hosts_names.first());
+        let (domain, domain_source) = match (names.first(), hosts_name) {
             (Some(d), _) => (Some(d), Some("dns")),
             (None, Some(h)) => (Some(h), Some("hosts")),
             (None, None) => (None, None),

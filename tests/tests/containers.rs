@@ -96,9 +96,9 @@ impl Container {
     }
 
     fn payload_pid(&self) -> Option<u32> {
-        self.pids().into_iter().find(|pid| {
-            fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == self.payload)
-        })
+        self.pids()
+            .into_iter()
+            .find(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == self.payload))
     }
 
     /// The namespace's init: the shell that `unshare --fork` started.
@@ -152,12 +152,19 @@ fn hidden_and_net_name_the_container_and_filter_by_it() {
     let c = Container::start("ct-views");
     let payload = c.payload_pid().unwrap();
 
-    let out = run(&mut tracer(&["hidden", "--json", "--container", c.short_id()]), LIMIT);
+    let out = run(
+        &mut tracer(&["hidden", "--json", "--container", c.short_id()]),
+        LIMIT,
+    );
     let findings = out.findings();
     assert!(!findings.is_empty(), "{}", out.describe());
     for f in &findings {
         let p = &f["process"];
-        assert_eq!(p["container"]["id"], c.id.as_str(), "a finding from elsewhere: {f}");
+        assert_eq!(
+            p["container"]["id"],
+            c.id.as_str(),
+            "a finding from elsewhere: {f}"
+        );
     }
     let mine = findings
         .iter()
@@ -169,12 +176,17 @@ fn hidden_and_net_name_the_container_and_filter_by_it() {
 
     let human = run(&mut tracer(&["hidden", "--container", c.short_id()]), LIMIT);
     assert!(
-        human.stdout.contains(&format!("in: docker:{}", c.short_id())),
+        human
+            .stdout
+            .contains(&format!("in: docker:{}", c.short_id())),
         "{}",
         human.describe()
     );
 
-    let out = run(&mut tracer(&["net", "--json", "--container", c.short_id()]), LIMIT);
+    let out = run(
+        &mut tracer(&["net", "--json", "--container", c.short_id()]),
+        LIMIT,
+    );
     let report = out.json();
     let conns = report["connections"].as_array().unwrap();
     let held = conns
@@ -189,7 +201,10 @@ fn hidden_and_net_name_the_container_and_filter_by_it() {
         .iter()
         .all(|o| o["process"]["container"]["id"] == c.id.as_str())));
 
-    let none = run(&mut tracer(&["hidden", "--container", "0123456789ab"]), LIMIT);
+    let none = run(
+        &mut tracer(&["hidden", "--container", "0123456789ab"]),
+        LIMIT,
+    );
     assert_eq!(none.code, NO_MATCH, "{}", none.describe());
     assert!(none.stderr.contains("--container"), "{}", none.describe());
 }
@@ -213,15 +228,19 @@ fn watch_names_the_container_of_an_exec() {
 
 #[test]
 fn kill_tree_plans_the_payload_and_its_init_and_says_how_to_stop_the_container() {
-    if !running_as_root("kill_tree_plans_the_payload_and_its_init_and_says_how_to_stop_the_container")
-    {
+    if !running_as_root(
+        "kill_tree_plans_the_payload_and_its_init_and_says_how_to_stop_the_container",
+    ) {
         return;
     }
     let c = Container::start("ct-kill");
     let payload = c.payload_pid().unwrap();
     let init = c.init_pid();
 
-    let out = run(&mut tracer(&["kill-tree", &payload.to_string(), "--json"]), LIMIT);
+    let out = run(
+        &mut tracer(&["kill-tree", &payload.to_string(), "--json"]),
+        LIMIT,
+    );
     assert_eq!(out.code, 0, "{}", out.describe());
     let plan: Value = serde_json::from_str(&out.stdout).unwrap();
     let members: Vec<u64> = plan["members"]
@@ -231,17 +250,27 @@ fn kill_tree_plans_the_payload_and_its_init_and_says_how_to_stop_the_container()
         .filter_map(|m| m["process"]["pid"].as_u64())
         .collect();
     assert!(members.contains(&payload.into()), "{plan:#}");
-    assert!(members.contains(&init.into()), "the namespace's init: {plan:#}");
+    assert!(
+        members.contains(&init.into()),
+        "the namespace's init: {plan:#}"
+    );
     // The runtime that made it (unshare) is the boundary, never a member.
     assert_eq!(plan["boundary"]["comm"], "unshare", "{plan:#}");
     let stop = format!("docker stop {}", c.short_id());
     assert_eq!(plan["container"]["stop"], stop.as_str(), "{plan:#}");
-    assert_eq!(plan["container"]["init"].as_u64(), Some(init.into()), "{plan:#}");
+    assert_eq!(
+        plan["container"]["init"].as_u64(),
+        Some(init.into()),
+        "{plan:#}"
+    );
 
     let human = run(&mut tracer(&["kill-tree", &payload.to_string()]), LIMIT);
     assert!(human.stdout.contains(&stop), "{}", human.describe());
 
-    let killed = run(&mut tracer(&["kill-tree", &payload.to_string(), "--kill"]), LIMIT);
+    let killed = run(
+        &mut tracer(&["kill-tree", &payload.to_string(), "--kill"]),
+        LIMIT,
+    );
     assert_eq!(killed.code, 0, "{}", killed.describe());
     assert!(
         wait_until(Duration::from_secs(5), || c.payload_pid().is_none()

@@ -92,8 +92,9 @@ fn a_zombie_leader_with_a_live_miner_thread_is_a_finding() {
 
 #[test]
 fn thousands_of_threads_and_a_huge_command_line_keep_lines_short_and_json_whole() {
-    if !running_as_root("thousands_of_threads_and_a_huge_command_line_keep_lines_short_and_json_whole")
-    {
+    if !running_as_root(
+        "thousands_of_threads_and_a_huge_command_line_keep_lines_short_and_json_whole",
+    ) {
         return;
     }
     let dir = Scratch::new("endless");
@@ -102,7 +103,8 @@ fn thousands_of_threads_and_a_huge_command_line_keep_lines_short_and_json_whole(
     let mut args = vec!["3000".to_string()];
     args.extend(std::iter::repeat_n(chunk, 15));
     args.extend(["-o".into(), "stratum+tcp://pool.evil.test:3333".into()]);
-    let cmdline_len: usize = exe.to_str().unwrap().len() + args.iter().map(String::len).sum::<usize>();
+    let cmdline_len: usize =
+        exe.to_str().unwrap().len() + args.iter().map(String::len).sum::<usize>();
     let p = start_ready(&exe, &args);
     let pid = p.pid().to_string();
 
@@ -142,7 +144,14 @@ fn thousands_of_threads_and_a_huge_command_line_keep_lines_short_and_json_whole(
         .iter()
         .map(|a| a.as_str().unwrap().len())
         .sum();
-    assert_eq!(argv_len, cmdline_len, "the JSON keeps the whole command line");
+    assert_eq!(
+        argv_len, cmdline_len,
+        "the JSON keeps the whole command line"
+    );
     assert_eq!(process["threads"].as_array().unwrap().len(), 3000);
-    assert!(process.get("cut").is_none(), "nothing was cut: {}", process["cut"]);
+    assert!(
+        process.get("cut").is_none(),
+        "nothing was cut: {}",
+        process["cut"]
+    );
 }

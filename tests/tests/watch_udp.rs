@@ -69,9 +69,10 @@ fn udp_connects_and_sends_to_indicators_alert_with_their_chains() {
         ("connect", "::1", 5904, "::1"),
     ] {
         let b = beacon(mode, host, port, 1, 0);
-        let alert = watch.wait_for(&format!("the alert of a UDP {mode} to {host}:{port}"), |v| {
-            is_alert_of(v, b.pid())
-        });
+        let alert = watch.wait_for(
+            &format!("the alert of a UDP {mode} to {host}:{port}"),
+            |v| is_alert_of(v, b.pid()),
+        );
         let c = &alert["connect"];
         assert_eq!(c["protocol"], "udp", "{alert}");
         let call = if mode == "connect" { "connect" } else { "send" };

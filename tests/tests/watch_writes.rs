@@ -199,10 +199,9 @@ fn bind_mount_over_proc_pid_in_a_private_namespace_names_the_mounter_and_its_cha
 /// The capabilities the shipped unit grants (`CapabilityBoundingSet=`),
 /// as setpriv names them (`+bpf,+perfmon,...`).
 fn unit_capabilities() -> String {
-    let unit = std::fs::read_to_string(
-        tracer_tests::workspace_root().join("packaging/tracer.service"),
-    )
-    .unwrap();
+    let unit =
+        std::fs::read_to_string(tracer_tests::workspace_root().join("packaging/tracer.service"))
+            .unwrap();
     let line = unit
         .lines()
         .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
@@ -228,7 +227,13 @@ fn under_the_units_capabilities_watch_still_sees_writes_and_datagrams() {
         .arg(format!("--bounding-set=-all,{caps}"))
         .args(["--inh-caps=-all", "--"])
         .arg(tracer_tests::tracer_bin())
-        .args(["watch", "--json", "--no-default-iocs", "--comm", "no-such-comm-x"])
+        .args([
+            "watch",
+            "--json",
+            "--no-default-iocs",
+            "--comm",
+            "no-such-comm-x",
+        ])
         .env("TRACER_PERSISTENCE_ROOT", root.path());
     let watch = tracer_tests::watch::Watch::run(&mut command);
     let start = watch.wait_for("the start record", |v| v["type"] == "start");

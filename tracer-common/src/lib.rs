@@ -563,9 +563,7 @@ const _: () = {
             == 64 + COMM_LEN + PATH_LEN + MOUNT_SOURCE_LEN + MOUNT_FSTYPE_LEN
     );
     assert!(core::mem::size_of::<NsIds>() == 32);
-    assert!(
-        core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + 32 + PATH_LEN + ARGV_LEN
-    );
+    assert!(core::mem::size_of::<ExecEvent>() == 40 + COMM_LEN + 16 + 32 + PATH_LEN + ARGV_LEN);
     assert!(core::mem::size_of::<ForkEvent>() == 32 + COMM_LEN);
     assert!(core::mem::size_of::<ExitEvent>() == 32 + COMM_LEN);
     assert!(core::mem::size_of::<RenameEvent>() == 32 + 2 * COMM_LEN);

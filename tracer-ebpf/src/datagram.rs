@@ -84,7 +84,12 @@ unsafe fn from_sock_addr<const V6: bool>(sa: *mut bpf_sock_addr, call: u16) {
     } else if V6 && sa.user_family == AF_INET6 as u32 {
         key.family = AF_INET6;
         // The context allows only 4-byte loads of the address words.
-        let words = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        let words = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
         for (i, w) in words.iter().enumerate() {
             key.daddr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }

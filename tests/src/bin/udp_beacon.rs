@@ -23,8 +23,7 @@ fn main() {
         .expect("resolve")
         .next()
         .expect("an address");
-    let socket = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
-        .expect("bind");
+    let socket = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("bind");
     if mode == "connect" {
         socket.connect(to).expect("connect");
     }

@@ -424,11 +424,7 @@ fn execute(
     if args.json {
         schema::write_line(&mut io::stdout().lock(), plan)?;
     } else {
-        bounded::print(&render::plan_text(
-            plan,
-            &users,
-            args.quarantine.is_some(),
-        ))?;
+        bounded::print(&render::plan_text(plan, &users, args.quarantine.is_some()))?;
         println!("\nCarrying it out:");
     }
     let mut announce = |m: &respond::PlanMember| {

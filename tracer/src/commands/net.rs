@@ -86,8 +86,7 @@ pub fn run(args: NetArgs) -> Result<i32> {
         let _t = crate::timings::span("net: containers");
         let wanted = args.select.container.as_deref();
         views::placement::fill_table(&mut table, |p| {
-            wanted.is_some()
-                || (owners.contains(&p.pid) && views::placement::maybe_contained(p))
+            wanted.is_some() || (owners.contains(&p.pid) && views::placement::maybe_contained(p))
         });
         if let Some(wanted) = wanted {
             views::placement::require_any(&table, wanted)?;

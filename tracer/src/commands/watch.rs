@@ -616,7 +616,10 @@ impl Watcher {
     /// through a live thread and the state is a finding.
     fn on_leader_exit(&mut self, pid: u32, start_ticks: u64) -> io::Result<()> {
         let id = crate::model::ProcessId { pid, start_ticks };
-        if self.ensure_known(pid, |t| t.by_id(&id).map(|_| id)).is_none() {
+        if self
+            .ensure_known(pid, |t| t.by_id(&id).map(|_| id))
+            .is_none()
+        {
             return Ok(());
         }
         let Ok(stat) = proc::read_stat(pid) else {
@@ -704,7 +707,8 @@ impl Watcher {
         );
         if let Some(mut placed) = self.table.by_id(&id).cloned() {
             self.cgroups.place(&mut placed, &e.ns, &self.table);
-            self.table.update(&id, |p| views::placement::copy_placement(&placed, p));
+            self.table
+                .update(&id, |p| views::placement::copy_placement(&placed, p));
         }
         self.print_exec(e, id, &comm, &filename, &argv)?;
         for finding in self.rules.check(&mut self.table, &id) {
@@ -839,7 +843,10 @@ impl Watcher {
             addr: daddr,
             port: d.dport,
         };
-        let earlier = match self.datagrams.note(dest, comm.as_str(), d.ktime_ns, d.count) {
+        let earlier = match self
+            .datagrams
+            .note(dest, comm.as_str(), d.ktime_ns, d.count)
+        {
             datagrams::Verdict::Counted => return Ok(()),
             datagrams::Verdict::Show { earlier } => earlier,
         };
@@ -866,7 +873,11 @@ impl Watcher {
             established_before_start: false,
             protocol: "udp",
             udp: Some(UdpFacts {
-                call: if d.call == DGRAM_CONNECT { "connect" } else { "send" },
+                call: if d.call == DGRAM_CONNECT {
+                    "connect"
+                } else {
+                    "send"
+                },
                 datagrams: self.datagrams.total(&dest),
                 earlier_minute: earlier,
             }),

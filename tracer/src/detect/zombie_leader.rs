@@ -32,10 +32,16 @@ pub fn detect(snap: &Snapshot, table: &ProcessTable) -> Vec<Finding> {
 
 /// The finding for `p`, whose leader exited leaving `live` threads.
 pub fn finding(p: &Process, table: &ProcessTable, live: i64) -> Finding {
-    let exe = p.exe.as_ref().map_or("?".into(), |e| e.as_str().to_string());
+    let exe = p
+        .exe
+        .as_ref()
+        .map_or("?".into(), |e| e.as_str().to_string());
     let location = crate::respond::program::dropped_location(p);
     let mut evidence = vec![
-        ev("state", "main thread exited (ps: <defunct>), other threads running"),
+        ev(
+            "state",
+            "main thread exited (ps: <defunct>), other threads running",
+        ),
         ev("live threads", live.to_string()),
         ev("exe (from a live thread)", exe.clone()),
         ev("cmdline (from a live thread)", p.cmdline_string().as_str()),

@@ -32,28 +32,26 @@ const KPROBES: &[(&str, &str)] = &[
 /// on and its start line (and `status`) says datagrams are not seen.
 pub fn attach(kernel: &mut Kernel) -> HookChoice {
     let cgroup = match attach_cgroup(kernel) {
-        Ok(root) => {
-            return HookChoice {
-                event: "udp",
-                hook: "cgroup/connect4,connect6,sendmsg4,sendmsg6".into(),
-                reason: format!(
-                    "on the cgroup v2 root {root}: every process's UDP connect and send to an address"
-                ),
-            }
-        }
+        Ok(root) => return HookChoice {
+            event: "udp",
+            hook: "cgroup/connect4,connect6,sendmsg4,sendmsg6".into(),
+            reason: format!(
+                "on the cgroup v2 root {root}: every process's UDP connect and send to an address"
+            ),
+        },
         Err(e) => root_cause(&e),
     };
-    let fentry = match attach_functions(kernel, FENTRY_PROGRAMS, fentry) {
-        Ok(()) => {
-            return HookChoice {
+    let fentry =
+        match attach_functions(kernel, FENTRY_PROGRAMS, fentry) {
+            Ok(()) => return HookChoice {
                 event: "udp",
-                hook: "fentry/udp_sendmsg,udpv6_sendmsg,__ip4_datagram_connect,__ip6_datagram_connect"
-                    .into(),
+                hook:
+                    "fentry/udp_sendmsg,udpv6_sendmsg,__ip4_datagram_connect,__ip6_datagram_connect"
+                        .into(),
                 reason: format!("cgroup hooks refused ({cgroup})"),
-            }
-        }
-        Err(e) => root_cause(&e),
-    };
+            },
+            Err(e) => root_cause(&e),
+        };
     match attach_functions(kernel, KPROBES, kprobe) {
         Ok(()) => HookChoice {
             event: "udp",
@@ -129,7 +127,12 @@ fn cgroup_root() -> Result<(OwnedFd, String)> {
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the cgroup mount thread panicked"))?
-    .map(|fd| (fd, "(mounted privately: the host has no cgroup v2 mount)".into()))
+    .map(|fd| {
+        (
+            fd,
+            "(mounted privately: the host has no cgroup v2 mount)".into(),
+        )
+    })
 }
 
 fn fentry(kernel: &mut Kernel, prog: &str, function: &str) -> Result<()> {

@@ -1,8 +1,8 @@
 //! Decoding the records the kernel programs write.
 use crate::model::HostStr;
 use tracer_common::{
-    ConnectEvent, DatagramEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, MountEvent, RenameEvent,
-    TaskRecord,
+    ConnectEvent, DatagramEvent, EventKind, ExecEvent, ExitEvent, ForkEvent, MountEvent,
+    RenameEvent, TaskRecord,
 };
 
 /// One record from the ring buffer.

@@ -167,7 +167,9 @@ pub fn in_container(p: &super::Process, wanted: &str) -> bool {
 
 /// A 64-digit lowercase hex id, as every OCI runtime makes them.
 fn is_hex_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// The container a `/proc/PID/cgroup` file names, if any: every line is
@@ -204,7 +206,10 @@ pub fn v2_path(cgroup_file: &[u8]) -> Option<HostStr> {
 ///   `machine-NAME.scope`
 pub fn container_of_path(path: &HostStr) -> Option<Container> {
     let parts: Vec<&str> = path.as_str().split('/').filter(|p| !p.is_empty()).collect();
-    let pod = parts.iter().find_map(|p| pod_uid(p)).map(|uid| HostStr::from_text(&uid));
+    let pod = parts
+        .iter()
+        .find_map(|p| pod_uid(p))
+        .map(|uid| HostStr::from_text(&uid));
     let found = |runtime, id: &str| Container {
         runtime,
         id: HostStr::from_text(id),
@@ -227,9 +232,9 @@ pub fn container_of_path(path: &HostStr) -> Option<Container> {
         if let Some(id) = scoped("crio-") {
             return Some(found(Runtime::CriO, id));
         }
-        if let Some(id) = scoped("libpod-").or_else(|| {
-            part.strip_prefix("libpod-").filter(|id| is_hex_id(id))
-        }) {
+        if let Some(id) =
+            scoped("libpod-").or_else(|| part.strip_prefix("libpod-").filter(|id| is_hex_id(id)))
+        {
             return Some(found(Runtime::Podman, id));
         }
         let parent = i.checked_sub(1).map(|p| parts[p]);
@@ -237,9 +242,7 @@ pub fn container_of_path(path: &HostStr) -> Option<Container> {
             match parent {
                 Some("docker") => return Some(found(Runtime::Docker, part)),
                 Some("crio") => return Some(found(Runtime::CriO, part)),
-                Some(p) if pod_uid(p).is_some() => {
-                    return Some(found(Runtime::Containerd, part))
-                }
+                Some(p) if pod_uid(p).is_some() => return Some(found(Runtime::Containerd, part)),
                 _ => {}
             }
         }
@@ -286,7 +289,9 @@ pub fn container_of_chain<'p>(
                 .or_else(|| {
                     args.iter().find_map(|a| {
                         flags.iter().find_map(|f| {
-                            a.strip_prefix(f).and_then(|r| r.strip_prefix('=')).map(String::from)
+                            a.strip_prefix(f)
+                                .and_then(|r| r.strip_prefix('='))
+                                .map(String::from)
                         })
                     })
                 })
@@ -302,8 +307,14 @@ pub fn container_of_chain<'p>(
             };
             (runtime, value(&["-id", "--id"])?)
         } else if program == "conmon" {
-            let podman = args.iter().any(|a| a.contains("podman") || a.contains("libpod"));
-            let runtime = if podman { Runtime::Podman } else { Runtime::CriO };
+            let podman = args
+                .iter()
+                .any(|a| a.contains("podman") || a.contains("libpod"));
+            let runtime = if podman {
+                Runtime::Podman
+            } else {
+                Runtime::CriO
+            };
             (runtime, value(&["-c", "--cid"])?)
         } else if program.starts_with("lxc-start") || program == "[lxc monitor]" {
             (Runtime::Lxc, value(&["-n", "--name"])?)
@@ -330,7 +341,10 @@ fn pod_uid(part: &str) -> Option<String> {
         return None;
     }
     let uid = &part[at + 3..];
-    let ok = uid.len() >= 32 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_');
+    let ok = uid.len() >= 32
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_');
     ok.then(|| uid.replace('_', "-"))
 }
 
@@ -394,7 +408,10 @@ mod tests {
             of("/lxc.payload.web1/system.slice").map(|c| c.1),
             Some("web1".into())
         );
-        assert_eq!(of("/lxc/web2").map(|c| (c.0, c.1)), Some((Runtime::Lxc, "web2".into())));
+        assert_eq!(
+            of("/lxc/web2").map(|c| (c.0, c.1)),
+            Some((Runtime::Lxc, "web2".into()))
+        );
         assert_eq!(
             of("/machine.slice/systemd-nspawn@deb\\x2dtest.service/payload").map(|c| (c.0, c.1)),
             Some((Runtime::SystemdNspawn, "deb-test".into()))
@@ -436,11 +453,15 @@ mod tests {
 
     #[test]
     fn the_cgroup_file_is_read_line_by_line_and_survives_any_bytes() {
-        let mut file = format!("12:pids:/system.slice/docker.service\n0::/docker/{ID}\n").into_bytes();
+        let mut file =
+            format!("12:pids:/system.slice/docker.service\n0::/docker/{ID}\n").into_bytes();
         file.extend_from_slice(b"\xff:\n::\n");
         let file = &file[..];
         let c = container_of_cgroup(file).unwrap();
-        assert_eq!((c.runtime, c.short_id()), (Runtime::Docker, ID[..12].to_string()));
+        assert_eq!(
+            (c.runtime, c.short_id()),
+            (Runtime::Docker, ID[..12].to_string())
+        );
         assert_eq!(c.stop_command(), format!("docker stop {}", &ID[..12]));
         assert_eq!(
             v2_path(file).map(|p| p.as_str().to_string()),
@@ -465,9 +486,14 @@ mod tests {
             901,
             1,
             "/usr/bin/conmon",
-            &format!("/usr/bin/conmon --api-version 1 -c {ID} -u {ID} --exit-command /usr/bin/podman"),
+            &format!(
+                "/usr/bin/conmon --api-version 1 -c {ID} -u {ID} --exit-command /usr/bin/podman"
+            ),
         );
-        assert_eq!(container_of_chain([&conmon]).unwrap().runtime, Runtime::Podman);
+        assert_eq!(
+            container_of_chain([&conmon]).unwrap().runtime,
+            Runtime::Podman
+        );
         let bash = crate::respond::plan::tests::proc(902, 1, "/bin/bash", "bash -c -id x");
         assert_eq!(container_of_chain([&bash]), None);
     }
@@ -489,7 +515,10 @@ mod tests {
         ));
         assert_eq!(token(&p).as_deref(), Some("docker:3f2a9c1b7d4e nspid=1"));
         assert!(in_container(&p, "3f2a9c1b7d4e"));
-        assert!(!in_container(&p, "3f"), "too short a prefix matches nothing");
+        assert!(
+            !in_container(&p, "3f"),
+            "too short a prefix matches nothing"
+        );
         assert!(!in_container(&p, "ffff"));
     }
 

@@ -92,7 +92,7 @@ pub fn group(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -236,7 +236,10 @@ mod tests {
         let shown = cmdline(&HostStr::from_text(&cmd));
         assert!(shown.len() < 400, "{}", shown.len());
         assert!(shown.starts_with("/tmp/.x/run AAAA"));
-        assert!(shown.contains("stratum+tcp://pool.evil.test:3333"), "{shown}");
+        assert!(
+            shown.contains("stratum+tcp://pool.evil.test:3333"),
+            "{shown}"
+        );
         assert!(shown.contains("chars)"));
         let short = cmdline(&HostStr::from_text("sleep 5"));
         assert_eq!(short, "sleep 5");

@@ -497,8 +497,11 @@ impl<W: Write> EventWriter<W> {
                 p.comm.escaped(),
                 p.user.escaped(),
                 p.placement.human(),
-                p.exe.map_or("?".into(), |e| escape(&bounded::cut(e.as_str(), bounded::FIELD_MAX))
-                    .into_owned()),
+                p.exe.map_or("?".into(), |e| escape(&bounded::cut(
+                    e.as_str(),
+                    bounded::FIELD_MAX
+                ))
+                .into_owned()),
                 p.start_ticks,
                 escape(&bounded::cmdline(&p.cmdline)),
                 if p.exited { " (exited)" } else { "" }

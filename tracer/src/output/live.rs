@@ -44,13 +44,14 @@ impl<W: Write> EventWriter<W> {
             return self.json_line(f);
         }
         let finding = f.finding;
-        let (pid, comm) = finding
-            .process
-            .as_ref()
-            .map_or(("-".to_string(), "-".to_string()), |p| {
-                let place = super::events::PlacementOut::of(p).human();
-                (format!("{}{place}", p.pid), p.comm.escaped().into_owned())
-            });
+        let (pid, comm) =
+            finding
+                .process
+                .as_ref()
+                .map_or(("-".to_string(), "-".to_string()), |p| {
+                    let place = super::events::PlacementOut::of(p).human();
+                    (format!("{}{place}", p.pid), p.comm.escaped().into_owned())
+                });
         if let Some(t) = &f.timestamp {
             write!(self.out, "{t} ")?;
         }

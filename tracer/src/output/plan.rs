@@ -51,12 +51,15 @@ pub fn plan_text(plan: &KillPlan, users: &Users, quarantine_note: bool) -> Strin
         );
     }
     if let Some(c) = &plan.container {
-        let what = c.container.as_ref().map_or("a bare PID namespace".to_string(), |k| {
-            format!("container {} {}", k.runtime.name(), k.id.as_str())
+        let what = c
+            .container
+            .as_ref()
+            .map_or("a bare PID namespace".to_string(), |k| {
+                format!("container {} {}", k.runtime.name(), k.id.as_str())
+            });
+        let init = c.init.map_or(String::new(), |pid| {
+            format!(", whose init is PID {pid} on the host")
         });
-        let init = c
-            .init
-            .map_or(String::new(), |pid| format!(", whose init is PID {pid} on the host"));
         push_line(
             &mut out,
             &format!(

@@ -359,7 +359,10 @@ fn container_step(
     self_chain: &HashSet<ProcessId>,
     target: &Process,
 ) -> ContainerStep {
-    let inside = ancestor.namespaces.as_ref().is_some_and(|ns| ns.pid == pid_ns);
+    let inside = ancestor
+        .namespaces
+        .as_ref()
+        .is_some_and(|ns| ns.pid == pid_ns);
     let how = target
         .container
         .as_ref()

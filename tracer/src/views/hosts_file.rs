@@ -188,7 +188,10 @@ mod tests {
         for i in 0..100 {
             text.extend_from_slice(format!(" n{i}.test").as_bytes());
         }
-        assert_eq!(parse(&text)[&"10.0.0.1".parse::<IpAddr>().unwrap()].len(), NAMES_PER_ADDR);
+        assert_eq!(
+            parse(&text)[&"10.0.0.1".parse::<IpAddr>().unwrap()].len(),
+            NAMES_PER_ADDR
+        );
     }
 
     #[test]

@@ -181,8 +181,7 @@ pub fn group_by_tgid(tasks: &[TaskRecord]) -> BTreeMap<u32, KernelProcess> {
         entry.threads += 1;
         entry.has_mm |= t.has_mm != 0;
         if is_leader {
-            let (threads, has_mm, netns, ns) =
-                (entry.threads, entry.has_mm, entry.netns, entry.ns);
+            let (threads, has_mm, netns, ns) = (entry.threads, entry.has_mm, entry.netns, entry.ns);
             *entry = describe(t);
             entry.threads = threads;
             entry.has_mm = has_mm;

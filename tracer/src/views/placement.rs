@@ -152,7 +152,9 @@ impl CgroupCache {
 /// cgroup names no container, and reading it for each of thousands of
 /// socket holders would cost more than the listing.
 pub fn maybe_contained(p: &Process) -> bool {
-    p.namespaces.as_ref().is_none_or(|ns| !ns.separate.is_empty())
+    p.namespaces
+        .as_ref()
+        .is_none_or(|ns| !ns.separate.is_empty())
 }
 
 pub fn copy_placement(from: &Process, to: &mut Process) {

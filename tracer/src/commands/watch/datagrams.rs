@@ -187,8 +187,14 @@ mod tests {
         let mut l = DatagramLedger::default();
         assert!(matches!(l.note(dest(1), "a", S, 1), Verdict::Show { .. }));
         assert!(matches!(l.note(dest(2), "b", S, 1), Verdict::Show { .. }));
-        let other_port = Destination { port: 54, ..dest(1) };
-        assert!(matches!(l.note(other_port, "a", S, 1), Verdict::Show { .. }));
+        let other_port = Destination {
+            port: 54,
+            ..dest(1)
+        };
+        assert!(matches!(
+            l.note(other_port, "a", S, 1),
+            Verdict::Show { .. }
+        ));
         assert!(l.beacons(|_| 0).is_empty(), "nothing alerted");
     }
 

@@ -217,6 +217,15 @@ fn status_reports_the_hooks_this_kernel_gets() {
     );
     assert_eq!(hook("fork"), "tp_btf/sched_process_fork");
     assert_eq!(hook("exit"), "tp_btf/sched_process_exit");
+    // Outbound UDP: the cgroup hooks, else fentry, else kprobes; never none.
+    let udp = hook("udp");
+    assert!(
+        ["cgroup/", "fentry/", "kprobe/"]
+            .iter()
+            .any(|h| udp.starts_with(h)),
+        "udp hook {udp:?}:\n{}",
+        r.describe()
+    );
     // fentry wherever trampolines load (lockdown none); kprobe where only
     // kprobes do; the stable tracepoint otherwise (this host: lockdown
     // integrity refuses fentry, and there are no kprobes).
@@ -263,8 +272,10 @@ fn watch_sees_exec_fork_exit_and_a_loopback_connect_with_its_ancestry() {
     let marker = format!("matrix-watch-{me}");
     // sh forks and waits for /bin/echo (fork, exec, exit), then becomes
     // bash, which connects.
-    let script =
-        format!("/bin/echo {marker} >/dev/null; exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'");
+    let udp_port = port.wrapping_add(1).max(1024);
+    let script = format!(
+        "/bin/echo {marker} >/dev/null; exec bash -c 'echo x >/dev/udp/127.0.0.1/{udp_port}; exec 3<>/dev/tcp/127.0.0.1/{port}'"
+    );
     let mut sh = Command::new("sh").args(["-c", &script]).spawn().unwrap();
     let sh_pid = u64::from(sh.id());
     assert!(sh.wait().unwrap().success());
@@ -275,6 +286,22 @@ fn watch_sees_exec_fork_exit_and_a_loopback_connect_with_its_ancestry() {
     assert_eq!(exec["filename"], "/bin/echo");
     assert_eq!(exec["ppid"].as_u64(), Some(sh_pid), "{exec:#}");
     assert_eq!(pids_of(&exec["ancestry"])[..2], [sh_pid, me], "{exec:#}");
+    // The kernel's own record of where it lives (offsets from this
+    // kernel's BTF): the host's namespaces, its PID the same there.
+    let ns = &exec["namespaces"];
+    assert!(ns["pid"].as_u64().is_some_and(|n| n > 0), "{exec:#}");
+    assert!(ns["mnt"].as_u64().is_some_and(|n| n > 0), "{exec:#}");
+    assert_eq!(ns["ns_pid"], exec["pid"], "{exec:#}");
+    assert!(ns.get("separate").is_none(), "on the host: {exec:#}");
+
+    // bash's /dev/udp connects a UDP socket and writes to it.
+    let udp = watch.wait_for("the loopback UDP datagram", |v| {
+        v["type"] == "connect"
+            && v["protocol"] == "udp"
+            && v["dport"].as_u64() == Some(u64::from(udp_port))
+    });
+    assert_eq!(udp["udp_call"], "connect", "{udp:#}");
+    assert_eq!(udp["pid"].as_u64(), Some(sh_pid), "{udp:#}");
 
     let connect = watch.wait_for("the loopback connect", |v| {
         v["type"] == "connect" && v["dport"].as_u64() == Some(u64::from(port))

@@ -34,7 +34,7 @@ use crate::{
     output::{
         events::{
             AlertOut, AlertTiming, ConnectOut, Counts, EventWriter, ExecOut, KillPlanSummary,
-            LossOut, PlacementOut, ProcessOut, StartOut, SummaryOut,
+            LossOut, ProcessOut, StartOut, SummaryOut,
         },
         live::FindingOut,
         sink::{RotatingFile, Sink},
@@ -740,6 +740,7 @@ impl Watcher {
             .map(indicators::exec_signs)
             .unwrap_or_default();
         let users = &self.users;
+        let placed = self.table.by_id(&id);
         let out = ExecOut {
             timestamp: style::event_time(e.ktime_ns),
             ktime_ns: e.ktime_ns,
@@ -753,11 +754,9 @@ impl Watcher {
             argv,
             argv_truncated: e.argv_total_len > e.argv_len,
             start_ticks,
-            placement: self
-                .table
-                .by_id(&id)
-                .map(PlacementOut::of)
-                .unwrap_or_default(),
+            namespaces: placed.and_then(|p| p.namespaces.as_ref()),
+            cgroup: placed.and_then(|p| p.cgroup.as_ref()),
+            container: placed.and_then(|p| p.container.as_ref()),
             signs: &signs,
             ancestry_cut: self.table.ancestry_cut_of(&id, &ancestry),
             ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
@@ -1003,7 +1002,9 @@ impl Watcher {
             comm: &c.comm,
             exe: process.exe.as_ref(),
             cmdline: process.cmdline_string(),
-            placement: PlacementOut::of(process),
+            namespaces: process.namespaces.as_ref(),
+            cgroup: process.cgroup.as_ref(),
+            container: process.container.as_ref(),
             family: c.family,
             saddr: c.saddr.to_string(),
             sport: c.sport,

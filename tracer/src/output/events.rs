@@ -38,14 +38,7 @@ pub struct ProcessOut<'a> {
     /// Threads named differently from the process.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub threads: &'a [ThreadName],
-    #[serde(flatten)]
-    pub placement: PlacementOut<'a>,
-}
-
-/// Where a process lives (see `model::placement`), in every process and
-/// event record; each part absent when unknown.
-#[derive(Serialize, JsonSchema, Default, Clone, Copy)]
-pub struct PlacementOut<'a> {
+    /// Where it lives (see `model::placement`); each absent when unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<&'a Namespaces>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,20 +47,10 @@ pub struct PlacementOut<'a> {
     pub container: Option<&'a Container>,
 }
 
-impl<'a> PlacementOut<'a> {
-    pub fn of(p: &'a Process) -> Self {
-        PlacementOut {
-            namespaces: p.namespaces.as_ref(),
-            cgroup: p.cgroup.as_ref(),
-            container: p.container.as_ref(),
-        }
-    }
-
-    /// ` in=docker:3f2a9c1b7d4e` (or ` in=ns:pid,mnt pid 1`); empty on the host.
-    pub fn human(&self) -> String {
-        placement::token_of(self.namespaces, self.container)
-            .map_or(String::new(), |t| format!(" in={}", escape(&t)))
-    }
+/// ` in=docker:3f2a9c1b7d4e nspid=1` (or ` in=ns:pid,mnt`) for a human
+/// line; empty on the host.
+pub fn placement_text(ns: Option<&Namespaces>, container: Option<&Container>) -> String {
+    placement::token_of(ns, container).map_or(String::new(), |t| format!(" in={}", escape(&t)))
 }
 
 impl<'a> ProcessOut<'a> {
@@ -83,7 +66,9 @@ impl<'a> ProcessOut<'a> {
             start_ticks: p.start_ticks,
             exited: p.exited_at_ns.is_some(),
             threads: &p.threads,
-            placement: PlacementOut::of(p),
+            namespaces: p.namespaces.as_ref(),
+            cgroup: p.cgroup.as_ref(),
+            container: p.container.as_ref(),
         }
     }
 }
@@ -103,8 +88,13 @@ pub struct ExecOut<'a> {
     pub argv: &'a [HostStr],
     pub argv_truncated: bool,
     pub start_ticks: u64,
-    #[serde(flatten)]
-    pub placement: PlacementOut<'a>,
+    /// Where it lives (see `model::placement`); each absent when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<&'a Namespaces>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<&'a HostStr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<&'a Container>,
     /// Signs of mining or C2 in the command line, if any.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub signs: &'a [String],
@@ -126,8 +116,13 @@ pub struct ConnectOut<'a> {
     pub comm: &'a HostStr,
     pub exe: Option<&'a HostStr>,
     pub cmdline: HostStr,
-    #[serde(flatten)]
-    pub placement: PlacementOut<'a>,
+    /// Where it lives (see `model::placement`); each absent when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<&'a Namespaces>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<&'a HostStr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<&'a Container>,
     pub family: &'static str,
     pub saddr: String,
     pub sport: u16,
@@ -405,7 +400,7 @@ impl<W: Write> EventWriter<W> {
             e.pid,
             e.ppid,
             e.user.escaped(),
-            e.placement.human(),
+            placement_text(e.namespaces, e.container),
             escape(&bounded::cut(e.filename.as_str(), bounded::FIELD_MAX)),
             escape(&bounded::cmdline(&args)),
             if e.argv_truncated { "..." } else { "" }
@@ -442,7 +437,7 @@ impl<W: Write> EventWriter<W> {
             "{label} pid={} user={}{} {} {} -> {}{}{}{udp}\n        chain: {}{}",
             c.pid,
             c.user.escaped(),
-            c.placement.human(),
+            placement_text(c.namespaces, c.container),
             c.comm.escaped(),
             endpoint(&c.saddr, c.sport),
             endpoint(&c.daddr, c.dport),
@@ -469,7 +464,7 @@ impl<W: Write> EventWriter<W> {
             style::severity(a.severity, false, self.colour),
             c.comm.escaped(),
             c.pid,
-            c.placement.human(),
+            placement_text(c.namespaces, c.container),
             if c.established_before_start {
                 "has been connected since before watch started to"
             } else if c.protocol == "udp" {
@@ -496,7 +491,7 @@ impl<W: Write> EventWriter<W> {
                 p.pid,
                 p.comm.escaped(),
                 p.user.escaped(),
-                p.placement.human(),
+                placement_text(p.namespaces, p.container),
                 p.exe.map_or("?".into(), |e| escape(&bounded::cut(
                     e.as_str(),
                     bounded::FIELD_MAX

@@ -274,7 +274,7 @@ pub fn connection_text(c: &ConnectionOut, ancestors: &Ancestors) -> String {
                     o.pid,
                     o.fd,
                     escape(&p.user),
-                    p.placement.human(),
+                    super::events::placement_text(p.namespaces, p.container),
                     escape(p.comm),
                     escape(&super::bounded::cut(
                         p.exe.map_or("?", |e| e.as_str()),

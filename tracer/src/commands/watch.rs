@@ -705,11 +705,7 @@ impl Watcher {
             live::exec_path(e.tgid, &filename, &argv),
             argv.clone(),
         );
-        if let Some(mut placed) = self.table.by_id(&id).cloned() {
-            self.cgroups.place(&mut placed, &e.ns, &self.table);
-            self.table
-                .update(&id, |p| views::placement::copy_placement(&placed, p));
-        }
+        self.cgroups.place(&mut self.table, &id, &e.ns);
         self.print_exec(e, id, &comm, &filename, &argv)?;
         for finding in self.rules.check(&mut self.table, &id) {
             self.raise("exec", finding)?;

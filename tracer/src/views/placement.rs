@@ -10,7 +10,7 @@ use tracer_common::NsIds;
 use crate::{
     model::{
         placement::{self, Namespaces},
-        Container, Finding, HostStr, Process,
+        Container, Finding, HostStr, Process, ProcessId,
     },
     proc,
     table::ProcessTable,
@@ -114,17 +114,18 @@ pub struct CgroupCache {
 const CGROUPS_KEPT: usize = 4096;
 
 impl CgroupCache {
-    /// Places `p` from its exec record: the kernel's namespaces, then the
-    /// cgroup path and container its cgroup id names (read from /proc the
-    /// first time that id is seen), else the runtime process above it.
-    pub fn place(&mut self, p: &mut Process, ids: &NsIds, table: &ProcessTable) {
-        if let Some(ns) = from_kernel(ids) {
-            p.namespaces = Some(ns);
-        }
-        if ids.cgroup_id != 0 {
-            let known = match self.known.get(&ids.cgroup_id) {
+    /// Places the table's process `id` from its exec record: the kernel's
+    /// namespaces, then the cgroup path and container its cgroup id names
+    /// (read from /proc the first time that id is seen), else the runtime
+    /// process above it.
+    pub fn place(&mut self, table: &mut ProcessTable, id: &ProcessId, ids: &NsIds) {
+        let namespaces = from_kernel(ids);
+        let known = if ids.cgroup_id == 0 {
+            None
+        } else {
+            match self.known.get(&ids.cgroup_id) {
                 Some(k) => Some(k.clone()),
-                None => proc::read_file(&format!("/proc/{}/cgroup", p.pid))
+                None => proc::read_file(&format!("/proc/{}/cgroup", id.pid))
                     .ok()
                     .map(|file| {
                         let k = (
@@ -137,13 +138,26 @@ impl CgroupCache {
                         self.known.insert(ids.cgroup_id, k.clone());
                         k
                     }),
-            };
+            }
+        };
+        table.update(id, |p| {
+            if namespaces.is_some() {
+                p.namespaces = namespaces;
+            }
             if let Some((cgroup, container)) = known {
                 p.cgroup = cgroup;
                 p.container = container;
             }
+        });
+        let chained = table.by_id(id).and_then(|p| {
+            let separate = p.namespaces.as_ref().is_some_and(Namespaces::separate_pid);
+            (p.container.is_none() && separate)
+                .then(|| placement::container_of_chain(table.ancestors(id)))
+                .flatten()
+        });
+        if chained.is_some() {
+            table.update(id, |p| p.container = chained);
         }
-        fill_from_chain(p, table);
     }
 }
 
@@ -157,7 +171,7 @@ pub fn maybe_contained(p: &Process) -> bool {
         .is_none_or(|ns| !ns.separate.is_empty())
 }
 
-pub fn copy_placement(from: &Process, to: &mut Process) {
+fn copy_placement(from: &Process, to: &mut Process) {
     to.namespaces = from.namespaces.clone();
     to.cgroup = from.cgroup.clone();
     to.container = from.container.clone();

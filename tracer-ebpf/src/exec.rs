@@ -44,7 +44,8 @@ unsafe fn on_exec(task: *const u8, old_pid: u32, bprm: *const u8) -> i32 {
     ev.ktime_ns = bpf_ktime_get_boot_ns();
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     ev._pad = 0;
-    ev.ns = task::ns_ids(&off, task);
+    // exec runs in the task's own context: it is the current task.
+    ev.ns = task::current_ns_ids(&off, task);
 
     let filename = task::read_ptr(bprm, off.binprm_filename);
     ev.filename_len = match bpf_probe_read_kernel_str_bytes(filename, &mut ev.filename) {

@@ -432,7 +432,7 @@ pub fn read_namespaces(pid: u32) -> Option<Namespaces> {
             .ok()
             .and_then(|s| placement::ns_pid_of_status(&s))
             .unwrap_or(0),
-        separate: Vec::new(),
+        separate: Default::default(),
     };
     (ns.pid != 0 || ns.mnt != 0 || ns.net != 0).then_some(ns)
 }
@@ -455,11 +455,11 @@ pub fn read_placement(p: &mut Process) {
     }
     if p.cgroup.is_none() {
         if let Ok(file) = read_file(&format!("/proc/{}/cgroup", p.pid)) {
-            p.cgroup = placement::v2_path(&file);
+            p.cgroup = placement::v2_path(&file).map(std::sync::Arc::new);
             p.container = p
                 .container
                 .take()
-                .or_else(|| placement::container_of_cgroup(&file));
+                .or_else(|| placement::container_of_cgroup(&file).map(std::sync::Arc::new));
         }
     }
 }

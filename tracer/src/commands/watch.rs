@@ -751,11 +751,11 @@ impl Watcher {
             argv_truncated: e.argv_total_len > e.argv_len,
             start_ticks,
             namespaces: placed.and_then(|p| p.namespaces.as_ref()),
-            cgroup: placed.and_then(|p| p.cgroup.as_ref()),
-            container: placed.and_then(|p| p.container.as_ref()),
+            cgroup: placed.and_then(|p| p.cgroup.as_deref()),
+            container: placed.and_then(|p| p.container.as_deref()),
             signs: &signs,
             ancestry_cut: self.table.ancestry_cut_of(&id, &ancestry),
-            ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
+            ancestry: ancestry.iter().map(|p| ProcessOut::ancestor(p, users)).collect(),
         };
         self.shown += 1;
         self.out.exec(&out)
@@ -790,7 +790,7 @@ impl Watcher {
         let chain: Vec<ProcessOut> = finding
             .ancestry
             .iter()
-            .map(|p| ProcessOut::new(p, users))
+            .map(|p| ProcessOut::ancestor(p, users))
             .collect();
         let out = FindingOut {
             timestamp: Some(style::now()),
@@ -949,7 +949,7 @@ impl Watcher {
             .table
             .by_id(&id)
             .and_then(|p| p.namespaces.as_ref())
-            .map_or(u64::MAX - u64::from(c.pid), |ns| ns.mnt);
+            .map_or(u64::MAX - u64::from(c.pid), |ns| u64::from(ns.mnt));
         let hosts_names: Vec<HostStr> = self.hosts.names(mnt_ns, c.pid, c.daddr).to_vec();
         if !hosts_names.is_empty() && matched.as_ref().is_none_or(|m| m.port_only) {
             matched = self
@@ -999,8 +999,8 @@ impl Watcher {
             exe: process.exe.as_ref(),
             cmdline: process.cmdline_string(),
             namespaces: process.namespaces.as_ref(),
-            cgroup: process.cgroup.as_ref(),
-            container: process.container.as_ref(),
+            cgroup: process.cgroup.as_deref(),
+            container: process.container.as_deref(),
             family: c.family,
             saddr: c.saddr.to_string(),
             sport: c.sport,
@@ -1015,7 +1015,7 @@ impl Watcher {
             datagrams: c.udp.map(|u| u.datagrams),
             datagrams_earlier_minute: c.udp.and_then(|u| u.earlier_minute),
             ancestry_cut: self.table.ancestry_cut_of(&id, &ancestry),
-            ancestry: ancestry.iter().map(|p| ProcessOut::new(p, users)).collect(),
+            ancestry: ancestry.iter().map(|p| ProcessOut::ancestor(p, users)).collect(),
         };
         self.shown += 1;
         self.out.connect(&out)?;

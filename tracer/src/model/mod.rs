@@ -80,12 +80,13 @@ pub struct Process {
     /// where not read: tracer reads them for the processes it shows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<Namespaces>,
-    /// Its cgroup v2 path (the `0::` line of /proc/PID/cgroup).
+    /// Its cgroup v2 path (the `0::` line of /proc/PID/cgroup); shared by
+    /// the processes of one cgroup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<HostStr>,
+    pub cgroup: Option<std::sync::Arc<HostStr>>,
     /// The container its cgroup or runtime process names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<Container>,
+    pub container: Option<std::sync::Arc<Container>>,
     /// Its main thread has exited while other threads run on: ps shows it
     /// `<defunct>`; `exe` and `cmdline` are a live thread's.
     #[serde(default, skip_serializing_if = "is_false")]

@@ -7,26 +7,85 @@ use serde::{Deserialize, Serialize};
 use super::HostStr;
 
 /// A process's namespaces (inode numbers, as `/proc/PID/ns/*` shows them:
-/// `pid:[4026531836]`), 0 where the source had no answer.
+/// `pid:[4026531836]`), 0 where the source had no answer. Kept small: the
+/// table holds one per process, exited ones for two minutes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Namespaces {
-    pub pid: u64,
-    pub mnt: u64,
-    pub net: u64,
-    pub uts: u64,
-    pub user: u64,
+    pub pid: u32,
+    pub mnt: u32,
+    pub net: u32,
+    pub uts: u32,
+    pub user: u32,
     /// Its PID inside its own PID namespace (the last `NSpid` of
     /// /proc/PID/status); 0 when unknown.
     pub ns_pid: u32,
-    /// Which of them differ from the host's (PID 1's): `pid`, `mnt`, `net`,
-    /// `uts`, `user`. Empty for a process that shares them all.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub separate: Vec<String>,
+    /// Which of them differ from the host's: `pid`, `mnt`, `net`, `uts`,
+    /// `user`. Absent for a process that shares them all.
+    #[serde(default, skip_serializing_if = "Separate::is_empty")]
+    pub separate: Separate,
+}
+
+/// The namespace kinds, in the order `Separate` names them.
+const KINDS: [&str; 5] = ["pid", "mnt", "net", "uts", "user"];
+
+/// A set of namespace kinds (a bit each, in `KINDS` order), written as a
+/// list of their names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Separate(u8);
+
+impl Separate {
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(&self, kind: &str) -> bool {
+        KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        KINDS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, k)| *k)
+    }
+}
+
+impl Serialize for Separate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.names())
+    }
+}
+
+impl<'de> Deserialize<'de> for Separate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names: Vec<String> = Vec::deserialize(d)?;
+        Ok(Separate(
+            KINDS
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| names.iter().any(|n| n == *k))
+                .fold(0, |bits, (i, _)| bits | (1 << i)),
+        ))
+    }
+}
+
+impl JsonSchema for Separate {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Separate".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Vec<String>>::json_schema(generator)
+    }
 }
 
 impl Namespaces {
-    /// Each namespace with its name, in a fixed order.
-    pub fn named(&self) -> [(&'static str, u64); 5] {
+    /// Each namespace with its name, in `KINDS` order.
+    pub fn named(&self) -> [(&'static str, u32); 5] {
         [
             ("pid", self.pid),
             ("mnt", self.mnt),
@@ -38,18 +97,21 @@ impl Namespaces {
 
     /// Notes which namespaces differ from `host`'s (unknown ones never do).
     pub fn compare_with(&mut self, host: &Namespaces) {
-        self.separate = self
-            .named()
-            .iter()
-            .zip(host.named())
-            .filter(|((_, mine), (_, theirs))| *mine != 0 && *theirs != 0 && mine != theirs)
-            .map(|((name, _), _)| name.to_string())
-            .collect();
+        self.separate = Separate(
+            self.named()
+                .iter()
+                .zip(host.named())
+                .enumerate()
+                .filter(|(_, ((_, mine), (_, theirs)))| {
+                    *mine != 0 && *theirs != 0 && mine != theirs
+                })
+                .fold(0, |bits, (i, _)| bits | (1 << i)),
+        );
     }
 
     /// In a PID namespace of its own.
     pub fn separate_pid(&self) -> bool {
-        self.separate.iter().any(|s| s == "pid")
+        self.separate.contains("pid")
     }
 }
 
@@ -130,7 +192,7 @@ impl Container {
 /// (`ns:pid,mnt`), then its PID in its own PID namespace (`nspid=1`);
 /// `None` on the host.
 pub fn token(p: &super::Process) -> Option<String> {
-    token_of(p.namespaces.as_ref(), p.container.as_ref())
+    token_of(p.namespaces.as_ref(), p.container.as_deref())
 }
 
 /// [`token`] from the parts.
@@ -138,7 +200,7 @@ pub fn token_of(ns: Option<&Namespaces>, container: Option<&Container>) -> Optio
     let ns = ns.filter(|ns| !ns.separate.is_empty());
     let mut token = match (container, ns) {
         (Some(c), _) => c.token(),
-        (None, Some(ns)) => format!("ns:{}", ns.separate.join(",")),
+        (None, Some(ns)) => format!("ns:{}", ns.separate.names().collect::<Vec<_>>().join(",")),
         (None, None) => return None,
     };
     if let Some(ns) = ns.filter(|ns| ns.separate_pid() && ns.ns_pid != 0) {
@@ -157,7 +219,7 @@ pub fn in_container(p: &super::Process, wanted: &str) -> bool {
             .as_ref()
             .is_some_and(|ns| inode.parse() == Ok(ns.pid));
     }
-    p.container.as_ref().is_some_and(|c| {
+    p.container.as_deref().is_some_and(|c| {
         let id = c.id.as_str();
         (wanted.len() >= 4 && id.starts_with(wanted))
             || id == wanted
@@ -368,7 +430,7 @@ pub fn ns_pid_of_status(status: &[u8]) -> Option<u32> {
 }
 
 /// The inode of a `/proc/PID/ns/*` link target (`pid:[4026531836]`).
-pub fn ns_inode(link: &str) -> Option<u64> {
+pub fn ns_inode(link: &str) -> Option<u32> {
     link.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
 }
 
@@ -505,14 +567,15 @@ mod tests {
         p.namespaces = Some(Namespaces {
             pid: 9,
             ns_pid: 1,
-            separate: vec!["pid".into(), "net".into()],
+            separate: Separate(0b101),
             ..Default::default()
         });
         assert_eq!(token(&p).as_deref(), Some("ns:pid,net nspid=1"));
         assert!(in_container(&p, "ns:9"));
         p.container = container_of_path(&HostStr::from_text(
             "/docker/3f2a9c1b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8",
-        ));
+        ))
+        .map(std::sync::Arc::new);
         assert_eq!(token(&p).as_deref(), Some("docker:3f2a9c1b7d4e nspid=1"));
         assert!(in_container(&p, "3f2a9c1b7d4e"));
         assert!(
@@ -553,7 +616,11 @@ mod tests {
             ..Default::default()
         };
         ns.compare_with(&host);
-        assert_eq!(ns.separate, ["pid", "net"]);
+        assert_eq!(ns.separate.names().collect::<Vec<_>>(), ["pid", "net"]);
+        let json = serde_json::to_string(&ns).unwrap();
+        assert!(json.contains(r#""separate":["pid","net"]"#), "{json}");
+        let back: Namespaces = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ns);
         assert!(ns.separate_pid());
     }
 }

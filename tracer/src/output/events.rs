@@ -54,6 +54,20 @@ pub fn placement_text(ns: Option<&Namespaces>, container: Option<&Container>) ->
 }
 
 impl<'a> ProcessOut<'a> {
+    /// An ancestor in an event's chain: its namespaces and cgroup only when
+    /// it lives outside the host's (a chain is mostly host processes, and
+    /// their placement, the host's, would double every event's size).
+    pub fn ancestor(p: &'a Process, users: &Users) -> Self {
+        let mut out = ProcessOut::new(p, users);
+        let off_host = p.container.is_some()
+            || p.namespaces.as_ref().is_some_and(|ns| !ns.separate.is_empty());
+        if !off_host {
+            out.namespaces = None;
+            out.cgroup = None;
+        }
+        out
+    }
+
     pub fn new(p: &'a Process, users: &Users) -> Self {
         ProcessOut {
             pid: p.pid,
@@ -67,8 +81,8 @@ impl<'a> ProcessOut<'a> {
             exited: p.exited_at_ns.is_some(),
             threads: &p.threads,
             namespaces: p.namespaces.as_ref(),
-            cgroup: p.cgroup.as_ref(),
-            container: p.container.as_ref(),
+            cgroup: p.cgroup.as_deref(),
+            container: p.container.as_deref(),
         }
     }
 }
@@ -358,7 +372,8 @@ impl<W: Write> EventWriter<W> {
     }
 
     pub(super) fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
-        schema::write_line(&mut self.out, r)
+        // Past the line cap: serde_json writes token by token.
+        schema::write_line(self.out.get_mut(), r)
     }
 
     pub fn start(&mut self, s: &StartOut) -> io::Result<()> {

@@ -49,7 +49,7 @@ impl<W: Write> EventWriter<W> {
                 .process
                 .as_ref()
                 .map_or(("-".to_string(), "-".to_string()), |p| {
-                    let place = super::events::placement_text(p.namespaces.as_ref(), p.container.as_ref());
+                    let place = super::events::placement_text(p.namespaces.as_ref(), p.container.as_deref());
                     (format!("{}{place}", p.pid), p.comm.escaped().into_owned())
                 });
         if let Some(t) = &f.timestamp {

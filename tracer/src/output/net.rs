@@ -108,7 +108,7 @@ impl<'a> ConnectionOut<'a> {
                                     .map(|a| {
                                         ancestors
                                             .entry(a.pid)
-                                            .or_insert_with(|| ProcessOut::new(a, users));
+                                            .or_insert_with(|| ProcessOut::ancestor(a, users));
                                         a.pid
                                     })
                                     .collect()

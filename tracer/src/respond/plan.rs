@@ -73,7 +73,7 @@ pub struct KillPlan {
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct ContainerStop {
     /// The PID namespace's inode.
-    pub pid_ns: u64,
+    pub pid_ns: u32,
     /// Its init (PID 1 inside), by its host PID, when the table has it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<u32>,
@@ -355,7 +355,7 @@ enum ContainerStep {
 /// never killed.
 fn container_step(
     ancestor: &Process,
-    pid_ns: u64,
+    pid_ns: u32,
     self_chain: &HashSet<ProcessId>,
     target: &Process,
 ) -> ContainerStep {
@@ -385,7 +385,7 @@ fn container_step(
     })
 }
 
-fn container_stop(table: &ProcessTable, target: &Process, pid_ns: u64) -> ContainerStop {
+fn container_stop(table: &ProcessTable, target: &Process, pid_ns: u32) -> ContainerStop {
     let in_ns = |p: &&Process| p.namespaces.as_ref().is_some_and(|ns| ns.pid == pid_ns);
     let init = std::iter::once(target)
         .chain(table.ancestors(&target.id()))
@@ -402,7 +402,7 @@ fn container_stop(table: &ProcessTable, target: &Process, pid_ns: u64) -> Contai
     ContainerStop {
         pid_ns,
         init,
-        container: target.container.clone(),
+        container: target.container.as_deref().cloned(),
         stop,
     }
 }

@@ -3,7 +3,7 @@
 //! path and the container it names from `/proc/PID/cgroup`, or the
 //! runtime process above it. Read for the processes a command shows, not
 //! for every process on the host: the cost follows the output.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use tracer_common::NsIds;
 
@@ -28,7 +28,7 @@ pub fn from_kernel(ids: &NsIds) -> Option<Namespaces> {
         uts: ids.uts_ns.into(),
         user: ids.user_ns.into(),
         ns_pid: ids.ns_pid,
-        separate: Vec::new(),
+        separate: Default::default(),
     };
     ns.compare_with(host());
     Some(ns)
@@ -41,7 +41,7 @@ pub use crate::proc::{host_namespaces as host, read_placement as fill};
 pub fn fill_from_chain(p: &mut Process, table: &ProcessTable) {
     let separate = p.namespaces.as_ref().is_some_and(Namespaces::separate_pid);
     if p.container.is_none() && separate {
-        p.container = placement::container_of_chain(table.ancestors(&p.id()));
+        p.container = placement::container_of_chain(table.ancestors(&p.id())).map(Arc::new);
     }
 }
 
@@ -77,13 +77,17 @@ pub fn fill_table(table: &mut ProcessTable, which: impl Fn(&Process) -> bool) {
     for id in &ids {
         table.update(id, fill);
     }
-    let chained: Vec<(crate::model::ProcessId, Option<crate::model::Container>)> = ids
+    let chained: Vec<(ProcessId, Option<Arc<Container>>)> = ids
         .iter()
         .filter_map(|id| {
             let p = table.by_id(id)?;
             let separate = p.namespaces.as_ref().is_some_and(Namespaces::separate_pid);
-            (p.container.is_none() && separate)
-                .then(|| (*id, placement::container_of_chain(table.ancestors(id))))
+            (p.container.is_none() && separate).then(|| {
+                (
+                    *id,
+                    placement::container_of_chain(table.ancestors(id)).map(Arc::new),
+                )
+            })
         })
         .collect();
     for (id, container) in chained {
@@ -107,7 +111,7 @@ pub fn require_any(table: &ProcessTable, wanted: &str) -> Result<(), crate::erro
 /// per cgroup it meets, not per event.
 #[derive(Default)]
 pub struct CgroupCache {
-    known: HashMap<u64, (Option<HostStr>, Option<Container>)>,
+    known: HashMap<u64, (Option<Arc<HostStr>>, Option<Arc<Container>>)>,
 }
 
 /// Cgroups remembered at most (a host may make and drop cgroups forever).
@@ -129,8 +133,8 @@ impl CgroupCache {
                     .ok()
                     .map(|file| {
                         let k = (
-                            placement::v2_path(&file),
-                            placement::container_of_cgroup(&file),
+                            placement::v2_path(&file).map(Arc::new),
+                            placement::container_of_cgroup(&file).map(Arc::new),
                         );
                         if self.known.len() >= CGROUPS_KEPT {
                             self.known.clear();
@@ -154,6 +158,7 @@ impl CgroupCache {
             (p.container.is_none() && separate)
                 .then(|| placement::container_of_chain(table.ancestors(id)))
                 .flatten()
+                .map(Arc::new)
         });
         if chained.is_some() {
             table.update(id, |p| p.container = chained);

@@ -327,8 +327,14 @@ pub struct KernelOffsets {
     /// are then told by the leader's alone).
     pub task_signal: u32,
     pub signal_live: u32,
-    pub _pad: u32,
+    /// `signal_struct.flags`, to tell a group exit (`exit_group`, a fatal
+    /// signal: `SIGNAL_GROUP_EXIT`) from a leader leaving alone.
+    pub signal_flags: u32,
 }
+
+/// `SIGNAL_GROUP_EXIT` from include/linux/sched/signal.h: a flag value, not
+/// an offset.
+pub const SIGNAL_GROUP_EXIT: u32 = 0x0000_0004;
 
 /// Which kernel iterator produced a `SocketRecord`.
 pub const SOCK_FROM_TASK_FILE: u16 = 1;

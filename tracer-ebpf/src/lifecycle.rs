@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_boot_ns, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use tracer_common::{EventKind, ExitEvent, ForkEvent};
+use tracer_common::{EventKind, ExitEvent, ForkEvent, SIGNAL_GROUP_EXIT};
 
 use crate::{maps, task};
 
@@ -61,7 +61,14 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
         // `signal->live` counts the group's threads not yet in do_exit;
         // this thread took itself off before the tracepoint.
         let live_threads = if off.task_signal != 0 {
-            let live: i32 = task::read_at(task::read_ptr(task, off.task_signal), off.signal_live);
+            let signal = task::read_ptr(task, off.task_signal);
+            let live: i32 = task::read_at(signal, off.signal_live);
+            let flags: u32 = task::read_at(signal, off.signal_flags);
+            if flags & SIGNAL_GROUP_EXIT != 0 && live > 0 {
+                // The whole group is going (exit_group, a fatal signal):
+                // only its last thread ends it, whichever that is.
+                return 0;
+            }
             live.max(0) as u32
         } else if is_leader {
             0

@@ -63,7 +63,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     msghdr_name: 0,
     task_signal: 0,
     signal_live: 0,
-    _pad: 0,
+    signal_flags: 0,
 };
 
 /// The offsets, read through a volatile load so the compiler cannot fold the

@@ -338,15 +338,17 @@ pub fn leader_exited(stat: &Stat) -> bool {
     (matches!(stat.state, 'Z' | 'X') || stat.flags & PF_EXITING != 0) && stat.num_threads > 1
 }
 
-/// A thread of `pid` other than its leader that has not exited.
+/// A thread of `pid` other than its leader that is neither gone nor on
+/// its way out (a process tearing down all its threads has none).
 pub fn live_thread(pid: u32) -> Option<u32> {
+    const PF_EXITING: u32 = 0x4;
     let mut tids = list_threads(pid).ok()?;
     tids.sort_unstable();
     tids.into_iter().filter(|&t| t != pid).find(|&tid| {
         read_file(&format!("/proc/{pid}/task/{tid}/stat"))
             .ok()
             .and_then(|b| parse_stat(&b).ok())
-            .is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
+            .is_some_and(|s| !matches!(s.state, 'Z' | 'X') && s.flags & PF_EXITING == 0)
     })
 }
 

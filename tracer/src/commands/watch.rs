@@ -625,8 +625,12 @@ impl Watcher {
         let Ok(stat) = proc::read_stat(pid) else {
             return Ok(());
         };
-        if stat.starttime != start_ticks || !proc::leader_exited(&stat) {
-            return Ok(()); // gone altogether since
+        // Gone altogether since, or all its threads on their way out.
+        if stat.starttime != start_ticks
+            || !proc::leader_exited(&stat)
+            || proc::live_thread(pid).is_none()
+        {
+            return Ok(());
         }
         self.table.update(&id, proc::read_details);
         let Some(p) = self.table.by_id(&id).cloned() else {

@@ -24,7 +24,8 @@ pub fn detect(snap: &Snapshot, table: &ProcessTable) -> Vec<Finding> {
         .filter_map(|p| {
             // Confirmed on a fresh read: the whole process may just be ending.
             let stat = proc::read_stat(p.pid).ok()?;
-            (stat.starttime == p.start_ticks && proc::leader_exited(&stat))
+            let live = proc::live_thread(p.pid).is_some();
+            (stat.starttime == p.start_ticks && proc::leader_exited(&stat) && live)
                 .then(|| finding(p, table, stat.num_threads.saturating_sub(1)))
         })
         .collect()

@@ -214,15 +214,17 @@ pub fn resolve(btf: &KernelBtf) -> Result<KernelOffsets> {
         msghdr_name: field_offset("msghdr", "msg_name").unwrap_or(0),
         task_signal: live.map_or(0, |l| l.0),
         signal_live: live.map_or(0, |l| l.1),
+        signal_flags: live.map_or(0, |l| l.2),
         ..namespace_offsets(btf)
     })
 }
 
-/// `task->signal` and `signal_struct.live`, both or neither.
-fn live_threads_offsets(btf: &KernelBtf) -> Option<(u32, u32)> {
+/// `task->signal`, `signal_struct.live` and `.flags`, all or none.
+fn live_threads_offsets(btf: &KernelBtf) -> Option<(u32, u32, u32)> {
     Some((
         btf.field_offset("task_struct", "signal").ok()?,
         btf.field_offset("signal_struct", "live").ok()?,
+        btf.field_offset("signal_struct", "flags").ok()?,
     ))
 }
 

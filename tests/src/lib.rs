@@ -373,6 +373,16 @@ pub fn descends_from_this_test(pid: u32) -> bool {
     false
 }
 
+/// The PIDs of a kill-tree plan's members, top-down.
+pub fn member_pids(plan: &Value) -> Vec<u64> {
+    plan["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["process"]["pid"].as_u64())
+        .collect()
+}
+
 /// The PIDs of an `ancestry` array, nearest parent first: an array of
 /// processes, or of PIDs (`tracer net` names parents by PID).
 pub fn pids_of(ancestry: &Value) -> Vec<u64> {

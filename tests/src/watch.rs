@@ -154,3 +154,15 @@ pub fn wait_for(watch: &Watch, what: &str, mut pred: impl FnMut(&Value) -> bool)
     }
     panic!("watch never showed {what}");
 }
+
+/// The hook a `start` record names for `event` (`""` when none).
+pub fn hook_of(start: &Value, event: &str) -> String {
+    start["hooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| h["event"] == event)
+        .and_then(|h| h["hook"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}

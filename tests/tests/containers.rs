@@ -16,8 +16,8 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    exit::NO_MATCH, run, running_as_root, stat_field, tracer, wait_until, watch::Watch, Planted,
-    Scratch,
+    exit::NO_MATCH, member_pids, run, running_as_root, stat_field, tracer, wait_until,
+    watch::Watch, Planted, Scratch,
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -243,12 +243,7 @@ fn kill_tree_plans_the_payload_and_its_init_and_says_how_to_stop_the_container()
     );
     assert_eq!(out.code, 0, "{}", out.describe());
     let plan: Value = serde_json::from_str(&out.stdout).unwrap();
-    let members: Vec<u64> = plan["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["process"]["pid"].as_u64())
-        .collect();
+    let members = member_pids(&plan);
     assert!(members.contains(&payload.into()), "{plan:#}");
     assert!(
         members.contains(&init.into()),

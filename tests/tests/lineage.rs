@@ -8,7 +8,8 @@ use std::{fs, process::Command, time::Duration};
 
 use serde_json::Value;
 use tracer_tests::{
-    run, running_as_root, stat_field, tracer, wait_until, watch::Watch, Planted, Scratch,
+    member_pids, run, running_as_root, stat_field, tracer, wait_until, watch::Watch, Planted,
+    Scratch,
 };
 
 /// A process that is gone or a zombie (killed, not yet reaped by us).
@@ -59,15 +60,6 @@ fn plan_of(stdout: &str) -> Value {
         .expect("JSON");
     tracer_tests::schema::check(&plan);
     plan
-}
-
-fn member_pids(plan: &Value) -> Vec<u64> {
-    plan["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["process"]["pid"].as_u64())
-        .collect()
 }
 
 #[test]
@@ -235,12 +227,7 @@ fn a_forged_lineage_link_to_an_older_process_is_refused_and_said() {
     let (code, stdout, stderr) = kill_tree(&[&target.pid().to_string(), "--json"], state.path());
     assert_eq!(code, 0, "{stderr}");
     let plan = plan_of(&stdout);
-    let members: Vec<u64> = plan["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["process"]["pid"].as_u64())
-        .collect();
+    let members = member_pids(&plan);
     assert!(
         !members.contains(&(innocent.pid() as u64)),
         "the forged child is planned: {members:?}"

@@ -23,14 +23,9 @@ fn watch_with(iocs: &std::path::Path) -> Watch {
         ],
         &[],
     );
-    let hook = start["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["event"] == "udp")
-        .map(|h| h["hook"].as_str().unwrap().to_string());
+    let hook = tracer_tests::watch::hook_of(&start, "udp");
     assert!(
-        hook.as_deref().is_some_and(|h| h != "none"),
+        !hook.is_empty() && hook != "none",
         "no UDP hook on this kernel: {start}"
     );
     watch

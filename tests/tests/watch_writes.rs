@@ -237,15 +237,7 @@ fn under_the_units_capabilities_watch_still_sees_writes_and_datagrams() {
         .env("TRACER_PERSISTENCE_ROOT", root.path());
     let watch = tracer_tests::watch::Watch::run(&mut command);
     let start = watch.wait_for("the start record", |v| v["type"] == "start");
-    let hook = |event: &str| {
-        start["hooks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["event"] == event)
-            .map(|h| h["hook"].as_str().unwrap().to_string())
-            .unwrap_or_default()
-    };
+    let hook = |event: &str| tracer_tests::watch::hook_of(&start, event);
     assert_eq!(hook("write"), "fanotify FAN_CLOSE_WRITE", "{start}");
     assert_ne!(hook("udp"), "none", "{start}");
     let effective = std::fs::read_to_string(format!("/proc/{}/status", watch.child.id()))

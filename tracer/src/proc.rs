@@ -145,18 +145,24 @@ pub fn read_uid(pid: u32) -> io::Result<u32> {
     parse_status_uid(&bytes).ok_or_else(|| io::Error::other("no Uid line"))
 }
 
-/// The `Uid:` line's first number. Read as bytes: the `Name:` line above it
-/// holds the task name, which need not be UTF-8.
+/// The `Uid:` line's first number.
 pub fn parse_status_uid(status: &[u8]) -> Option<u32> {
+    status_numbers(status, b"Uid:")?.next()?.parse().ok()
+}
+
+/// The PID a process has in its own PID namespace: the last number of the
+/// `NSpid:` line.
+pub fn parse_status_ns_pid(status: &[u8]) -> Option<u32> {
+    status_numbers(status, b"NSpid:")?.last()?.parse().ok()
+}
+
+/// The words after `key` on its line of a status file. Read as bytes: the
+/// `Name:` line holds the task name, which need not be UTF-8.
+fn status_numbers<'s>(status: &'s [u8], key: &[u8]) -> Option<std::str::SplitWhitespace<'s>> {
     let line = status
         .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"Uid:"))?;
-    std::str::from_utf8(line)
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+        .find_map(|l| l.strip_prefix(key))?;
+    Some(std::str::from_utf8(line).ok()?.split_whitespace())
 }
 
 /// Splits a NUL-separated argument area into arguments.
@@ -432,7 +438,7 @@ pub fn read_namespaces(pid: u32) -> Option<Namespaces> {
         user: link("user"),
         ns_pid: read_file(&format!("/proc/{pid}/status"))
             .ok()
-            .and_then(|s| placement::ns_pid_of_status(&s))
+            .and_then(|s| parse_status_ns_pid(&s))
             .unwrap_or(0),
         separate: Default::default(),
     };

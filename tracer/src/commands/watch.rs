@@ -759,7 +759,10 @@ impl Watcher {
             container: placed.and_then(|p| p.container.as_deref()),
             signs: &signs,
             ancestry_cut: self.table.ancestry_cut_of(&id, &ancestry),
-            ancestry: ancestry.iter().map(|p| ProcessOut::ancestor(p, users)).collect(),
+            ancestry: ancestry
+                .iter()
+                .map(|p| ProcessOut::ancestor(p, users))
+                .collect(),
         };
         self.shown += 1;
         self.out.exec(&out)
@@ -1019,7 +1022,10 @@ impl Watcher {
             datagrams: c.udp.map(|u| u.datagrams),
             datagrams_earlier_minute: c.udp.and_then(|u| u.earlier_minute),
             ancestry_cut: self.table.ancestry_cut_of(&id, &ancestry),
-            ancestry: ancestry.iter().map(|p| ProcessOut::ancestor(p, users)).collect(),
+            ancestry: ancestry
+                .iter()
+                .map(|p| ProcessOut::ancestor(p, users))
+                .collect(),
         };
         self.shown += 1;
         self.out.connect(&out)?;

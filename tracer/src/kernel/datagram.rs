@@ -4,7 +4,7 @@
 use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, FEntry, KProbe};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 
 use super::{root_cause, HookChoice, Kernel};
 
@@ -32,13 +32,15 @@ const KPROBES: &[(&str, &str)] = &[
 /// on and its start line (and `status`) says datagrams are not seen.
 pub fn attach(kernel: &mut Kernel) -> HookChoice {
     let cgroup = match attach_cgroup(kernel) {
-        Ok(root) => return HookChoice {
-            event: "udp",
-            hook: "cgroup/connect4,connect6,sendmsg4,sendmsg6".into(),
-            reason: format!(
+        Ok(root) => {
+            return HookChoice {
+                event: "udp",
+                hook: "cgroup/connect4,connect6,sendmsg4,sendmsg6".into(),
+                reason: format!(
                 "on the cgroup v2 root {root}: every process's UDP connect and send to an address"
             ),
-        },
+            }
+        }
         Err(e) => root_cause(&e),
     };
     let fentry =
@@ -136,28 +138,11 @@ fn cgroup_root() -> Result<(OwnedFd, String)> {
 }
 
 fn fentry(kernel: &mut Kernel, prog: &str, function: &str) -> Result<()> {
-    let Kernel { ebpf, btf, .. } = kernel;
-    let btf = btf.as_ref().context(super::BTF_RELEASED)?;
-    let p: &mut FEntry = ebpf
-        .program_mut(prog)
-        .context("program missing from object")?
-        .try_into()?;
-    p.load(function, btf)?;
-    p.attach()?;
-    Ok(())
+    kernel.fentry(prog, function)
 }
 
 fn kprobe(kernel: &mut Kernel, prog: &str, function: &str) -> Result<()> {
-    let p: &mut KProbe = kernel
-        .ebpf
-        .program_mut(prog)
-        .context("program missing from object")?
-        .try_into()?;
-    if p.fd().is_err() {
-        p.load()?;
-    }
-    p.attach(function, 0)?;
-    Ok(())
+    kernel.kprobe(prog, function)
 }
 
 /// Every function of `table` through `attach_one`, all or none (a

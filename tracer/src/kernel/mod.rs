@@ -382,7 +382,7 @@ impl Kernel {
         Ok(())
     }
 
-    fn fentry(&mut self, prog: &str, function: &str) -> Result<()> {
+    pub(super) fn fentry(&mut self, prog: &str, function: &str) -> Result<()> {
         // Borrow the two fields apart: the BTF is too large to clone.
         let Kernel { ebpf, btf, .. } = self;
         let btf = btf.as_ref().context(BTF_RELEASED)?;
@@ -395,13 +395,17 @@ impl Kernel {
         Ok(())
     }
 
-    fn kprobe(&mut self, prog: &str, function: &str) -> Result<()> {
+    /// Attaches kprobe program `prog` to `function` (loading it first,
+    /// once: one program may probe several functions).
+    pub(super) fn kprobe(&mut self, prog: &str, function: &str) -> Result<()> {
         let p: &mut KProbe = self
             .ebpf
             .program_mut(prog)
             .context("program missing from object")?
             .try_into()?;
-        p.load()?;
+        if p.fd().is_err() {
+            p.load()?;
+        }
         p.attach(function, 0)?;
         Ok(())
     }

@@ -415,20 +415,6 @@ fn unescape_unit(name: &str) -> String {
     name.replace("\\x2d", "-")
 }
 
-/// The PID a process has in its own PID namespace: the last number of the
-/// `NSpid:` line of /proc/PID/status.
-pub fn ns_pid_of_status(status: &[u8]) -> Option<u32> {
-    let line = status
-        .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"NSpid:"))?;
-    std::str::from_utf8(line)
-        .ok()?
-        .split_ascii_whitespace()
-        .last()?
-        .parse()
-        .ok()
-}
-
 /// The inode of a `/proc/PID/ns/*` link target (`pid:[4026531836]`).
 pub fn ns_inode(link: &str) -> Option<u32> {
     link.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
@@ -588,10 +574,10 @@ mod tests {
     #[test]
     fn ns_pid_and_ns_links_parse() {
         assert_eq!(
-            ns_pid_of_status(b"Name:\tsh\nNSpid:\t4242\t17\t1\nNSsid:\t1\n"),
+            crate::proc::parse_status_ns_pid(b"Name:\tsh\nNSpid:\t4242\t17\t1\nNSsid:\t1\n"),
             Some(1)
         );
-        assert_eq!(ns_pid_of_status(b"Name:\tsh\n"), None);
+        assert_eq!(crate::proc::parse_status_ns_pid(b"Name:\tsh\n"), None);
         assert_eq!(ns_inode("pid:[4026531836]"), Some(4026531836));
         assert_eq!(ns_inode("pid:[x]"), None);
     }

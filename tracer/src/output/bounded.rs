@@ -87,6 +87,21 @@ pub fn threads(threads: &[ThreadName], first: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// An evidence value for a human line: a command line cut as one, the
+/// `threads` list as one (from the process's own threads, when it has
+/// them), anything else as a field.
+pub fn evidence(label: &str, value: &str, process: Option<&crate::model::Process>) -> String {
+    if label.starts_with("cmdline") {
+        return cmdline(&HostStr::from_text(value));
+    }
+    match process.map(|p| p.threads.as_slice()) {
+        Some(list) if label == "threads" => threads(list, |n| {
+            crate::detect::masquerade::miner_named(n).is_some()
+        }),
+        _ => cut(value, FIELD_MAX),
+    }
+}
+
 /// `2998` → `2,998`.
 pub fn group(n: usize) -> String {
     let digits = n.to_string();

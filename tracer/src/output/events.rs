@@ -60,7 +60,9 @@ impl<'a> ProcessOut<'a> {
     pub fn ancestor(p: &'a Process, users: &Users) -> Self {
         let mut out = ProcessOut::new(p, users);
         let off_host = p.container.is_some()
-            || p.namespaces.as_ref().is_some_and(|ns| !ns.separate.is_empty());
+            || p.namespaces
+                .as_ref()
+                .is_some_and(|ns| !ns.separate.is_empty());
         if !off_host {
             out.namespaces = None;
             out.cgroup = None;

@@ -214,16 +214,7 @@ fn write_findings_styled(w: &mut impl Write, findings: &[Finding], colour: bool)
             writeln!(w, "    in: {}", escape(&place))?;
         }
         for (label, value) in f.evidence.iter().filter(|(l, _)| l != "pid") {
-            let threads = f.process.as_ref().map(|p| p.threads.as_slice());
-            let value = if label.starts_with("cmdline") {
-                super::bounded::cmdline(&crate::model::HostStr::from_text(value))
-            } else if let (true, Some(threads)) = (label == "threads", threads) {
-                super::bounded::threads(threads, |n| {
-                    crate::detect::masquerade::miner_named(n).is_some()
-                })
-            } else {
-                super::bounded::cut(value, super::bounded::FIELD_MAX)
-            };
+            let value = super::bounded::evidence(label, value, f.process.as_ref());
             writeln!(w, "    {}: {}", escape(label), escape(&value))?;
         }
         if !f.related.is_empty() {

@@ -49,7 +49,10 @@ impl<W: Write> EventWriter<W> {
                 .process
                 .as_ref()
                 .map_or(("-".to_string(), "-".to_string()), |p| {
-                    let place = super::events::placement_text(p.namespaces.as_ref(), p.container.as_deref());
+                    let place = super::events::placement_text(
+                        p.namespaces.as_ref(),
+                        p.container.as_deref(),
+                    );
                     (format!("{}{place}", p.pid), p.comm.escaped().into_owned())
                 });
         if let Some(t) = &f.timestamp {
@@ -65,16 +68,7 @@ impl<W: Write> EventWriter<W> {
             escape(&finding.summary)
         )?;
         for (label, value) in &finding.evidence {
-            let threads = finding.process.as_ref().map(|p| p.threads.as_slice());
-            let value = if label.starts_with("cmdline") {
-                super::bounded::cmdline(&crate::model::HostStr::from_text(value))
-            } else if let (true, Some(threads)) = (label == "threads", threads) {
-                super::bounded::threads(threads, |n| {
-                    crate::detect::masquerade::miner_named(n).is_some()
-                })
-            } else {
-                super::bounded::cut(value, super::bounded::FIELD_MAX)
-            };
+            let value = super::bounded::evidence(label, value, finding.process.as_ref());
             writeln!(self.out, "        {}: {}", escape(label), escape(&value))?;
         }
         self.chain_block(chain)?;

@@ -22,11 +22,11 @@ pub fn from_kernel(ids: &NsIds) -> Option<Namespaces> {
         return None;
     }
     let mut ns = Namespaces {
-        pid: ids.pid_ns.into(),
-        mnt: ids.mnt_ns.into(),
-        net: ids.net_ns.into(),
-        uts: ids.uts_ns.into(),
-        user: ids.user_ns.into(),
+        pid: ids.pid_ns,
+        mnt: ids.mnt_ns,
+        net: ids.net_ns,
+        uts: ids.uts_ns,
+        user: ids.user_ns,
         ns_pid: ids.ns_pid,
         separate: Default::default(),
     };
@@ -111,8 +111,11 @@ pub fn require_any(table: &ProcessTable, wanted: &str) -> Result<(), crate::erro
 /// per cgroup it meets, not per event.
 #[derive(Default)]
 pub struct CgroupCache {
-    known: HashMap<u64, (Option<Arc<HostStr>>, Option<Arc<Container>>)>,
+    known: HashMap<u64, CgroupFacts>,
 }
+
+/// What one cgroup's path says: the path, and the container it names.
+type CgroupFacts = (Option<Arc<HostStr>>, Option<Arc<Container>>);
 
 /// Cgroups remembered at most (a host may make and drop cgroups forever).
 const CGROUPS_KEPT: usize = 4096;

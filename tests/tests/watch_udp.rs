@@ -157,3 +157,35 @@ fn a_name_from_the_clients_own_hosts_file_matches_a_domain_indicator() {
     assert_eq!(alert["indicator"], "pool.evil-mine.test", "{alert}");
     assert_eq!(c["daddr"], "127.0.0.1", "{alert}");
 }
+
+#[test]
+fn net_shows_an_unconnected_sockets_recent_destinations_while_watch_runs() {
+    if !running_as_root("net_shows_an_unconnected_sockets_recent_destinations_while_watch_runs") {
+        return;
+    }
+    let dir = Scratch::new("udp-net-iocs");
+    let iocs = dir.write("iocs.txt", "127.0.0.1:5951\n", 0o644);
+    let watch = watch_with(&iocs);
+    let b = beacon("sendto", "127.0.0.1", 5951, 1, 0);
+    watch.wait_for("the beacon's alert", |v| is_alert_of(v, b.pid()));
+    let pid = b.pid().to_string();
+    // watch saves its lineage (with its recent destinations) every few
+    // seconds; net reads the file.
+    let mut last = Value::Null;
+    let found = tracer_tests::wait_until(std::time::Duration::from_secs(15), || {
+        let out = tracer_tests::run(
+            &mut tracer_tests::tracer(&["net", "--json", "--pid", &pid]),
+            std::time::Duration::from_secs(60),
+        );
+        last = out.json();
+        last["connections"].as_array().is_some_and(|c| {
+            c.iter().any(|s| {
+                s["state"] == "UNCONN"
+                    && s["recent_destinations"]
+                        .as_array()
+                        .is_some_and(|d| d.iter().any(|d| d["remote"] == "127.0.0.1:5951"))
+            })
+        })
+    });
+    assert!(found, "net never showed the destination: {last:#}");
+}

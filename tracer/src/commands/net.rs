@@ -139,12 +139,16 @@ pub fn run(args: NetArgs) -> Result<i32> {
             return Err(UserError::NoMatch(format!("{sel}: no connection matches")).into());
         }
     }
+    let mut gaps = view.gaps.clone();
+    if let Some(gap) = add_recent_destinations(&mut connections, &table) {
+        gaps.push(gap);
+    }
     // Matches first, most severe first; otherwise the view's order.
     connections.sort_by_key(|c| std::cmp::Reverse(c.severity));
     let report = NetReport {
         iterators: &kernel.socket_iterators,
         namespaces: &view.namespaces,
-        gaps: &view.gaps,
+        gaps: &gaps,
         elapsed_ms: started.elapsed().as_millis() as u64,
         summary: NetSummary::of(&connections),
         connections,
@@ -167,6 +171,48 @@ pub fn run(args: NetArgs) -> Result<i32> {
     }
     out.flush()?;
     Ok(exit::OK)
+}
+
+/// Unconnected UDP sockets send to any address: their holders' recent
+/// destinations come from a running watch's lineage file (its last 1,024
+/// connects and UDP destinations). Returns the gap to report when there
+/// are such sockets and no watch to ask.
+fn add_recent_destinations(
+    connections: &mut [ConnectionOut],
+    table: &ProcessTable,
+) -> Option<String> {
+    let unconnected = |c: &ConnectionOut| c.protocol.name() == "udp" && c.state == "UNCONN";
+    if !connections.iter().any(unconnected) {
+        return None;
+    }
+    let recent = match views::lineage::recent_connects() {
+        Ok(recent) => recent,
+        Err(why) => {
+            return Some(format!(
+                "unconnected UDP sockets are listed without their destinations: watch sees them as \
+                 they are sent, and its lineage file is {why}"
+            ))
+        }
+    };
+    let now = crate::proc::boottime_ns();
+    for c in connections.iter_mut().filter(|c| unconnected(c)) {
+        let holders: Vec<crate::model::ProcessId> = c
+            .owners
+            .iter()
+            .filter_map(|o| table.get(o.pid).map(|p| p.id()))
+            .collect();
+        c.recent_destinations = recent
+            .iter()
+            .rev()
+            .filter(|r| r.protocol == "udp" && holders.contains(&r.process.id()))
+            .map(|r| render::RecentDestination {
+                pid: r.process.pid,
+                remote: r.remote.to_string(),
+                seconds_ago: now.saturating_sub(r.at_ns) / 1_000_000_000,
+            })
+            .collect();
+    }
+    None
 }
 
 fn held_by_any(s: &Socket, pids: &HashSet<u32>) -> bool {

@@ -980,8 +980,12 @@ impl Watcher {
             (None, None) => (None, None),
         };
         // For `kill-tree --remote`, after the connector is gone.
-        self.lineage
-            .note_connect(id, std::net::SocketAddr::new(c.daddr, c.dport), c.ktime_ns);
+        self.lineage.note_connect(
+            id,
+            std::net::SocketAddr::new(c.daddr, c.dport),
+            c.ktime_ns,
+            c.protocol,
+        );
         if matched.is_some() {
             // The alert's kill-tree plan shows the descendants too.
             self.table.read_pending_details_below(&id);

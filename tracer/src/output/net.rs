@@ -65,6 +65,19 @@ pub struct ConnectionOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub severity: Option<Severity>,
     pub owners: Vec<OwnerOut<'a>>,
+    /// An unconnected UDP socket's holders' recent destinations, as a
+    /// running watch saw them (its lineage file); newest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recent_destinations: Vec<RecentDestination>,
+}
+
+/// Where a process sent UDP lately, seen by watch.
+#[derive(Serialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct RecentDestination {
+    pub pid: u32,
+    /// `addr:port`.
+    pub remote: String,
+    pub seconds_ago: u64,
 }
 
 impl<'a> ConnectionOut<'a> {
@@ -91,6 +104,7 @@ impl<'a> ConnectionOut<'a> {
             packet: s.packet,
             indicator,
             severity,
+            recent_destinations: Vec::new(),
             owners: s
                 .owners
                 .iter()
@@ -298,6 +312,25 @@ pub fn connection_text(c: &ConnectionOut, ancestors: &Ancestors) -> String {
                 .collect();
             let _ = writeln!(out, "        chain: {}", chain.join(" < "));
         }
+    }
+    if !c.recent_destinations.is_empty() {
+        let shown: Vec<String> = c
+            .recent_destinations
+            .iter()
+            .take(8)
+            .map(|d| format!("{} ({} s ago, pid {})", d.remote, d.seconds_ago, d.pid))
+            .collect();
+        let more = c.recent_destinations.len().saturating_sub(8);
+        let _ = writeln!(
+            out,
+            "        sent to (seen by watch): {}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(", +{more} more")
+            } else {
+                String::new()
+            }
+        );
     }
     out
 }

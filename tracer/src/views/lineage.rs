@@ -123,6 +123,13 @@ pub struct RecentConnect {
     pub remote: std::net::SocketAddr,
     /// CLOCK_BOOTTIME of the connect, ns.
     pub at_ns: u64,
+    /// `tcp`, or `udp` (a UDP connect or send to an address).
+    #[serde(default = "tcp")]
+    pub protocol: String,
+}
+
+fn tcp() -> String {
+    "tcp".into()
 }
 
 /// Connects kept (the most recent).
@@ -202,8 +209,8 @@ pub struct LineageWriter {
     saved_at_events: Option<u64>,
     /// Why saving failed, once said.
     warned: bool,
-    /// The latest connects: (process, remote, boottime ns).
-    connects: std::collections::VecDeque<(ProcessId, std::net::SocketAddr, u64)>,
+    /// The latest connects: (process, remote, boottime ns, protocol).
+    connects: std::collections::VecDeque<(ProcessId, std::net::SocketAddr, u64, &'static str)>,
 }
 
 impl LineageWriter {
@@ -224,18 +231,24 @@ impl LineageWriter {
 
     /// Notes a connect for the next save (the oldest is dropped when
     /// [`RECENT_CONNECTS`] are kept): constant cost, no allocation.
-    pub fn note_connect(&mut self, id: ProcessId, remote: std::net::SocketAddr, at_ns: u64) {
+    pub fn note_connect(
+        &mut self,
+        id: ProcessId,
+        remote: std::net::SocketAddr,
+        at_ns: u64,
+        protocol: &'static str,
+    ) {
         if self.connects.len() == RECENT_CONNECTS {
             self.connects.pop_front();
         }
-        self.connects.push_back((id, remote, at_ns));
+        self.connects.push_back((id, remote, at_ns, protocol));
     }
 
     /// The noted connects whose process the table still has.
     fn recent_connects(&self, table: &ProcessTable) -> Vec<RecentConnect> {
         self.connects
             .iter()
-            .filter_map(|(id, remote, at_ns)| {
+            .filter_map(|(id, remote, at_ns, protocol)| {
                 let mut process = table.by_id(id)?.clone();
                 let mut kept = 0;
                 process.cmdline.retain(|a| {
@@ -247,6 +260,7 @@ impl LineageWriter {
                     parent: table.parent_of(id),
                     remote: *remote,
                     at_ns: *at_ns,
+                    protocol: protocol.to_string(),
                 })
             })
             .collect()
@@ -463,6 +477,15 @@ fn freshness(
 
 /// Merges the lineage file of a running watch into `table`, when present
 /// and fresh, and says where the table's lineage came from.
+/// The recent connects and UDP destinations a running watch saved
+/// (`net` shows them beside unconnected UDP sockets), or why there are none.
+pub fn recent_connects() -> Result<Vec<RecentConnect>, String> {
+    let saved = read_file(&file_in(&state_dir()))?;
+    let writer_start = proc::start_ticks(saved.writer.pid);
+    freshness(&saved, &boot_id(), proc::boottime_ns(), writer_start)?;
+    Ok(saved.connects)
+}
+
 pub fn merge_into(table: &mut ProcessTable) -> LineageSource {
     // A running watch writes its table now, so the plan is not up to a
     // save interval behind the tree.

@@ -663,11 +663,13 @@ mod tests {
                 id,
                 format!("127.0.0.1:{}", 1000 + i % 50).parse().unwrap(),
                 i as u64,
+                if i % 2 == 0 { "tcp" } else { "udp" },
             );
         }
         let connects = w.recent_connects(&t);
         assert_eq!(connects.len(), RECENT_CONNECTS, "the oldest were dropped");
         assert_eq!(connects[0].at_ns, 5);
+        assert_eq!(connects[0].protocol, "udp");
         assert_eq!(
             connects[0].parent,
             Some(ProcessId {

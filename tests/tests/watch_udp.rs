@@ -53,7 +53,7 @@ fn udp_connects_and_sends_to_indicators_alert_with_their_chains() {
     let dir = Scratch::new("udp-iocs");
     let iocs = dir.write(
         "iocs.txt",
-        "127.0.0.1:5901\n127.0.0.1:5902\n[::1]:5903\n[::1]:5904\n",
+        "127.0.0.1:5901\n127.0.0.1:5902\n[::1]:5903\n[::1]:5904\n127.0.0.1:5905\n[::1]:5906\n",
         0o644,
     );
     let watch = watch_with(&iocs);
@@ -62,6 +62,8 @@ fn udp_connects_and_sends_to_indicators_alert_with_their_chains() {
         ("sendto", "127.0.0.1", 5902, "127.0.0.1"),
         ("sendmsg", "::1", 5903, "::1"),
         ("connect", "::1", 5904, "::1"),
+        ("sendmsg", "127.0.0.1", 5905, "127.0.0.1"),
+        ("sendto", "::1", 5906, "::1"),
     ] {
         let b = beacon(mode, host, port, 1, 0);
         let alert = watch.wait_for(

@@ -1,14 +1,40 @@
 //! Reading `task_struct` fields through the BTF-resolved offsets table.
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use aya_ebpf::helpers::bpf_probe_read_kernel_buf;
 use tracer_common::{KernelOffsets, NsIds, COMM_LEN};
 
 /// Reads a `T` at `base + offset` from kernel memory; zero on failure.
+///
+/// The null check makes a pointer the verifier holds as "maybe null" (a
+/// context field) usable; the read's own result is not branched on (the
+/// helper zeroes its destination when the read faults): a branch per read
+/// doubles the paths the verifier walks, and twenty chained reads (a
+/// task's namespaces) outgrew Linux 5.10's one-million-instruction budget.
 #[inline(always)]
 pub unsafe fn read_at<T: Copy + Default>(base: *const u8, offset: u32) -> T {
     if base.is_null() {
         return T::default();
     }
-    bpf_probe_read_kernel(base.add(offset as usize) as *const T).unwrap_or_default()
+    read_raw(base, offset)
+}
+
+/// [`read_at`] without the null check, for an address read from kernel
+/// memory (a plain number to the verifier): a null one faults, and the
+/// helper returns zero.
+#[inline(always)]
+pub unsafe fn read_raw<T: Copy + Default>(base: *const u8, offset: u32) -> T {
+    let mut value = T::default();
+    aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+        &mut value as *mut T as *mut core::ffi::c_void,
+        core::mem::size_of::<T>() as u32,
+        base.wrapping_add(offset as usize) as *const core::ffi::c_void,
+    );
+    value
+}
+
+/// A pointer read with [`read_raw`].
+#[inline(always)]
+unsafe fn raw_ptr(base: *const u8, offset: u32) -> *const u8 {
+    read_raw::<u64>(base, offset) as *const u8
 }
 
 #[inline(always)]
@@ -73,8 +99,8 @@ const MAX_PID_NS_LEVEL: u32 = 32;
 pub unsafe fn ns_ids(off: &KernelOffsets, task: *const u8) -> NsIds {
     let mut ids = ns_ids_but_cgroup(off, task);
     if off.ns_ready != 0 {
-        let cgroup = read_ptr(read_ptr(task, off.task_cgroups), off.css_set_dfl_cgrp);
-        ids.cgroup_id = read_at(read_ptr(cgroup, off.cgroup_kn), off.kernfs_node_id);
+        let cgroup = raw_ptr(read_ptr(task, off.task_cgroups), off.css_set_dfl_cgrp);
+        ids.cgroup_id = read_raw(raw_ptr(cgroup, off.cgroup_kn), off.kernfs_node_id);
     }
     ids
 }
@@ -98,22 +124,22 @@ unsafe fn ns_ids_but_cgroup(off: &KernelOffsets, task: *const u8) -> NsIds {
     }
     let mut ids = NsIds::default();
     let nsproxy = read_ptr(task, off.task_nsproxy);
-    ids.net_ns = read_at(read_ptr(nsproxy, off.nsproxy_net_ns), off.net_ns_inum);
-    ids.mnt_ns = read_at(read_ptr(nsproxy, off.nsproxy_mnt_ns), off.mnt_ns_inum);
-    ids.uts_ns = read_at(read_ptr(nsproxy, off.nsproxy_uts_ns), off.uts_ns_inum);
+    ids.net_ns = read_raw(raw_ptr(nsproxy, off.nsproxy_net_ns), off.net_ns_inum);
+    ids.mnt_ns = read_raw(raw_ptr(nsproxy, off.nsproxy_mnt_ns), off.mnt_ns_inum);
+    ids.uts_ns = read_raw(raw_ptr(nsproxy, off.nsproxy_uts_ns), off.uts_ns_inum);
     let cred = read_ptr(task, off.task_real_cred);
-    ids.user_ns = read_at(read_ptr(cred, off.cred_user_ns), off.user_ns_inum);
+    ids.user_ns = read_raw(raw_ptr(cred, off.cred_user_ns), off.user_ns_inum);
     // The leader's `struct pid`: its last `numbers[level]` is the PID in
     // the namespace the process itself sees (task_active_pid_ns).
     let leader = read_ptr(task, off.task_group_leader);
     let leader = if leader.is_null() { task } else { leader };
-    let pid = read_ptr(leader, off.task_thread_pid);
+    let pid = raw_ptr(leader, off.task_thread_pid);
     if !pid.is_null() {
-        let level: u32 = read_at(pid, off.pid_level);
+        let level: u32 = read_raw(pid, off.pid_level);
         if level < MAX_PID_NS_LEVEL {
             let upid = pid.add((off.pid_numbers + level * off.upid_size) as usize);
-            ids.ns_pid = read_at(upid, off.upid_nr);
-            ids.pid_ns = read_at(read_ptr(upid, off.upid_ns), off.pid_ns_inum);
+            ids.ns_pid = read_raw(upid, off.upid_nr);
+            ids.pid_ns = read_raw(raw_ptr(upid, off.upid_ns), off.pid_ns_inum);
         }
     }
     ids

@@ -16,6 +16,8 @@ pub const ARGV_LEN: usize = 256;
 
 /// `PF_KTHREAD` from include/linux/sched.h: a stable ABI flag, not an offset.
 pub const PF_KTHREAD: u32 = 0x0020_0000;
+/// `PF_EXITING`: the task has begun to exit (same header, same ABI).
+pub const PF_EXITING: u32 = 0x0000_0004;
 
 /// Discriminant at the start of every ring-buffer record.
 #[repr(u32)]

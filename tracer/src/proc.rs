@@ -340,21 +340,22 @@ pub fn read_exe(pid: u32) -> Option<HostStr> {
 /// while other threads run on: ps shows it `<defunct>`, and its own exe
 /// and cmdline are empty. Its live threads speak for it.
 pub fn leader_exited(stat: &Stat) -> bool {
-    const PF_EXITING: u32 = 0x4;
-    (matches!(stat.state, 'Z' | 'X') || stat.flags & PF_EXITING != 0) && stat.num_threads > 1
+    (matches!(stat.state, 'Z' | 'X') || stat.flags & tracer_common::PF_EXITING != 0)
+        && stat.num_threads > 1
 }
 
 /// A thread of `pid` other than its leader that is neither gone nor on
 /// its way out (a process tearing down all its threads has none).
 pub fn live_thread(pid: u32) -> Option<u32> {
-    const PF_EXITING: u32 = 0x4;
     let mut tids = list_threads(pid).ok()?;
     tids.sort_unstable();
     tids.into_iter().filter(|&t| t != pid).find(|&tid| {
         read_file(&format!("/proc/{pid}/task/{tid}/stat"))
             .ok()
             .and_then(|b| parse_stat(&b).ok())
-            .is_some_and(|s| !matches!(s.state, 'Z' | 'X') && s.flags & PF_EXITING == 0)
+            .is_some_and(|s| {
+                !matches!(s.state, 'Z' | 'X') && s.flags & tracer_common::PF_EXITING == 0
+            })
     })
 }
 

@@ -39,10 +39,19 @@ pub use crate::proc::{host_namespaces as host, read_placement as fill};
 /// Container identity from the runtime above, for a process in a PID
 /// namespace of its own whose cgroup named none.
 pub fn fill_from_chain(p: &mut Process, table: &ProcessTable) {
-    let separate = p.namespaces.as_ref().is_some_and(Namespaces::separate_pid);
-    if p.container.is_none() && separate {
-        p.container = placement::container_of_chain(table.ancestors(&p.id())).map(Arc::new);
+    if let Some(container) = container_from_chain(p, table) {
+        p.container = Some(container);
     }
+}
+
+/// The container the runtime process above `p` names, when `p` lives in a
+/// PID namespace of its own and has no container yet.
+fn container_from_chain(p: &Process, table: &ProcessTable) -> Option<Arc<Container>> {
+    let separate = p.namespaces.as_ref().is_some_and(Namespaces::separate_pid);
+    if p.container.is_some() || !separate {
+        return None;
+    }
+    placement::container_of_chain(table.ancestors(&p.id())).map(Arc::new)
 }
 
 /// Places every process a list of findings shows (each process and its
@@ -77,21 +86,12 @@ pub fn fill_table(table: &mut ProcessTable, which: impl Fn(&Process) -> bool) {
     for id in &ids {
         table.update(id, fill);
     }
-    let chained: Vec<(ProcessId, Option<Arc<Container>>)> = ids
+    let chained: Vec<(ProcessId, Arc<Container>)> = ids
         .iter()
-        .filter_map(|id| {
-            let p = table.by_id(id)?;
-            let separate = p.namespaces.as_ref().is_some_and(Namespaces::separate_pid);
-            (p.container.is_none() && separate).then(|| {
-                (
-                    *id,
-                    placement::container_of_chain(table.ancestors(id)).map(Arc::new),
-                )
-            })
-        })
+        .filter_map(|id| Some((*id, container_from_chain(table.by_id(id)?, table)?)))
         .collect();
     for (id, container) in chained {
-        table.update(&id, |p| p.container = container);
+        table.update(&id, |p| p.container = Some(container));
     }
 }
 
@@ -156,15 +156,8 @@ impl CgroupCache {
                 p.container = container;
             }
         });
-        let chained = table.by_id(id).and_then(|p| {
-            let separate = p.namespaces.as_ref().is_some_and(Namespaces::separate_pid);
-            (p.container.is_none() && separate)
-                .then(|| placement::container_of_chain(table.ancestors(id)))
-                .flatten()
-                .map(Arc::new)
-        });
-        if chained.is_some() {
-            table.update(id, |p| p.container = chained);
+        if let Some(container) = table.by_id(id).and_then(|p| container_from_chain(p, table)) {
+            table.update(id, |p| p.container = Some(container));
         }
     }
 }

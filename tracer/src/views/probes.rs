@@ -9,9 +9,6 @@ use rustix::{io::Errno, process::Pid};
 use super::KernelProcess;
 use crate::{model::Process, proc};
 
-/// `PF_EXITING` from include/linux/sched.h (stable ABI, like `PF_KTHREAD`).
-const PF_EXITING: u32 = 0x0000_0004;
-
 /// Why one probe failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeError {
@@ -138,7 +135,7 @@ fn probe_with(pid: u32, kernel: Option<&KernelProcess>) -> Probe {
     };
     probe.stat_pid = u32::try_from(stat.pid).ok();
     probe.state = Some(stat.state);
-    probe.exiting = stat.flags & PF_EXITING != 0;
+    probe.exiting = stat.flags & tracer_common::PF_EXITING != 0;
     let kernel = kernel.filter(|k| probe.stat_pid == Some(pid) && k.start_ticks == stat.starttime);
     let uid = match kernel
         .map(|k| Ok(k.uid))

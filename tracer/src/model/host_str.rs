@@ -27,6 +27,8 @@ use serde::{ser::SerializeMap, Deserialize, Deserializer, Serialize, Serializer}
 
 /// First of the 128 private-use characters that stand for bytes 0x80..=0xFF.
 const RAW_BYTE_BASE: u32 = 0x10_FE80;
+/// The first byte of those characters' UTF-8 form (all lie in U+10xxxx).
+const RAW_BYTE_LEAD: u8 = 0xF4;
 
 /// A string from the host: bytes, held as lossless rule text.
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,7 +101,9 @@ impl HostStr {
 
     /// The bytes were valid UTF-8.
     pub fn is_utf8(&self) -> bool {
-        !self.0.chars().any(is_raw_byte)
+        // Every stand-in character's UTF-8 form starts with 0xF4, which
+        // ordinary text rarely holds: one byte search settles most strings.
+        !self.0.as_bytes().contains(&RAW_BYTE_LEAD) || !self.0.chars().any(is_raw_byte)
     }
 
     /// Length of the original bytes.

@@ -312,6 +312,8 @@ pub struct EventWriter<W: Write> {
     pub(super) json: bool,
     /// Severity in colour (human lines on a terminal only).
     pub(super) colour: bool,
+    /// The JSON line being written, kept between records.
+    line: Vec<u8>,
 }
 
 /// ` < ... N more (from pid P)` after a chain that was cut.
@@ -359,6 +361,7 @@ impl<W: Write> EventWriter<W> {
             },
             json,
             colour: false,
+            line: Vec::new(),
         }
     }
 
@@ -374,8 +377,8 @@ impl<W: Write> EventWriter<W> {
     }
 
     pub(super) fn json_line<R: Record>(&mut self, r: &R) -> io::Result<()> {
-        // Past the line cap: serde_json writes token by token.
-        schema::write_line(self.out.get_mut(), r)
+        // Past the line cap: JSON lines are whole.
+        schema::write_line_through(self.out.get_mut(), &mut self.line, r)
     }
 
     pub fn start(&mut self, s: &StartOut) -> io::Result<()> {

@@ -39,13 +39,11 @@ unsafe fn on_exec(task: *const u8, old_pid: u32, bprm: *const u8) -> i32 {
     ev.pid = task::pid(&off, task);
     ev.old_pid = old_pid;
     ev.ppid = task::parent_tgid(&off, task);
-    ev.uid = task::uid(&off, task);
-    ev.start_boottime_ns = task::leader_start_boottime(&off, task);
+    // exec runs in the task's own context: it is the current task.
+    (ev.uid, ev.start_boottime_ns, ev.ns) = task::exec_identity(&off, task);
     ev.ktime_ns = bpf_ktime_get_boot_ns();
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     ev._pad = 0;
-    // exec runs in the task's own context: it is the current task.
-    ev.ns = task::current_ns_ids(&off, task);
 
     let filename = task::read_ptr(bprm, off.binprm_filename);
     ev.filename_len = match bpf_probe_read_kernel_str_bytes(filename, &mut ev.filename) {

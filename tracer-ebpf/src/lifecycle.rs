@@ -63,10 +63,10 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
         let live_threads = if off.task_signal != 0 {
             let signal = task::read_ptr(task, off.task_signal);
             let live: i32 = task::read_at(signal, off.signal_live);
-            let flags: u32 = task::read_at(signal, off.signal_flags);
-            if flags & SIGNAL_GROUP_EXIT != 0 && live > 0 {
-                // The whole group is going (exit_group, a fatal signal):
-                // only its last thread ends it, whichever that is.
+            // The whole group is going (exit_group, a fatal signal): only
+            // its last thread ends it, whichever that is. (The flags are
+            // read only while threads remain: most exits are the last.)
+            if live > 0 && task::read_at::<u32>(signal, off.signal_flags) & SIGNAL_GROUP_EXIT != 0 {
                 return 0;
             }
             live.max(0) as u32

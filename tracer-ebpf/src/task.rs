@@ -97,7 +97,10 @@ const MAX_PID_NS_LEVEL: u32 = 32;
 /// when this kernel's BTF lacked a field of the rest.
 #[inline(always)]
 pub unsafe fn ns_ids(off: &KernelOffsets, task: *const u8) -> NsIds {
-    let mut ids = ns_ids_but_cgroup(off, task);
+    let leader = read_ptr(task, off.task_group_leader);
+    let leader = if leader.is_null() { task } else { leader };
+    let cred = read_ptr(task, off.task_real_cred);
+    let mut ids = ns_ids_but_cgroup(off, task, leader, cred);
     if off.ns_ready != 0 {
         let cgroup = raw_ptr(read_ptr(task, off.task_cgroups), off.css_set_dfl_cgrp);
         ids.cgroup_id = read_raw(raw_ptr(cgroup, off.cgroup_kn), off.kernfs_node_id);
@@ -105,17 +108,29 @@ pub unsafe fn ns_ids(off: &KernelOffsets, task: *const u8) -> NsIds {
     ids
 }
 
-/// [`ns_ids`] of the current task: its cgroup id from the helper (one
-/// call instead of four reads on the exec path).
+/// What exec reports of the task calling it: its uid, its start time and
+/// [`ns_ids`]. At `sched_process_exec` the task is its process's leader
+/// (a thread that execs takes the leader's place, start time included),
+/// so no leader is looked up; the credentials are read once for the uid
+/// and the user namespace, and the cgroup id comes from the helper (one
+/// call instead of four reads).
 #[inline(always)]
-pub unsafe fn current_ns_ids(off: &KernelOffsets, task: *const u8) -> NsIds {
-    let mut ids = ns_ids_but_cgroup(off, task);
+pub unsafe fn exec_identity(off: &KernelOffsets, task: *const u8) -> (u32, u64, NsIds) {
+    let cred = read_ptr(task, off.task_real_cred);
+    let uid = read_raw::<u32>(cred, off.cred_uid);
+    let start = read_at::<u64>(task, off.task_start_boottime);
+    let mut ids = ns_ids_but_cgroup(off, task, task, cred);
     ids.cgroup_id = aya_ebpf::helpers::generated::bpf_get_current_cgroup_id();
-    ids
+    (uid, start, ids)
 }
 
 #[inline(always)]
-unsafe fn ns_ids_but_cgroup(off: &KernelOffsets, task: *const u8) -> NsIds {
+unsafe fn ns_ids_but_cgroup(
+    off: &KernelOffsets,
+    task: *const u8,
+    leader: *const u8,
+    cred: *const u8,
+) -> NsIds {
     if off.ns_ready == 0 {
         return NsIds {
             net_ns: netns(off, task),
@@ -127,12 +142,9 @@ unsafe fn ns_ids_but_cgroup(off: &KernelOffsets, task: *const u8) -> NsIds {
     ids.net_ns = read_raw(raw_ptr(nsproxy, off.nsproxy_net_ns), off.net_ns_inum);
     ids.mnt_ns = read_raw(raw_ptr(nsproxy, off.nsproxy_mnt_ns), off.mnt_ns_inum);
     ids.uts_ns = read_raw(raw_ptr(nsproxy, off.nsproxy_uts_ns), off.uts_ns_inum);
-    let cred = read_ptr(task, off.task_real_cred);
     ids.user_ns = read_raw(raw_ptr(cred, off.cred_user_ns), off.user_ns_inum);
     // The leader's `struct pid`: its last `numbers[level]` is the PID in
     // the namespace the process itself sees (task_active_pid_ns).
-    let leader = read_ptr(task, off.task_group_leader);
-    let leader = if leader.is_null() { task } else { leader };
     let pid = raw_ptr(leader, off.task_thread_pid);
     if !pid.is_null() {
         let level: u32 = read_raw(pid, off.pid_level);

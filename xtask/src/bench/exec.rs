@@ -23,6 +23,8 @@ enum Config {
     Tracer,
     Forkstat,
     Bpftrace,
+    /// An earlier tracer build (`--before`): the baseline of a change.
+    Before,
 }
 const CONFIGS: [Config; 4] = [
     Config::Baseline,
@@ -38,6 +40,7 @@ impl Config {
             Config::Tracer => "tracer",
             Config::Forkstat => "forkstat",
             Config::Bpftrace => "bpftrace",
+            Config::Before => "before",
         }
     }
 }
@@ -78,7 +81,10 @@ pub fn measure_watch(
     measure(Config::Tracer, tracer, out, workers, extra)
 }
 
-pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
+/// The storm under each tool, rounds interleaved; with `before`, an
+/// earlier tracer build too, right after this one in every round, so a
+/// change is judged against its baseline in the same minutes.
+pub fn run(tracer: &Path, before: Option<&Path>, rounds: usize, workers: usize) -> Result<bool> {
     ensure_tracefs()?;
     let dir = crate::scratch("bench/exec")?;
     let _stats = BpfStats::enable()?;
@@ -94,11 +100,19 @@ pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
             "bench exec: warning: load average {load1} before starting: timings will be noisy"
         );
     }
-    let mut samples: Vec<Vec<Sample>> = CONFIGS.iter().map(|_| Vec::new()).collect();
+    let mut configs = CONFIGS.to_vec();
+    if before.is_some() {
+        configs.push(Config::Before);
+    }
+    let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
-        for (i, &config) in CONFIGS.iter().enumerate() {
+        for (i, &config) in configs.iter().enumerate() {
             let out = dir.join(format!("{}-{round}.out", config.name()));
-            let s = measure(config, tracer, &out, workers, &[])?;
+            let binary = match config {
+                Config::Before => before.unwrap_or(tracer),
+                _ => tracer,
+            };
+            let s = measure(config, binary, &out, workers, &[])?;
             let captured = if config == Config::Baseline {
                 String::new()
             } else {
@@ -123,7 +137,7 @@ pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
     );
     println!("{:<10} {base:>9.3} {:>9}", "baseline", "-");
     let mut failures = Vec::new();
-    for (i, &config) in CONFIGS.iter().enumerate().skip(1) {
+    for (i, &config) in configs.iter().enumerate().skip(1) {
         let s = &samples[i];
         // Worst round for losses and memory.
         let captured = s.iter().map(|s| s.captured).min().unwrap_or(0);
@@ -145,7 +159,7 @@ pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
             tool_lost.map_or("-".into(), |n| n.to_string()),
             hwm.map_or("-".into(), |m| format!("{m:.1} MiB")),
         );
-        if config == Config::Tracer {
+        if config == Config::Tracer || config == Config::Before {
             if lost > 0 || tool_lost != Some(0) {
                 failures.push(format!(
                     "tracer lost {lost} events (its summary: {tool_lost:?})"
@@ -195,7 +209,7 @@ pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
         "tool", "user+sys ms", "in-kernel BPF ms", "BPF ns/exec", "total ms"
     );
     let total = |i: usize| cpu_ms(i) + bpf_ms(i).unwrap_or(0.0);
-    for (i, &config) in CONFIGS.iter().enumerate().skip(1) {
+    for (i, &config) in configs.iter().enumerate().skip(1) {
         let runs = samples[i].iter().map(|s| s.bpf_runs).max().unwrap_or(0);
         let (bpf, per_exec) = match bpf_ms(i) {
             Some(ms) => (format!("{ms:.3} ({runs} runs)"), format!("{:.0}", ms * 1e3)),
@@ -211,6 +225,18 @@ pub fn run(tracer: &Path, rounds: usize, workers: usize) -> Result<bool> {
         );
     }
     println!("(forkstat reads the proc connector: its kernel side is not a BPF program and is not counted)");
+    if let Some(b) = configs.iter().position(|&c| c == Config::Before) {
+        println!(
+            "this build against the one before (--before), same rounds: {:.3} ms vs {:.3} ms per 1,000 execs = {:.2} x (user+sys {:.3} vs {:.3}, BPF {} vs {} ns/exec)",
+            total(1),
+            total(b),
+            total(1) / total(b),
+            cpu_ms(1),
+            cpu_ms(b),
+            bpf_ms(1).map_or("-".into(), |ms| format!("{:.0}", ms * 1e3)),
+            bpf_ms(b).map_or("-".into(), |ms| format!("{:.0}", ms * 1e3)),
+        );
+    }
     for (i, &config) in CONFIGS.iter().enumerate().skip(2) {
         if total(1) >= total(i) {
             failures.push(format!(
@@ -303,6 +329,11 @@ fn measure(
     workers: usize,
     extra: &[String],
 ) -> Result<Sample> {
+    // An earlier build is measured exactly as this one.
+    let config = match config {
+        Config::Before => Config::Tracer,
+        c => c,
+    };
     let mut cmd = match config {
         Config::Baseline => {
             let (secs, storm_cpu_secs) = storm(workers)?;
@@ -312,7 +343,7 @@ fn measure(
                 ..Sample::default()
             });
         }
-        Config::Tracer => Command::new(tracer),
+        Config::Tracer | Config::Before => Command::new(tracer),
         Config::Forkstat => Command::new("forkstat"),
         Config::Bpftrace => Command::new("bpftrace"),
     };
@@ -506,7 +537,7 @@ fn count(config: Config, text: &str) -> (u64, Option<u64>, u64) {
     let mut findings = 0;
     for line in text.lines() {
         match config {
-            Config::Tracer => {
+            Config::Tracer | Config::Before => {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                     continue;
                 };

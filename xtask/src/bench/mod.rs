@@ -35,6 +35,10 @@ pub struct Args {
     /// Benchmark this tracer binary instead of building target/release/tracer.
     #[arg(long)]
     tracer: Option<PathBuf>,
+    /// An earlier tracer build to measure beside this one, interleaved in
+    /// the same rounds (`exec`): the baseline of a change.
+    #[arg(long)]
+    before: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -67,7 +71,12 @@ pub fn run(args: &Args) -> Result<u8> {
         }
     };
     bench(Which::Exec, "exec", &|| {
-        exec::run(&tracer, args.rounds.into(), args.workers.into())
+        exec::run(
+            &tracer,
+            args.before.as_deref(),
+            args.rounds.into(),
+            args.workers.into(),
+        )
     });
     bench(Which::Hidden, "hidden", &|| hidden::run(&tracer));
     bench(Which::Connect, "connect", &|| connect::run(&tracer));

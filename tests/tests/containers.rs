@@ -16,8 +16,10 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    exit::NO_MATCH, member_pids, run, running_as_root, stat_field, tracer, wait_until,
-    watch::Watch, Planted, Scratch,
+    exit::{FINDINGS, NO_MATCH},
+    member_pids, run, running_as_root, stat_field, tracer, tracer_in_private_mounts, wait_until,
+    watch::Watch,
+    Planted, Scratch,
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -207,6 +209,31 @@ fn hidden_and_net_name_the_container_and_filter_by_it() {
     );
     assert_eq!(none.code, NO_MATCH, "{}", none.describe());
     assert!(none.stderr.contains("--container"), "{}", none.describe());
+}
+
+// The container's init hidden from /proc by an empty mount over its
+// /proc/PID: /proc says nothing of it, but the kernel's task record holds
+// its namespaces and its cgroup id, and that id names the container's
+// cgroup directory.
+#[test]
+fn a_hidden_process_in_a_container_is_still_named_by_its_cgroup() {
+    if !running_as_root("a_hidden_process_in_a_container_is_still_named_by_its_cgroup") {
+        return;
+    }
+    let c = Container::start("hidden-in-container");
+    let init = c.init_pid();
+    let result = run(
+        &mut tracer_in_private_mounts(
+            &format!("mount -t tmpfs none /proc/{init}"),
+            &["hidden", "--json"],
+        ),
+        LIMIT,
+    );
+    assert_eq!(result.code, FINDINGS, "{}", result.describe());
+    let f = result.finding("proc-pid-mounted", init);
+    let p = &f["process"];
+    assert_eq!(p["cgroup"], format!("/docker-{}.scope", c.id), "{f:#}");
+    assert_in_container(p, &c, Some(1));
 }
 
 #[test]

@@ -117,7 +117,11 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     if let Some(sel) = &selection {
         found.retain(|f| is_about_selected(f, sel));
     }
-    views::placement::annotate_findings(&mut found, &table);
+    let kernel_tasks = snap.kernel.processes();
+    views::placement::annotate_findings(&mut found, &table, |id| {
+        let task = kernel_tasks?.get(&id.pid)?;
+        (task.start_ticks == id.start_ticks && task.ns.cgroup_id != 0).then_some(task.ns.cgroup_id)
+    });
     if let Some(wanted) = &args.select.container {
         views::placement::fill_table(&mut table, |_| true);
         views::placement::require_any(&table, wanted)?;

@@ -3,7 +3,8 @@
 //! path and the container it names from `/proc/PID/cgroup`, or the
 //! runtime process above it. Read for the processes a command shows, not
 //! for every process on the host: the cost follows the output.
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, os::unix::ffi::OsStrExt as _, os::unix::fs::MetadataExt as _};
+use std::{path::PathBuf, sync::Arc};
 
 use tracer_common::NsIds;
 
@@ -55,9 +56,16 @@ fn container_from_chain(p: &Process, table: &ProcessTable) -> Option<Arc<Contain
 }
 
 /// Places every process a list of findings shows (each process and its
-/// ancestry), each PID read once.
-pub fn annotate_findings(findings: &mut [Finding], table: &ProcessTable) {
+/// ancestry), each PID read once. `kernel_cgroup` gives the cgroup id the
+/// kernel's task record holds for a process: a hidden process's /proc is
+/// missing or covered, and its cgroup is found from that id instead.
+pub fn annotate_findings(
+    findings: &mut [Finding],
+    table: &ProcessTable,
+    kernel_cgroup: impl Fn(&ProcessId) -> Option<u64>,
+) {
     let mut seen: HashMap<(u32, u64), Process> = HashMap::new();
+    let mut dirs = CgroupDirs::default();
     let mut place = |p: &mut Process| {
         let key = (p.pid, p.start_ticks);
         if let Some(done) = seen.get(&key) {
@@ -68,6 +76,14 @@ pub fn annotate_findings(findings: &mut [Finding], table: &ProcessTable) {
             p.namespaces = table.by_id(&p.id()).and_then(|t| t.namespaces.clone());
         }
         fill(p);
+        if p.cgroup.is_none() && !p.kernel_thread {
+            if let Some(path) = kernel_cgroup(&p.id()).and_then(|id| dirs.path_of(id)) {
+                p.cgroup = Some(Arc::new(path.clone()));
+                if p.container.is_none() {
+                    p.container = placement::container_of_path(path).map(Arc::new);
+                }
+            }
+        }
         fill_from_chain(p, table);
         seen.insert(key, p.clone());
     };
@@ -162,6 +178,62 @@ impl CgroupCache {
     }
 }
 
+/// Cgroup v2 paths by cgroup id, from one walk of the cgroup2 hierarchy
+/// on first need: a cgroup's id is its directory's inode number.
+#[derive(Default)]
+pub struct CgroupDirs {
+    by_id: Option<HashMap<u64, HostStr>>,
+}
+
+/// Directories walked at most (a host may hold many cgroups; the walk is
+/// for a few hidden processes).
+const CGROUP_DIRS_MAX: usize = 100_000;
+
+impl CgroupDirs {
+    /// The path of cgroup `id` below the cgroup2 root (`/` for the root),
+    /// as `/proc/PID/cgroup` writes it.
+    pub fn path_of(&mut self, id: u64) -> Option<&HostStr> {
+        self.by_id.get_or_insert_with(walk_cgroup2).get(&id)
+    }
+}
+
+fn walk_cgroup2() -> HashMap<u64, HostStr> {
+    let mut by_id = HashMap::new();
+    let root = crate::mountinfo::own_mount_points_of_type("cgroup2")
+        .ok()
+        .and_then(|roots| roots.into_iter().next());
+    let Some(root) = root else {
+        return by_id;
+    };
+    let mut pending = vec![(PathBuf::from(root), Vec::new())];
+    while let Some((dir, path)) = pending.pop() {
+        // cgroupfs holds no links; a link met is not followed.
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let shown: &[u8] = if path.is_empty() { b"/" } else { &path };
+        by_id.insert(meta.ino(), HostStr::from_bytes(shown));
+        if by_id.len() >= CGROUP_DIRS_MAX {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let mut child = path.clone();
+                child.push(b'/');
+                child.extend_from_slice(entry.file_name().as_bytes());
+                pending.push((entry.path(), child));
+            }
+        }
+    }
+    by_id
+}
+
 /// Whether a process may be in a container: it lives outside some host
 /// namespace, or its namespaces are not known. On the host a process's
 /// cgroup names no container, and reading it for each of thousands of
@@ -181,6 +253,26 @@ fn copy_placement(from: &Process, to: &mut Process) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The kernel's cgroup id of this process (the helper's, through its
+    // cgroup directory's inode) names the path /proc/self/cgroup gives.
+    #[test]
+    fn a_cgroup_id_names_the_path_proc_gives() {
+        let file = proc::read_file("/proc/self/cgroup").unwrap();
+        let Some(path) = placement::v2_path(&file) else {
+            eprintln!("no cgroup v2 line; nothing to compare");
+            return;
+        };
+        let root = crate::mountinfo::own_mount_points_of_type("cgroup2").unwrap();
+        let Some(root) = root.first() else {
+            eprintln!("no cgroup2 mount; nothing to compare");
+            return;
+        };
+        let dir = format!("{root}{}", path.as_str().trim_end_matches('/'));
+        let id = std::fs::metadata(dir).unwrap().ino();
+        assert_eq!(CgroupDirs::default().path_of(id), Some(&path));
+        assert_eq!(CgroupDirs::default().path_of(u64::MAX), None);
+    }
 
     #[test]
     fn this_process_has_namespaces_and_shares_them_with_the_host_or_says_which_not() {

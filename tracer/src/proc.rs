@@ -463,14 +463,21 @@ pub fn read_placement(p: &mut Process) {
         ns.compare_with(host_namespaces());
     }
     if p.cgroup.is_none() {
-        if let Ok(file) = read_file(&format!("/proc/{}/cgroup", p.pid)) {
-            p.cgroup = placement::v2_path(&file).map(std::sync::Arc::new);
-            p.container = p
-                .container
-                .take()
-                .or_else(|| placement::container_of_cgroup(&file).map(std::sync::Arc::new));
+        if let Some((cgroup, container)) = read_cgroup(p.pid) {
+            p.cgroup = cgroup;
+            p.container = p.container.take().or(container);
         }
     }
+}
+
+/// What `/proc/PID/cgroup` says: the cgroup v2 path and the container its
+/// naming gives; `None` when the file cannot be read.
+pub fn read_cgroup(pid: u32) -> Option<placement::CgroupFacts> {
+    let file = read_file(&format!("/proc/{pid}/cgroup")).ok()?;
+    Some((
+        placement::v2_path(&file).map(std::sync::Arc::new),
+        placement::container_of_cgroup(&file).map(std::sync::Arc::new),
+    ))
 }
 
 /// Reads `/proc/PID/stat` start time only: the cheap re-check of identity.

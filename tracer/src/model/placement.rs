@@ -249,6 +249,12 @@ pub fn container_of_cgroup(cgroup_file: &[u8]) -> Option<Container> {
         .find_map(|path| container_of_path(&HostStr::from_bytes(path)))
 }
 
+/// What one cgroup's path says: the path, and the container it names.
+pub type CgroupFacts = (
+    Option<std::sync::Arc<HostStr>>,
+    Option<std::sync::Arc<Container>>,
+);
+
 /// The cgroup v2 path of a `/proc/PID/cgroup` file (its `0::` line).
 pub fn v2_path(cgroup_file: &[u8]) -> Option<HostStr> {
     cgroup_file

@@ -10,7 +10,7 @@ use tracer_common::NsIds;
 
 use crate::{
     model::{
-        placement::{self, Namespaces},
+        placement::{self, CgroupFacts, Namespaces},
         Container, Finding, HostStr, Process, ProcessId,
     },
     proc,
@@ -130,9 +130,6 @@ pub struct CgroupCache {
     known: HashMap<u64, CgroupFacts>,
 }
 
-/// What one cgroup's path says: the path, and the container it names.
-type CgroupFacts = (Option<Arc<HostStr>>, Option<Arc<Container>>);
-
 /// Cgroups remembered at most (a host may make and drop cgroups forever).
 const CGROUPS_KEPT: usize = 4096;
 
@@ -148,19 +145,12 @@ impl CgroupCache {
         } else {
             match self.known.get(&ids.cgroup_id) {
                 Some(k) => Some(k.clone()),
-                None => proc::read_file(&format!("/proc/{}/cgroup", id.pid))
-                    .ok()
-                    .map(|file| {
-                        let k = (
-                            placement::v2_path(&file).map(Arc::new),
-                            placement::container_of_cgroup(&file).map(Arc::new),
-                        );
-                        if self.known.len() >= CGROUPS_KEPT {
-                            self.known.clear();
-                        }
-                        self.known.insert(ids.cgroup_id, k.clone());
-                        k
-                    }),
+                None => proc::read_cgroup(id.pid).inspect(|k| {
+                    if self.known.len() >= CGROUPS_KEPT {
+                        self.known.clear();
+                    }
+                    self.known.insert(ids.cgroup_id, k.clone());
+                }),
             }
         };
         table.update(id, |p| {

@@ -4,6 +4,7 @@
 pub mod attach_btf;
 pub mod bpf_files;
 pub mod bpf_sys;
+mod btf_names;
 pub mod capture;
 pub mod datagram;
 pub mod events;

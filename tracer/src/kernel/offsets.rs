@@ -6,7 +6,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Type};
 use tracer_common::{KernelOffsets, SocketOffsets};
 
-use super::attach_btf::{AttachTarget, TargetKind};
+use super::{
+    attach_btf::{AttachTarget, TargetKind},
+    btf_names,
+};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// The directory of the kernel's BTF files.
@@ -73,20 +76,27 @@ pub struct KernelBtf {
     attach_targets: Vec<AttachTarget>,
 }
 
+/// The families of attach targets: iterators and BTF tracepoints.
+const TARGET_PREFIXES: &[&str] = &["bpf_iter_", "btf_trace_"];
+
 impl KernelBtf {
-    fn new(btf: Btf) -> Result<Self> {
-        let names = STRUCTS
-            .iter()
-            .chain(FENTRY_FUNCTIONS)
-            .map(|n| regex::escape(n))
-            .collect::<Vec<_>>();
-        let pattern = regex::Regex::new(&format!(
-            "^(?:{}|bpf_iter_\\w+|btf_trace_\\w+)$",
-            names.join("|")
-        ))?;
+    /// Indexes `btf`; `raw` is the same BTF's bytes, whose names are
+    /// scanned in one pass (btf-rs's own search, with a regex, when the
+    /// bytes are not what the scan knows).
+    fn new(btf: Btf, raw: Option<&[u8]>) -> Result<Self> {
+        let wanted = btf_names::Wanted::new(
+            STRUCTS.iter().chain(FENTRY_FUNCTIONS).copied(),
+            TARGET_PREFIXES,
+        );
+        let scan = crate::timings::span("kernel: BTF index: name scan");
+        let ids = match raw.map(|raw| btf_names::ids_named(raw, &wanted)) {
+            Some(Ok(ids)) => ids,
+            _ => Self::ids_by_regex(&btf)?,
+        };
+        drop(scan);
         let mut structs = HashMap::new();
         let mut attach_targets = Vec::new();
-        for id in btf.resolve_ids_by_regex(&pattern)? {
+        for id in ids {
             match btf.resolve_type_by_id(id)? {
                 Type::Struct(st) => {
                     let name = btf.resolve_name(&st)?;
@@ -113,6 +123,18 @@ impl KernelBtf {
             structs,
             attach_targets,
         })
+    }
+
+    /// The wanted ids through btf-rs's search of every type.
+    fn ids_by_regex(btf: &Btf) -> Result<Vec<u32>> {
+        let names = STRUCTS
+            .iter()
+            .chain(FENTRY_FUNCTIONS)
+            .map(|n| regex::escape(n))
+            .chain(TARGET_PREFIXES.iter().map(|p| format!("{p}\\w+")))
+            .collect::<Vec<_>>();
+        let pattern = regex::Regex::new(&format!("^(?:{})$", names.join("|")))?;
+        Ok(btf.resolve_ids_by_regex(&pattern)?)
     }
 
     /// Every function and typedef a program may attach to, with its id.
@@ -363,24 +385,34 @@ pub fn load_vmlinux_btf() -> Result<KernelBtf> {
     // sysfs refuses mmap of the BTF file before Linux 6.16 (ENODEV), so
     // there the file is read(2) into a memfd and the memfd is mapped.
     let open_span = crate::timings::span("kernel: BTF index: open");
-    let btf = match Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap) {
-        Ok(btf) => btf,
+    let (btf, raw) = match Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap) {
+        Ok(btf) => (btf, map(&std::fs::File::open(VMLINUX_BTF)?)),
         Err(direct) => {
             let copy = btf_in_memfd(VMLINUX_BTF).with_context(|| {
                 format!("cannot read {VMLINUX_BTF} (mapping it failed too: {direct})")
             })?;
-            Btf::from_file_with_backend(
+            let btf = Btf::from_file_with_backend(
                 format!("/proc/self/fd/{}", copy.as_raw_fd()),
                 btf_rs::Backend::Mmap,
             )
-            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?
+            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+            (btf, map(&std::fs::File::from(copy)))
         }
     };
     drop(open_span);
-    // One pass over every name in vmlinux (~5 ms): btf-rs's mmap backend
-    // scans them all for any lookup, so one regex beats one scan a name.
+    // One pass over every name in vmlinux: btf-rs's mmap backend scans
+    // them all for any lookup, so the wanted ones are found together.
     let _t = crate::timings::span("kernel: BTF index: lookups");
-    KernelBtf::new(btf).with_context(|| format!("cannot index {VMLINUX_BTF}"))
+    KernelBtf::new(btf, raw.as_deref()).with_context(|| format!("cannot index {VMLINUX_BTF}"))
+}
+
+/// A read-only mapping of `file`; `None` where it cannot be mapped (the
+/// names are then searched through btf-rs).
+fn map(file: &std::fs::File) -> Option<memmap2::Mmap> {
+    // A private mapping: sysfs refuses a shared one (EACCES).
+    // SAFETY: the kernel's BTF file, and the memfd copy of it, do not
+    // change while mapped.
+    unsafe { memmap2::MmapOptions::new().map_copy_read_only(file) }.ok()
 }
 
 /// A sealed-size copy of a file in anonymous memory, for a file sysfs will
@@ -414,10 +446,50 @@ mod tests {
         )
         .unwrap();
         drop(copy);
-        let via_copy = KernelBtf::new(btf).unwrap();
+        let via_copy = KernelBtf::new(btf, None).unwrap();
         assert_eq!(
             resolve(&via_copy).unwrap().task_tgid,
             resolve(&direct).unwrap().task_tgid
+        );
+    }
+
+    // The one-pass scan of the raw bytes finds exactly the ids btf-rs's
+    // regex search of every type finds, on the running kernel.
+    #[test]
+    fn the_name_scan_finds_what_the_regex_search_finds() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            eprintln!("no BTF on this kernel; nothing to compare");
+            return;
+        }
+        let raw = std::fs::read(VMLINUX_BTF).unwrap();
+        let btf = Btf::from_bytes(&raw).unwrap();
+        let wanted = btf_names::Wanted::new(
+            STRUCTS.iter().chain(FENTRY_FUNCTIONS).copied(),
+            TARGET_PREFIXES,
+        );
+        // The regex also takes other kinds of the same names (forward
+        // declarations, unions), which the index leaves out anyway.
+        let mut by_regex: Vec<u32> = KernelBtf::ids_by_regex(&btf)
+            .unwrap()
+            .into_iter()
+            .filter(|&id| {
+                matches!(
+                    btf.resolve_type_by_id(id),
+                    Ok(Type::Struct(_) | Type::Func(_) | Type::Typedef(_))
+                )
+            })
+            .collect();
+        by_regex.sort_unstable();
+        let scanned = btf_names::ids_named(&raw, &wanted).unwrap();
+        assert!(scanned.len() > STRUCTS.len(), "{} ids", scanned.len());
+        let only_one: Vec<_> = scanned
+            .iter()
+            .filter(|id| !by_regex.contains(id))
+            .chain(by_regex.iter().filter(|id| !scanned.contains(id)))
+            .collect();
+        assert!(
+            only_one.is_empty(),
+            "found by one search only: {only_one:?}"
         );
     }
 

@@ -1,4 +1,6 @@
-//! `bench net`: 10,000 established loopback TCP connections (5,000 pairs)
+//! `bench net`: first `tracer net --json` beside a bare `ss -tanp` at 0,
+//! 100, 2,000, 10,000 and 100,000 connection ends (median of 5 alternating
+//! runs each); then 10,000 established loopback TCP connections (5,000 pairs)
 //! held by 100 processes; `tracer net --json` against `ss -tanp`,
 //! `netstat -tanp` and `lsof -i -n -P` in the same run (median of 3 each),
 //! with a check that every connection a tool attributes is found by tracer
@@ -33,12 +35,18 @@ const NET_PREFIX: &str = "127.77.";
 /// (local, remote, pid): one connection end as a tool attributes it.
 type Owned = BTreeSet<(String, String, u32)>;
 
-pub fn run(tracer: &Path) -> Result<bool> {
-    let dir = crate::scratch("bench/net")?;
+/// Connection ends of the size table: the host's own, then loads of
+/// established loopback connections (both ends held).
+const SIZES: [usize; 5] = [0, 100, 2_000, 10_000, 100_000];
+/// Connections one holder process keeps at the largest sizes.
+const PAIRS_PER_HOLDER: usize = 500;
+
+/// The connection holders helper (`__holders`), once its connections are up.
+fn start_holders(procs: usize, pairs: usize) -> Result<Proc> {
     let mut holders = Proc::spawn(
         "connection holders",
         Command::new(crate::self_exe())
-            .args(["__holders", &PROCS.to_string(), &PAIRS_PER_PROC.to_string()])
+            .args(["__holders", &procs.to_string(), &pairs.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     )?;
@@ -46,9 +54,70 @@ pub fn run(tracer: &Path) -> Result<bool> {
     BufReader::new(holders.child.stdout.take().unwrap()).read_line(&mut ready)?;
     ensure!(
         ready.trim() == "ready",
-        "could not open {CONNECTIONS} connections: {}",
+        "could not open {} connections: {}",
+        procs * pairs * 2,
         ready.trim()
     );
+    Ok(holders)
+}
+
+/// Closes the helper's stdin: it kills and reaps its children.
+fn stop_holders(mut holders: Proc) -> Result<()> {
+    drop(holders.child.stdin.take());
+    if holders.wait_timeout(Duration::from_secs(60))?.is_none() {
+        println!("  holders helper did not finish: killing its group");
+    }
+    Ok(())
+}
+
+/// `tracer net --json` beside a bare `ss -tanp` at each of `SIZES`,
+/// alternating, median of `RUNS` each: (connection ends, tracer s, ss s).
+fn size_rows(tracer: &Path, dir: &Path) -> Result<Vec<(usize, f64, f64)>> {
+    let mut rows = Vec::new();
+    for size in SIZES {
+        let pairs = size / 2;
+        let procs = pairs.div_ceil(PAIRS_PER_HOLDER);
+        let holders = (procs > 0)
+            .then(|| start_holders(procs, pairs / procs))
+            .transpose()?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 1..=RUNS {
+            for (name, cmd, times) in [
+                (
+                    "tracer net",
+                    Command::new(tracer).args(["net", "--json", "--no-default-iocs"]),
+                    &mut ours,
+                ),
+                ("ss -tanp", Command::new("ss").arg("-tanp"), &mut theirs),
+            ] {
+                let out = dir.join(format!("size-{size}-{round}.out"));
+                let t = timed(name, cmd, &out, CAP)?;
+                ensure!(
+                    t.status.is_some_and(|s| s.success()),
+                    "{name} failed at {size} connection ends: {}",
+                    tail(&out.with_extension("err"))
+                );
+                times.push(t.secs);
+            }
+        }
+        if let Some(h) = holders {
+            stop_holders(h)?;
+        }
+        println!(
+            "  {size:>7} connection ends: tracer net {} s, ss -tanp {} s (medians of {RUNS}, alternating)",
+            fmt(median(&ours)),
+            fmt(median(&theirs))
+        );
+        rows.push((size, median(&ours), median(&theirs)));
+    }
+    Ok(rows)
+}
+
+pub fn run(tracer: &Path) -> Result<bool> {
+    let dir = crate::scratch("bench/net")?;
+    println!("bench net: tracer net beside a bare ss -tanp at {SIZES:?} connection ends");
+    let sizes = size_rows(tracer, &dir)?;
+    let holders = start_holders(PROCS, PAIRS_PER_PROC)?;
     println!(
         "bench net: {CONNECTIONS} established loopback TCP connections ({} pairs) held by {PROCS} processes",
         CONNECTIONS / 2
@@ -119,12 +188,7 @@ pub fn run(tracer: &Path) -> Result<bool> {
         fmt(watch_loaded)
     );
 
-    // Close the helper's stdin: it kills and reaps its children.
-    drop(holders.child.stdin.take());
-    if holders.wait_timeout(Duration::from_secs(60))?.is_none() {
-        println!("  holders helper did not finish: killing its group");
-    }
-    drop(holders);
+    stop_holders(holders)?;
     let watch_idle = median_of("watch start", RUNS, |_| watch_start(tracer, &dir))?;
     println!("  watch start-up without them: {} s", fmt(watch_idle));
 
@@ -135,6 +199,26 @@ pub fn run(tracer: &Path) -> Result<bool> {
     );
     let (_, tracer_secs, _, _, tracer_set) = &results[0];
     let mut failures = Vec::new();
+    println!(
+        "{:<16} {:>12} {:>12} {:>10}",
+        "connection ends", "tracer net s", "ss -tanp s", "tracer/ss"
+    );
+    for &(size, ours, theirs) in &sizes {
+        println!(
+            "{size:<16} {:>12} {:>12} {:>10.2}",
+            fmt(ours),
+            fmt(theirs),
+            ours / theirs
+        );
+        if ours >= theirs {
+            failures.push(format!(
+                "at {size} connection ends tracer net took {} s, ss -tanp {} s",
+                fmt(ours),
+                fmt(theirs)
+            ));
+        }
+    }
+    println!();
     for (name, secs, cpu, listed, owned) in &results {
         let ours: Owned = owned.iter().filter(|c| is_load(c)).cloned().collect();
         let missed = ours.difference(tracer_set).count();
@@ -182,7 +266,7 @@ pub fn run(tracer: &Path) -> Result<bool> {
     Ok(verdict(
         "bench net",
         &format!(
-            "every owned connection of every tool found by tracer, tracer net faster than ss, netstat and lsof, \
+            "tracer net faster than ss -tanp at every size, every owned connection of every tool found by tracer, tracer net faster than ss, netstat and lsof, \
              tracer hidden < {MAX_HIDDEN_SECS} s, watch start-up + < {MAX_WATCH_START_EXTRA_SECS} s at {CONNECTIONS} connections"
         ),
         &failures,

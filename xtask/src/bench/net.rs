@@ -1,11 +1,11 @@
-//! `bench net`: first `tracer net --json` beside a bare `ss -tanp` at 0,
-//! 100, 2,000, 10,000 and 100,000 connection ends (median of 5 alternating
-//! runs each); then 10,000 established loopback TCP connections (5,000 pairs)
+//! `bench net`: 10,000 established loopback TCP connections (5,000 pairs)
 //! held by 100 processes; `tracer net --json` against `ss -tanp`,
 //! `netstat -tanp` and `lsof -i -n -P` in the same run (median of 3 each),
 //! with a check that every connection a tool attributes is found by tracer
 //! with the same owner; then `tracer hidden` and watch's start-up on the
-//! same load, and watch's start-up without it.
+//! same load, and watch's start-up without it. Last, `tracer net --json`
+//! beside a bare `ss -tanp` at 0, 100, 2,000, 10,000 and 100,000
+//! connection ends (median of 5 alternating runs each).
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -115,8 +115,6 @@ fn size_rows(tracer: &Path, dir: &Path) -> Result<Vec<(usize, f64, f64)>> {
 
 pub fn run(tracer: &Path) -> Result<bool> {
     let dir = crate::scratch("bench/net")?;
-    println!("bench net: tracer net beside a bare ss -tanp at {SIZES:?} connection ends");
-    let sizes = size_rows(tracer, &dir)?;
     let holders = start_holders(PROCS, PAIRS_PER_PROC)?;
     println!(
         "bench net: {CONNECTIONS} established loopback TCP connections ({} pairs) held by {PROCS} processes",
@@ -191,6 +189,10 @@ pub fn run(tracer: &Path) -> Result<bool> {
     stop_holders(holders)?;
     let watch_idle = median_of("watch start", RUNS, |_| watch_start(tracer, &dir))?;
     println!("  watch start-up without them: {} s", fmt(watch_idle));
+    // Last, smallest first: the connections a size closes linger in
+    // TIME_WAIT (a minute), and every tool lists them at the next size.
+    println!("bench net: tracer net beside a bare ss -tanp at {SIZES:?} connection ends");
+    let sizes = size_rows(tracer, &dir)?;
 
     println!();
     println!(
@@ -464,6 +466,24 @@ fn hold(i: usize, pairs: usize) -> std::io::Result<(TcpListener, Vec<TcpStream>)
     for _ in 0..pairs {
         held.push(TcpStream::connect(listener.local_addr()?)?);
         held.push(listener.accept()?.0);
+    }
+    // Closed with a reset when the holder dies, not left in TIME_WAIT for
+    // a minute, where every tool would list them in the benches after.
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    for stream in &held {
+        // SAFETY: setsockopt on a socket we own, with a valid linger.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(stream),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
     }
     Ok((listener, held))
 }

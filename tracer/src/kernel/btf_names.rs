@@ -4,8 +4,8 @@
 //! btf-rs's name search resolves every type of vmlinux (~140,000) through
 //! its reader and runs a regex on each name: ~5 to 11 ms of every command's
 //! start-up. Only structs, functions and typedefs can be wanted here, and
-//! their names are compared as bytes, after a length check, where they sit
-//! in the string section. The layout is the kernel's uapi `btf.h`.
+//! their names are compared as bytes, after a first-byte and length check,
+//! where they sit in the string section. The layout is the kernel's uapi `btf.h`.
 use std::collections::HashSet;
 
 use anyhow::{bail, ensure, Result};
@@ -63,14 +63,9 @@ impl<'a> Wanted<'a> {
 /// takes, in id order. An error when the bytes are not BTF as this
 /// machine's byte order writes it, or a type runs past its section.
 pub fn ids_named(raw: &[u8], wanted: &Wanted) -> Result<Vec<u32>> {
-    let u16_at = |at: usize| -> Option<u16> {
-        Some(u16::from_ne_bytes(raw.get(at..at + 2)?.try_into().ok()?))
-    };
-    let u32_at = |at: usize| -> Option<u32> {
-        Some(u32::from_ne_bytes(raw.get(at..at + 4)?.try_into().ok()?))
-    };
-    ensure!(u16_at(0) == Some(MAGIC), "not BTF in this byte order");
-    let header = |i: usize| u32_at(4 + 4 * i).map(|v| v as usize);
+    let magic = raw.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    ensure!(magic == Some(MAGIC), "not BTF in this byte order");
+    let header = |i: usize| u32_at(raw, 4 + 4 * i).map(|v| v as usize);
     let (Some(hdr_len), Some(type_off), Some(type_len), Some(str_off), Some(str_len)) =
         (header(0), header(1), header(2), header(3), header(4))
     else {
@@ -88,13 +83,10 @@ pub fn ids_named(raw: &[u8], wanted: &Wanted) -> Result<Vec<u32>> {
     let (Some(types), Some(strings)) = (raw.get(types), raw.get(strings)) else {
         bail!("BTF sections lie past the data");
     };
-    let word = |at: usize| -> Option<u32> {
-        Some(u32::from_ne_bytes(types.get(at..at + 4)?.try_into().ok()?))
-    };
     let mut ids = Vec::new();
     let (mut at, mut id) = (0usize, 1u32);
     while at < types.len() {
-        let (Some(name_off), Some(info)) = (word(at), word(at + 4)) else {
+        let (Some(name_off), Some(info)) = (u32_at(types, at), u32_at(types, at + 4)) else {
             bail!("BTF type {id} cut short");
         };
         let kind = (info >> 24) & 0x1f;
@@ -127,6 +119,13 @@ pub fn ids_named(raw: &[u8], wanted: &Wanted) -> Result<Vec<u32>> {
     }
     ensure!(at == types.len(), "the last BTF type runs past its section");
     Ok(ids)
+}
+
+/// The word at `at`, in this machine's byte order; `None` past the end.
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(
+        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 #[cfg(test)]

@@ -84,10 +84,7 @@ impl KernelBtf {
     /// scanned in one pass (btf-rs's own search, with a regex, when the
     /// bytes are not what the scan knows).
     fn new(btf: Btf, raw: Option<&[u8]>) -> Result<Self> {
-        let wanted = btf_names::Wanted::new(
-            STRUCTS.iter().chain(FENTRY_FUNCTIONS).copied(),
-            TARGET_PREFIXES,
-        );
+        let wanted = Self::wanted();
         let scan = crate::timings::span("kernel: BTF index: name scan");
         let ids = match raw.map(|raw| btf_names::ids_named(raw, &wanted)) {
             Some(Ok(ids)) => ids,
@@ -123,6 +120,15 @@ impl KernelBtf {
             structs,
             attach_targets,
         })
+    }
+
+    /// The names the index holds: the structs read, the fentry functions,
+    /// and the attach target families.
+    fn wanted() -> btf_names::Wanted<'static> {
+        btf_names::Wanted::new(
+            STRUCTS.iter().chain(FENTRY_FUNCTIONS).copied(),
+            TARGET_PREFIXES,
+        )
     }
 
     /// The wanted ids through btf-rs's search of every type.
@@ -463,10 +469,6 @@ mod tests {
         }
         let raw = std::fs::read(VMLINUX_BTF).unwrap();
         let btf = Btf::from_bytes(&raw).unwrap();
-        let wanted = btf_names::Wanted::new(
-            STRUCTS.iter().chain(FENTRY_FUNCTIONS).copied(),
-            TARGET_PREFIXES,
-        );
         // The regex also takes other kinds of the same names (forward
         // declarations, unions), which the index leaves out anyway.
         let mut by_regex: Vec<u32> = KernelBtf::ids_by_regex(&btf)
@@ -480,7 +482,7 @@ mod tests {
             })
             .collect();
         by_regex.sort_unstable();
-        let scanned = btf_names::ids_named(&raw, &wanted).unwrap();
+        let scanned = btf_names::ids_named(&raw, &KernelBtf::wanted()).unwrap();
         assert!(scanned.len() > STRUCTS.len(), "{} ids", scanned.len());
         let only_one: Vec<_> = scanned
             .iter()

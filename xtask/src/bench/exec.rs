@@ -82,8 +82,8 @@ pub fn measure_watch(
 }
 
 /// The storm under each tool, rounds interleaved; with `before`, an
-/// earlier tracer build too, right after this one in every round, so a
-/// change is judged against its baseline in the same minutes.
+/// earlier tracer build too, last in every round, so a change is judged
+/// against its baseline in the same minutes.
 pub fn run(tracer: &Path, before: Option<&Path>, rounds: usize, workers: usize) -> Result<bool> {
     ensure_tracefs()?;
     let dir = crate::scratch("bench/exec")?;
@@ -108,11 +108,12 @@ pub fn run(tracer: &Path, before: Option<&Path>, rounds: usize, workers: usize) 
     for round in 1..=rounds {
         for (i, &config) in configs.iter().enumerate() {
             let out = dir.join(format!("{}-{round}.out", config.name()));
-            let binary = match config {
-                Config::Before => before.unwrap_or(tracer),
-                _ => tracer,
+            // An earlier build is measured exactly as this one.
+            let (measured, binary) = match config {
+                Config::Before => (Config::Tracer, before.unwrap_or(tracer)),
+                c => (c, tracer),
             };
-            let s = measure(config, binary, &out, workers, &[])?;
+            let s = measure(measured, binary, &out, workers, &[])?;
             let captured = if config == Config::Baseline {
                 String::new()
             } else {
@@ -329,11 +330,6 @@ fn measure(
     workers: usize,
     extra: &[String],
 ) -> Result<Sample> {
-    // An earlier build is measured exactly as this one.
-    let config = match config {
-        Config::Before => Config::Tracer,
-        c => c,
-    };
     let mut cmd = match config {
         Config::Baseline => {
             let (secs, storm_cpu_secs) = storm(workers)?;

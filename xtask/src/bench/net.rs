@@ -189,18 +189,13 @@ pub fn run(tracer: &Path) -> Result<bool> {
     stop_holders(holders)?;
     let watch_idle = median_of("watch start", RUNS, |_| watch_start(tracer, &dir))?;
     println!("  watch start-up without them: {} s", fmt(watch_idle));
-    // Last, smallest first: the connections a size closes linger in
-    // TIME_WAIT (a minute), and every tool lists them at the next size.
+    // Last, smallest first: the largest load (100,000 connections) comes
+    // after the checks above.
     println!("bench net: tracer net beside a bare ss -tanp at {SIZES:?} connection ends");
     let sizes = size_rows(tracer, &dir)?;
 
-    println!();
-    println!(
-        "{:<16} {:>9} {:>9} {:>8} {:>13} {:>20}",
-        "tool", "seconds", "CPU s", "owned", "tracer/tool", "missed by tracer"
-    );
-    let (_, tracer_secs, _, _, tracer_set) = &results[0];
     let mut failures = Vec::new();
+    println!();
     println!(
         "{:<16} {:>12} {:>12} {:>10}",
         "connection ends", "tracer net s", "ss -tanp s", "tracer/ss"
@@ -221,6 +216,11 @@ pub fn run(tracer: &Path) -> Result<bool> {
         }
     }
     println!();
+    println!(
+        "{:<16} {:>9} {:>9} {:>8} {:>13} {:>20}",
+        "tool", "seconds", "CPU s", "owned", "tracer/tool", "missed by tracer"
+    );
+    let (_, tracer_secs, _, _, tracer_set) = &results[0];
     for (name, secs, cpu, listed, owned) in &results {
         let ours: Owned = owned.iter().filter(|c| is_load(c)).cloned().collect();
         let missed = ours.difference(tracer_set).count();

@@ -22,6 +22,7 @@ use crate::{
     views::{
         self,
         host::Host,
+        kallsyms::PendingKallsyms,
         kernel_hooks::KernelInput,
         net::{libc, NetSnapshot, SocketListing},
         selection::{select, Selection},
@@ -46,8 +47,10 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         }
         Some(rules)
     };
-    // ps and the libc lister run while the kernel side loads.
+    // ps and the libc lister run while the kernel side loads, and so does
+    // the read of kallsyms the kernel checks need.
     let started_views = Snapshot::start();
+    let ksyms = (!args.no_kernel_checks).then(PendingKallsyms::start);
     let selector = super::selector_of(&args.select)?;
     let mut kernel = load_kernel(&args, selector.is_some());
     // `--file`/`--remote`: the processes kill-tree would start from; the
@@ -62,8 +65,8 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     };
     // The kernel checks need tracer's programs only briefly; the rest
     // (kallsyms, tracefs, bpf syscalls) runs beside the process views.
-    let kernel_checks = (!args.no_kernel_checks).then(|| {
-        let input = KernelInput::collect(kernel.as_mut().map_err(|why| why.as_str()));
+    let kernel_checks = ksyms.map(|ksyms| {
+        let input = KernelInput::collect(kernel.as_mut().map_err(|why| why.as_str()), ksyms);
         std::thread::spawn(move || input.finish())
     });
     // The kernel's sockets are the reference layer when the kernel side
@@ -72,10 +75,11 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
     let kernel_sockets = kernel
         .as_mut()
         .ok()
-        .map(|k| views::timed(|| kernel_socket_listing(k)));
+        .map(|k| views::timed("net view K: socket iterators", || kernel_socket_listing(k)));
     let (snap, net) = started_views.finish(&mut kernel, |tasks, proc_pids, every_pid| {
         NetSnapshot::take(kernel_sockets, proc_pids, every_pid, tasks)
     })?;
+    let detect_span = crate::timings::span("hidden: detectors");
     let host = Host::load();
     let mut table = ProcessTable::new();
     table.seed(snap.processes());
@@ -128,7 +132,11 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         found.retain(|f| is_in_container(f, wanted, &table));
     }
     sort_findings(&mut found);
-    let kernel_state = kernel_checks.map(|t| t.join().unwrap_or_default());
+    drop(detect_span);
+    let kernel_state = {
+        let _t = crate::timings::span("hidden: waiting on the kernel checks");
+        kernel_checks.map(|t| t.join().unwrap_or_default())
+    };
     let mut kernel_found = match &kernel_state {
         Some(state) => detect::kernel::link(detect::kernel::detect(state), &mut found),
         None => Vec::new(),

@@ -9,7 +9,7 @@ use crate::{
     kernel::{self, offsets::VMLINUX_BTF, sockets::IteratorStatus, HookChoice, Kernel},
     model::host_str::escape,
     respond::persistence,
-    views::{bpf::BpfProgram, file_writes, kernel_hooks::KernelInput},
+    views::{bpf::BpfProgram, file_writes, kallsyms::PendingKallsyms, kernel_hooks::KernelInput},
 };
 
 /// What `tracer status --json` prints.
@@ -49,11 +49,13 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         error: None,
     };
     // Load and attach for real: the only honest answer to "which hooks work".
+    let ksyms = PendingKallsyms::start();
     let mut loaded = Kernel::load("status");
     let kernel_state = KernelInput::collect(
         loaded
             .as_mut()
             .map_err(|_| "tracer's programs did not load"),
+        ksyms,
     )
     .finish();
     status.bpf_programs = kernel_state

@@ -182,24 +182,10 @@ impl Kernel {
                 loader.btf(None);
                 loader
             });
-            // The attach BTF is built here too, while aya's parse runs.
             let btf_rs = {
                 let _t = crate::timings::span("kernel: BTF index");
                 offsets::load_vmlinux_btf()
-            }
-            .and_then(|b| {
-                let _t = crate::timings::span("kernel: attach BTF");
-                let targets: Vec<_> = b
-                    .attach_targets()
-                    .iter()
-                    // Iterators only, unless hooks may be attached: each
-                    // id up to the last target costs a filler type.
-                    .filter(|t| needs.tracepoints || t.name.starts_with("bpf_iter_"))
-                    .cloned()
-                    .collect();
-                let attach = attach_btf::build(&targets)?;
-                Ok((b, attach))
-            });
+            };
             (
                 btf_rs,
                 loader
@@ -207,8 +193,22 @@ impl Kernel {
                     .map_err(|_| anyhow::anyhow!("BTF loader thread panicked")),
             )
         });
-        let (btf_rs, btf) = btf_rs?;
+        let btf_rs = btf_rs?;
         let mut loader = loader?;
+        // The attach BTF is only needed to verify programs: it is built on
+        // a thread while the offsets are resolved and the object loads.
+        let targets: Vec<_> = btf_rs
+            .attach_targets()
+            .iter()
+            // Iterators only, unless hooks may be attached: each id up to
+            // the last target costs a filler type.
+            .filter(|t| needs.tracepoints || t.name.starts_with("bpf_iter_"))
+            .cloned()
+            .collect();
+        let attach_btf = std::thread::spawn(move || {
+            let _t = crate::timings::span("kernel: attach BTF (a thread)");
+            attach_btf::build(&targets)
+        });
         let offsets_span = crate::timings::span("kernel: offsets");
         let offsets =
             offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
@@ -245,6 +245,15 @@ impl Kernel {
             // One page, the smallest ring buffer: nothing is attached to
             // fill it, and the kernel zeroes every byte of the 8 MiB one.
             loader.map_max_entries("EVENTS", rustix::param::page_size() as u32);
+            // Hash maps are preallocated whole at creation: the datagram
+            // and mount tables only serve watch's hooks.
+            loader.map_max_entries("DGRAM_SEEN", 1);
+            loader.map_max_entries("PENDING_MOUNTS", 1);
+        }
+        if !needs.tracepoints {
+            // kill-tree's fork capture set (65,536 entries): only its hook
+            // fills it.
+            loader.map_max_entries("CAPTURE_SET", 1);
         }
         drop(offsets_span);
         let object_span = crate::timings::span("kernel: object load (maps, relocations)");
@@ -258,6 +267,9 @@ impl Kernel {
             .context("loading tracer's eBPF object")?;
         drop(loader);
         drop(object_span);
+        let btf = attach_btf
+            .join()
+            .map_err(|_| anyhow::anyhow!("attach BTF thread panicked"))??;
         // Every iterator this command needs, verified side by side.
         let mut wanted = vec![("task_iter", "task")];
         if needs.sockets && socket_offsets.is_ok() {
@@ -345,15 +357,19 @@ impl Kernel {
     /// Frees the parsed kernel BTF (tens of MB) once every program this
     /// command needs is loaded.
     pub fn release_btf(&mut self) {
-        let _t = crate::timings::span("kernel: BTF released");
-        self.btf = None;
-        self.kernel_btf = None;
-        // Hand the freed pages back to the system: glibc keeps them in the
-        // heap otherwise, and they would count against watch's footprint.
-        #[cfg(target_env = "gnu")]
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        let (btf, kernel_btf) = (self.btf.take(), self.kernel_btf.take());
+        // Freeing tens of thousands of types is off the command's path.
+        std::thread::spawn(move || {
+            let _t = crate::timings::span("kernel: BTF released (a thread)");
+            drop((btf, kernel_btf));
+            // Hand the freed pages back to the system: glibc keeps them in
+            // the heap otherwise, and they would count against watch's
+            // footprint.
+            #[cfg(target_env = "gnu")]
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        });
     }
 
     fn tp_btf(&mut self, prog: &str, tracepoint: &str) -> Result<()> {

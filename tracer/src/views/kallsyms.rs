@@ -11,6 +11,26 @@ pub struct Kallsyms {
     syms: Vec<(u64, Range<usize>)>,
 }
 
+/// A read of `/proc/kallsyms` running on its own thread: it needs nothing
+/// else, and is the longest of the kernel checks (the kernel formats every
+/// symbol), so it starts when the command does.
+pub struct PendingKallsyms(std::thread::JoinHandle<Result<Kallsyms, String>>);
+
+impl PendingKallsyms {
+    pub fn start() -> PendingKallsyms {
+        PendingKallsyms(std::thread::spawn(|| {
+            let _t = crate::timings::span("kernel checks: kallsyms (a thread)");
+            Kallsyms::read()
+        }))
+    }
+
+    pub fn wait(self) -> Result<Kallsyms, String> {
+        self.0
+            .join()
+            .unwrap_or_else(|_| Err("the kallsyms reader thread panicked".into()))
+    }
+}
+
 impl Kallsyms {
     /// Reads `/proc/kallsyms` with raw reads. Fails when the file cannot be
     /// read, or shows only zero addresses (not root, or `kptr_restrict`).

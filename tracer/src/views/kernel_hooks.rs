@@ -12,7 +12,7 @@ use crate::{
     kernel::Kernel,
     views::{
         bpf::{BpfInventory, OwnPrograms},
-        kallsyms::Kallsyms,
+        kallsyms::{Kallsyms, PendingKallsyms},
     },
 };
 
@@ -39,11 +39,14 @@ pub struct KernelInput {
     own: OwnPrograms,
     targets: OpenTargets,
     memory: Result<crate::kernel::kmem::KernelMemory, String>,
+    ksyms: PendingKallsyms,
     started: std::time::Instant,
 }
 
 impl KernelInput {
-    pub fn collect(kernel: Result<&mut Kernel, &str>) -> KernelInput {
+    /// `ksyms`: the symbol table, read since the command started.
+    pub fn collect(kernel: Result<&mut Kernel, &str>, ksyms: PendingKallsyms) -> KernelInput {
+        let _t = crate::timings::span("kernel checks: BPF objects, kernel memory");
         let started = std::time::Instant::now();
         let targets = OpenTargets::open();
         let (files, kernel_ids, own, memory) = match kernel {
@@ -66,17 +69,25 @@ impl KernelInput {
             own,
             targets,
             memory,
+            ksyms,
             started,
         }
     }
 
-    /// Reads kallsyms and tracefs, lists the BPF objects and checks every
+    /// Takes kallsyms, reads tracefs, lists the BPF objects and checks every
     /// pointer.
     pub fn finish(self) -> KernelState {
+        let _t = crate::timings::span("kernel checks (a thread)");
         let mut notes = Vec::new();
-        let ksyms = Kallsyms::read();
-        let mut bpf =
-            BpfInventory::take(self.files, self.kernel_ids, &self.own, ksyms.as_ref().ok());
+        let ksyms = {
+            let _t = crate::timings::span("kernel checks: waiting on kallsyms");
+            self.ksyms.wait()
+        };
+        let mut bpf = {
+            let _t = crate::timings::span("kernel checks: BPF inventory");
+            BpfInventory::take(self.files, self.kernel_ids, &self.own, ksyms.as_ref().ok())
+        };
+        let pointers_span = crate::timings::span("kernel checks: pointers, ftrace, syscalls");
         let mut pointers = self.targets.check(
             &bpf.own_files,
             ksyms.as_ref().map_err(String::as_str),
@@ -93,6 +104,8 @@ impl KernelInput {
         } else {
             notes.push("syscall dispatch not checked: no kernel symbol addresses".into());
         }
+        drop(pointers_span);
+        let _modules = crate::timings::span("kernel checks: modules");
         let sources = module_sources(ksyms.as_ref().ok(), &mut notes);
         let mut hidden_modules = sources.as_ref().map(hidden_modules).unwrap_or_default();
         // A module found in memory behind a patched syscall that the

@@ -84,8 +84,9 @@ pub struct Snapshot {
     pub took: BTreeMap<&'static str, Duration>,
 }
 
-/// Runs `f` and measures it.
-pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+/// Runs `f` and measures it; `--timings` lists it as `name`.
+pub fn timed<T>(name: &'static str, f: impl FnOnce() -> T) -> (T, Duration) {
+    let _span = crate::timings::span(name);
     let started = Instant::now();
     let out = f();
     (out, started.elapsed())
@@ -102,9 +103,10 @@ impl Snapshot {
     /// caller can load the kernel side meanwhile; [`Started::finish`] takes
     /// the rest.
     pub fn start() -> Started {
-        let libc = std::thread::spawn(|| timed(LibcListing::take));
+        let libc =
+            std::thread::spawn(|| timed("view L: libc listing (a helper)", LibcListing::take));
         let ps = std::thread::spawn(|| {
-            timed(|| {
+            timed("view S: ps (helpers)", || {
                 ps::programs()
                     .into_iter()
                     .map(|p| PsListing::take(&p))
@@ -155,11 +157,11 @@ impl Started {
         alongside: impl FnOnce(Option<&BTreeMap<u32, KernelProcess>>, &BTreeSet<u32>, &[u32]) -> T
             + Send,
     ) -> Result<(Snapshot, T)> {
-        let (kernel_view, k_time) = timed(|| match kernel {
+        let (kernel_view, k_time) = timed("view K: task iterator", || match kernel {
             Ok(k) => KernelView::take(k),
             Err(why) => KernelView::Skipped(why.clone()),
         });
-        let (proc_listing, p_time) = timed(crate::proc::list_pids_checked);
+        let (proc_listing, p_time) = timed("view P: /proc listing", crate::proc::list_pids_checked);
         let (proc_pids, proc_listing_corrupt) =
             proc_listing.context("listing /proc with getdents64")?;
         let proc_pids: BTreeSet<u32> = proc_pids.into_iter().collect();
@@ -173,7 +175,9 @@ impl Started {
             .collect();
         let ((probes, d_time), beside) = std::thread::scope(|s| {
             let beside = s.spawn(|| alongside(tasks, &proc_pids, &to_probe));
-            let probes = timed(|| probes::probe_all(&to_probe, tasks));
+            let probes = timed("view D: direct probes", || {
+                probes::probe_all(&to_probe, tasks)
+            });
             (probes, beside.join())
         });
         let beside = beside.map_err(|_| anyhow::anyhow!("a view taken beside D panicked"))?;

@@ -165,7 +165,7 @@ impl NetSnapshot {
             took.insert("K", t);
             k
         });
-        let ((namespaces, procnet), p_time) = super::timed(|| {
+        let ((namespaces, procnet), p_time) = super::timed("net view P: /proc/net", || {
             let ns = Namespaces::discover(every_pid.iter().copied(), |pid| tasks?.get(&pid)?.netns);
             let listing = procnet::take(&ns);
             (ns, listing)
@@ -173,10 +173,17 @@ impl NetSnapshot {
         took.insert("P", p_time);
         let ((diag, n_time), (fds, f_time), (libc, l_time), (tools, s_time)) =
             std::thread::scope(|s| {
-                let diag = s.spawn(|| super::timed(|| diag::take(&namespaces)));
-                let libc = s.spawn(|| super::timed(|| libc::take(&namespaces)));
-                let tools = s.spawn(|| super::timed(|| tools::take(namespaces.own)));
-                let fds = super::timed(|| match &kernel {
+                let diag =
+                    s.spawn(|| super::timed("net view N: sock_diag", || diag::take(&namespaces)));
+                let libc = s.spawn(|| {
+                    super::timed("net view L: libc (a helper)", || libc::take(&namespaces))
+                });
+                let tools = s.spawn(|| {
+                    super::timed("net view S: ss, netstat (helpers)", || {
+                        tools::take(namespaces.own)
+                    })
+                });
+                let fds = super::timed("net view F: socket fds", || match &kernel {
                     Some(Ok(k)) => {
                         let owners: BTreeSet<u32> = k
                             .sockets

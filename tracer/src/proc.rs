@@ -33,6 +33,28 @@ pub fn read_file_max(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
     }
 }
 
+/// Reads `/proc/PID/stat` or `/proc/PID/cmdline`, at most `max` bytes, and
+/// whether it was cut. These two fill a read to the last byte they have (a
+/// stat line is one seq_file record; cmdline is copied page after page
+/// until the arguments end), so a short read is the end: one read per file
+/// instead of a second that returns 0, for every process of a scan.
+pub fn read_proc_record(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
+    let fd = rfs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::new();
+    loop {
+        let n = rustix::io::read(&fd, &mut buf)?;
+        if out.len() + n > max {
+            out.extend_from_slice(&buf[..max - out.len()]);
+            return Ok((out, true));
+        }
+        out.extend_from_slice(&buf[..n]);
+        if n < buf.len() {
+            return Ok((out, false));
+        }
+    }
+}
+
 /// Reads a symlink's target, as bytes.
 pub fn read_link(path: &str) -> io::Result<HostStr> {
     let target = rfs::readlinkat(CWD, path, Vec::new())?;
@@ -92,7 +114,7 @@ pub struct Stat {
 
 /// Parses `/proc/PID/stat`.
 pub fn read_stat(pid: u32) -> io::Result<Stat> {
-    let bytes = read_file(&format!("/proc/{pid}/stat"))?;
+    let (bytes, _) = read_proc_record(&format!("/proc/{pid}/stat"), usize::MAX)?;
     parse_stat(&bytes)
 }
 
@@ -318,7 +340,7 @@ pub fn read_cmdline(pid: u32) -> Vec<HostStr> {
 
 /// A cmdline file's arguments, and whether it was cut.
 fn read_cmdline_path(path: &str) -> (Vec<HostStr>, bool) {
-    read_file_max(path, crate::model::CMDLINE_MAX_BYTES)
+    read_proc_record(path, crate::model::CMDLINE_MAX_BYTES)
         .map(|(b, cut)| (split_nul_args(&b), cut))
         .unwrap_or_default()
 }
@@ -495,6 +517,35 @@ pub fn boottime_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_line_of_many_pages_is_read_whole() {
+        // Lengths around the 4096-byte read: one byte short, exact, one
+        // over, and several pages.
+        for len in [4095 - 21, 4096 - 21, 4097 - 21, 3 * 4096 + 100] {
+            let pad = "x".repeat(len);
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "sleep 30; :", "sh"])
+                .arg(&pad)
+                .spawn()
+                .expect("sh runs");
+            // Until the fork has run exec.
+            let mut args = Vec::new();
+            for _ in 0..200 {
+                args = read_cmdline(child.id());
+                if args.len() == 5 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let total: usize = args.iter().map(|a| a.as_bytes().len() + 1).sum();
+            assert_eq!(args.last().map(|a| a.as_bytes().len()), Some(len), "{len}");
+            assert_eq!(args.len(), 5, "{len}");
+            assert!(total > len);
+        }
+    }
 
     #[test]
     fn args_split_on_nul_and_drop_the_trailing_one() {

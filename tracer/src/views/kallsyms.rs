@@ -57,7 +57,10 @@ impl Kallsyms {
             }
             start = end + 1;
         }
-        syms.sort_unstable_by_key(|(a, _)| *a);
+        // The core kernel's symbols come sorted; modules' follow.
+        if !syms.is_sorted_by_key(|(a, _)| *a) {
+            syms.sort_unstable_by_key(|(a, _)| *a);
+        }
         Kallsyms { text, syms }
     }
 
@@ -165,7 +168,7 @@ fn read_all(path: &str) -> std::io::Result<Vec<u8>> {
 }
 
 fn memchr(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    memchr::memchr(b'\n', b)
 }
 
 /// `ffffffff81000000 T _stext` (optionally `\t[module]`): the address and
@@ -179,10 +182,8 @@ fn parse_line(line: &[u8], offset: usize) -> Option<(u64, Range<usize>)> {
         return None;
     }
     let name_start = 19;
-    let name_len = line[name_start.min(line.len())..]
-        .iter()
-        .position(|&b| b == b'\t' || b == b' ')
-        .unwrap_or(line.len().saturating_sub(name_start));
+    let name = &line[name_start.min(line.len())..];
+    let name_len = memchr::memchr2(b'\t', b' ', name).unwrap_or(name.len());
     Some((addr, offset + name_start..offset + name_start + name_len))
 }
 

@@ -71,8 +71,12 @@ pub fn write_line_through<R: Record>(
 
 /// The record as indented JSON (one-shot commands).
 pub fn write_pretty<R: Record>(w: &mut impl Write, record: &R) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *w, &envelope(record))?;
-    w.write_all(b"\n")
+    // serde_json writes token by token: gathered here, they reach the
+    // caller's writer (a line cap, stdout) in large pieces.
+    let mut buffered = io::BufWriter::with_capacity(64 * 1024, w);
+    serde_json::to_writer_pretty(&mut buffered, &envelope(record))?;
+    buffered.write_all(b"\n")?;
+    buffered.flush()
 }
 
 /// The schema of `R`'s fields plus the envelope's two, which are required

@@ -17,20 +17,7 @@ pub fn read_file(path: &str) -> io::Result<Vec<u8>> {
 
 /// Reads a file's first `max` bytes; true when there was more.
 pub fn read_file_max(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
-    let fd = rfs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-    let mut out = Vec::with_capacity(512);
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = rustix::io::read(&fd, &mut buf)?;
-        if n == 0 {
-            return Ok((out, false));
-        }
-        if out.len() + n > max {
-            out.extend_from_slice(&buf[..max - out.len()]);
-            return Ok((out, true));
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
+    read_capped(path, max, false)
 }
 
 /// Reads `/proc/PID/stat` or `/proc/PID/cmdline`, at most `max` bytes, and
@@ -39,9 +26,15 @@ pub fn read_file_max(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
 /// until the arguments end), so a short read is the end: one read per file
 /// instead of a second that returns 0, for every process of a scan.
 pub fn read_proc_record(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
+    read_capped(path, max, true)
+}
+
+/// The first `max` bytes of a file and whether there was more; with
+/// `short_read_ends`, a read that does not fill the buffer is the end.
+fn read_capped(path: &str, max: usize, short_read_ends: bool) -> io::Result<(Vec<u8>, bool)> {
     let fd = rfs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut out = Vec::with_capacity(512);
     let mut buf = [0u8; 4096];
-    let mut out = Vec::new();
     loop {
         let n = rustix::io::read(&fd, &mut buf)?;
         if out.len() + n > max {
@@ -49,7 +42,7 @@ pub fn read_proc_record(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
             return Ok((out, true));
         }
         out.extend_from_slice(&buf[..n]);
-        if n < buf.len() {
+        if n == 0 || (short_read_ends && n < buf.len()) {
             return Ok((out, false));
         }
     }

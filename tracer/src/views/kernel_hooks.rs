@@ -77,7 +77,7 @@ impl KernelInput {
     /// Takes kallsyms, reads tracefs, lists the BPF objects and checks every
     /// pointer.
     pub fn finish(self) -> KernelState {
-        let _t = crate::timings::span("kernel checks (a thread)");
+        let _t = crate::timings::span("kernel checks: the rest");
         let mut notes = Vec::new();
         let ksyms = {
             let _t = crate::timings::span("kernel checks: waiting on kallsyms");

@@ -2,6 +2,7 @@
 //! view), printed on stderr when it ends. Off, a span costs one relaxed
 //! atomic load.
 use std::{
+    borrow::Cow,
     sync::{
         atomic::{AtomicBool, Ordering},
         Mutex,
@@ -10,7 +11,7 @@ use std::{
 };
 
 static ON: AtomicBool = AtomicBool::new(false);
-static SPANS: Mutex<Vec<(&'static str, Duration, Duration)>> = Mutex::new(Vec::new());
+static SPANS: Mutex<Vec<(Cow<'static, str>, Duration, Duration)>> = Mutex::new(Vec::new());
 static START: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Turns recording on; the process's start is the origin.
@@ -25,14 +26,27 @@ pub fn enabled() -> bool {
 
 /// Records from now until dropped, as `name`.
 pub struct Span {
-    name: &'static str,
+    name: Cow<'static, str>,
     started: Option<Instant>,
 }
 
 pub fn span(name: &'static str) -> Span {
     Span {
-        name,
+        name: Cow::Borrowed(name),
         started: enabled().then(Instant::now),
+    }
+}
+
+/// A span named `what` and `whose`, such as one program's verification;
+/// the name is only formatted when recording is on.
+pub fn span_of(what: &'static str, whose: &str) -> Span {
+    let started = enabled().then(Instant::now);
+    Span {
+        name: match started {
+            Some(_) => Cow::Owned(format!("{what}{whose}")),
+            None => Cow::Borrowed(what),
+        },
+        started,
     }
 }
 
@@ -46,7 +60,7 @@ impl Drop for Span {
             .unwrap_or_else(|e| e.into_inner())
             .unwrap_or(started);
         SPANS.lock().unwrap_or_else(|e| e.into_inner()).push((
-            self.name,
+            std::mem::take(&mut self.name),
             started.saturating_duration_since(origin),
             started.elapsed(),
         ));

@@ -730,6 +730,7 @@ fn load_parallel(
             .into_iter()
             .map(|(name, how, prog)| {
                 let load = move || -> Result<()> {
+                    let _t = crate::timings::span_of("kernel: verify ", name);
                     match how {
                         LoadAs::Iter(target) => {
                             let iter: &mut Iter = prog.try_into()?;

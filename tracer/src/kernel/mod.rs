@@ -180,6 +180,9 @@ impl Kernel {
                 let _t = crate::timings::span("kernel: aya's loader (a thread)");
                 let mut loader = loader_without_btf_parse();
                 loader.btf(None);
+                // aya probes the kernel's BPF features (a dozen small
+                // program and BTF loads) on first use: here, off the path.
+                aya::features();
                 loader
             });
             let btf_rs = {

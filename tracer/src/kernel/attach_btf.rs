@@ -1,8 +1,8 @@
 //! The BTF that aya is given to attach programs. aya takes a program's
 //! attach target (`bpf_iter_task`, `btf_trace_sched_process_exec`) only as
 //! a name to look up in a parsed `aya::Btf`, and parsing all of vmlinux
-//! costs ~25 ms and ~20 MB per run. The ids come from the indexed btf-rs
-//! lookup instead ([`super::offsets::KernelBtf`]); this builds the smallest
+//! costs ~25 ms and ~20 MB per run. The ids come from tracer's one-pass
+//! BTF index instead ([`super::offsets::KernelBtf`]); this builds the smallest
 //! BTF in which each of those names has its kernel id: one filler type per
 //! id in between.
 use anyhow::{Context, Result};

@@ -1,18 +1,23 @@
-//! The type ids of the names tracer needs, found in one pass over the raw
-//! type section of the kernel's BTF.
+//! The kernel's BTF, read in place: one pass over the type section finds
+//! where every type starts and the ids of the names tracer needs, and the
+//! structs' members are then read straight from the bytes.
 //!
-//! btf-rs's name search resolves every type of vmlinux (~140,000) through
-//! its reader and runs a regex on each name: ~5 to 11 ms of every command's
-//! start-up. Only structs, functions and typedefs can be wanted here, and
-//! their names are compared as bytes, after a first-byte and length check,
-//! where they sit in the string section. The layout is the kernel's uapi `btf.h`.
-use std::collections::HashSet;
+//! btf-rs built its own index of every type in a second pass, and its name
+//! search resolved each of vmlinux's ~140,000 types through its reader with
+//! a regex: ~5 to 11 ms of every command's start-up. Only structs,
+//! functions and typedefs can be wanted here, and their names are compared
+//! as bytes, after a first-byte and length check, where they sit in the
+//! string section. The layout is the kernel's uapi `btf.h`.
+use std::{collections::HashSet, ops::Range};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 
 const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
 const KIND_FUNC: u32 = 12;
 
 /// Names wanted exactly, and prefixes wanted as families
@@ -59,66 +64,220 @@ impl<'a> Wanted<'a> {
     }
 }
 
-/// The ids of the structs, functions and typedefs whose names `wanted`
-/// takes, in id order. An error when the bytes are not BTF as this
-/// machine's byte order writes it, or a type runs past its section.
-pub fn ids_named(raw: &[u8], wanted: &Wanted) -> Result<Vec<u32>> {
-    let magic = raw.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
-    ensure!(magic == Some(MAGIC), "not BTF in this byte order");
-    let header = |i: usize| u32_at(raw, 4 + 4 * i).map(|v| v as usize);
-    let (Some(hdr_len), Some(type_off), Some(type_len), Some(str_off), Some(str_len)) =
-        (header(0), header(1), header(2), header(3), header(4))
-    else {
-        bail!("BTF header cut short");
-    };
-    let types = hdr_len
-        .checked_add(type_off)
-        .and_then(|start| Some(start..start.checked_add(type_len)?));
-    let strings = hdr_len
-        .checked_add(str_off)
-        .and_then(|start| Some(start..start.checked_add(str_len)?));
-    let (Some(types), Some(strings)) = (types, strings) else {
-        bail!("BTF sections overflow");
-    };
-    let (Some(types), Some(strings)) = (raw.get(types), raw.get(strings)) else {
-        bail!("BTF sections lie past the data");
-    };
-    let mut ids = Vec::new();
-    let (mut at, mut id) = (0usize, 1u32);
-    while at < types.len() {
-        let (Some(name_off), Some(info)) = (u32_at(types, at), u32_at(types, at + 4)) else {
-            bail!("BTF type {id} cut short");
+/// BTF bytes: the kernel's file mapped (Linux 6.16 and later), or read.
+pub enum BtfBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for BtfBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            BtfBytes::Mapped(m) => m,
+            BtfBytes::Read(v) => v,
+        }
+    }
+}
+
+/// A BTF blob with the start of every type known.
+pub struct BtfIndex {
+    bytes: BtfBytes,
+    types: Range<usize>,
+    strings: Range<usize>,
+    /// Where type `id` starts in the type section, at `id - 1`.
+    starts: Vec<u32>,
+}
+
+/// One member of a struct or union.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub name: &'a [u8],
+    pub type_id: u32,
+    pub bit_offset: u32,
+    /// 0 unless the member is a bitfield.
+    pub bitfield_size: u32,
+}
+
+impl BtfIndex {
+    /// Indexes `bytes` in one pass, and returns with the index the ids of
+    /// the structs, functions and typedefs whose names `wanted` takes, in
+    /// id order. An error when the bytes are not BTF as this machine's byte
+    /// order writes it, or a type runs past its section.
+    pub fn new(bytes: BtfBytes, wanted: &Wanted) -> Result<(BtfIndex, Vec<u32>)> {
+        let raw: &[u8] = &bytes;
+        let magic = raw.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+        ensure!(magic == Some(MAGIC), "not BTF in this byte order");
+        let header = |i: usize| u32_at(raw, 4 + 4 * i).map(|v| v as usize);
+        let (Some(hdr_len), Some(type_off), Some(type_len), Some(str_off), Some(str_len)) =
+            (header(0), header(1), header(2), header(3), header(4))
+        else {
+            bail!("BTF header cut short");
         };
-        let kind = (info >> 24) & 0x1f;
-        let vlen = (info & 0xffff) as usize;
-        if matches!(kind, KIND_STRUCT | KIND_TYPEDEF | KIND_FUNC) && name_off != 0 {
-            let name = strings.get(name_off as usize..).unwrap_or_default();
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if wanted.matches(name) {
+        let section = |off: usize, len: usize| {
+            let start = hdr_len.checked_add(off)?;
+            let range = start..start.checked_add(len)?;
+            raw.get(range.clone()).map(|_| range)
+        };
+        let (Some(types_range), Some(strings_range)) =
+            (section(type_off, type_len), section(str_off, str_len))
+        else {
+            bail!("BTF sections lie past the data");
+        };
+        ensure!(
+            types_range.len() <= u32::MAX as usize,
+            "BTF type section too large"
+        );
+        let (types, strings) = (&raw[types_range.clone()], &raw[strings_range.clone()]);
+        // vmlinux averages ~22 bytes a type.
+        let mut starts = Vec::with_capacity(types.len() / 16);
+        let mut ids = Vec::new();
+        let mut at = 0usize;
+        while at < types.len() {
+            let id = starts.len() as u32 + 1;
+            let (Some(name_off), Some(info)) = (u32_at(types, at), u32_at(types, at + 4)) else {
+                bail!("BTF type {id} cut short");
+            };
+            starts.push(at as u32);
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            if matches!(kind, KIND_STRUCT | KIND_TYPEDEF | KIND_FUNC)
+                && name_off != 0
+                && wanted.matches(name_at(strings, name_off))
+            {
                 ids.push(id);
             }
+            let extra = match kind {
+                // int: one word of encoding
+                1 => 4,
+                // array: element type, index type, count
+                3 => 12,
+                // struct, union, datasec, enum64: three words a member
+                4 | 5 | 15 | 19 => 12 * vlen,
+                // enum, func_proto: two words a member
+                6 | 13 => 8 * vlen,
+                // var, decl_tag: one word
+                14 | 17 => 4,
+                // ptr, fwd, typedef, volatile, const, restrict, func,
+                // float, type_tag: none
+                2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
+                other => bail!("BTF type {id} has unknown kind {other}"),
+            };
+            at += 12 + extra;
         }
-        let extra = match kind {
-            // int: one word of encoding
-            1 => 4,
-            // array: element type, index type, count
-            3 => 12,
-            // struct, union, datasec, enum64: three words a member
-            4 | 5 | 15 | 19 => 12 * vlen,
-            // enum, func_proto: two words a member
-            6 | 13 => 8 * vlen,
-            // var, decl_tag: one word
-            14 | 17 => 4,
-            // ptr, fwd, typedef, volatile, const, restrict, func, float,
-            // type_tag: none
-            2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
-            other => bail!("BTF type {id} has unknown kind {other}"),
+        ensure!(at == types.len(), "the last BTF type runs past its section");
+        let index = BtfIndex {
+            bytes,
+            types: types_range,
+            strings: strings_range,
+            starts,
         };
-        at += 12 + extra;
-        id += 1;
+        Ok((index, ids))
     }
-    ensure!(at == types.len(), "the last BTF type runs past its section");
-    Ok(ids)
+
+    fn types(&self) -> &[u8] {
+        &self.bytes[self.types.clone()]
+    }
+
+    fn strings(&self) -> &[u8] {
+        &self.bytes[self.strings.clone()]
+    }
+
+    /// The three words every type starts with: name offset, info, and size
+    /// or type.
+    fn head(&self, id: u32) -> Result<(u32, u32, u32)> {
+        let at = id
+            .checked_sub(1)
+            .and_then(|i| self.starts.get(i as usize))
+            .ok_or_else(|| anyhow!("BTF type {id} does not exist"))?;
+        let types = self.types();
+        let word = |n: usize| u32_at(types, *at as usize + 4 * n);
+        match (word(0), word(1), word(2)) {
+            (Some(a), Some(b), Some(c)) => Ok((a, b, c)),
+            _ => bail!("BTF type {id} cut short"),
+        }
+    }
+
+    pub fn kind(&self, id: u32) -> Result<u32> {
+        Ok((self.head(id)?.1 >> 24) & 0x1f)
+    }
+
+    pub fn name(&self, id: u32) -> Result<&[u8]> {
+        Ok(name_at(self.strings(), self.head(id)?.0))
+    }
+
+    /// A struct's or union's size in bytes.
+    pub fn size(&self, id: u32) -> Result<u32> {
+        Ok(self.head(id)?.2)
+    }
+
+    pub fn is_struct_or_union(&self, id: u32) -> Result<bool> {
+        Ok(matches!(self.kind(id)?, KIND_STRUCT | KIND_UNION))
+    }
+
+    /// `id` with its typedef, const and volatile wrappers taken off.
+    pub fn unwrapped(&self, mut id: u32) -> Result<u32> {
+        // A chain longer than this is a cycle in broken BTF.
+        for _ in 0..32 {
+            let (_, info, inner) = self.head(id)?;
+            if !matches!(
+                (info >> 24) & 0x1f,
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
+            ) {
+                return Ok(id);
+            }
+            id = inner;
+        }
+        bail!("BTF type {id} wraps itself")
+    }
+
+    /// The members of struct or union `id` (none for another kind).
+    pub fn members(&self, id: u32) -> Result<Vec<Member<'_>>> {
+        let (_, info, _) = self.head(id)?;
+        if !matches!((info >> 24) & 0x1f, KIND_STRUCT | KIND_UNION) {
+            return Ok(Vec::new());
+        }
+        let bitfields = info & (1 << 31) != 0;
+        let first = self.starts[id as usize - 1] as usize + 12;
+        let (types, strings) = (self.types(), self.strings());
+        (0..(info & 0xffff) as usize)
+            .map(|i| {
+                let word = |n: usize| u32_at(types, first + 12 * i + 4 * n);
+                let (Some(name_off), Some(type_id), Some(offset)) = (word(0), word(1), word(2))
+                else {
+                    bail!("BTF type {id} cut short");
+                };
+                let (bit_offset, bitfield_size) = match bitfields {
+                    true => (offset & 0xff_ffff, offset >> 24),
+                    false => (offset, 0),
+                };
+                Ok(Member {
+                    name: name_at(strings, name_off),
+                    type_id,
+                    bit_offset,
+                    bitfield_size,
+                })
+            })
+            .collect()
+    }
+
+    /// The ids of the structs named `name`, by a walk of every type: for a
+    /// name the first pass did not look for.
+    pub fn structs_named(&self, name: &str) -> Vec<u32> {
+        (1..=self.starts.len() as u32)
+            .filter(|&id| {
+                self.kind(id).ok() == Some(KIND_STRUCT)
+                    && self.name(id).ok() == Some(name.as_bytes())
+            })
+            .collect()
+    }
+}
+
+/// The NUL-ended name at `off`; empty past the section.
+fn name_at(strings: &[u8], off: u32) -> &[u8] {
+    let name = strings.get(off as usize..).unwrap_or_default();
+    // Names are short: a byte loop beats memchr's set-up here.
+    &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())]
 }
 
 /// The word at `at`, in this machine's byte order; `None` past the end.
@@ -148,6 +307,74 @@ mod tests {
 
     fn info(kind: u32, vlen: u32) -> u32 {
         (kind << 24) | vlen
+    }
+
+    fn ids_named(raw: &[u8], wanted: &Wanted) -> Result<Vec<u32>> {
+        BtfIndex::new(BtfBytes::Read(raw.to_vec()), wanted).map(|(_, ids)| ids)
+    }
+
+    #[test]
+    fn members_are_read_through_wrappers_and_bitfields_are_told() {
+        // strings: 0 "", 1 "outer", 7 "a", 9 "b", 11 "flag"
+        let strings = b"\0outer\0a\0b\0flag\0";
+        let types = [
+            // 1: int
+            0,
+            info(1, 0),
+            4,
+            0x0100_0020,
+            // 2: const int
+            0,
+            info(KIND_CONST, 0),
+            1,
+            // 3: typedef (unnamed here) of 2
+            0,
+            info(KIND_TYPEDEF, 0),
+            2,
+            // 4: struct outer, 12 bytes: a at 0, b at bit 64, and with
+            // the bitfield flag, flag: 3 bits at bit 32
+            1,
+            info(KIND_STRUCT, 3) | 1 << 31,
+            12,
+            7,
+            3,
+            0,
+            9,
+            1,
+            64,
+            11,
+            1,
+            3 << 24 | 32,
+        ];
+        let raw = blob(&types, strings);
+        let (btf, ids) = BtfIndex::new(BtfBytes::Read(raw), &Wanted::new(["outer"], &[])).unwrap();
+        assert_eq!(ids, [4]);
+        assert_eq!(btf.name(4).unwrap(), b"outer");
+        assert_eq!(btf.size(4).unwrap(), 12);
+        assert_eq!(btf.unwrapped(3).unwrap(), 1);
+        let m = btf.members(4).unwrap();
+        let seen: Vec<_> = m
+            .iter()
+            .map(|m| (m.name, m.type_id, m.bit_offset, m.bitfield_size))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (&b"a"[..], 3, 0, 0),
+                (&b"b"[..], 1, 64, 0),
+                (&b"flag"[..], 1, 32, 3)
+            ]
+        );
+        assert!(btf.members(1).unwrap().is_empty(), "an int has no members");
+        assert!(btf.head(5).is_err() && btf.head(0).is_err());
+        assert_eq!(btf.structs_named("outer"), [4]);
+    }
+
+    #[test]
+    fn a_typedef_that_wraps_itself_is_an_error_not_a_hang() {
+        let raw = blob(&[0, info(KIND_TYPEDEF, 0), 1], b"\0");
+        let (btf, _) = BtfIndex::new(BtfBytes::Read(raw), &Wanted::new([], &[])).unwrap();
+        assert!(btf.unwrapped(1).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 pub mod attach_btf;
 pub mod bpf_files;
 pub mod bpf_sys;
-mod btf_names;
+mod btf_index;
 pub mod capture;
 pub mod datagram;
 pub mod events;
@@ -175,7 +175,7 @@ impl Kernel {
         check_privileges(command)?;
         // aya's loader is made beside our own indexed lookup of the BTF
         // (see `loader_without_btf_parse`).
-        let (btf_rs, loader) = std::thread::scope(|s| {
+        let (kernel_btf, loader) = std::thread::scope(|s| {
             let loader = s.spawn(|| {
                 let _t = crate::timings::span("kernel: aya's loader (a thread)");
                 let mut loader = loader_without_btf_parse();
@@ -185,22 +185,22 @@ impl Kernel {
                 aya::features();
                 loader
             });
-            let btf_rs = {
+            let kernel_btf = {
                 let _t = crate::timings::span("kernel: BTF index");
                 offsets::load_vmlinux_btf()
             };
             (
-                btf_rs,
+                kernel_btf,
                 loader
                     .join()
                     .map_err(|_| anyhow::anyhow!("BTF loader thread panicked")),
             )
         });
-        let btf_rs = btf_rs?;
+        let kernel_btf = kernel_btf?;
         let mut loader = loader?;
         // The attach BTF is only needed to verify programs: it is built on
         // a thread while the offsets are resolved and the object loads.
-        let targets: Vec<_> = btf_rs
+        let targets: Vec<_> = kernel_btf
             .attach_targets()
             .iter()
             // Iterators only, unless hooks may be attached: each id up to
@@ -214,22 +214,22 @@ impl Kernel {
         });
         let offsets_span = crate::timings::span("kernel: offsets");
         let offsets =
-            offsets::resolve(&btf_rs).context("resolving kernel structure offsets from BTF")?;
+            offsets::resolve(&kernel_btf).context("resolving kernel structure offsets from BTF")?;
         // The socket iterators are optional: without their offsets they
         // stay unloaded and say why, and everything else still runs.
-        let socket_offsets = offsets::resolve_sockets(&btf_rs)
+        let socket_offsets = offsets::resolve_sockets(&kernel_btf)
             .map_err(|e| format!("socket fields not in this kernel's BTF: {e:#}"));
         // Not fatal: without these offsets only the BPF-file iterator is lost.
-        let bpf_file_offsets = bpf_files::resolve(&btf_rs, std::process::id());
+        let bpf_file_offsets = bpf_files::resolve(&kernel_btf, std::process::id());
         let bpf_file_globals = bpf_file_offsets.as_ref().copied().unwrap_or_default();
         let module_layout = needs
             .bpf_files
-            .then(|| offsets::resolve_module_layout(&btf_rs).ok())
+            .then(|| offsets::resolve_module_layout(&kernel_btf).ok())
             .flatten();
         let socket_globals = socket_offsets.as_ref().copied().unwrap_or_default();
         let file_user_offsets = needs
             .files
-            .then(|| file_users::resolve(&btf_rs).map_err(|e| format!("{e:#}")));
+            .then(|| file_users::resolve(&kernel_btf).map_err(|e| format!("{e:#}")));
         let file_user_globals = match &file_user_offsets {
             Some(Ok(off)) => *off,
             _ => Default::default(),
@@ -296,7 +296,7 @@ impl Kernel {
         let mut kernel = Kernel {
             ebpf,
             btf: Some(btf),
-            kernel_btf: Some(btf_rs),
+            kernel_btf: Some(kernel_btf),
             hooks: Vec::new(),
             socket_iterators: Vec::new(),
             bpf_files_unavailable: None,

@@ -1,23 +1,22 @@
 //! Resolves the structure offsets the kernel programs need from the running
 //! kernel's BTF (`/sys/kernel/btf/vmlinux`), so no offset is compiled in.
-use std::{collections::HashMap, os::fd::AsRawFd as _};
+use std::collections::HashMap;
 
-use anyhow::{anyhow, bail, Context, Result};
-use btf_rs::{Btf, Type};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use tracer_common::{KernelOffsets, SocketOffsets};
 
 use super::{
     attach_btf::{AttachTarget, TargetKind},
-    btf_names,
+    btf_index::{BtfBytes, BtfIndex, Wanted},
 };
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// The directory of the kernel's BTF files.
 pub const BTF_DIR: &str = "/sys/kernel/btf";
 
-/// Every struct the programs read a field of. A name lookup in the mmap
-/// backend scans all of vmlinux's types (~1 ms each), so these are found
-/// together in one scan; a name missing here still resolves, by its own scan.
+/// Every struct the programs read a field of, found together in the one
+/// pass over the types; a name missing here still resolves, by a walk of
+/// every type (~1 ms).
 const STRUCTS: &[&str] = &[
     "task_struct",
     "cred",
@@ -56,6 +55,10 @@ const STRUCTS: &[&str] = &[
     "kernfs_node",
     "msghdr",
     "signal_struct",
+    "super_block",
+    "vm_area_struct",
+    "module_memory",
+    "module_layout",
 ];
 
 /// Kernel functions fentry programs attach to (see `attach_watch`); a
@@ -71,8 +74,8 @@ const FENTRY_FUNCTIONS: &[&str] = &[
 /// The running kernel's BTF, with the structs tracer reads indexed by name,
 /// and every attach target (iterators, BTF tracepoints, fentry functions).
 pub struct KernelBtf {
-    btf: Btf,
-    structs: HashMap<String, btf_rs::Struct>,
+    btf: BtfIndex,
+    structs: HashMap<String, u32>,
     attach_targets: Vec<AttachTarget>,
 }
 
@@ -80,35 +83,27 @@ pub struct KernelBtf {
 const TARGET_PREFIXES: &[&str] = &["bpf_iter_", "btf_trace_"];
 
 impl KernelBtf {
-    /// Indexes `btf`; `raw` is the same BTF's bytes, whose names are
-    /// scanned in one pass (btf-rs's own search, with a regex, when the
-    /// bytes are not what the scan knows).
-    fn new(btf: Btf, raw: Option<&[u8]>) -> Result<Self> {
-        let wanted = Self::wanted();
-        let scan = crate::timings::span("kernel: BTF index: name scan");
-        let ids = match raw.map(|raw| btf_names::ids_named(raw, &wanted)) {
-            Some(Ok(ids)) => ids,
-            _ => Self::ids_by_regex(&btf)?,
-        };
-        drop(scan);
+    /// Indexes BTF `bytes`, finding the wanted names in the same pass.
+    fn new(bytes: BtfBytes) -> Result<Self> {
+        let (btf, ids) = BtfIndex::new(bytes, &Self::wanted())?;
         let mut structs = HashMap::new();
         let mut attach_targets = Vec::new();
         for id in ids {
-            match btf.resolve_type_by_id(id)? {
-                Type::Struct(st) => {
-                    let name = btf.resolve_name(&st)?;
-                    // A declaration-only duplicate has no members: keep the full one.
-                    if !st.members.is_empty() || !structs.contains_key(&name) {
-                        structs.insert(name, st);
-                    }
+            let name = String::from_utf8_lossy(btf.name(id)?).into_owned();
+            match btf.kind(id)? {
+                // A declaration-only duplicate has no members: keep the full one.
+                KIND_STRUCT
+                    if !btf.members(id)?.is_empty() || !structs.contains_key(&name) =>
+                {
+                    structs.insert(name, id);
                 }
-                Type::Func(f) => attach_targets.push(AttachTarget {
-                    name: btf.resolve_name(&f)?,
+                KIND_FUNC => attach_targets.push(AttachTarget {
+                    name,
                     id,
                     kind: TargetKind::Func,
                 }),
-                Type::Typedef(t) => attach_targets.push(AttachTarget {
-                    name: btf.resolve_name(&t)?,
+                KIND_TYPEDEF => attach_targets.push(AttachTarget {
+                    name,
                     id,
                     kind: TargetKind::Typedef,
                 }),
@@ -124,23 +119,11 @@ impl KernelBtf {
 
     /// The names the index holds: the structs read, the fentry functions,
     /// and the attach target families.
-    fn wanted() -> btf_names::Wanted<'static> {
-        btf_names::Wanted::new(
+    fn wanted() -> Wanted<'static> {
+        Wanted::new(
             STRUCTS.iter().chain(FENTRY_FUNCTIONS).copied(),
             TARGET_PREFIXES,
         )
-    }
-
-    /// The wanted ids through btf-rs's search of every type.
-    fn ids_by_regex(btf: &Btf) -> Result<Vec<u32>> {
-        let names = STRUCTS
-            .iter()
-            .chain(FENTRY_FUNCTIONS)
-            .map(|n| regex::escape(n))
-            .chain(TARGET_PREFIXES.iter().map(|p| format!("{p}\\w+")))
-            .collect::<Vec<_>>();
-        let pattern = regex::Regex::new(&format!("^(?:{})$", names.join("|")))?;
-        Ok(btf.resolve_ids_by_regex(&pattern)?)
     }
 
     /// Every function and typedef a program may attach to, with its id.
@@ -150,21 +133,20 @@ impl KernelBtf {
 
     /// The size of struct `name` in bytes.
     pub(crate) fn struct_size(&self, name: &str) -> Result<u32> {
-        Ok(self.find_struct(name)?.size() as u32)
+        self.btf.size(self.find_struct(name)?)
     }
 
-    fn find_struct(&self, name: &str) -> Result<btf_rs::Struct> {
-        if let Some(st) = self.structs.get(name) {
-            return Ok(st.clone());
+    fn find_struct(&self, name: &str) -> Result<u32> {
+        if let Some(&id) = self.structs.get(name) {
+            return Ok(id);
         }
-        self.btf
-            .resolve_types_by_name(name)
-            .with_context(|| format!("struct {name} not in BTF"))?
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) => Some(s),
-                _ => None,
-            })
+        let found = self.btf.structs_named(name);
+        // The full definition over a declaration, as above.
+        found
+            .iter()
+            .find(|&&id| self.btf.members(id).is_ok_and(|m| !m.is_empty()))
+            .or(found.first())
+            .copied()
             .ok_or_else(|| anyhow!("struct {name} not in BTF"))
     }
 
@@ -173,32 +155,32 @@ impl KernelBtf {
     /// its byte offset. A bitfield is an error.
     pub(crate) fn field_offset(&self, name: &str, field: &str) -> Result<u32> {
         let st = self.find_struct(name)?;
-        find_in(&self.btf, &st, field)?
+        find_in(&self.btf, st, field, 0)?
             .ok_or_else(|| anyhow!("field {name}.{field} not in this kernel's BTF"))
     }
 }
 
-fn find_in(btf: &Btf, st: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
-    for m in &st.members {
-        let mname = btf.resolve_name(m).unwrap_or_default();
-        if mname == field {
-            if m.bitfield_size().is_some_and(|b| b != 0) || m.bit_offset() % 8 != 0 {
+// BTF_KIND_* values from the kernel's uapi btf.h.
+const KIND_STRUCT: u32 = 4;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
+
+fn find_in(btf: &BtfIndex, st: u32, field: &str, depth: u32) -> Result<Option<u32>> {
+    // Anonymous members nest a few levels deep; more is broken BTF.
+    ensure!(depth < 16, "anonymous members nest too deep");
+    for m in btf.members(st)? {
+        if m.name == field.as_bytes() {
+            if m.bitfield_size != 0 || m.bit_offset % 8 != 0 {
                 bail!("field {field} is a bitfield in this kernel");
             }
-            return Ok(Some(m.bit_offset() / 8));
+            return Ok(Some(m.bit_offset / 8));
         }
-        if mname.is_empty() {
-            let mut ty = btf.resolve_chained_type(m)?;
+        if m.name.is_empty() {
             // Skip typedef/const/volatile wrappers around the anonymous type.
-            while let Some(inner) = match &ty {
-                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) => Some(&ty),
-                _ => None,
-            } {
-                ty = btf.resolve_chained_type(inner.as_btf_type().unwrap())?;
-            }
-            if let Type::Struct(inner) | Type::Union(inner) = ty {
-                if let Some(off) = find_in(btf, &inner, field)? {
-                    return Ok(Some(m.bit_offset() / 8 + off));
+            let inner = btf.unwrapped(m.type_id)?;
+            if btf.is_struct_or_union(inner)? {
+                if let Some(off) = find_in(btf, inner, field, depth + 1)? {
+                    return Ok(Some(m.bit_offset / 8 + off));
                 }
             }
         }
@@ -386,51 +368,28 @@ pub fn load_vmlinux_btf() -> Result<KernelBtf> {
     if !std::path::Path::new(VMLINUX_BTF).exists() {
         bail!(crate::error::UserError::NoBtf(VMLINUX_BTF));
     }
-    // Mmap backend: types are decoded on demand, so a lookup of a few
-    // structs costs a few MB instead of decoding all of vmlinux (~40 MB).
-    // sysfs refuses mmap of the BTF file before Linux 6.16 (ENODEV), so
-    // there the file is read(2) into a memfd and the memfd is mapped.
+    // Mapped where sysfs allows it (Linux 6.16 on): the kernel's own pages,
+    // no copy. Before, sysfs refuses mmap of the file (ENODEV) and it is read.
     let open_span = crate::timings::span("kernel: BTF index: open");
-    let (btf, raw) = match Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap) {
-        Ok(btf) => (btf, map(&std::fs::File::open(VMLINUX_BTF)?)),
-        Err(direct) => {
-            let copy = btf_in_memfd(VMLINUX_BTF).with_context(|| {
-                format!("cannot read {VMLINUX_BTF} (mapping it failed too: {direct})")
-            })?;
-            let btf = Btf::from_file_with_backend(
-                format!("/proc/self/fd/{}", copy.as_raw_fd()),
-                btf_rs::Backend::Mmap,
-            )
-            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
-            (btf, map(&std::fs::File::from(copy)))
-        }
+    let bytes = match map(VMLINUX_BTF) {
+        Some(mapped) => BtfBytes::Mapped(mapped),
+        None => BtfBytes::Read(
+            crate::proc::read_file(VMLINUX_BTF)
+                .with_context(|| format!("cannot read {VMLINUX_BTF}"))?,
+        ),
     };
     drop(open_span);
-    // One pass over every name in vmlinux: btf-rs's mmap backend scans
-    // them all for any lookup, so the wanted ones are found together.
-    let _t = crate::timings::span("kernel: BTF index: lookups");
-    KernelBtf::new(btf, raw.as_deref()).with_context(|| format!("cannot index {VMLINUX_BTF}"))
+    let _t = crate::timings::span("kernel: BTF index: one pass");
+    KernelBtf::new(bytes).with_context(|| format!("cannot index {VMLINUX_BTF}"))
 }
 
-/// A read-only mapping of `file`; `None` where it cannot be mapped (the
-/// names are then searched through btf-rs).
-fn map(file: &std::fs::File) -> Option<memmap2::Mmap> {
+/// A read-only mapping of the file at `path`; `None` where it cannot be
+/// mapped.
+fn map(path: &str) -> Option<memmap2::Mmap> {
+    let file = std::fs::File::open(path).ok()?;
     // A private mapping: sysfs refuses a shared one (EACCES).
-    // SAFETY: the kernel's BTF file, and the memfd copy of it, do not
-    // change while mapped.
-    unsafe { memmap2::MmapOptions::new().map_copy_read_only(file) }.ok()
-}
-
-/// A sealed-size copy of a file in anonymous memory, for a file sysfs will
-/// not map. The mapping made from it outlives the descriptor.
-fn btf_in_memfd(path: &str) -> Result<std::os::fd::OwnedFd> {
-    let data = crate::proc::read_file(path)?;
-    let fd = rustix::fs::memfd_create("tracer-btf", rustix::fs::MemfdFlags::CLOEXEC)?;
-    let mut written = 0;
-    while written < data.len() {
-        written += rustix::io::write(&fd, &data[written..])?;
-    }
-    Ok(fd)
+    // SAFETY: the kernel's BTF file does not change while mapped.
+    unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }.ok()
 }
 
 #[cfg(test)]
@@ -438,61 +397,95 @@ mod tests {
     use super::*;
 
     // The path kernels before 6.16 take (sysfs refuses mmap there): the
-    // memfd copy must index and resolve like the file itself.
+    // bytes read must index and resolve like the mapped file.
     #[test]
-    fn btf_copied_into_a_memfd_resolves_the_same_offsets() {
-        let Ok(direct) = load_vmlinux_btf() else {
+    fn btf_read_into_memory_resolves_the_same_offsets_as_mapped() {
+        let Ok(mapped) = load_vmlinux_btf() else {
             eprintln!("no BTF on this kernel; skipping");
             return;
         };
-        let copy = btf_in_memfd(VMLINUX_BTF).unwrap();
-        let btf = Btf::from_file_with_backend(
-            format!("/proc/self/fd/{}", copy.as_raw_fd()),
-            btf_rs::Backend::Mmap,
-        )
-        .unwrap();
-        drop(copy);
-        let via_copy = KernelBtf::new(btf, None).unwrap();
+        let read = KernelBtf::new(BtfBytes::Read(std::fs::read(VMLINUX_BTF).unwrap())).unwrap();
+        let (a, b) = (resolve(&read).unwrap(), resolve(&mapped).unwrap());
         assert_eq!(
-            resolve(&via_copy).unwrap().task_tgid,
-            resolve(&direct).unwrap().task_tgid
+            (a.task_tgid, a.mm_arg_start, a.sk_v6_daddr, a.pid_numbers),
+            (b.task_tgid, b.mm_arg_start, b.sk_v6_daddr, b.pid_numbers)
         );
+        assert_eq!(read.attach_targets(), mapped.attach_targets());
     }
 
-    // The one-pass scan of the raw bytes finds exactly the ids btf-rs's
-    // regex search of every type finds, on the running kernel.
+    // The index against btf-rs, an independent reader, on the running
+    // kernel: the same ids for the wanted names, and the same offset and
+    // size for every named member of every struct tracer reads.
     #[test]
-    fn the_name_scan_finds_what_the_regex_search_finds() {
+    fn the_index_agrees_with_btf_rs_on_the_running_kernel() {
+        use btf_rs::{Btf, Type};
         if !std::path::Path::new(VMLINUX_BTF).exists() {
             eprintln!("no BTF on this kernel; nothing to compare");
             return;
         }
         let raw = std::fs::read(VMLINUX_BTF).unwrap();
-        let btf = Btf::from_bytes(&raw).unwrap();
+        let reference = Btf::from_bytes(&raw).unwrap();
+        let names = STRUCTS
+            .iter()
+            .chain(FENTRY_FUNCTIONS)
+            .map(|n| regex::escape(n))
+            .chain(TARGET_PREFIXES.iter().map(|p| format!("{p}\\w+")))
+            .collect::<Vec<_>>();
+        let pattern = regex::Regex::new(&format!("^(?:{})$", names.join("|"))).unwrap();
         // The regex also takes other kinds of the same names (forward
         // declarations, unions), which the index leaves out anyway.
-        let mut by_regex: Vec<u32> = KernelBtf::ids_by_regex(&btf)
+        let mut by_regex: Vec<u32> = reference
+            .resolve_ids_by_regex(&pattern)
             .unwrap()
             .into_iter()
             .filter(|&id| {
                 matches!(
-                    btf.resolve_type_by_id(id),
+                    reference.resolve_type_by_id(id),
                     Ok(Type::Struct(_) | Type::Func(_) | Type::Typedef(_))
                 )
             })
             .collect();
         by_regex.sort_unstable();
-        let scanned = btf_names::ids_named(&raw, &KernelBtf::wanted()).unwrap();
+        let (_, scanned) =
+            BtfIndex::new(BtfBytes::Read(raw.clone()), &KernelBtf::wanted()).unwrap();
         assert!(scanned.len() > STRUCTS.len(), "{} ids", scanned.len());
-        let only_one: Vec<_> = scanned
-            .iter()
-            .filter(|id| !by_regex.contains(id))
-            .chain(by_regex.iter().filter(|id| !scanned.contains(id)))
-            .collect();
-        assert!(
-            only_one.is_empty(),
-            "found by one search only: {only_one:?}"
-        );
+        assert_eq!(scanned, by_regex);
+
+        let ours = KernelBtf::new(BtfBytes::Read(raw)).unwrap();
+        let mut compared = 0;
+        for name in STRUCTS {
+            let Some(st) = reference
+                .resolve_types_by_name(name)
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|t| match t {
+                    Type::Struct(s) if !s.members.is_empty() => Some(s),
+                    _ => None,
+                })
+            else {
+                // module_layout is gone since Linux 6.4.
+                assert!(ours.find_struct(name).is_err(), "{name} only in ours");
+                continue;
+            };
+            assert_eq!(
+                ours.struct_size(name).unwrap() as usize,
+                st.size(),
+                "{name}"
+            );
+            for m in &st.members {
+                let member = reference.resolve_name(m).unwrap_or_default();
+                if member.is_empty() || m.bitfield_size().is_some_and(|b| b != 0) {
+                    continue;
+                }
+                assert_eq!(
+                    ours.field_offset(name, &member).unwrap(),
+                    m.bit_offset() / 8,
+                    "{name}.{member}"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 500, "only {compared} members compared");
     }
 
     // Reads the real kernel's BTF: these offsets must come out non-zero and

@@ -24,14 +24,44 @@ const KIND_FUNC: u32 = 12;
 /// (`bpf_iter_*`, `btf_trace_*`).
 pub struct Wanted<'a> {
     names: HashSet<&'a [u8]>,
-    /// By first byte, bit n set: some exact name of n bytes starts with
-    /// it (bit 63: 63 bytes or more). Most names fail here, unhashed.
-    shapes: Box<[u64; 256]>,
+    /// A bit for the head (first 8 bytes, up to the NUL) of every wanted
+    /// name and prefix: most of vmlinux's names fail this test from one
+    /// word of the string section, before their length is known.
+    heads: Box<[u64; HEAD_WORDS]>,
+    /// A prefix shorter than a head cannot be told by one: then every
+    /// name takes the full test.
+    every_name: bool,
     prefixes: &'a [&'a str],
 }
 
-fn shape_bit(len: usize) -> u64 {
-    1 << len.min(63)
+const HEAD_WORDS: usize = 64;
+
+/// The bit of `head` in [`Wanted::heads`].
+fn head_bit(head: u64) -> (usize, u64) {
+    let bit = (head.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize;
+    (bit / 64, 1 << (bit % 64))
+}
+
+/// A name's first 8 bytes from where it starts in the string section,
+/// cut at its NUL; the section's end reads as NULs.
+fn head_at(strings: &[u8], at: usize) -> u64 {
+    let word = match strings.get(at..at.saturating_add(8)) {
+        Some(w) => u64::from_le_bytes(w.try_into().unwrap_or_default()),
+        None => {
+            let mut w = [0u8; 8];
+            let rest = strings.get(at..).unwrap_or_default();
+            w[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(w)
+        }
+    };
+    // The lowest byte that is zero: this test flags it exactly (its false
+    // positives lie only above a true zero byte).
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    let zeros = word.wrapping_sub(LOW) & !word & (LOW << 7);
+    match zeros {
+        0 => word,
+        z => word & ((1u64 << (z.trailing_zeros() & !7)) - 1),
+    }
 }
 
 impl<'a> Wanted<'a> {
@@ -41,26 +71,32 @@ impl<'a> Wanted<'a> {
             .map(str::as_bytes)
             .filter(|n| !n.is_empty())
             .collect();
-        let mut shapes = Box::new([0u64; 256]);
-        for n in &names {
-            shapes[n[0] as usize] |= shape_bit(n.len());
+        let mut heads = Box::new([0u64; HEAD_WORDS]);
+        for n in names
+            .iter()
+            .copied()
+            .chain(prefixes.iter().map(|p| p.as_bytes()))
+        {
+            let (word, bit) = head_bit(head_at(n, 0));
+            heads[word] |= bit;
         }
         Wanted {
             names,
-            shapes,
+            heads,
+            every_name: prefixes.iter().any(|p| p.len() < 8),
             prefixes,
         }
     }
 
+    /// Whether the name at `at` in `strings` may be wanted: false for
+    /// nearly every name that is not.
+    fn may_match(&self, strings: &[u8], at: usize) -> bool {
+        let (word, bit) = head_bit(head_at(strings, at));
+        self.every_name || self.heads[word] & bit != 0
+    }
+
     fn matches(&self, name: &[u8]) -> bool {
-        let Some(&first) = name.first() else {
-            return false;
-        };
-        (self.shapes[first as usize] & shape_bit(name.len()) != 0 && self.names.contains(name))
-            || self
-                .prefixes
-                .iter()
-                .any(|p| p.as_bytes().first() == Some(&first) && name.starts_with(p.as_bytes()))
+        self.names.contains(name) || self.prefixes.iter().any(|p| name.starts_with(p.as_bytes()))
     }
 }
 
@@ -143,6 +179,7 @@ impl BtfIndex {
             let vlen = (info & 0xffff) as usize;
             if matches!(kind, KIND_STRUCT | KIND_TYPEDEF | KIND_FUNC)
                 && name_off != 0
+                && wanted.may_match(strings, name_off as usize)
                 && wanted.matches(name_at(strings, name_off))
             {
                 ids.push(id);
@@ -290,6 +327,24 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_is_the_name_up_to_its_nul_or_eight_bytes() {
+        let strings = b"\0sock\0sock_common\0bpf_iter_task\0tail";
+        let head = |at| head_at(strings, at).to_le_bytes();
+        assert_eq!(head(0), [0; 8]);
+        assert_eq!(&head(1), b"sock\0\0\0\0");
+        assert_eq!(&head(6), b"sock_com");
+        // The section's end reads as NULs.
+        assert_eq!(&head(strings.len() - 4), b"tail\0\0\0\0");
+        assert_eq!(head(strings.len()), [0; 8]);
+        // A name in a wanted set and the same name in the section agree.
+        assert_eq!(head_at(b"sock", 0), head_at(strings, 1));
+        let wanted = Wanted::new(["sock"], &["bpf_iter_"]);
+        assert!(wanted.may_match(strings, 1));
+        assert!(wanted.may_match(strings, 18));
+        assert!(!wanted.may_match(strings, 6), "sock_common is not sock");
+    }
 
     /// A BTF blob: the header, `types` (as words) and `strings`.
     fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {

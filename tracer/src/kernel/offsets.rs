@@ -92,9 +92,7 @@ impl KernelBtf {
             let name = String::from_utf8_lossy(btf.name(id)?).into_owned();
             match btf.kind(id)? {
                 // A declaration-only duplicate has no members: keep the full one.
-                KIND_STRUCT
-                    if !btf.members(id)?.is_empty() || !structs.contains_key(&name) =>
-                {
+                KIND_STRUCT if !btf.members(id)?.is_empty() || !structs.contains_key(&name) => {
                     structs.insert(name, id);
                 }
                 KIND_FUNC => attach_targets.push(AttachTarget {

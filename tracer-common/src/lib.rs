@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod file_users;
+pub mod ksyms;
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;

@@ -23,6 +23,8 @@ mod iter;
 #[cfg(target_arch = "bpf")]
 mod kmem;
 #[cfg(target_arch = "bpf")]
+mod ksyms;
+#[cfg(target_arch = "bpf")]
 mod lifecycle;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -47,12 +47,13 @@ pub fn run(args: HiddenArgs) -> Result<i32> {
         }
         Some(rules)
     };
-    // ps and the libc lister run while the kernel side loads, and so does
-    // the read of kallsyms the kernel checks need.
+    // ps and the libc lister run while the kernel side loads; the read of
+    // kallsyms the kernel checks need starts once it has (from its
+    // iterator, where the kernel has one).
     let started_views = Snapshot::start();
-    let ksyms = (!args.no_kernel_checks).then(PendingKallsyms::start);
     let selector = super::selector_of(&args.select)?;
     let mut kernel = load_kernel(&args, selector.is_some());
+    let ksyms = (!args.no_kernel_checks).then(|| PendingKallsyms::start(kernel.as_mut().ok()));
     // `--file`/`--remote`: the processes kill-tree would start from; the
     // report keeps only findings about them.
     let selection = match &selector {

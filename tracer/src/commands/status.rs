@@ -49,8 +49,8 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         error: None,
     };
     // Load and attach for real: the only honest answer to "which hooks work".
-    let ksyms = PendingKallsyms::start();
     let mut loaded = Kernel::load("status");
+    let ksyms = PendingKallsyms::start(loaded.as_mut().ok());
     let kernel_state = KernelInput::collect(
         loaded
             .as_mut()
@@ -71,6 +71,8 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         k.hooks.push(file_writes::watch_places(&places).1);
         let file_users = k.file_user_choice();
         k.hooks.push(file_users);
+        let kallsyms = k.kallsyms_choice();
+        k.hooks.push(kallsyms);
         let tasks = k.tasks()?;
         Ok((k.hooks.clone(), tasks.len(), k.socket_iterators.clone()))
     });

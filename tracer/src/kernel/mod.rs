@@ -58,6 +58,8 @@ pub struct Kernel {
     bpf_files_unavailable: Option<String>,
     /// Why the kernel-memory reader is not available, if it is not.
     kmem_unavailable: Option<String>,
+    /// Why the kallsyms iterator is not available, if it is not.
+    ksym_unavailable: Option<String>,
     /// How to recognise a `struct module` in memory (kernel checks).
     module_layout: Option<offsets::ModuleLayout>,
     /// Which file-user iterators loaded (`--file` selectors).
@@ -227,6 +229,15 @@ impl Kernel {
             .then(|| offsets::resolve_module_layout(&kernel_btf).ok())
             .flatten();
         let socket_globals = socket_offsets.as_ref().copied().unwrap_or_default();
+        // The kallsyms iterator came in Linux 6.0: without it (or its
+        // fields), the kernel checks read /proc/kallsyms.
+        let ksym_offsets = needs
+            .bpf_files
+            .then(|| offsets::resolve_ksyms(&kernel_btf).map_err(|e| format!("{e:#}")));
+        let ksym_globals = match &ksym_offsets {
+            Some(Ok(off)) => *off,
+            _ => Default::default(),
+        };
         let file_user_offsets = needs
             .files
             .then(|| file_users::resolve(&kernel_btf).map_err(|e| format!("{e:#}")));
@@ -266,6 +277,7 @@ impl Kernel {
             .set_global("SOCKET_OFFSETS", &socket_globals, true)
             .set_global("BPF_FILE_OFFSETS", &bpf_file_globals, true)
             .set_global("FILE_USER_OFFSETS", &file_user_globals, true)
+            .set_global("KSYM_OFFSETS", &ksym_globals, true)
             .load(EBPF_OBJECT)
             .context("loading tracer's eBPF object")?;
         drop(loader);
@@ -284,6 +296,13 @@ impl Kernel {
         if needs.bpf_files {
             wanted.push(KMEM_ITERATOR);
         }
+        let has_ksym_iter = kernel_btf
+            .attach_targets()
+            .iter()
+            .any(|t| t.name == "bpf_iter_ksym");
+        if matches!(ksym_offsets, Some(Ok(_))) && has_ksym_iter {
+            wanted.push(KSYM_ITERATOR);
+        }
         if matches!(file_user_offsets, Some(Ok(_))) {
             wanted.extend([file_users::EXE, file_users::FD, file_users::MAP]);
         }
@@ -301,6 +320,7 @@ impl Kernel {
             socket_iterators: Vec::new(),
             bpf_files_unavailable: None,
             kmem_unavailable: None,
+            ksym_unavailable: None,
             module_layout,
             file_users: file_users::Availability::not_loaded(),
         };
@@ -340,6 +360,16 @@ impl Kernel {
         } else {
             kernel.kmem_unavailable = Some("not loaded by this command".into());
         }
+        kernel.ksym_unavailable = match ksym_offsets {
+            None => Some("not loaded by this command".into()),
+            Some(Err(e)) => Some(format!("kallsym_iter fields not in this kernel's BTF: {e}")),
+            Some(Ok(_)) if !has_ksym_iter => {
+                Some("no iter/ksym in this kernel (Linux 6.0 and later)".into())
+            }
+            Some(Ok(_)) => result_of(KSYM_ITERATOR.0)
+                .err()
+                .map(|e| format!("loading iter/ksym ksym_iter: {}", root_cause(&e))),
+        };
         if let Some(offsets) = file_user_offsets {
             let mut why = |(prog, target): (&str, &str)| match &offsets {
                 Err(e) => Some(format!("file fields not in this kernel's BTF: {e}")),
@@ -582,6 +612,36 @@ impl Kernel {
         kmem::KernelMemory::new(&mut self.ebpf, self.module_layout)
     }
 
+    /// An iterator over the kernel's symbol table, to be read (with
+    /// [`read_iterator`]) on another thread; why not, where this kernel or
+    /// command has none.
+    pub fn kallsyms_iterator(&mut self) -> Result<std::fs::File, String> {
+        if let Some(why) = &self.ksym_unavailable {
+            return Err(why.clone());
+        }
+        self.open_iterator(KSYM_ITERATOR.0, None)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Where the kernel checks read the symbol table from (`tracer status`).
+    pub fn kallsyms_choice(&self) -> HookChoice {
+        let (hook, reason) = match &self.ksym_unavailable {
+            None => (
+                "iter/ksym",
+                "the kernel's symbol walk as bytes, not through the proc file".to_string(),
+            ),
+            Some(why) => (
+                "/proc/kallsyms",
+                format!("kallsyms iterator unavailable: {why}"),
+            ),
+        };
+        HookChoice {
+            event: "kallsyms",
+            hook: hook.to_string(),
+            reason,
+        }
+    }
+
     /// Ids of the programs this process loaded.
     pub fn own_program_ids(&self) -> Vec<u32> {
         self.ebpf
@@ -684,6 +744,9 @@ fn loader_without_btf_parse() -> EbpfLoader<'static> {
     isolated.unwrap_or_else(EbpfLoader::new)
 }
 
+/// The kallsyms reader of the kernel checks (see `views::kallsyms`).
+const KSYM_ITERATOR: (&str, &str) = ("ksym_iter", "ksym");
+
 /// The kernel-memory reader of the kernel checks (see `kmem`).
 const KMEM_ITERATOR: (&str, &str) = ("kmem_iter", "task");
 
@@ -775,7 +838,7 @@ pub fn kernel_release() -> String {
 }
 
 /// Reads an iterator of `prog` to the end.
-fn read_iterator(mut file: std::fs::File, prog: &str) -> Result<Vec<u8>> {
+pub fn read_iterator(mut file: std::fs::File, prog: &str) -> Result<Vec<u8>> {
     // Read in large chunks: a read smaller than one record makes the
     // kernel's seq_file drop the rest of that record.
     let mut bytes = Vec::with_capacity(256 * 1024);

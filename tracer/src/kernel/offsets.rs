@@ -45,6 +45,7 @@ const STRUCTS: &[&str] = &[
     "pt_regs",
     "module",
     "module_kobject",
+    "kallsym_iter",
     "uts_namespace",
     "pid_namespace",
     "user_namespace",
@@ -358,6 +359,17 @@ pub fn resolve_module_layout(btf: &KernelBtf) -> Result<ModuleLayout> {
             + btf.field_offset("module_kobject", "mod")?,
         text_base,
         text_size,
+    })
+}
+
+/// Where the kallsyms iterator reads `struct kallsym_iter`.
+pub fn resolve_ksyms(btf: &KernelBtf) -> Result<tracer_common::ksyms::KsymOffsets> {
+    let field = |name| btf.field_offset("kallsym_iter", name);
+    Ok(tracer_common::ksyms::KsymOffsets {
+        value: field("value")?,
+        kind: field("type")?,
+        name: field("name")?,
+        module_name: field("module_name")?,
     })
 }
 

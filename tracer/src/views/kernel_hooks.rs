@@ -225,7 +225,7 @@ pub fn check_pointer(
     });
     let verdict = if !text.contains(&addr) {
         Verdict::OutsideKernelText
-    } else if ksyms.addr_of(expected) == Some(addr) {
+    } else if ksyms.is_at(expected, addr) {
         Verdict::Expected
     } else {
         Verdict::OtherKernelFunction

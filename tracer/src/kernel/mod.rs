@@ -234,17 +234,11 @@ impl Kernel {
         let ksym_offsets = needs
             .bpf_files
             .then(|| offsets::resolve_ksyms(&kernel_btf).map_err(|e| format!("{e:#}")));
-        let ksym_globals = match &ksym_offsets {
-            Some(Ok(off)) => *off,
-            _ => Default::default(),
-        };
+        let ksym_globals = globals_of(&ksym_offsets);
         let file_user_offsets = needs
             .files
             .then(|| file_users::resolve(&kernel_btf).map_err(|e| format!("{e:#}")));
-        let file_user_globals = match &file_user_offsets {
-            Some(Ok(off)) => *off,
-            _ => Default::default(),
-        };
+        let file_user_globals = globals_of(&file_user_offsets);
         // eBPF memory is charged to the memory cgroup since Linux 5.11; on
         // older kernels a low RLIMIT_MEMLOCK fails the load, so try to raise
         // it, but do not insist (raising needs CAP_SYS_RESOURCE).
@@ -742,6 +736,16 @@ fn loader_without_btf_parse() -> EbpfLoader<'static> {
     .ok()
     .flatten();
     isolated.unwrap_or_else(EbpfLoader::new)
+}
+
+/// The offsets a program's global is set to: zeros where the command does
+/// not load the program or the kernel lacks the fields (it then stays
+/// unloaded).
+fn globals_of<T: Copy + Default>(offsets: &Option<Result<T, String>>) -> T {
+    match offsets {
+        Some(Ok(off)) => *off,
+        _ => T::default(),
+    }
 }
 
 /// The kallsyms reader of the kernel checks (see `views::kallsyms`).

@@ -324,14 +324,9 @@ ffffffffc0001000 t bpf_prog_6deef7357e7b4530_hide\t[bpf]
 ffffffffc0100000 t evil_show\t[rootkit]
 ";
 
-    #[test]
-    fn symbols_are_found_by_name_and_by_address() {
-        let k = Kallsyms::parse(RECORDED.as_bytes().to_vec());
-        assert_eq!(k.addr_of("tcp4_seq_show"), Some(0xffffffff820301a0));
-        assert_eq!(k.addr_of("nope"), None);
-        assert_eq!(k.symbol_at(0xffffffff820301a8), Some(("tcp4_seq_show", 8)));
-        assert_eq!(k.symbol_at(0xffffffffc0100004), Some(("evil_show", 4)));
-        assert_eq!(k.symbol_at(0x10), None);
+    /// What both recorded tables hold: kernel text, and a module's symbol
+    /// named with its module (`[bpf]` is no module).
+    fn text_and_rootkit_module_are_told(k: &Kallsyms) {
         assert_eq!(
             k.kernel_text(),
             Some(0xffffffff81000000..0xffffffff8220bb08)
@@ -341,6 +336,17 @@ ffffffffc0100000 t evil_show\t[rootkit]
             k.describe(0xffffffffc0100004).as_deref(),
             Some("evil_show+0x4 [rootkit]")
         );
+    }
+
+    #[test]
+    fn symbols_are_found_by_name_and_by_address() {
+        let k = Kallsyms::parse(RECORDED.as_bytes().to_vec());
+        assert_eq!(k.addr_of("tcp4_seq_show"), Some(0xffffffff820301a0));
+        assert_eq!(k.addr_of("nope"), None);
+        assert_eq!(k.symbol_at(0xffffffff820301a8), Some(("tcp4_seq_show", 8)));
+        assert_eq!(k.symbol_at(0xffffffffc0100004), Some(("evil_show", 4)));
+        assert_eq!(k.symbol_at(0x10), None);
+        text_and_rootkit_module_are_told(&k);
         assert_eq!(
             k.describe(0xffffffff820301a0).as_deref(),
             Some("tcp4_seq_show")
@@ -429,15 +435,7 @@ ffffffffc0100000 t evil_show\t[rootkit]
         bytes.truncate(whole + KSYM_HEADER_LEN + 2);
         let k = Kallsyms::from_records(bytes);
         assert_eq!(k.syms.len(), 4);
-        assert_eq!(
-            k.kernel_text(),
-            Some(0xffffffff81000000..0xffffffff8220bb08)
-        );
-        assert_eq!(k.module_names(), ["rootkit"]);
-        assert_eq!(
-            k.describe(0xffffffffc0100004).as_deref(),
-            Some("evil_show+0x4 [rootkit]")
-        );
+        text_and_rootkit_module_are_told(&k);
         assert_eq!(k.addr_of("cut"), None);
     }
 

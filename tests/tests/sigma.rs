@@ -13,7 +13,8 @@ fn rule(id: &str, category: &str, detection: &str) -> String {
 }
 
 /// A shell copied in as `name`: run as `NAME -c 'sleep 1000; :' ARGS...`
-/// it waits with ARGS in its command line and `Image` its own path.
+/// it waits with ARGS in its command line and `Image` its own path. Spawn
+/// it in a group of its own, so its `sleep` goes with it.
 fn sleeper(dir: &Scratch, name: &str) -> std::path::PathBuf {
     dir.copy_in("/bin/sh", name)
 }
@@ -49,8 +50,8 @@ fn process_rule_with_filter_matches_in_hidden_and_watch_but_not_the_twin() {
     );
     let bin = Scratch::new("sigma-bin");
     let exe = sleeper(&bin, "sigmaplant");
-    let planted = Planted::spawn(waiting(&exe).args(["1000", "#mark"]));
-    let twin = Planted::spawn(waiting(&exe).args(["1000", "#mark", "#twin"]));
+    let planted = Planted::spawn_group(waiting(&exe).args(["1000", "#mark"]));
+    let twin = Planted::spawn_group(waiting(&exe).args(["1000", "#mark", "#twin"]));
     let r = run(
         tracer(&["hidden", "--json", "--no-kernel-checks", "--sigma"]).arg(rules.path()),
         LIMIT,
@@ -78,8 +79,8 @@ fn process_rule_with_filter_matches_in_hidden_and_watch_but_not_the_twin() {
         "--sigma",
         rules.path().to_str().unwrap(),
     ]);
-    let live = Planted::spawn(waiting(&exe).args(["1000", "#mark"]));
-    let live_twin = Planted::spawn(waiting(&exe).args(["1000", "#mark", "#twin"]));
+    let live = Planted::spawn_group(waiting(&exe).args(["1000", "#mark"]));
+    let live_twin = Planted::spawn_group(waiting(&exe).args(["1000", "#mark", "#twin"]));
     let f = watch.wait_for("the sigma finding", |v| {
         v["type"] == "finding" && v["kind"] == "sigma" && v["process"]["pid"] == live.pid()
     });
@@ -249,11 +250,11 @@ fn regex_base64offset_and_one_of_rules_and_non_utf8_bytes() {
     );
     let bin = Scratch::new("sigma-bin");
     let exe = sleeper(&bin, "sigmaoneof");
-    let a = Planted::spawn(waiting(&exe).args(["1000", "sigmare", "1234"]));
+    let a = Planted::spawn_group(waiting(&exe).args(["1000", "sigmare", "1234"]));
     let encoded = "eHNpZ21hLWI2NC1wYXlsb2Fk"; // base64 of "xsigma-b64-payload"
-    let b = Planted::spawn(waiting(&exe).args(["1000", encoded]));
+    let b = Planted::spawn_group(waiting(&exe).args(["1000", encoded]));
     let bytes_arg = std::ffi::OsStr::from_bytes(b"\xff\xfesigmabytes");
-    let c = Planted::spawn(waiting(&exe).arg("1000").arg(bytes_arg));
+    let c = Planted::spawn_group(waiting(&exe).arg("1000").arg(bytes_arg));
     let r = run(
         tracer(&["hidden", "--json", "--no-kernel-checks", "--sigma"]).arg(rules.path()),
         LIMIT,

@@ -6,19 +6,24 @@
 //! search resolved each of vmlinux's ~140,000 types through its reader with
 //! a regex: ~5 to 11 ms of every command's start-up. Only structs,
 //! functions and typedefs can be wanted here, and their names are compared
-//! as bytes, after a first-byte and length check, where they sit in the
-//! string section. The layout is the kernel's uapi `btf.h`.
+//! as bytes where they sit in the string section, after a test of their
+//! first 8 bytes. The layout is the kernel's uapi `btf.h`.
 use std::{collections::HashSet, ops::Range};
 
 use anyhow::{anyhow, bail, ensure, Result};
 
 const MAGIC: u16 = 0xeb9f;
-const KIND_STRUCT: u32 = 4;
+pub const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
-const KIND_TYPEDEF: u32 = 8;
+pub const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
-const KIND_FUNC: u32 = 12;
+pub const KIND_FUNC: u32 = 12;
+
+/// The kind in a type's info word.
+fn kind_of(info: u32) -> u32 {
+    (info >> 24) & 0x1f
+}
 
 /// Names wanted exactly, and prefixes wanted as families
 /// (`bpf_iter_*`, `btf_trace_*`).
@@ -175,7 +180,7 @@ impl BtfIndex {
                 bail!("BTF type {id} cut short");
             };
             starts.push(at as u32);
-            let kind = (info >> 24) & 0x1f;
+            let kind = kind_of(info);
             let vlen = (info & 0xffff) as usize;
             if matches!(kind, KIND_STRUCT | KIND_TYPEDEF | KIND_FUNC)
                 && name_off != 0
@@ -236,7 +241,7 @@ impl BtfIndex {
     }
 
     pub fn kind(&self, id: u32) -> Result<u32> {
-        Ok((self.head(id)?.1 >> 24) & 0x1f)
+        Ok(kind_of(self.head(id)?.1))
     }
 
     pub fn name(&self, id: u32) -> Result<&[u8]> {
@@ -257,10 +262,7 @@ impl BtfIndex {
         // A chain longer than this is a cycle in broken BTF.
         for _ in 0..32 {
             let (_, info, inner) = self.head(id)?;
-            if !matches!(
-                (info >> 24) & 0x1f,
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-            ) {
+            if !matches!(kind_of(info), KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST) {
                 return Ok(id);
             }
             id = inner;
@@ -271,7 +273,7 @@ impl BtfIndex {
     /// The members of struct or union `id` (none for another kind).
     pub fn members(&self, id: u32) -> Result<Vec<Member<'_>>> {
         let (_, info, _) = self.head(id)?;
-        if !matches!((info >> 24) & 0x1f, KIND_STRUCT | KIND_UNION) {
+        if !matches!(kind_of(info), KIND_STRUCT | KIND_UNION) {
             return Ok(Vec::new());
         }
         let bitfields = info & (1 << 31) != 0;

@@ -7,7 +7,7 @@ use tracer_common::{KernelOffsets, SocketOffsets};
 
 use super::{
     attach_btf::{AttachTarget, TargetKind},
-    btf_index::{BtfBytes, BtfIndex, Wanted},
+    btf_index::{BtfBytes, BtfIndex, Wanted, KIND_FUNC, KIND_STRUCT, KIND_TYPEDEF},
 };
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -158,11 +158,6 @@ impl KernelBtf {
             .ok_or_else(|| anyhow!("field {name}.{field} not in this kernel's BTF"))
     }
 }
-
-// BTF_KIND_* values from the kernel's uapi btf.h.
-const KIND_STRUCT: u32 = 4;
-const KIND_TYPEDEF: u32 = 8;
-const KIND_FUNC: u32 = 12;
 
 fn find_in(btf: &BtfIndex, st: u32, field: &str, depth: u32) -> Result<Option<u32>> {
     // Anonymous members nest a few levels deep; more is broken BTF.

@@ -13,7 +13,6 @@ pub const KSYM_MODULE_MAX: usize = 64;
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct KsymOffsets {
     pub value: u32,
-    pub kind: u32,
     pub name: u32,
     pub module_name: u32,
 }
@@ -26,9 +25,7 @@ pub struct KsymHeader {
     pub value: u64,
     pub name_len: u16,
     pub module_len: u8,
-    /// The kallsyms type letter: `T`, `t`, `D`...
-    pub kind: u8,
-    pub _pad: u32,
+    pub _pad: [u8; 5],
 }
 
 pub const KSYM_HEADER_LEN: usize = core::mem::size_of::<KsymHeader>();
@@ -43,7 +40,7 @@ pub struct KsymScratch {
 
 const _: () = {
     assert!(KSYM_HEADER_LEN == 16);
-    assert!(core::mem::size_of::<KsymOffsets>() == 16);
+    assert!(core::mem::size_of::<KsymOffsets>() == 12);
 };
 
 #[cfg(feature = "user")]

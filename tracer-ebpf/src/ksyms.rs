@@ -18,7 +18,6 @@ use crate::{iter::IterMeta, task};
 #[unsafe(no_mangle)]
 static KSYM_OFFSETS: KsymOffsets = KsymOffsets {
     value: 0,
-    kind: 0,
     name: 0,
     module_name: 0,
 };
@@ -76,7 +75,6 @@ pub extern "C" fn ksym_iter(ctx: *const IterKsymCtx) -> i32 {
         (*rec).header.value = value;
         (*rec).header.name_len = name_len as u16;
         (*rec).header.module_len = module_len as u8;
-        (*rec).header.kind = task::read_raw::<u8>(ksym, off.kind);
         bpf_seq_write(
             (*(*ctx).meta).seq,
             rec as *const _,

@@ -362,7 +362,6 @@ pub fn resolve_ksyms(btf: &KernelBtf) -> Result<tracer_common::ksyms::KsymOffset
     let field = |name| btf.field_offset("kallsym_iter", name);
     Ok(tracer_common::ksyms::KsymOffsets {
         value: field("value")?,
-        kind: field("type")?,
         name: field("name")?,
         module_name: field("module_name")?,
     })

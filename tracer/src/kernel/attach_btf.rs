@@ -44,7 +44,7 @@ pub fn build(targets: &[AttachTarget]) -> Result<Btf> {
         .map(|t| t.id)
         .max()
         .unwrap_or(0);
-    let mut btf = match parsed_upto {
+    let btf = match parsed_upto {
         0 => Btf::new(),
         _ => {
             let typedefs: Vec<AttachTarget> = targets
@@ -59,20 +59,60 @@ pub fn build(targets: &[AttachTarget]) -> Result<Btf> {
     let mut rest: Vec<&AttachTarget> = targets.iter().filter(|t| t.id > parsed_upto).collect();
     rest.sort_by_key(|t| t.id);
     rest.dedup_by_key(|t| t.id);
-    let mut next_id = parsed_upto + 1;
+    let mut functions = Functions {
+        btf,
+        next_id: parsed_upto + 1,
+    };
     for t in rest {
-        for _ in next_id..t.id {
-            btf.add_type(BtfType::Ptr(Ptr::new(0, 0)));
-        }
-        let name = btf.add_string(&t.name);
-        btf.add_type(match t.kind {
-            TargetKind::Func => BtfType::Func(Func::new(name, 0, FuncLinkage::Static)),
-            // Unreachable: every typedef is at or below `parsed_upto`.
-            TargetKind::Typedef => BtfType::Ptr(Ptr::new(name, 0)),
-        });
-        next_id = t.id + 1;
+        functions.add(t)?;
     }
-    Ok(btf)
+    Ok(functions.btf)
+}
+
+/// The attach BTF of iterators (functions only), built while the BTF
+/// index finds them: the pass yields them in id order, and the fillers up
+/// to each (64,000 on a 6.x kernel, ~4.6 MB that the allocator must fault
+/// in) are added while the pass goes on, not after it.
+pub fn build_from(found: std::sync::mpsc::Receiver<AttachTarget>) -> Result<Btf> {
+    let mut functions = Functions {
+        btf: Btf::new(),
+        next_id: 1,
+    };
+    for t in found {
+        functions.add(&t)?;
+    }
+    Ok(functions.btf)
+}
+
+/// An attach BTF grown by functions in rising id order.
+struct Functions {
+    btf: Btf,
+    next_id: u32,
+}
+
+impl Functions {
+    fn add(&mut self, t: &AttachTarget) -> Result<()> {
+        anyhow::ensure!(
+            t.kind == TargetKind::Func,
+            "{} is a typedef: its id is built by a parse",
+            t.name
+        );
+        anyhow::ensure!(
+            t.id >= self.next_id,
+            "{} (id {}) comes after id {}",
+            t.name,
+            t.id,
+            self.next_id - 1
+        );
+        for _ in self.next_id..t.id {
+            self.btf.add_type(BtfType::Ptr(Ptr::new(0, 0)));
+        }
+        let name = self.btf.add_string(&t.name);
+        self.btf
+            .add_type(BtfType::Func(Func::new(name, 0, FuncLinkage::Static)));
+        self.next_id = t.id + 1;
+        Ok(())
+    }
 }
 
 /// BTF bytes: header, types, strings. Type ids count from 1; every id that
@@ -164,6 +204,28 @@ mod tests {
         let id = |name| btf.id_by_type_name_kind(name, BtfKind::Func).ok();
         assert_eq!(id("bpf_iter_task"), Some(64_172));
         assert_eq!(id("bpf_iter_tcp"), Some(64_197));
+    }
+
+    #[test]
+    fn functions_streamed_in_id_order_keep_their_ids_and_disorder_is_an_error() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(target("bpf_iter_task", 64_172, TargetKind::Func))
+            .unwrap();
+        tx.send(target("bpf_iter_tcp", 64_197, TargetKind::Func))
+            .unwrap();
+        drop(tx);
+        let btf = build_from(rx).unwrap();
+        let id = |name| btf.id_by_type_name_kind(name, BtfKind::Func).ok();
+        assert_eq!(id("bpf_iter_task"), Some(64_172));
+        assert_eq!(id("bpf_iter_tcp"), Some(64_197));
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(target("bpf_iter_tcp", 64_197, TargetKind::Func))
+            .unwrap();
+        tx.send(target("bpf_iter_task", 64_172, TargetKind::Func))
+            .unwrap();
+        drop(tx);
+        assert!(build_from(rx).is_err());
     }
 
     // Against the running kernel: the ids the index finds are the ids the

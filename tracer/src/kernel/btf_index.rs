@@ -146,6 +146,16 @@ impl BtfIndex {
     /// id order. An error when the bytes are not BTF as this machine's byte
     /// order writes it, or a type runs past its section.
     pub fn new(bytes: BtfBytes, wanted: &Wanted) -> Result<(BtfIndex, Vec<u32>)> {
+        Self::new_with(bytes, wanted, |_, _, _| {})
+    }
+
+    /// [`BtfIndex::new`], telling `found` of each wanted type (id, kind,
+    /// name) the moment the pass reaches it.
+    pub fn new_with(
+        bytes: BtfBytes,
+        wanted: &Wanted,
+        mut found: impl FnMut(u32, u32, &[u8]),
+    ) -> Result<(BtfIndex, Vec<u32>)> {
         let raw: &[u8] = &bytes;
         let magic = raw.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
         ensure!(magic == Some(MAGIC), "not BTF in this byte order");
@@ -188,6 +198,7 @@ impl BtfIndex {
                 && wanted.matches(name_at(strings, name_off))
             {
                 ids.push(id);
+                found(id, kind, name_at(strings, name_off));
             }
             let extra = match kind {
                 // int: one word of encoding

@@ -175,6 +175,16 @@ impl Kernel {
     /// attached later by the command that wants them.
     pub fn load_for(command: &str, needs: Needs) -> Result<Self> {
         check_privileges(command)?;
+        // A command that attaches no hook needs only the iterators' attach
+        // BTF: it is built on a thread from the targets the BTF pass
+        // streams to it, as the pass finds them.
+        let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let streamed_attach_btf = (!needs.tracepoints).then(|| {
+            std::thread::spawn(move || {
+                let _t = crate::timings::span("kernel: attach BTF (a thread, beside the pass)");
+                attach_btf::build_from(found_rx)
+            })
+        });
         // aya's loader is made beside our own indexed lookup of the BTF
         // (see `loader_without_btf_parse`).
         let (kernel_btf, loader) = std::thread::scope(|s| {
@@ -189,7 +199,18 @@ impl Kernel {
             });
             let kernel_btf = {
                 let _t = crate::timings::span("kernel: BTF index");
-                offsets::load_vmlinux_btf()
+                let streamed = streamed_attach_btf.is_some();
+                let btf = offsets::load_vmlinux_btf_with(|t| {
+                    let iterator =
+                        t.kind == attach_btf::TargetKind::Func && t.name.starts_with("bpf_iter_");
+                    if streamed && iterator {
+                        // The builder only ends early on an error, which
+                        // its join reports.
+                        let _ = found_tx.send(t.clone());
+                    }
+                });
+                drop(found_tx);
+                btf
             };
             (
                 kernel_btf,
@@ -200,19 +221,15 @@ impl Kernel {
         });
         let kernel_btf = kernel_btf?;
         let mut loader = loader?;
-        // The attach BTF is only needed to verify programs: it is built on
-        // a thread while the offsets are resolved and the object loads.
-        let targets: Vec<_> = kernel_btf
-            .attach_targets()
-            .iter()
-            // Iterators only, unless hooks may be attached: each id up to
-            // the last target costs a filler type.
-            .filter(|t| needs.tracepoints || t.name.starts_with("bpf_iter_"))
-            .cloned()
-            .collect();
-        let attach_btf = std::thread::spawn(move || {
-            let _t = crate::timings::span("kernel: attach BTF (a thread)");
-            attach_btf::build(&targets)
+        // The attach BTF is only needed to verify programs: with hooks, it
+        // is built on a thread while the offsets are resolved and the
+        // object loads.
+        let attach_btf = streamed_attach_btf.unwrap_or_else(|| {
+            let targets = kernel_btf.attach_targets().to_vec();
+            std::thread::spawn(move || {
+                let _t = crate::timings::span("kernel: attach BTF (a thread)");
+                attach_btf::build(&targets)
+            })
         });
         let offsets_span = crate::timings::span("kernel: offsets");
         let offsets =

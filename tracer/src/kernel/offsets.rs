@@ -84,29 +84,33 @@ pub struct KernelBtf {
 const TARGET_PREFIXES: &[&str] = &["bpf_iter_", "btf_trace_"];
 
 impl KernelBtf {
-    /// Indexes BTF `bytes`, finding the wanted names in the same pass.
-    fn new(bytes: BtfBytes) -> Result<Self> {
-        let (btf, ids) = BtfIndex::new(bytes, &Self::wanted())?;
-        let mut structs = HashMap::new();
+    /// Indexes BTF `bytes`, finding the wanted names in the same pass and
+    /// giving `on_target` each attach target as the pass reaches it.
+    fn new(bytes: BtfBytes, mut on_target: impl FnMut(&AttachTarget)) -> Result<Self> {
         let mut attach_targets = Vec::new();
+        let (btf, ids) = BtfIndex::new_with(bytes, &Self::wanted(), |id, kind, name| {
+            let kind = match kind {
+                KIND_FUNC => TargetKind::Func,
+                KIND_TYPEDEF => TargetKind::Typedef,
+                _ => return,
+            };
+            let target = AttachTarget {
+                name: String::from_utf8_lossy(name).into_owned(),
+                id,
+                kind,
+            };
+            on_target(&target);
+            attach_targets.push(target);
+        })?;
+        let mut structs = HashMap::new();
         for id in ids {
+            if btf.kind(id)? != KIND_STRUCT {
+                continue;
+            }
             let name = String::from_utf8_lossy(btf.name(id)?).into_owned();
-            match btf.kind(id)? {
-                // A declaration-only duplicate has no members: keep the full one.
-                KIND_STRUCT if !btf.members(id)?.is_empty() || !structs.contains_key(&name) => {
-                    structs.insert(name, id);
-                }
-                KIND_FUNC => attach_targets.push(AttachTarget {
-                    name,
-                    id,
-                    kind: TargetKind::Func,
-                }),
-                KIND_TYPEDEF => attach_targets.push(AttachTarget {
-                    name,
-                    id,
-                    kind: TargetKind::Typedef,
-                }),
-                _ => {}
+            // A declaration-only duplicate has no members: keep the full one.
+            if !btf.members(id)?.is_empty() || !structs.contains_key(&name) {
+                structs.insert(name, id);
             }
         }
         Ok(KernelBtf {
@@ -369,6 +373,12 @@ pub fn resolve_ksyms(btf: &KernelBtf) -> Result<tracer_common::ksyms::KsymOffset
 
 /// Loads the running kernel's BTF.
 pub fn load_vmlinux_btf() -> Result<KernelBtf> {
+    load_vmlinux_btf_with(|_| {})
+}
+
+/// Loads the running kernel's BTF, giving `on_target` each attach target
+/// (in id order) while the rest is still being read.
+pub fn load_vmlinux_btf_with(on_target: impl FnMut(&AttachTarget)) -> Result<KernelBtf> {
     if !std::path::Path::new(VMLINUX_BTF).exists() {
         bail!(crate::error::UserError::NoBtf(VMLINUX_BTF));
     }
@@ -384,7 +394,7 @@ pub fn load_vmlinux_btf() -> Result<KernelBtf> {
     };
     drop(open_span);
     let _t = crate::timings::span("kernel: BTF index: one pass");
-    KernelBtf::new(bytes).with_context(|| format!("cannot index {VMLINUX_BTF}"))
+    KernelBtf::new(bytes, on_target).with_context(|| format!("cannot index {VMLINUX_BTF}"))
 }
 
 /// A read-only mapping of the file at `path`; `None` where it cannot be
@@ -408,13 +418,28 @@ mod tests {
             eprintln!("no BTF on this kernel; skipping");
             return;
         };
-        let read = KernelBtf::new(BtfBytes::Read(std::fs::read(VMLINUX_BTF).unwrap())).unwrap();
+        let read =
+            KernelBtf::new(BtfBytes::Read(std::fs::read(VMLINUX_BTF).unwrap()), |_| {}).unwrap();
         let (a, b) = (resolve(&read).unwrap(), resolve(&mapped).unwrap());
         assert_eq!(
             (a.task_tgid, a.mm_arg_start, a.sk_v6_daddr, a.pid_numbers),
             (b.task_tgid, b.mm_arg_start, b.sk_v6_daddr, b.pid_numbers)
         );
         assert_eq!(read.attach_targets(), mapped.attach_targets());
+    }
+
+    // The attach BTF of net and hidden is built from what the pass streams:
+    // every target, in rising id order, as the finished index lists them.
+    #[test]
+    fn the_pass_streams_every_attach_target_in_id_order() {
+        let mut streamed = Vec::new();
+        let Ok(btf) = load_vmlinux_btf_with(|t| streamed.push(t.clone())) else {
+            eprintln!("no BTF on this kernel; skipping");
+            return;
+        };
+        assert_eq!(streamed, btf.attach_targets());
+        assert!(streamed.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(streamed.iter().any(|t| t.name == "bpf_iter_tcp"));
     }
 
     // The index against btf-rs, an independent reader, on the running
@@ -455,7 +480,7 @@ mod tests {
         assert!(scanned.len() > STRUCTS.len(), "{} ids", scanned.len());
         assert_eq!(scanned, by_regex);
 
-        let ours = KernelBtf::new(BtfBytes::Read(raw)).unwrap();
+        let ours = KernelBtf::new(BtfBytes::Read(raw), |_| {}).unwrap();
         let mut compared = 0;
         for name in STRUCTS {
             let Some(st) = reference

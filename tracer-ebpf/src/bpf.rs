@@ -11,7 +11,7 @@ use tracer_common::{
 };
 
 use crate::{
-    iter::{IterMeta, IterTaskFileCtx},
+    iter::{seq_of, IterMeta, IterTaskFileCtx},
     maps, task,
 };
 
@@ -63,10 +63,10 @@ pub extern "C" fn bpf_files_iter(ctx: *const IterTaskFileCtx) -> i32 {
     unsafe {
         // Read each context field once: the verifier forgets a null check
         // made on an earlier load of the same field.
+        let seq = seq_of((*ctx).meta);
         let task = core::ptr::read_volatile(&(*ctx).task);
         let file = core::ptr::read_volatile(&(*ctx).file);
         let fd = core::ptr::read_volatile(&(*ctx).fd);
-        let seq = (*(*ctx).meta).seq;
         if task.is_null() || file.is_null() {
             return 0;
         }
@@ -142,8 +142,8 @@ pub struct IterBpfProgCtx {
 #[unsafe(link_section = "iter/bpf_prog")]
 pub extern "C" fn bpf_progs_iter(ctx: *const IterBpfProgCtx) -> i32 {
     unsafe {
+        let seq = seq_of((*ctx).meta);
         let prog = core::ptr::read_volatile(&(*ctx).prog);
-        let seq = (*(*ctx).meta).seq;
         if prog.is_null() {
             return 0;
         }

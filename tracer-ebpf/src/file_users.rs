@@ -15,7 +15,7 @@ use tracer_common::file_users::{
 };
 
 use crate::{
-    iter::{IterMeta, IterTaskCtx, IterTaskFileCtx},
+    iter::{seq_of, IterMeta, IterTaskCtx, IterTaskFileCtx},
     maps, task,
 };
 
@@ -145,6 +145,7 @@ unsafe fn check(
 #[unsafe(link_section = "iter/task")]
 pub extern "C" fn file_users_exe(ctx: *const IterTaskCtx) -> i32 {
     unsafe {
+        let seq = seq_of((*ctx).meta);
         let task = core::ptr::read_volatile(&(*ctx).task);
         if task.is_null() {
             return 0;
@@ -154,7 +155,7 @@ pub extern "C" fn file_users_exe(ctx: *const IterTaskCtx) -> i32 {
         // threads still run the file.
         let mm = task::read_ptr(task, toff.task_mm);
         let exe = task::read_ptr(mm, offsets().mm_exe_file);
-        check((*(*ctx).meta).seq, task, exe, FILE_USE_EXE, 0);
+        check(seq, task, exe, FILE_USE_EXE, 0);
     }
     0
 }
@@ -165,13 +166,14 @@ pub extern "C" fn file_users_fd(ctx: *const IterTaskFileCtx) -> i32 {
     unsafe {
         // Each context field read once: the verifier forgets a null check
         // made on an earlier load of the same field.
+        let seq = seq_of((*ctx).meta);
         let task = core::ptr::read_volatile(&(*ctx).task);
         let file = core::ptr::read_volatile(&(*ctx).file);
         let fd = core::ptr::read_volatile(&(*ctx).fd);
         if task.is_null() || file.is_null() {
             return 0;
         }
-        check((*(*ctx).meta).seq, task, file, FILE_USE_FD, fd);
+        check(seq, task, file, FILE_USE_FD, fd);
     }
     0
 }
@@ -180,13 +182,14 @@ pub extern "C" fn file_users_fd(ctx: *const IterTaskFileCtx) -> i32 {
 #[unsafe(link_section = "iter/task_vma")]
 pub extern "C" fn file_users_map(ctx: *const TaskVmaCtx) -> i32 {
     unsafe {
+        let seq = seq_of((*ctx).meta);
         let task = core::ptr::read_volatile(&(*ctx).task);
         let vma = core::ptr::read_volatile(&(*ctx).vma);
         if task.is_null() || vma.is_null() {
             return 0;
         }
         let file = task::read_ptr(vma, offsets().vma_file);
-        check((*(*ctx).meta).seq, task, file, FILE_USE_MAP, 0);
+        check(seq, task, file, FILE_USE_MAP, 0);
     }
     0
 }

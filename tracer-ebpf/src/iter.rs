@@ -15,6 +15,16 @@ pub struct IterMeta {
     pub seq_num: u64,
 }
 
+/// The iteration's seq_file. Each check of a load through `meta` costs the
+/// verifier a search of the kernel's whole BTF (for a
+/// `bpf_iter_meta__safe_trusted` type that does not exist), once for every
+/// path that reaches the load: read it first thing, before any branch, and
+/// the search is made once a program.
+#[inline(always)]
+pub unsafe fn seq_of(meta: *const IterMeta) -> *mut aya_ebpf::bindings::seq_file {
+    core::ptr::read_volatile(core::ptr::addr_of!((*meta).seq))
+}
+
 /// `struct bpf_iter__task`.
 #[repr(C)]
 pub struct IterTaskCtx {
@@ -36,13 +46,13 @@ pub struct IterTaskFileCtx {
 pub extern "C" fn task_iter(ctx: *const IterTaskCtx) -> i32 {
     unsafe {
         let ctx = &*ctx;
+        let seq = seq_of(ctx.meta);
         let task = ctx.task;
         // The final call of an iteration has no task.
         if task.is_null() {
             return 0;
         }
         let off = maps::offsets();
-        let seq = (*ctx.meta).seq;
         let mut rec = TaskRecord {
             tgid: task::tgid(&off, task),
             pid: task::pid(&off, task),

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use tracer_common::{KmemChunk, KmemRequest, KMEM_CHUNK, KMEM_MAX_CHUNKS};
 
-use crate::iter::IterTaskCtx;
+use crate::iter::{seq_of, IterTaskCtx};
 
 #[map]
 static KMEM_REQUEST: Array<KmemRequest> = Array::with_max_entries(1, 0);
@@ -26,7 +26,9 @@ static KMEM_SCRATCH: PerCpuArray<KmemChunk> = PerCpuArray::with_max_entries(1, 0
 pub extern "C" fn kmem_iter(ctx: *const IterTaskCtx) -> i32 {
     unsafe {
         let meta = (*ctx).meta;
-        if (*ctx).task.is_null() || (*meta).seq_num != 0 {
+        let seq = seq_of(meta);
+        let seq_num = core::ptr::read_volatile(core::ptr::addr_of!((*meta).seq_num));
+        if (*ctx).task.is_null() || seq_num != 0 {
             return 0;
         }
         let Some(req) = KMEM_REQUEST.get(0) else {
@@ -34,7 +36,6 @@ pub extern "C" fn kmem_iter(ctx: *const IterTaskCtx) -> i32 {
         };
         let addr = req.addr;
         let chunks = req.chunks;
-        let seq = (*meta).seq;
         for i in 0..KMEM_MAX_CHUNKS {
             if i >= chunks {
                 break;

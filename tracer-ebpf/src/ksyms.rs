@@ -12,7 +12,10 @@ use tracer_common::ksyms::{
     KsymOffsets, KsymScratch, KSYM_HEADER_LEN, KSYM_MODULE_MAX, KSYM_NAME_MAX,
 };
 
-use crate::{iter::IterMeta, task};
+use crate::{
+    iter::{seq_of, IterMeta},
+    task,
+};
 
 /// Offsets in `struct kallsym_iter`, filled in by user space from BTF.
 #[unsafe(no_mangle)]
@@ -37,6 +40,7 @@ pub struct IterKsymCtx {
 #[unsafe(link_section = "iter/ksym")]
 pub extern "C" fn ksym_iter(ctx: *const IterKsymCtx) -> i32 {
     unsafe {
+        let seq = seq_of((*ctx).meta);
         let ksym = (*ctx).ksym;
         // The final call of an iteration has no symbol.
         if ksym.is_null() {
@@ -76,7 +80,7 @@ pub extern "C" fn ksym_iter(ctx: *const IterKsymCtx) -> i32 {
         (*rec).header.name_len = name_len as u16;
         (*rec).header.module_len = module_len as u8;
         bpf_seq_write(
-            (*(*ctx).meta).seq,
+            seq,
             rec as *const _,
             (KSYM_HEADER_LEN + name_len + module_len) as u32,
         );

@@ -8,13 +8,13 @@
 //! - `iter/tcp` and `iter/udp` walk one network namespace's socket tables
 //!   (the namespace of the task that creates the iterator), including
 //!   sockets no file holds: TIME_WAIT, request sockets and orphans.
-use aya_ebpf::helpers::generated::bpf_seq_write;
+use aya_ebpf::{bindings::seq_file, helpers::generated::bpf_seq_write};
 use tracer_common::{
     KernelOffsets, SocketOffsets, SocketRecord, SOCK_FROM_TASK_FILE, SOCK_FROM_TCP, SOCK_FROM_UDP,
 };
 
 use crate::{
-    iter::{IterMeta, IterTaskFileCtx},
+    iter::{seq_of, IterMeta, IterTaskFileCtx},
     maps,
     task::{self, read_at, read_ptr},
 };
@@ -82,6 +82,7 @@ pub struct UdpCtx {
 pub extern "C" fn socket_file_iter(ctx: *const IterTaskFileCtx) -> i32 {
     unsafe {
         let ctx = &*ctx;
+        let seq = seq_of(ctx.meta);
         // The final call of an iteration has no task and no file.
         if ctx.task.is_null() || ctx.file.is_null() {
             return 0;
@@ -120,7 +121,7 @@ pub extern "C" fn socket_file_iter(ctx: *const IterTaskFileCtx) -> i32 {
             rec.packet_proto = u16::from_be(read_at(sk, so.packet_num));
             rec.packet_ifindex = read_at::<i32>(sk, so.packet_ifindex) as u32;
         }
-        write(ctx.meta, &rec);
+        write(seq, &rec);
     }
     0
 }
@@ -130,6 +131,7 @@ pub extern "C" fn socket_file_iter(ctx: *const IterTaskFileCtx) -> i32 {
 pub extern "C" fn socket_tcp_iter(ctx: *const TcpCtx) -> i32 {
     unsafe {
         let ctx = &*ctx;
+        let seq = seq_of(ctx.meta);
         let so = socket_offsets();
         let off = maps::offsets();
         if ctx.sk_common.is_null() || so.ready == 0 || off.ready == 0 {
@@ -151,7 +153,7 @@ pub extern "C" fn socket_tcp_iter(ctx: *const TcpCtx) -> i32 {
         if rec.state != TCP_TIME_WAIT && rec.state != TCP_NEW_SYN_RECV {
             rec.inode = held_inode(&so, sk);
         }
-        write(ctx.meta, &rec);
+        write(seq, &rec);
     }
     0
 }
@@ -161,6 +163,7 @@ pub extern "C" fn socket_tcp_iter(ctx: *const TcpCtx) -> i32 {
 pub extern "C" fn socket_udp_iter(ctx: *const UdpCtx) -> i32 {
     unsafe {
         let ctx = &*ctx;
+        let seq = seq_of(ctx.meta);
         let so = socket_offsets();
         let off = maps::offsets();
         if ctx.udp_sk.is_null() || so.ready == 0 || off.ready == 0 {
@@ -181,7 +184,7 @@ pub extern "C" fn socket_udp_iter(ctx: *const UdpCtx) -> i32 {
         };
         fill_common(&off, &so, sk, family, &mut rec);
         rec.inode = held_inode(&so, sk);
-        write(ctx.meta, &rec);
+        write(seq, &rec);
     }
     0
 }
@@ -225,9 +228,9 @@ unsafe fn held_inode(so: &SocketOffsets, sk: *const u8) -> u64 {
 }
 
 #[inline(always)]
-unsafe fn write(meta: *const IterMeta, rec: &SocketRecord) {
+unsafe fn write(seq: *mut seq_file, rec: &SocketRecord) {
     bpf_seq_write(
-        (*meta).seq,
+        seq,
         rec as *const SocketRecord as *const _,
         core::mem::size_of::<SocketRecord>() as u32,
     );

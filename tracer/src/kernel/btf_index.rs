@@ -145,13 +145,9 @@ impl BtfIndex {
     /// the structs, functions and typedefs whose names `wanted` takes, in
     /// id order. An error when the bytes are not BTF as this machine's byte
     /// order writes it, or a type runs past its section.
-    pub fn new(bytes: BtfBytes, wanted: &Wanted) -> Result<(BtfIndex, Vec<u32>)> {
-        Self::new_with(bytes, wanted, |_, _, _| {})
-    }
-
-    /// [`BtfIndex::new`], telling `found` of each wanted type (id, kind,
-    /// name) the moment the pass reaches it.
-    pub fn new_with(
+    /// `found` is told of each wanted type (id, kind, name) the moment the
+    /// pass reaches it.
+    pub fn new(
         bytes: BtfBytes,
         wanted: &Wanted,
         mut found: impl FnMut(u32, u32, &[u8]),
@@ -378,7 +374,7 @@ mod tests {
     }
 
     fn ids_named(raw: &[u8], wanted: &Wanted) -> Result<Vec<u32>> {
-        BtfIndex::new(BtfBytes::Read(raw.to_vec()), wanted).map(|(_, ids)| ids)
+        BtfIndex::new(BtfBytes::Read(raw.to_vec()), wanted, |_, _, _| {}).map(|(_, ids)| ids)
     }
 
     #[test]
@@ -415,7 +411,12 @@ mod tests {
             3 << 24 | 32,
         ];
         let raw = blob(&types, strings);
-        let (btf, ids) = BtfIndex::new(BtfBytes::Read(raw), &Wanted::new(["outer"], &[])).unwrap();
+        let (btf, ids) = BtfIndex::new(
+            BtfBytes::Read(raw),
+            &Wanted::new(["outer"], &[]),
+            |_, _, _| {},
+        )
+        .unwrap();
         assert_eq!(ids, [4]);
         assert_eq!(btf.name(4).unwrap(), b"outer");
         assert_eq!(btf.size(4).unwrap(), 12);
@@ -441,7 +442,8 @@ mod tests {
     #[test]
     fn a_typedef_that_wraps_itself_is_an_error_not_a_hang() {
         let raw = blob(&[0, info(KIND_TYPEDEF, 0), 1], b"\0");
-        let (btf, _) = BtfIndex::new(BtfBytes::Read(raw), &Wanted::new([], &[])).unwrap();
+        let (btf, _) =
+            BtfIndex::new(BtfBytes::Read(raw), &Wanted::new([], &[]), |_, _, _| {}).unwrap();
         assert!(btf.unwrapped(1).is_err());
     }
 

@@ -88,7 +88,7 @@ impl KernelBtf {
     /// giving `on_target` each attach target as the pass reaches it.
     fn new(bytes: BtfBytes, mut on_target: impl FnMut(&AttachTarget)) -> Result<Self> {
         let mut attach_targets = Vec::new();
-        let (btf, ids) = BtfIndex::new_with(bytes, &Self::wanted(), |id, kind, name| {
+        let (btf, ids) = BtfIndex::new(bytes, &Self::wanted(), |id, kind, name| {
             let kind = match kind {
                 KIND_FUNC => TargetKind::Func,
                 KIND_TYPEDEF => TargetKind::Typedef,
@@ -475,8 +475,12 @@ mod tests {
             })
             .collect();
         by_regex.sort_unstable();
-        let (_, scanned) =
-            BtfIndex::new(BtfBytes::Read(raw.clone()), &KernelBtf::wanted()).unwrap();
+        let (_, scanned) = BtfIndex::new(
+            BtfBytes::Read(raw.clone()),
+            &KernelBtf::wanted(),
+            |_, _, _| {},
+        )
+        .unwrap();
         assert!(scanned.len() > STRUCTS.len(), "{} ids", scanned.len());
         assert_eq!(scanned, by_regex);
 

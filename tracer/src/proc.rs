@@ -17,7 +17,7 @@ pub fn read_file(path: &str) -> io::Result<Vec<u8>> {
 
 /// Reads a file's first `max` bytes; true when there was more.
 pub fn read_file_max(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
-    read_capped(path, max, false)
+    read_capped(path, max, None)
 }
 
 /// Reads `/proc/PID/stat` or `/proc/PID/cmdline`, at most `max` bytes, and
@@ -26,12 +26,27 @@ pub fn read_file_max(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
 /// until the arguments end), so a short read is the end: one read per file
 /// instead of a second that returns 0, for every process of a scan.
 pub fn read_proc_record(path: &str, max: usize) -> io::Result<(Vec<u8>, bool)> {
-    read_capped(path, max, true)
+    read_capped(path, max, Some(1))
+}
+
+/// Room longer than any line of a `/proc/net` table (a `tcp6` line is 150
+/// bytes, a `packet` line 80).
+const TABLE_LINE_MAX: usize = 1024;
+
+/// Reads a `/proc/net` table (`tcp`, `udp6`, `packet`...). Its seq_file
+/// fills a read line by line and stops short only before a line that does
+/// not fit, or at the end: a read that leaves more room than any line needs
+/// is the end. The read that would return 0 is skipped, and with it a walk
+/// of the whole TCP established hash (262,144 buckets on this host) that
+/// `tcp_seq_start` makes again to find nothing.
+pub fn read_proc_table(path: &str) -> io::Result<Vec<u8>> {
+    read_capped(path, usize::MAX, Some(TABLE_LINE_MAX)).map(|(bytes, _)| bytes)
 }
 
 /// The first `max` bytes of a file and whether there was more; with
-/// `short_read_ends`, a read that does not fill the buffer is the end.
-fn read_capped(path: &str, max: usize, short_read_ends: bool) -> io::Result<(Vec<u8>, bool)> {
+/// `end_room`, a read that leaves that much of the buffer unfilled is the
+/// end.
+fn read_capped(path: &str, max: usize, end_room: Option<usize>) -> io::Result<(Vec<u8>, bool)> {
     let fd = rfs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut out = Vec::with_capacity(512);
     let mut buf = [0u8; 4096];
@@ -42,7 +57,7 @@ fn read_capped(path: &str, max: usize, short_read_ends: bool) -> io::Result<(Vec
             return Ok((out, true));
         }
         out.extend_from_slice(&buf[..n]);
-        if n == 0 || (short_read_ends && n < buf.len()) {
+        if n == 0 || end_room.is_some_and(|room| buf.len() - n >= room) {
             return Ok((out, false));
         }
     }
@@ -510,6 +525,29 @@ pub fn boottime_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A table of several pages, read with the short-read end: every line
+    // whole, and every socket this test holds in it.
+    #[test]
+    fn a_proc_net_table_of_several_pages_is_read_to_its_end() {
+        let listeners: Vec<std::net::TcpListener> = (0..80)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let text = read_proc_table("/proc/self/net/tcp").unwrap();
+        assert!(text.len() > 3 * 4096, "{} bytes", text.len());
+        assert!(text.ends_with(b"\n"));
+        let text = String::from_utf8(text).unwrap();
+        let local_ports: std::collections::HashSet<u16> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1)?.split_once(':'))
+            .filter_map(|(_, port)| u16::from_str_radix(port, 16).ok())
+            .collect();
+        for l in &listeners {
+            let port = l.local_addr().unwrap().port();
+            assert!(local_ports.contains(&port), "port {port} missing");
+        }
+    }
 
     #[test]
     fn a_command_line_of_many_pages_is_read_whole() {

@@ -91,7 +91,7 @@ pub fn read_namespace(ns: &Namespaces, netns: u64, listing: &mut SocketListing) 
         };
         let read = ns
             .net_dirs(netns)
-            .find_map(|dir| proc::read_file(&format!("{dir}/{file}")).ok());
+            .find_map(|dir| proc::read_proc_table(&format!("{dir}/{file}")).ok());
         match read {
             Some(bytes) => listing.add(scope, parse(&bytes, netns, protocol, family)),
             None => listing.gaps.push(format!(

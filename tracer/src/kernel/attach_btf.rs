@@ -208,24 +208,19 @@ mod tests {
 
     #[test]
     fn functions_streamed_in_id_order_keep_their_ids_and_disorder_is_an_error() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        tx.send(target("bpf_iter_task", 64_172, TargetKind::Func))
-            .unwrap();
-        tx.send(target("bpf_iter_tcp", 64_197, TargetKind::Func))
-            .unwrap();
-        drop(tx);
-        let btf = build_from(rx).unwrap();
+        let streamed = |ids: [u32; 2]| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for (name, id) in ["bpf_iter_task", "bpf_iter_tcp"].into_iter().zip(ids) {
+                tx.send(target(name, id, TargetKind::Func)).unwrap();
+            }
+            drop(tx);
+            build_from(rx)
+        };
+        let btf = streamed([64_172, 64_197]).unwrap();
         let id = |name| btf.id_by_type_name_kind(name, BtfKind::Func).ok();
         assert_eq!(id("bpf_iter_task"), Some(64_172));
         assert_eq!(id("bpf_iter_tcp"), Some(64_197));
-
-        let (tx, rx) = std::sync::mpsc::channel();
-        tx.send(target("bpf_iter_tcp", 64_197, TargetKind::Func))
-            .unwrap();
-        tx.send(target("bpf_iter_task", 64_172, TargetKind::Func))
-            .unwrap();
-        drop(tx);
-        assert!(build_from(rx).is_err());
+        assert!(streamed([64_197, 64_172]).is_err());
     }
 
     // Against the running kernel: the ids the index finds are the ids the

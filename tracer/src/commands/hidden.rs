@@ -257,13 +257,13 @@ fn load_kernel(args: &HiddenArgs, files: bool) -> Result<Kernel, String> {
         return Err("--no-kernel was given".into());
     }
     // The task iterator is loaded with the kernel; its BTF is not needed
-    // again, and is large.
+    // again, and the exit frees it for less than a free now would cost.
     let needs = Needs {
         files,
         ..Needs::SCAN
     };
     let loaded = Kernel::load_for("hidden", needs).map(|mut k| {
-        k.release_btf();
+        k.leave_btf_to_exit();
         k
     });
     loaded.map_err(|e| match e.downcast_ref::<UserError>() {

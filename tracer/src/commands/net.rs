@@ -41,7 +41,7 @@ pub fn run(args: NetArgs) -> Result<i32> {
         _ => kernel::Needs::SOCKETS,
     };
     let mut kernel = Kernel::load_for("net", needs)?;
-    kernel.release_btf();
+    kernel.leave_btf_to_exit();
     let view = {
         let _t = crate::timings::span("net: kernel socket view");
         views::net::kernel::take(&mut kernel)

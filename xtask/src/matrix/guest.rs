@@ -99,6 +99,10 @@ pub struct Outcome {
     pub out: PathBuf,
     /// Guest lines that say something went wrong before the script ran.
     pub errors: Vec<String>,
+    /// Under TCG, the console line of a guest kernel fault of the
+    /// emulation's making (see [`EMULATION_FAULTS`]); the guest is stopped
+    /// there, as it would only hang until the time limit.
+    pub emulation_fault: Option<String>,
 }
 
 /// Boots `kernel` and runs `script` (sh, as root, in the chroot of the
@@ -185,6 +189,7 @@ pub fn run(
         console: console.clone(),
         out,
         errors: Vec::new(),
+        emulation_fault: None,
     };
     let deadline = start + timeout;
     let mut step_start = start;
@@ -203,6 +208,17 @@ pub fn run(
             Ok(line) => {
                 log.write_all(line.as_bytes())?;
                 let line = line.trim_end();
+                if let Some(fault) = (accel.name == "tcg")
+                    .then(|| emulation_fault(line))
+                    .flatten()
+                {
+                    progress(&format!(
+                        "guest kernel fault under TCG: {fault}; guest killed"
+                    ));
+                    outcome.emulation_fault = Some(fault);
+                    let _ = child.kill();
+                    break;
+                }
                 // A marker may follow kernel output on the same line.
                 let Some(at) = line.find("matrix: ") else {
                     continue;
@@ -249,6 +265,27 @@ pub fn run(
             .push(format!("qemu-system-x86_64 exited with {status}"));
     }
     Ok(outcome)
+}
+
+/// Faults of a guest kernel that come from TCG's emulation of
+/// cross-modified code or of timers, not from what ran in the guest: the
+/// int3 that text patching left in place after its handler stood down, and
+/// CPUs that stall when the host's two cores run two emulated ones.
+const EMULATION_FAULTS: &[&str] = &[
+    "Oops: int3",
+    "BUG: soft lockup",
+    "self-detected stall on CPU",
+];
+
+/// The console line of the first emulation fault, without its timestamp.
+pub fn emulation_fault(console: &str) -> Option<String> {
+    console
+        .lines()
+        .find(|l| EMULATION_FAULTS.iter().any(|f| l.contains(f)))
+        .map(|l| match l.split_once("] ") {
+            Some((stamp, rest)) if stamp.trim_start().starts_with('[') => rest.trim().to_string(),
+            _ => l.trim().to_string(),
+        })
 }
 
 /// The kernel command line, plus `TRACER_MATRIX_APPEND` when set.
@@ -474,5 +511,22 @@ impl Cpio {
     fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, (0, 0), &[]);
         self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_text_patching_int3_is_an_emulation_fault_and_a_tracer_error_is_not() {
+        let oops = "matrix: done status 0\n\
+                    [    9.799970] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n\
+                    [    9.800251] CPU: 0 UID: 0 PID: 384 Comm: tracer\n";
+        assert_eq!(
+            super::emulation_fault(oops).as_deref(),
+            Some("Oops: int3: 0000 [#1] PREEMPT SMP NOPTI")
+        );
+        let null = "[   12.1] BUG: kernel NULL pointer dereference, address: 0000000000000008\n\
+                    [   12.2] Oops: 0000 [#1] PREEMPT SMP NOPTI\n";
+        assert_eq!(super::emulation_fault(null), None);
     }
 }

@@ -182,11 +182,7 @@ pub fn run(args: &Args) -> Result<u8> {
         // guest is booted once more, and the row says so; a fault that
         // comes back fails the kernel as any other.
         if let Ok(o) = &outcome {
-            let console = fs::read_to_string(&o.console).unwrap_or_default();
-            if let Some(fault) = (accel.name == "tcg" && !o.finished)
-                .then(|| emulation_fault(&console))
-                .flatten()
-            {
+            if let Some(fault) = o.emulation_fault.clone() {
                 let kept = o.console.with_file_name("console-first-boot.log");
                 let _ = fs::rename(&o.console, &kept);
                 println!(
@@ -500,6 +496,8 @@ fn collect(row: &mut Row, o: &guest::Outcome, bins: &Binaries) {
         why.push("timed out".to_string());
     } else if o.boot.is_none() {
         why.push("never came up".to_string());
+    } else if let Some(fault) = &o.emulation_fault {
+        why.push(format!("the guest kernel faulted again: {fault}"));
     } else if !o.finished {
         why.push("did not finish its script".to_string());
     }
@@ -548,27 +546,6 @@ fn test_counts(log: &str) -> Option<(u32, u32)> {
         found = Some((p + count(" passed"), f + count(" failed")));
     }
     found
-}
-
-/// Faults of a guest kernel that come from TCG's emulation of
-/// cross-modified code or of timers, not from what ran in the guest: the
-/// int3 that text patching left in place after its handler stood down, and
-/// CPUs that stall when the host's two cores run two emulated ones.
-const EMULATION_FAULTS: &[&str] = &[
-    "Oops: int3",
-    "BUG: soft lockup",
-    "self-detected stall on CPU",
-];
-
-/// The console line of the first emulation fault, without its timestamp.
-fn emulation_fault(console: &str) -> Option<String> {
-    console
-        .lines()
-        .find(|l| EMULATION_FAULTS.iter().any(|f| l.contains(f)))
-        .map(|l| match l.split_once("] ") {
-            Some((stamp, rest)) if stamp.trim_start().starts_with('[') => rest.trim().to_string(),
-            _ => l.trim().to_string(),
-        })
 }
 
 fn print_table(rows: &[Row]) {
@@ -653,19 +630,5 @@ mod tests {
         let cell = super::bench_cell("ps 200\nhidden 820\nwatch 300\n");
         assert_eq!(cell, "hidden 820 (4.1x), watch 300 (1.5x), ps -e 200");
         assert_eq!(super::bench_cell("garbage"), "-");
-    }
-
-    #[test]
-    fn a_text_patching_int3_is_an_emulation_fault_and_a_tracer_error_is_not() {
-        let oops = "matrix: done status 0\n\
-                    [    9.799970] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n\
-                    [    9.800251] CPU: 0 UID: 0 PID: 384 Comm: tracer\n";
-        assert_eq!(
-            super::emulation_fault(oops).as_deref(),
-            Some("Oops: int3: 0000 [#1] PREEMPT SMP NOPTI")
-        );
-        let null = "[   12.1] BUG: kernel NULL pointer dereference, address: 0000000000000008\n\
-                    [   12.2] Oops: 0000 [#1] PREEMPT SMP NOPTI\n";
-        assert_eq!(super::emulation_fault(null), None);
     }
 }

@@ -178,13 +178,16 @@ impl Kernel {
         // A command that attaches no hook needs only the iterators' attach
         // BTF: it is built on a thread from the targets the BTF pass
         // streams to it, as the pass finds them.
-        let (found_tx, found_rx) = std::sync::mpsc::channel();
-        let streamed_attach_btf = (!needs.tracepoints).then(|| {
-            std::thread::spawn(move || {
+        let (found_tx, streamed_attach_btf) = if needs.tracepoints {
+            (None, None)
+        } else {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let builder = std::thread::spawn(move || {
                 let _t = crate::timings::span("kernel: attach BTF (a thread, beside the pass)");
-                attach_btf::build_from(found_rx)
-            })
-        });
+                attach_btf::build_from(rx)
+            });
+            (Some(tx), Some(builder))
+        };
         // aya's loader is made beside our own indexed lookup of the BTF
         // (see `loader_without_btf_parse`).
         let (kernel_btf, loader) = std::thread::scope(|s| {
@@ -199,14 +202,13 @@ impl Kernel {
             });
             let kernel_btf = {
                 let _t = crate::timings::span("kernel: BTF index");
-                let streamed = streamed_attach_btf.is_some();
                 let btf = offsets::load_vmlinux_btf_with(|t| {
                     let iterator =
                         t.kind == attach_btf::TargetKind::Func && t.name.starts_with("bpf_iter_");
-                    if streamed && iterator {
+                    if let (Some(tx), true) = (&found_tx, iterator) {
                         // The builder only ends early on an error, which
                         // its join reports.
-                        let _ = found_tx.send(t.clone());
+                        let _ = tx.send(t.clone());
                     }
                 });
                 drop(found_tx);

@@ -176,11 +176,11 @@ pub fn run(args: &Args) -> Result<u8> {
             )
         };
         let mut outcome = boot();
-        // TCG's emulation of one CPU patching code another runs is not
-        // exact: a guest kernel can fault in its own text patching (an int3
-        // left behind) or stall, with no tracer code on the stack. Such a
-        // guest is booted once more, and the row says so; a fault that
-        // comes back fails the kernel as any other.
+        // Under TCG a guest kernel can fault in its own text patching (an
+        // int3 left behind) or stall its CPU, in runs that pass on every
+        // other boot (see `guest::EMULATION_FAULTS`). Such a guest is
+        // booted once more, and the row says so; a fault that comes back
+        // fails the kernel as any other.
         if let Ok(o) = &outcome {
             if let Some(fault) = o.emulation_fault.clone() {
                 let kept = o.console.with_file_name("console-first-boot.log");
